@@ -1,0 +1,51 @@
+"""batchnb: Azure Batch's model — pools, jobs, tasks — in notebooks, on Dask.
+
+>>> import batchnb as bnb
+>>> # with bnb.Pool("local") as pool:
+>>> #     job = pool.job("hello"); job.add_task("t1", "echo hi"); print(job.wait())
+
+Heavy parts (Dask, the pool) load on first use, so ``import batchnb`` is quick
+and never loads a widget library.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from . import spec
+from .errors import (BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld, LedgerError,
+                     MissingDependency, SpecError, StagingError, TaskFailed, WaitTimeout)
+from .spec import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile, Retry,
+                   StartTask, TaskIdRange, TaskSpec)
+from .states import JobState, NodeState, TaskState
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Pool": "batchnb.pool", "NodeInfo": "batchnb.pool",
+    "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task",
+    "JobResult": "batchnb._jobrun", "Ledger": "batchnb.ledger",
+    "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
+    "jobs": "batchnb._api", "prune": "batchnb._api", "current_ledger": "batchnb._api",
+}
+
+__all__ = [
+    "AppPackage", "BackendError", "BatchError", "Cost", "ExitOptions", "FormulaError", "Job", "JobResult",
+    "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
+    "MultiInstance", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PriceTable", "ResourceFile",
+    "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed", "TaskIdRange", "TaskInfo",
+    "TaskSpec", "TaskState", "WaitTimeout", "current_ledger", "jobs", "prune", "spec",
+]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchnb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

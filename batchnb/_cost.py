@@ -1,0 +1,110 @@
+"""The :class:`Cost` value and its views (table, grouping by tag, HTML).
+
+Private module; ``Cost`` is re-exported by :mod:`batchnb.cost`.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+# Fixed columns of Cost.frame(); tag keys must not shadow them.
+TASK_COLUMNS = ("job_id", "task_id", "attempts", "seconds", "slot_seconds", "node_seconds",
+                "dedicated", "spot", "cost")
+JOB_COLUMNS = ("job_id", "tasks", "attempts", "seconds", "slot_seconds", "node_seconds",
+               "dedicated", "spot", "cost")
+IDLE = "(idle)"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a pool or a job has cost up to ``at``, in ``currency``.
+
+    Nodes bill from request to release, as the cloud bills. A task pays for
+    the slot-seconds it held at its node's price per slot-second (node
+    price / slots of the node); a job pays the sum of its tasks.
+
+    Attributes
+    ----------
+    total
+        Pool: every node's billed time times its price. Job: its tasks' sum.
+    by_group
+        ``total`` split into ``"dedicated"`` and ``"spot"``.
+    node_seconds
+        Billed node-seconds per group (for a job: the node-equivalent seconds
+        its tasks held, slot-seconds / slots of the node).
+    busy, idle
+        Node cost held by tasks and the rest (``idle == total - busy``); a
+        job's ``idle`` is 0: idle nodes belong to the pool.
+    by_job
+        ``{job_id: cost}``.
+    by_task
+        ``{task_id: cost}`` of a job (empty for a pool: ask the job).
+    rate_per_hour
+        The burn at ``at``: nodes up (pool) or slots held (job), per hour.
+    tags
+        The pool's tags, with the job's on top for a job.
+
+    >>> c = Cost(total=3.0, currency="USD", by_group={"dedicated": 2.0, "spot": 1.0}, busy=2.5, idle=0.5)
+    >>> c
+    Cost(total=3 USD, dedicated=2, spot=1, idle=0.5, rate=0 USD/h)
+    >>> c.by_tag("team")
+    {'(idle)': 0.5}
+    """
+
+    total: float
+    currency: str = "USD"
+    by_group: dict[str, float] = field(default_factory=lambda: {"dedicated": 0.0, "spot": 0.0})
+    node_seconds: dict[str, float] = field(default_factory=lambda: {"dedicated": 0.0, "spot": 0.0})
+    busy: float = 0.0
+    idle: float = 0.0
+    by_job: dict[str, float] = field(default_factory=dict)
+    by_task: dict[Any, float] = field(default_factory=dict)
+    rate_per_hour: float = 0.0
+    tags: dict[str, str] = field(default_factory=dict)
+    job_id: str | None = None
+    at: float | None = None
+    # One dict per task (job scope) or per job (pool scope), tags included.
+    rows: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def frame(self) -> Any:
+        """A pandas DataFrame: one row per task (job) or per job (pool), then one column per tag."""
+        import pandas as pd
+
+        fixed = TASK_COLUMNS if self.job_id is not None else JOB_COLUMNS
+        tag_keys = sorted({k for row in self.rows for k in row} - set(fixed))
+        return pd.DataFrame(list(self.rows), columns=[*fixed, *tag_keys])
+
+    def by_tag(self, key: str) -> dict[Any, float]:
+        """Cost grouped by the value of tag ``key``: ``{value: amount}``.
+
+        Rows without the tag fall under ``None``. At pool scope the idle
+        cost stands apart under ``"(idle)"``, so the values add up to ``total``.
+        """
+        out: dict[Any, float] = {}
+        for row in self.rows:
+            value = row.get(key)
+            out[value] = out.get(value, 0.0) + row["cost"]
+        if self.job_id is None and self.idle:
+            out[IDLE] = self.idle
+        return out
+
+    def __repr__(self) -> str:
+        scope = f"job={self.job_id!r}, " if self.job_id is not None else ""
+        return (f"Cost({scope}total={self.total:.6g} {self.currency}, dedicated={self.by_group.get('dedicated', 0):.6g}, "
+                f"spot={self.by_group.get('spot', 0):.6g}, idle={self.idle:.6g}, "
+                f"rate={self.rate_per_hour:.6g} {self.currency}/h)")
+
+    def _repr_html_(self) -> str:
+        cur = html.escape(self.currency)
+        head = f"job {html.escape(self.job_id)}" if self.job_id is not None else "pool"
+        lines = [("total", self.total), ("dedicated", self.by_group.get("dedicated", 0.0)),
+                 ("spot", self.by_group.get("spot", 0.0)), ("held by tasks", self.busy), ("idle", self.idle)]
+        body = "".join(f"<tr><td>{name}</td><td style='text-align:right'>{value:,.4f} {cur}</td></tr>"
+                       for name, value in lines)
+        body += f"<tr><td>burn rate</td><td style='text-align:right'>{self.rate_per_hour:,.4f} {cur}/h</td></tr>"
+        if self.tags:
+            shown = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in sorted(self.tags.items()))
+            body += f"<tr><td>tags</td><td>{shown}</td></tr>"
+        return f"<table class='batchnb-cost'><caption>cost of {head}</caption>{body}</table>"

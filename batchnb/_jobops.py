@@ -1,0 +1,199 @@
+"""Job-level work of the dispatcher: create, resume, add tasks, terminate.
+
+A mixin of :class:`~batchnb.dispatch.Dispatcher`, run on its thread through
+``Dispatcher.call`` so that every check sees one consistent picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections import Counter
+
+from . import spec as specs
+from ._jobrun import JobRun, TaskRun
+from .errors import SpecError
+from .events import JobStateChanged, TasksAdded
+from .states import TERMINAL_TASK_STATES, JobState, TaskState
+
+
+def _differences(old: specs.TaskSpec, new: specs.TaskSpec) -> list[str]:
+    a, b = specs.to_dict(old), specs.to_dict(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+class JobOps:
+    def create_job(self, spec: specs.JobSpec, owner: str) -> JobRun:
+        now = time.time()
+        body = specs.to_dict(dataclasses.replace(spec, tasks=()))
+        self.ledger.create_job(spec.id, body, self.pool.name, now, spec.tags)
+        job = JobRun(spec, self.pool.name, now)
+        self._adopt(job, owner, now)
+        self.events.append(JobStateChanged(spec.id, JobState.ACTIVE.value, now))
+        return job
+
+    def _adopt(self, job: JobRun, owner: str, now: float) -> None:
+        self.jobs[job.key] = job
+        job.owner = owner
+        if job.spec.max_wall_clock is not None:
+            job.deadline = job.created + job.spec.max_wall_clock
+            self.at(job.deadline, lambda: self.terminate(job, "max_wall_clock", time.time()))
+        self._renew_lease(job)
+
+    def _renew_lease(self, job: JobRun) -> None:
+        if job.state == JobState.COMPLETED or self.jobs.get(job.key) is not job:
+            return
+        ttl = self.pool._lease_ttl
+        self.ledger.acquire_lease(job.spec.id, job.owner, ttl)
+        self.at(time.time() + ttl / 3, lambda: self._renew_lease(job))
+
+    def resume_job(self, row: dict, owner: str) -> JobRun:
+        """Rebuild a job from the ledger; attempts that were running become ``interrupted``."""
+        now = time.time()
+        spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
+        job = JobRun(spec, row["pool"] or self.pool.name, row["created"], state=JobState(row["state"]),
+                     reason=row["reason"], ended=row["ended"])
+        rows = self.ledger.tasks(spec.id)
+        items = []
+        for r in rows:
+            tspec = specs.from_dict(specs.TaskSpec, json.loads(r["spec"]))
+            tr = TaskRun(tspec, r["seq"], TaskState(r["state"]))
+            tr.n, tr.requeues, tr.exit_code, tr.node = r["attempts"], r["requeues"], r["exit_code"], r["node"]
+            tr.has_result = r["result"] is not None or r["result_url"] is not None
+            failure = json.loads(r["failure"]) if r["failure"] else {}
+            tr.failure = failure.get("message")
+            tr.tries = sum(1 for a in self.ledger.attempts(spec.id, tspec.id) if a["state"] == "failed") \
+                if tr.n else 0
+            job.tasks[tr.key] = tr
+            job.counts[tr.state] += 1
+            job.next_seq = max(job.next_seq, tr.seq + 1)
+            items.append((tspec.id, tspec.depends_on))
+            if tr.state in TERMINAL_TASK_STATES:
+                job.actions[tr.key] = "block" if tr.state in (TaskState.BLOCKED, TaskState.CANCELLED) else \
+                    self._final_action(tr, failure)
+        job.graph.add(items)
+        self._adopt(job, owner, now)
+        if job.state != JobState.ACTIVE:
+            return job
+        for tr in job.tasks.values():
+            if tr.state == TaskState.RUNNING:
+                self.batch.attempt(spec.id, tr.spec.id, tr.n, state="interrupted", end=now,
+                                   message="the driving process stopped; run again on resume")
+                tr.requeues += 1
+                self.set_state(job, tr, TaskState.ACTIVE, now, reason="resumed after the driver stopped",
+                               requeues=tr.requeues)
+            if tr.state == TaskState.PENDING:
+                tr.unmet = sum(1 for d in job.graph.deps[tr.key] if job.actions.get(d) != "satisfy")
+                if any(job.actions.get(d) == "block" for d in job.graph.deps[tr.key]):
+                    self.set_state(job, tr, TaskState.BLOCKED, now, reason="a dependency failed")
+                    job.actions[tr.key] = "block"
+                elif tr.unmet == 0:
+                    self.set_state(job, tr, TaskState.ACTIVE, now)
+            if tr.state == TaskState.ACTIVE:
+                self.push_ready(job, tr)
+        self.ledger.audit("resume", spec.id, f"owner {owner}")
+        self.check_done(job, now)
+        return job
+
+    @staticmethod
+    def _final_action(tr: TaskRun, failure: dict) -> str:
+        from ._outcome import dependency_action
+        ok = tr.state == TaskState.SUCCEEDED
+        return dependency_action(tr.spec, ok, tr.exit_code, None if ok else failure.get("category"))[0]
+
+    def add_tasks(self, job_key: str, new: list, replace: bool = False) -> list[TaskRun]:
+        """Validate and record tasks; a task equal to one the job has is a no-op."""
+        job = self.jobs[job_key]
+        if job.state != JobState.ACTIVE:
+            raise SpecError("job", job.spec.id, f"is {job.state.value} ({job.reason}); it accepts no more tasks")
+        slots = self.pool.spec.task_slots_per_node
+        out, adding, replacing = [], [], []
+        for spec in new:
+            if spec.required_slots > slots:
+                raise SpecError("required_slots", spec.required_slots,
+                                f"task {spec.id!r} needs more slots than a node of pool {self.pool.name!r} has "
+                                f"(task_slots_per_node={slots}); it could never run")
+            for name, ref in spec.secrets.items():
+                if ref[4:] not in os.environ:
+                    raise SpecError(f"secrets[{name!r}]", ref,
+                                    f"environment variable {ref[4:]!r} is not set in this process")
+            old = job.tasks.get(spec.id.lower())
+            if old is not None:
+                if old.spec == spec:
+                    out.append(old)
+                    continue
+                if not replace:
+                    raise SpecError("task id", spec.id,
+                                    f"exists in job {job.spec.id!r} with a different spec (fields differ: "
+                                    f"{', '.join(_differences(old.spec, spec))}); pass replace=True to replace it")
+                if old.state == TaskState.RUNNING:
+                    raise SpecError("task id", spec.id, "is running; it can be replaced once it ends")
+                replacing.append(spec.id)
+            adding.append(spec)
+        if not adding:
+            return out
+        job.graph.add([(s.id, s.depends_on) for s in adding], replacing)
+        now = time.time()
+        rows, runs = [], []
+        for spec in adding:
+            old = job.tasks.pop(spec.id.lower(), None)
+            if old is not None:
+                job.counts[old.state] -= 1
+                job.actions.pop(old.key, None)
+            tr = TaskRun(spec, job.next_seq, TaskState.PENDING)
+            job.next_seq += 1
+            acts = [job.actions.get(d) for d in job.graph.deps[tr.key]]
+            tr.unmet = sum(1 for a in acts if a != "satisfy")
+            if "block" in acts:
+                tr.state = TaskState.BLOCKED
+                job.actions[tr.key] = "block"
+            elif tr.unmet == 0:
+                tr.state = TaskState.ACTIVE
+            job.tasks[tr.key] = tr
+            job.counts[tr.state] += 1
+            rows.append((spec.id, tr.seq, json.dumps(specs.to_dict(spec)), tr.state.value))
+            runs.append(tr)
+        # Written before it is seen: the add returns only once the ledger has the tasks.
+        self.ledger.add_tasks(job.spec.id, rows, now, replace_ids=replacing)
+        for tr in runs:
+            if tr.state == TaskState.ACTIVE:
+                self.push_ready(job, tr)
+        self.events.append(TasksAdded(job.spec.id, len(runs), now, dict(Counter(t.state.value for t in runs))))
+        return out + runs
+
+    def terminate(self, job: JobRun, reason: str, now: float, state: TaskState = TaskState.CANCELLED) -> None:
+        """Kill the job's running processes, cancel the rest, end the job with ``reason``."""
+        if job.state == JobState.COMPLETED:
+            return
+        job.state = JobState.TERMINATING
+        self.batch.job(job.spec.id, state=job.state.value)
+        self.events.append(JobStateChanged(job.spec.id, job.state.value, now, reason))
+        by_address: dict[str, list] = {}
+        for fut, node_id, members, _ in self.inflight.values():
+            node = self.nodes.nodes.get(node_id)
+            for job_key, task_key, n in members:
+                if job_key == job.key and node is not None and node.address:
+                    by_address.setdefault(node.address, []).append((job.spec.id, job.tasks[task_key].spec.id, n))
+        for address, keys in by_address.items():
+            try:
+                from . import runner
+                self.client.run(runner.kill_attempts, keys, workers=[address], wait=False)
+            except Exception:  # the node may be gone already; its processes with it
+                pass
+        for tr in job.tasks.values():
+            if tr.state not in TERMINAL_TASK_STATES:
+                if tr.state == TaskState.RUNNING:
+                    self.pool._task_ended(job, tr, now)
+                    self.batch.attempt(job.spec.id, tr.spec.id, tr.n, state="terminated", end=now,
+                                       category="terminated", message=f"job ended: {reason}")
+                self.set_state(job, tr, state, now, reason=f"job ended: {reason}")
+        self.complete(job, reason, now)
+
+    def complete(self, job: JobRun, reason: str, now: float) -> None:
+        job.state, job.reason, job.ended = JobState.COMPLETED, reason, now
+        self.batch.job(job.spec.id, state=job.state.value, reason=reason, ended=now)
+        self.batch.event(now, "job", job.spec.id, None, job.state.value, {"reason": reason})
+        self.events.append(JobStateChanged(job.spec.id, job.state.value, now, reason))
+        self.pool._job_ended(job, now)

@@ -1,0 +1,128 @@
+"""Nodes on this machine: a ``LocalCluster`` with one worker process per node.
+
+Each node is a Nanny-managed worker process named by its node id, with as
+many threads as the pool's task slots and a ``slots`` resource, so Dask
+itself also refuses to run more than a node's slots. Preemption kills the
+worker process with SIGKILL — as sudden as a spot eviction — and the node
+comes back later under the same id.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+
+from ..errors import BackendError
+from .base import GROUPS, Backend
+
+
+class LocalBackend(Backend):
+    """The embedded default: ``bnb.Pool("local")``.
+
+    >>> # bnb.Pool("local", dedicated=2, spot=1, task_slots_per_node=2)
+    """
+
+    name = "local"
+    can_scale = True
+    can_preempt = True
+
+    def __init__(self, spec, *, memory_limit="auto", silence_logs=logging.ERROR, start_timeout: float = 60.0,
+                 **options):
+        super().__init__(spec, **options)
+        if options:
+            raise BackendError(f"the local backend does not take option(s) {sorted(options)}")
+        self.memory_limit = memory_limit
+        self.silence_logs = silence_logs
+        self.start_timeout = start_timeout
+        self._counters = {g: itertools.count() for g in GROUPS}
+        self._lock = threading.Lock()
+        self._nodes: dict[str, str] = {}          # node id -> group, as requested
+        self.cluster = None
+
+    def start(self):
+        from distributed import Client, LocalCluster
+        slots = self.spec.task_slots_per_node
+        self.cluster = LocalCluster(
+            n_workers=0, threads_per_worker=slots, processes=True, host="127.0.0.1", dashboard_address=None,
+            silence_logs=self.silence_logs, resources={"slots": slots}, memory_limit=self.memory_limit,
+        )
+        client = Client(self.cluster, set_as_default=False)
+        initial = {"dedicated": self.spec.dedicated if self.spec.dedicated is not None else (
+            0 if self.spec.autoscale is not None else os.cpu_count() or 1), "spot": self.spec.spot}
+        if self.spec.autoscale is not None:
+            initial = {"dedicated": self.spec.dedicated or 0, "spot": self.spec.spot}
+        for group, count in initial.items():
+            for _ in range(count):
+                self._add(group)
+        self._apply(wait=True)
+        return client
+
+    def requested(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._nodes)
+
+    def _add(self, group: str, node_id: str | None = None) -> str:
+        node_id = node_id or f"{group}-{next(self._counters[group])}"
+        with self._lock:
+            self.cluster.worker_spec[node_id] = copy.deepcopy(self.cluster.new_spec)
+            self._nodes[node_id] = group
+        return node_id
+
+    def _apply(self, wait: bool = False) -> None:
+        if wait:
+            self.cluster.sync(self.cluster._correct_state)
+        else:
+            self.cluster.loop.add_callback(self.cluster._correct_state)
+
+    def scale(self, group: str, count: int) -> list[str]:
+        with self._lock:
+            have = [n for n, g in self._nodes.items() if g == group]
+        added = [self._add(group) for _ in range(count - len(have))]
+        if count < len(have):
+            self.remove(have[count:][::-1])
+        elif added:
+            self._apply()
+        return added
+
+    def remove(self, node_ids: list[str]) -> None:
+        with self._lock:
+            for node_id in node_ids:
+                self._nodes.pop(node_id, None)
+                self.cluster.worker_spec.pop(node_id, None)
+        self._apply()
+
+    def preempt(self, node_id: str) -> None:
+        with self._lock:
+            nanny = self.cluster.workers.get(node_id)
+            if node_id not in self._nodes:
+                raise BackendError(f"node {node_id!r} is not in this pool")
+            # The spec goes first so that the nanny does not restart the worker.
+            self.cluster.worker_spec.pop(node_id, None)
+        pid = getattr(getattr(nanny, "process", None), "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._apply()
+
+    def restore(self, node_id: str) -> None:
+        with self._lock:
+            if node_id not in self._nodes:
+                return  # scaled away meanwhile
+        self._add(self._nodes[node_id], node_id)
+        self._apply()
+
+    def wait_gone(self, node_id: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while node_id in self.cluster.workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close(timeout=10)

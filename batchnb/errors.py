@@ -1,0 +1,96 @@
+"""The batchnb exception tree.
+
+::
+
+    BatchError                      every error batchnb raises on purpose
+    ├── SpecError (ValueError)      invalid input: names the field and the value
+    │   └── FormulaError            an autoscale formula that does not parse or
+    │                               evaluate; carries ``line`` and ``column``
+    ├── LedgerError                 the durable record cannot be read or written,
+    │   └── LeaseHeld               another live process dispatches this job
+    ├── BackendError                a backend cannot give or manage nodes
+    │   └── MissingDependency (ImportError)  an optional extra is not installed
+    ├── StagingError                an input or output could not be moved
+    ├── TaskFailed                  ``task.result()`` of a task that did not succeed
+    ├── JobTerminated               waiting on a job that was terminated/cancelled
+    └── WaitTimeout (TimeoutError)  ``wait(timeout=...)`` ran out
+
+Every message says what was wrong, with the offending field and value, and
+what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class BatchError(Exception):
+    """Base of every error batchnb raises on purpose."""
+
+
+class SpecError(BatchError, ValueError):
+    """Invalid input. ``field`` and ``value`` name what was wrong.
+
+    >>> err = SpecError("task id", "a b", "use letters, digits, '-' and '_'")
+    >>> str(err)
+    "task id: 'a b' is invalid: use letters, digits, '-' and '_'"
+    """
+
+    def __init__(self, field: str, value: object = None, problem: str = "", *, message: str | None = None):
+        self.field = field
+        self.value = value
+        self.problem = problem
+        if message is None:
+            shown = repr(value)
+            if len(shown) > 200:
+                shown = shown[:197] + "..."
+            message = f"{field}: {shown} is invalid" + (f": {problem}" if problem else "")
+        super().__init__(message)
+
+
+class FormulaError(SpecError):
+    """An autoscale formula that does not parse or evaluate.
+
+    ``line`` and ``column`` are 1-based positions in the formula text.
+    """
+
+    def __init__(self, message: str, line: int = 0, column: int = 0, text: str | None = None):
+        self.line = line
+        self.column = column
+        where = f"line {line}, column {column}: " if line else ""
+        super().__init__("formula", text, message, message=f"autoscale formula, {where}{message}")
+
+
+class LedgerError(BatchError):
+    """The durable record cannot be read or written."""
+
+
+class LeaseHeld(LedgerError):
+    """Another live process holds the dispatch lease of this job."""
+
+
+class BackendError(BatchError):
+    """A backend cannot give or manage nodes."""
+
+
+class MissingDependency(BackendError, ImportError):
+    """An optional extra is needed, e.g. ``pip install batchnb[azure]``."""
+
+
+class StagingError(BatchError):
+    """An input could not be fetched or an output could not be uploaded."""
+
+    def __init__(self, message: str, url: str | None = None, transient: bool = False):
+        self.url = url
+        self.transient = transient
+        super().__init__(message)
+
+
+class TaskFailed(BatchError):
+    """Raised by ``Task.result()`` when the task did not succeed."""
+
+
+class JobTerminated(BatchError):
+    """The job was terminated or cancelled before the awaited result existed."""
+
+
+class WaitTimeout(BatchError, TimeoutError):
+    """``wait(timeout=...)`` ran out before the job or task finished."""

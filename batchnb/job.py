@@ -1,0 +1,262 @@
+"""``Job``: tasks added to it are dispatched at once; ``wait()`` or ``await`` for the end.
+
+>>> # job = pool.job("mc", max_task_retries=2)
+>>> # parts = job.map(estimate_pi, range(50)); total = job.submit(sum, parts)
+>>> # job.wait(); total.result()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import re
+import time
+from collections import Counter
+
+from . import _pycall, spec as specs
+from ._jobrun import JobResult
+from .errors import LeaseHeld, SpecError, WaitTimeout
+from .ledger import Ledger
+from .states import JobState, TaskState
+from .task import Task, TaskInfo, task_info
+
+# Keyword arguments of submit()/map() that configure the task rather than go to the function.
+TASK_OPTIONS = ("task_id", "depends_on", "retry", "max_wall_clock", "priority", "required_slots", "inputs",
+                "outputs", "upload_condition", "exit_conditions", "env", "replace", "retention_time")
+
+
+def open_job(pool, job_id, options: dict) -> "Job":
+    """pool.job(...): a new job, the live one of this process, or a resumed one from the ledger."""
+    if isinstance(job_id, specs.JobSpec):
+        spec = dataclasses.replace(job_id, **options) if options else job_id
+    else:
+        spec = specs.JobSpec(id=job_id, **options)
+    tasks, spec = spec.tasks, dataclasses.replace(spec, tasks=())
+    disp = pool._dispatcher
+    run = disp.jobs.get(spec.id.lower())
+    if run is None:
+        row = pool.ledger.job(spec.id)
+        if row is None:
+            run = disp.call(disp.create_job, spec, pool._owner)
+        else:
+            _check_same(spec, row)
+            holder = pool.ledger.acquire_lease(spec.id, pool._owner, pool._lease_ttl)
+            if holder is not None:
+                raise LeaseHeld(f"job {spec.id!r} is being dispatched by another live process ({holder}); "
+                                f"use bnb.Job.attach({spec.id!r}) to watch it, or wait for its lease to expire")
+            run = disp.call(disp.resume_job, row, pool._owner)
+    else:
+        _check_same(spec, {"spec": json.dumps(specs.to_dict(run.spec))})
+    job = Job(pool, run)
+    if tasks:
+        job.add_tasks(tasks)
+    return job
+
+
+def _check_same(spec: specs.JobSpec, row: dict) -> None:
+    old = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
+    if old != spec:
+        a, b = specs.to_dict(old), specs.to_dict(spec)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise SpecError("job", spec.id, f"exists in the ledger with other options ({', '.join(diff)}); "
+                        "use the same options to resume it, or another id")
+
+
+def _fn_name(fn) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:40] or "call"
+
+
+class Job:
+    """A job on a pool: add tasks, watch them, wait for the end."""
+
+    def __init__(self, pool, run, ledger: Ledger | None = None):
+        self.pool = pool
+        self._run = run
+        self.ledger = ledger or pool.ledger
+        self.id = run.spec.id
+        self._auto_ids: dict[str, itertools.count] = {}
+
+    # -- adding tasks ------------------------------------------------------------
+    def _dispatcher(self):
+        if self.pool is None or self.pool._closed:
+            raise SpecError("job", self.id, "is not attached to an open pool; use pool.job(id) to resume it")
+        return self.pool._dispatcher
+
+    def add_task(self, task_id, command=None, *, replace: bool = False, **options) -> Task:
+        """Add one command-line task (a string runs under /bin/sh -c, a list as argv)."""
+        return self.add_tasks([specs.TaskSpec(task_id, command, **options)], replace=replace)[0]
+
+    def add_tasks(self, tasks, *, replace: bool = False) -> list[Task]:
+        """Add many tasks at once (TaskSpecs or dicts); dependencies may point within the batch."""
+        items = [t if isinstance(t, specs.TaskSpec) else specs.from_dict(specs.TaskSpec, t) for t in tasks]
+        disp = self._dispatcher()
+        runs = disp.call(disp.add_tasks, self._run.key, items, replace, timeout=None)
+        return [Task(self, tr.spec.id) for tr in runs]
+
+    def submit(self, fn, *args, **kwargs) -> Task:
+        """Run ``fn(*args, **kwargs)`` as a task; Task handles in the arguments become
+        dependencies and are replaced by their results. Task options (``task_id``,
+        ``retry``, ``max_wall_clock``, ``depends_on``...) are taken out of ``kwargs``."""
+        if not callable(fn):
+            raise SpecError("fn", fn, "expected a callable")
+        opts = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
+        return self.add_tasks([self._python_spec(fn, args, kwargs, opts)], replace=opts.get("replace", False))[0]
+
+    def map(self, fn, *iterables, **kwargs) -> list[Task]:
+        """One task per item (as ``map``); task options as in :meth:`submit`."""
+        opts = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
+        if "task_id" in opts:
+            raise SpecError("task_id", opts["task_id"], "map() names its tasks itself; use task_prefix=")
+        prefix = kwargs.pop("task_prefix", None)
+        items = list(zip(*iterables))
+        made = []
+        for i, args in enumerate(items):
+            o = dict(opts)
+            if prefix:
+                o["task_id"] = f"{prefix}{i}"
+            made.append(self._python_spec(fn, args, dict(kwargs), o))
+        return self.add_tasks(made, replace=opts.get("replace", False))
+
+    def _python_spec(self, fn, args, kwargs, opts) -> specs.TaskSpec:
+        import cloudpickle
+        opts = dict(opts)
+        opts.pop("replace", None)
+        name = _fn_name(fn)
+        task_id = opts.pop("task_id", None)
+        if task_id is None:
+            counter = self._auto_ids.setdefault(name, itertools.count())
+            task_id = f"{name}-{next(counter)}"
+        found: dict[str, None] = {}
+        is_handle = lambda x: isinstance(x, Task)  # noqa: E731
+        args = _pycall.extract(args, is_handle, found)
+        kwargs = _pycall.extract(kwargs, is_handle, found)
+        deps = list(specs.dependency_ids(opts.pop("depends_on", None)))
+        deps += [d for d in found if d not in deps]
+        try:
+            payload = cloudpickle.dumps((fn, args, kwargs))
+            arg_bytes = cloudpickle.dumps((args, kwargs))
+        except Exception as exc:
+            raise SpecError(f"task {task_id!r} arguments", fn, f"cannot be pickled: {exc}") from None
+        call = specs.PythonCall(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', name)}",
+                                payload, arg_bytes)
+        return specs.TaskSpec(task_id, python=call, depends_on=tuple(deps), **opts)
+
+    # -- watching ------------------------------------------------------------------
+    @property
+    def state(self) -> JobState:
+        row = self.ledger.job(self.id)
+        return JobState(row["state"])
+
+    def counts(self) -> dict[str, int]:
+        counts = self.ledger.task_counts(self.id)
+        return {s.value: counts.get(s.value, 0) for s in TaskState}
+
+    def task(self, task_id: str) -> Task:
+        if self.ledger.task(self.id, task_id) is None:
+            raise KeyError(f"job {self.id!r} has no task {task_id!r}")
+        return Task(self, task_id)
+
+    def tasks(self, state: str | TaskState | None = None) -> list[TaskInfo]:
+        if state is None:
+            rows = self.ledger.tasks(self.id)
+        else:
+            rows = self.ledger.tasks(self.id, where="state = ?", params=(TaskState(state).value,))
+        return [task_info(r) for r in rows]
+
+    def frame(self):
+        """The tasks as a pandas DataFrame."""
+        import pandas as pd
+        return pd.DataFrame([dataclasses.asdict(t) for t in self.tasks()])
+
+    def _done(self) -> bool:
+        row = self.ledger.job(self.id)
+        if row["state"] == JobState.COMPLETED.value:
+            return True
+        counts = self.ledger.task_counts(self.id)
+        live = sum(n for s, n in counts.items() if s in ("pending", "active", "running"))
+        return live == 0 and sum(counts.values()) > 0
+
+    def wait(self, timeout: float | None = None, *, quiet: bool | None = None) -> JobResult:
+        """Block until every task has ended (or the job ended); return a :class:`JobResult`.
+
+        In a terminal, progress is drawn while waiting unless ``quiet``."""
+        from .ui.progress import waiting
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with waiting(self, quiet):
+            while not self._done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(f"job {self.id!r} did not finish within {timeout}s: {self.counts()}")
+                if self.pool is not None and self.pool._closed:
+                    raise WaitTimeout(f"the pool of job {self.id!r} was closed before the job finished; "
+                                      f"resume it with pool.job({self.id!r})")
+                with self._run.changed:
+                    self._run.changed.wait(0.5 if left is None else min(0.5, left))
+        return self.result()
+
+    def result(self) -> JobResult:
+        """The job's summary now (counts, failures, cost, wall time, reason)."""
+        row = self.ledger.job(self.id)
+        counts = {k: v for k, v in self.counts().items() if v}
+        failures = []
+        for r in self.ledger.tasks(self.id, where="state IN ('failed', 'blocked')"):
+            f = json.loads(r["failure"]) if r["failure"] else {}
+            failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"],
+                             "node": r["node"], "category": f.get("category"), "message": f.get("message")})
+        done = row["state"] == "completed" or self._done()
+        reason = row["reason"] or ("all_tasks_complete" if done else None)
+        ended = row["ended"] or (time.time() if not done else max(
+            [r["ended"] or 0 for r in self.ledger.tasks(self.id, "ended")] or [time.time()]))
+        cost = self.cost() if self.pool is not None and hasattr(self.pool, "cost") else None
+        return JobResult(self.id, "completed" if done else row["state"], reason, counts, failures,
+                         ended - row["created"], cost)
+
+    def cost(self):
+        """The job's cost so far (needs the pool's cost meter)."""
+        return self.pool._job_cost(self.id) if self.pool is not None and hasattr(self.pool, "_job_cost") else None
+
+    def __await__(self):
+        return asyncio.get_event_loop().run_in_executor(None, lambda: self.wait(quiet=True)).__await__()
+
+    # -- ending --------------------------------------------------------------------
+    def terminate(self, reason: str = "terminated") -> None:
+        """Kill the running tasks (their whole process trees) and cancel the rest."""
+        disp = self._dispatcher()
+        disp.call(lambda: disp.terminate(self._run, reason, time.time()))
+
+    cancel = terminate
+
+    # -- showing -------------------------------------------------------------------
+    def __repr__(self):
+        counts = Counter({k: v for k, v in self.counts().items() if v})
+        return f"<batchnb.Job {self.id!r} {self.state.value}: {dict(counts)}>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .ui import job_bundle
+        return job_bundle(self)
+
+    @classmethod
+    def attach(cls, job_id: str, pool=None, ledger: Ledger | None = None) -> "Job":
+        """A job from the ledger: resumed on ``pool`` if given, else read-only."""
+        if pool is not None:
+            return pool.job(job_id, **_recorded_options(pool.ledger, job_id))
+        from .pool import default_ledger
+        ledger = ledger or default_ledger()
+        row = ledger.job(job_id)
+        if row is None:
+            raise SpecError("job id", job_id, f"not in the ledger {ledger.path}")
+        from ._jobrun import JobRun
+        spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
+        return cls(None, JobRun(spec, row["pool"], row["created"], state=JobState(row["state"])), ledger)
+
+
+def _recorded_options(ledger: Ledger, job_id: str) -> dict:
+    row = ledger.job(job_id)
+    if row is None:
+        raise SpecError("job id", job_id, f"not in the ledger {ledger.path}")
+    data = json.loads(row["spec"])
+    data.pop("id", None)
+    return data

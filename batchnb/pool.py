@@ -1,0 +1,237 @@
+"""``bnb.Pool``: nodes from a backend, one dispatcher, the jobs that run on them.
+
+>>> # with bnb.Pool("local", dedicated=2) as pool:
+>>> #     job = pool.job("hello"); job.add_task("t1", "echo hi"); job.wait()
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _config
+from .backends import WorkerInfo, get_backend, group_of
+from ._extensions import make_extensions
+from .dispatch import Dispatcher
+from .errors import BackendError, SpecError
+from .events import EventBus
+from .ledger import Ledger
+from .spec import JobSpec, PoolSpec
+from .states import NodeState
+
+_open_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+_default_ledger: Ledger | None = None
+_ledger_lock = threading.Lock()
+
+
+def default_ledger() -> Ledger:
+    """The ledger at ``<home>/ledger.sqlite`` (shared by pools of this process)."""
+    global _default_ledger
+    with _ledger_lock:
+        if _default_ledger is None or _default_ledger.path != Ledger(None).path:
+            _default_ledger = Ledger(None)
+        return _default_ledger
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as ``pool.nodes()`` shows it."""
+
+    id: str
+    group: str
+    state: str
+    running: tuple
+    slots: int
+    used_slots: int
+    cpu: float | None = None
+    memory: int | None = None
+
+
+class Pool:
+    """A pool of compute nodes: a Dask cluster driven the Azure Batch way.
+
+    Parameters follow Azure Batch: ``dedicated`` and ``spot`` node counts
+    (or an ``autoscale`` formula), ``task_slots_per_node``, ``node_fill``,
+    a ``start_task``; ``storage_options`` (per fsspec protocol) reach every
+    task's staging and are never recorded. Other keyword arguments go to
+    the backend.
+
+    >>> # pool = bnb.Pool("local", dedicated=2, task_slots_per_node=2)
+    >>> # pool.nodes()[0].state
+    """
+
+    def __init__(self, name: str = "local", backend: str = "local", *, vm_size=None, dedicated=None, spot=0,
+                 autoscale=None, autoscale_interval="30s", task_slots_per_node=1, node_fill="spread",
+                 start_task=None, app_packages=(), price_table=None, storage_options=None, tags=None,
+                 region=None, ledger: Ledger | str | None = None, **backend_options):
+        self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,
+                             autoscale=autoscale, autoscale_interval=autoscale_interval,
+                             task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
+                             app_packages=app_packages, tags=tags or {}, region=region)
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise SpecError("storage_options", "<hidden>", "expected a mapping of protocol to options")
+        self.name = self.spec.name
+        self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
+        self.bus = EventBus()
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_ttl = _config.seconds("lease-ttl")
+        self._storage_options = {**(_config.get("storage-options") or {}), **(storage_options or {})}
+        self._price_table = price_table
+        self._backend = get_backend(backend)(self.spec, **backend_options)
+        self.client = self._backend.start()
+        home = _config.home()
+        self._node_root = self._backend.node_root or str(home / "nodes" / self.name)
+        self._results_url = _config.get("results-url") or Path(home / "results").as_uri()
+        self._closed = False
+        self._extensions = make_extensions(self)
+        self._dispatcher = Dispatcher(self, self.client, self.ledger, self.bus)
+        self._dispatcher.start()
+        for ext in self._extensions:
+            ext.start()
+        _open_pools.add(self)
+
+    # -- the public surface ------------------------------------------------------
+    def job(self, job_id: str | JobSpec, **options):
+        """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
+        from .job import open_job
+        return open_job(self, job_id, options)
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node with its group, state and running tasks."""
+        def snapshot():
+            out = []
+            for n in self._dispatcher.nodes.nodes.values():
+                running = tuple(t for key in n.running for t in self._dispatcher.task_ids(key))
+                out.append(NodeInfo(n.node_id, n.group, n.state.value, running, n.slots, n.used, n.cpu, n.memory))
+            return sorted(out, key=lambda i: (i.group, _natural(i.id)))
+        return self._dispatcher.call(snapshot)
+
+    def preempt(self, node_id: str) -> None:
+        """Do to a spot node what Azure does: the worker dies now, its tasks are requeued,
+        the node is ``preempted`` and comes back after ``batchnb.preempt-return-after``."""
+        if not self._backend.can_preempt:
+            raise BackendError(f"backend {self._backend.name!r} cannot preempt nodes")
+        if node_id not in self._backend.requested():
+            raise SpecError("node_id", node_id, f"not a node of pool {self.name!r}")
+        self._backend.preempt(node_id)
+        self._dispatcher.call(self._dispatcher.node_lost, node_id, NodeState.PREEMPTED, "preempted")
+        delay = _config.seconds("preempt-return-after")
+
+        def back():
+            if not self._closed:
+                self._backend.restore(node_id)
+        timer = threading.Timer(delay, back)
+        timer.daemon = True
+        timer.start()
+
+    def resize(self, dedicated: int | None = None, spot: int | None = None) -> None:
+        """Set the number of nodes per group (what a fixed-size Azure pool's resize does)."""
+        for group, count in (("dedicated", dedicated), ("spot", spot)):
+            if count is None:
+                continue
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise SpecError(group, count, "expected a whole number of nodes, 0 or more")
+            self._scale_group(group, count)
+
+    def close(self) -> None:
+        """Stop dispatching, end the nodes, release the jobs' leases."""
+        if self._closed:
+            return
+        self._closed = True
+        for ext in reversed(self._extensions):
+            ext.stop()
+        try:
+            for job in list(self._dispatcher.jobs.values()):
+                self.ledger.release_lease(job.spec.id, self._owner)
+            self._dispatcher.close()
+        finally:
+            try:
+                self.client.close(timeout=10)
+            finally:
+                self._backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{len(self._backend.requested())} nodes"
+        return f"<batchnb.Pool {self.name!r} backend={self.spec.backend!r} {state}>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .ui import pool_bundle
+        return pool_bundle(self)
+
+    # -- what the dispatcher asks of the pool -----------------------------------
+    def _workers(self) -> list[WorkerInfo]:
+        info = self.client.scheduler_info(n_workers=-1)
+        out = []
+        for address, w in info.get("workers", {}).items():
+            resources = w.get("resources") or {}
+            metrics = w.get("metrics") or {}
+            out.append(WorkerInfo(str(w.get("name", address)), address, group_of(w.get("name", "")),
+                                  int(resources.get("slots", w.get("nthreads", 1))), "slots" in resources,
+                                  metrics.get("cpu"), metrics.get("memory")))
+        return out
+
+    def _requested(self) -> dict[str, str]:
+        return self._backend.requested()
+
+    def _scale_group(self, group: str, count: int) -> None:
+        self._backend.scale(group, count)
+
+    # -- hooks: the dispatcher calls these on its thread; extensions do the work --
+    def _node_joined(self, worker: WorkerInfo, now: float) -> bool:
+        """A worker appeared; True when it may take tasks at once."""
+        return all([ext.node_joined(worker, now) for ext in self._extensions])
+
+    def _node_changed(self, node, now: float) -> None:
+        for ext in self._extensions:
+            ext.node_changed(node, now)
+
+    def _node_unusable(self, node_id: str) -> None:
+        for ext in self._extensions:
+            ext.node_unusable(node_id)
+
+    def _task_started(self, job, tr, node, now: float) -> None:
+        for ext in self._extensions:
+            ext.task_started(job, tr, node, now)
+
+    def _task_ended(self, job, tr, now: float) -> None:
+        for ext in self._extensions:
+            ext.task_ended(job, tr, now)
+
+    def _may_dispatch(self, job, tr, now: float) -> bool:
+        return all(ext.may_dispatch(job, tr, now) for ext in self._extensions)
+
+    def _job_ended(self, job, now: float) -> None:
+        self.ledger.release_lease(job.spec.id, self._owner)
+        for ext in self._extensions:
+            ext.job_ended(job, now)
+
+    def extension(self, cls):
+        """The pool's extension of class ``cls`` (or None)."""
+        return next((e for e in self._extensions if isinstance(e, cls)), None)
+
+
+def _natural(node_id: str):
+    head, _, tail = node_id.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (node_id, 0)
+
+
+@atexit.register
+def _close_all() -> None:
+    for pool in list(_open_pools):
+        try:
+            pool.close()
+        except Exception:  # noqa: BLE001 - the interpreter is going away
+            pass

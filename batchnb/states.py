@@ -1,0 +1,62 @@
+"""Task, job and node states, with the sets that end them.
+
+The names and meanings follow Azure Batch, so a user who knows its portal
+reads batchnb's views without a glossary.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class _Described(str, Enum):
+    def __new__(cls, value: str, doc: str):
+        obj = str.__new__(cls, value)
+        obj._value_ = value
+        obj.__doc__ = doc
+        return obj
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TaskState(_Described):
+    """The state of a task (Azure Batch's task states, plus ``blocked``)."""
+
+    PENDING = ("pending", "Added; waits for its dependencies.")
+    ACTIVE = ("active", "Ready to run; waits for a free slot (or a retry delay).")
+    RUNNING = ("running", "An attempt runs on a node.")
+    SUCCEEDED = ("succeeded", "Ended with exit code 0 (or a Python return).")
+    FAILED = ("failed", "Ended without success after its retries.")
+    BLOCKED = ("blocked", "A dependency failed with dependency action 'block'; never runs.")
+    CANCELLED = ("cancelled", "The job was terminated or cancelled before it ended.")
+
+
+class JobState(_Described):
+    """The state of a job."""
+
+    ACTIVE = ("active", "Accepts and dispatches tasks.")
+    TERMINATING = ("terminating", "Being terminated; running tasks are being killed.")
+    COMPLETED = ("completed", "Ended; see its reason.")
+
+
+class NodeState(_Described):
+    """The state of a compute node (Azure Batch's node states)."""
+
+    STARTING = ("starting", "Requested; the worker is starting or runs its start task.")
+    IDLE = ("idle", "Up and running no task.")
+    RUNNING = ("running", "Up and running one or more tasks.")
+    START_TASK_FAILED = ("start_task_failed", "Its start task failed; it gets no tasks.")
+    UNUSABLE = ("unusable", "Too many consecutive failures not of the tasks' own making.")
+    PREEMPTED = ("preempted", "A spot node taken back; its tasks were requeued.")
+    LEAVING = ("leaving", "Being removed (scale down); gets no new tasks.")
+    OFFLINE = ("offline", "Gone, or taken out of scheduling.")
+
+
+TERMINAL_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED})
+TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED})
+#: Nodes that may be given tasks.
+SCHEDULABLE_NODE_STATES = frozenset({NodeState.IDLE, NodeState.RUNNING})
+#: Nodes that are paid for (counted by the cost meter).
+BILLED_NODE_STATES = frozenset({NodeState.STARTING, NodeState.IDLE, NodeState.RUNNING,
+                                NodeState.START_TASK_FAILED, NodeState.UNUSABLE, NodeState.LEAVING})

@@ -1,0 +1,142 @@
+"""``Task``: a handle on one task of a job, read from the ledger.
+
+>>> # t = job.add_task("t1", "echo hi"); t.wait(); t.stdout()
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JobTerminated, TaskFailed, WaitTimeout
+from .states import TERMINAL_TASK_STATES, TaskState
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One row of ``job.tasks()``."""
+
+    id: str
+    state: str
+    exit_code: int | None
+    attempts: int
+    requeues: int
+    node: str | None
+    failure: str | None
+    category: str | None
+    command: str
+    created: float | None
+    ended: float | None
+
+
+def task_info(row) -> TaskInfo:
+    spec = json.loads(row["spec"])
+    failure = json.loads(row["failure"]) if row["failure"] else {}
+    command = spec.get("command") or f"{(spec.get('python') or {}).get('name', '?')}(...)"
+    if isinstance(command, list):
+        command = " ".join(command)
+    return TaskInfo(row["id"], row["state"], row["exit_code"], row["attempts"], row["requeues"], row["node"],
+                    failure.get("message"), failure.get("category"), command, row["created"], row["ended"])
+
+
+class Task:
+    """A task of a job. Properties read the ledger, so they are always current."""
+
+    def __init__(self, job, task_id: str):
+        self.job = job
+        self.task_id = task_id
+
+    def __repr__(self):
+        return f"<batchnb.Task {self.job.id}/{self.task_id} {self.state.value}>"
+
+    def _row(self) -> dict:
+        row = self.job.ledger.task(self.job.id, self.task_id)
+        if row is None:
+            raise KeyError(f"task {self.task_id!r} is not in job {self.job.id!r}")
+        return row
+
+    @property
+    def state(self) -> TaskState:
+        return TaskState(self._row()["state"])
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._row()["exit_code"]
+
+    @property
+    def attempts(self) -> list[dict]:
+        """Every attempt: number, node, state (succeeded/failed/requeued/interrupted...), times, exit code."""
+        return self.job.ledger.attempts(self.job.id, self.task_id)
+
+    @property
+    def requeue_count(self) -> int:
+        return self._row()["requeues"]
+
+    @property
+    def failure(self) -> dict | None:
+        """Why it failed: category, message and node; None when it did not fail."""
+        row = self._row()
+        return json.loads(row["failure"]) if row["failure"] and row["state"] != "succeeded" else None
+
+    def info(self) -> TaskInfo:
+        return task_info(self._row())
+
+    def wait(self, timeout: float | None = None) -> TaskState:
+        """Block until the task ends; return its final state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self.job._run.changed if self.job._run is not None else None
+        while True:
+            state = self.state
+            if state in TERMINAL_TASK_STATES:
+                return state
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeout(f"task {self.task_id!r} of job {self.job.id!r} is still {state.value} "
+                                  f"after {timeout}s")
+            wait = 0.5 if left is None else min(0.5, left)
+            if cond is not None:
+                with cond:
+                    cond.wait(wait)
+            else:
+                time.sleep(wait)
+
+    def result(self, timeout: float | None = None):
+        """The Python task's return value (waits for it); TaskFailed if it did not succeed."""
+        state = self.wait(timeout)
+        row = self._row()
+        if state != TaskState.SUCCEEDED:
+            failure = json.loads(row["failure"]) if row["failure"] else {}
+            if state == TaskState.CANCELLED:
+                raise JobTerminated(f"task {self.task_id!r} was cancelled: {failure.get('message') or 'job ended'}")
+            raise TaskFailed(f"task {self.task_id!r} of job {self.job.id!r} {state.value}: "
+                             f"{failure.get('message') or 'no message'}")
+        import cloudpickle
+        if row["result_url"]:
+            import fsspec
+            url = row["result_url"]
+            opts = self.job.pool._storage_options.get(url.split("://")[0], {}) if self.job.pool else {}
+            with fsspec.open(url, "rb", **opts) as fh:
+                return cloudpickle.loads(fh.read())
+        return None if row["result"] is None else cloudpickle.loads(row["result"])
+
+    def _log(self, name: str) -> str:
+        attempts = self.attempts
+        if not attempts:
+            return ""
+        last = attempts[-1]
+        if last["task_dir"]:
+            path = Path(last["task_dir"]) / name
+            try:
+                return path.read_text(errors="replace")
+            except OSError:
+                pass
+        return last[f"{name[:6]}_tail"] or ""
+
+    def stdout(self) -> str:
+        """The last attempt's stdout.txt (its tail from the ledger if the node is out of reach)."""
+        return self._log("stdout.txt")
+
+    def stderr(self) -> str:
+        return self._log("stderr.txt")
