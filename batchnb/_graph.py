@@ -56,7 +56,7 @@ class DepGraph:
         cycle = self._find_cycle({t.lower(): tuple(d.lower() for d in deps) for t, deps in items})
         if cycle:
             names = [batch.get(k) or self.names.get(k, k) for k in cycle]
-            raise SpecError("depends_on", names, f"these tasks would form a cycle: {' -> '.join(names)}")
+            raise SpecError("depends_on", names, f"these tasks would form a cycle (each depends on the next): {' -> '.join(names)}")
 
     def _find_cycle(self, new: dict[str, tuple[str, ...]]) -> list[str] | None:
         """A cycle through the new edges (existing edges are acyclic), iteratively."""

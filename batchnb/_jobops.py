@@ -179,7 +179,7 @@ class JobOps:
         for address, keys in by_address.items():
             try:
                 from . import runner
-                self.client.run(runner.kill_attempts, keys, workers=[address], wait=False)
+                self.client.run(runner.kill_attempts_soon, keys, workers=[address], wait=False)
             except Exception:  # the node may be gone already; its processes with it
                 pass
         for tr in job.tasks.values():

@@ -114,6 +114,13 @@ def kill_attempts(keys) -> int:
     return killed
 
 
+async def kill_attempts_soon(keys) -> int:
+    """``kill_attempts`` for ``client.run(..., wait=False)``, which takes only coroutines;
+    the killing (which waits for the processes) runs off the worker's event loop."""
+    import asyncio
+    return await asyncio.get_running_loop().run_in_executor(None, kill_attempts, keys)
+
+
 def _node_id() -> str:
     try:
         from distributed import get_worker

@@ -48,7 +48,7 @@ class LocalBackend(Backend):
         from distributed import Client, LocalCluster
         slots = self.spec.task_slots_per_node
         self.cluster = LocalCluster(
-            n_workers=0, threads_per_worker=slots, processes=True, host="127.0.0.1", dashboard_address=None,
+            n_workers=0, threads_per_worker=slots, processes=True, host="127.0.0.1", dashboard_address=":0",
             silence_logs=self.silence_logs, resources={"slots": slots}, memory_limit=self.memory_limit,
         )
         client = Client(self.cluster, set_as_default=False)
