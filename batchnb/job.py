@@ -219,7 +219,8 @@ class Job:
         return self.pool._job_cost(self.id) if self.pool is not None and hasattr(self.pool, "_job_cost") else None
 
     def __await__(self):
-        return asyncio.get_event_loop().run_in_executor(None, lambda: self.wait(quiet=True)).__await__()
+        # wait() blocks, so it runs in the loop's executor: the loop stays free.
+        return asyncio.get_running_loop().run_in_executor(None, lambda: self.wait(quiet=True)).__await__()
 
     # -- ending --------------------------------------------------------------------
     def terminate(self, reason: str = "terminated") -> None:
