@@ -59,7 +59,15 @@ class LocalBackend(Backend):
         for group, count in initial.items():
             for _ in range(count):
                 self._add(group)
-        self._apply(wait=True)
+        try:
+            self._apply(wait=True)
+        except Exception as exc:
+            client.close()
+            self.cluster.close()
+            raise BackendError(
+                f"the local pool could not start its worker processes ({exc}). Workers are spawned "
+                "processes that import the main module: run from a file or a notebook, and put the code "
+                "that makes the pool under `if __name__ == \"__main__\":` in a script") from None
         return client
 
     def requested(self) -> dict[str, str]:
