@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections import Counter
 
 from . import spec as specs
 from ._jobrun import JobRun, TaskRun
-from .errors import SpecError
+from .errors import LeaseHeld, SpecError
 from .events import JobStateChanged, TasksAdded
 from .states import TERMINAL_TASK_STATES, JobState, TaskState
+
+log = logging.getLogger("batchnb.dispatch")
 
 
 def _differences(old: specs.TaskSpec, new: specs.TaskSpec) -> list[str]:
@@ -37,6 +40,7 @@ class JobOps:
     def _adopt(self, job: JobRun, owner: str, now: float) -> None:
         self.jobs[job.key] = job
         job.owner = owner
+        job.adopted = now
         if job.spec.max_wall_clock is not None:
             job.deadline = job.created + job.spec.max_wall_clock
             self.at(job.deadline, lambda: self.terminate(job, "max_wall_clock", time.time()))
@@ -46,8 +50,31 @@ class JobOps:
         if job.state == JobState.COMPLETED or self.jobs.get(job.key) is not job:
             return
         ttl = self.pool._lease_ttl
-        self.ledger.acquire_lease(job.spec.id, job.owner, ttl)
-        self.at(time.time() + ttl / 3, lambda: self._renew_lease(job))
+        now = time.time()
+        holder = self.ledger.acquire_lease(job.spec.id, job.owner, ttl, now=now)
+        if holder is not None:
+            self._lose_job(job, holder, now)
+            return
+        # Another process (``batchnb terminate``) may ask the holder to end the job.
+        asked = self.ledger.last_audit(job.spec.id, "terminate-request", since=job.adopted)
+        if asked is not None:
+            self.terminate(job, asked["detail"] or "terminated", now)
+            return
+        self.at(now + min(ttl / 3, 2.0), lambda: self._renew_lease(job))
+
+    def _lose_job(self, job: JobRun, holder: str, now: float) -> None:
+        """Another process took the lease (ours had expired): stop dispatching the job here.
+
+        Its running attempts are killed, as the new holder runs them again;
+        the ledger's fence drops whatever this process would still write.
+        """
+        log.warning("batchnb: job %r is dispatched by %s now; this process only watches it", job.spec.id, holder)
+        self._kill_running(job)
+        for tr in job.tasks.values():
+            if tr.state == TaskState.RUNNING:
+                self.pool._task_ended(job, tr, now)
+        del self.jobs[job.key]
+        job.notify()
 
     def resume_job(self, row: dict, owner: str) -> JobRun:
         """Rebuild a job from the ledger; attempts that were running become ``interrupted``."""
@@ -105,7 +132,9 @@ class JobOps:
 
     def add_tasks(self, job_key: str, new: list, replace: bool = False) -> list[TaskRun]:
         """Validate and record tasks; a task equal to one the job has is a no-op."""
-        job = self.jobs[job_key]
+        job = self.jobs.get(job_key)
+        if job is None:
+            raise LeaseHeld(f"job {job_key!r} is dispatched by another process now; this process only watches it")
         if job.state != JobState.ACTIVE:
             raise SpecError("job", job.spec.id, f"is {job.state.value} ({job.reason}); it accepts no more tasks")
         slots = self.pool.spec.task_slots_per_node
@@ -165,11 +194,23 @@ class JobOps:
 
     def terminate(self, job: JobRun, reason: str, now: float, state: TaskState = TaskState.CANCELLED) -> None:
         """Kill the job's running processes, cancel the rest, end the job with ``reason``."""
-        if job.state == JobState.COMPLETED:
+        if job.state == JobState.COMPLETED or self.jobs.get(job.key) is not job:
             return
         job.state = JobState.TERMINATING
         self.batch.job(job.spec.id, state=job.state.value)
         self.events.append(JobStateChanged(job.spec.id, job.state.value, now, reason))
+        self._kill_running(job)
+        for tr in job.tasks.values():
+            if tr.state not in TERMINAL_TASK_STATES:
+                if tr.state == TaskState.RUNNING:
+                    self.pool._task_ended(job, tr, now)
+                    self.batch.attempt(job.spec.id, tr.spec.id, tr.n, state="terminated", end=now,
+                                       category="terminated", message=f"job ended: {reason}")
+                self.set_state(job, tr, state, now, reason=f"job ended: {reason}")
+        self.complete(job, reason, now)
+
+    def _kill_running(self, job: JobRun) -> None:
+        """Kill the process trees of the job's running attempts on their nodes."""
         by_address: dict[str, list] = {}
         for fut, node_id, members, _ in self.inflight.values():
             node = self.nodes.nodes.get(node_id)
@@ -182,14 +223,6 @@ class JobOps:
                 self.client.run(runner.kill_attempts_soon, keys, workers=[address], wait=False)
             except Exception:  # the node may be gone already; its processes with it
                 pass
-        for tr in job.tasks.values():
-            if tr.state not in TERMINAL_TASK_STATES:
-                if tr.state == TaskState.RUNNING:
-                    self.pool._task_ended(job, tr, now)
-                    self.batch.attempt(job.spec.id, tr.spec.id, tr.n, state="terminated", end=now,
-                                       category="terminated", message=f"job ended: {reason}")
-                self.set_state(job, tr, state, now, reason=f"job ended: {reason}")
-        self.complete(job, reason, now)
 
     def complete(self, job: JobRun, reason: str, now: float) -> None:
         job.state, job.reason, job.ended = JobState.COMPLETED, reason, now

@@ -16,14 +16,18 @@ resumes (``running`` attempts of a dead driver become ``interrupted``).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import LedgerError
+from .errors import LeaseHeld, LedgerError
+
+log = logging.getLogger("batchnb.ledger")
 
 SCHEMA_VERSION = 1
 
@@ -61,6 +65,51 @@ ATTEMPT_COLUMNS = ("node", "state", "dispatched", "start", "end", "exit_code", "
                    "bytes_in", "bytes_out", "stage_in_seconds", "stage_out_seconds", "stdout_tail", "stderr_tail")
 
 
+def owner_id() -> str:
+    """A lease owner name for this process: ``host:pid:<random>``."""
+    import uuid
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_process(owner: str) -> tuple[str, int] | None:
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def holder_alive(owner: str) -> bool:
+    """False when ``owner`` names a process of this host that has died.
+
+    A driver killed with SIGKILL cannot release its lease; on the same host
+    its death is certain, so a resumer need not wait for the lease to expire.
+    A holder on another host (or of another form) counts as alive until its
+    lease expires.
+    """
+    proc = _owner_process(owner)
+    if proc is None or proc[0] != socket.gethostname():
+        return True
+    if proc[1] == os.getpid():
+        return True
+    import psutil
+    try:
+        return psutil.Process(proc[1]).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+
+
+def _foreign(owner: str | None) -> bool:
+    """True when a lease is held by another process (the fence of :meth:`Ledger.commit`)."""
+    proc = _owner_process(owner) if owner else None
+    return proc is not None and proc != (socket.gethostname(), os.getpid())
+
+
+def _lease_owner(con, job_id: str) -> str | None:
+    row = con.execute("SELECT lease_owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row[0] if row else None
+
+
 def default_path() -> Path:
     from . import _config
     configured = _config.get("ledger")
@@ -72,17 +121,22 @@ class Batch:
 
     def __init__(self):
         self.statements: list[tuple[str, tuple]] = []
+        self.job_of: dict[int, str] = {}     # statement index -> job id, for the lease fence
 
     def __bool__(self):
         return bool(self.statements)
+
+    def _add(self, sql: str, params: tuple, job_id: str | None) -> None:
+        if job_id is not None:
+            self.job_of[len(self.statements)] = job_id
+        self.statements.append((sql, params))
 
     def task(self, job_id: str, task_id: str, **cols: Any) -> None:
         bad = set(cols) - set(TASK_COLUMNS)
         if bad:
             raise LedgerError(f"unknown task columns {sorted(bad)}")
         sets = ", ".join(f"{c} = ?" for c in cols)
-        self.statements.append((f"UPDATE tasks SET {sets} WHERE job_id = ? AND id = ?",
-                                (*cols.values(), job_id, task_id)))
+        self._add(f"UPDATE tasks SET {sets} WHERE job_id = ? AND id = ?", (*cols.values(), job_id, task_id), job_id)
 
     def attempt(self, job_id: str, task_id: str, n: int, **cols: Any) -> None:
         """Insert attempt ``n`` or update the columns given."""
@@ -92,22 +146,21 @@ class Batch:
         names = ", ".join(cols)
         marks = ", ".join("?" for _ in cols)
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
-        self.statements.append((
-            f"INSERT INTO attempts(job_id, task_id, n, {names}) VALUES (?, ?, ?, {marks}) "
-            f"ON CONFLICT(job_id, task_id, n) DO UPDATE SET {updates}",
-            (job_id, task_id, n, *cols.values())))
+        self._add(f"INSERT INTO attempts(job_id, task_id, n, {names}) VALUES (?, ?, ?, {marks}) "
+                  f"ON CONFLICT(job_id, task_id, n) DO UPDATE SET {updates}",
+                  (job_id, task_id, n, *cols.values()), job_id)
 
     def event(self, t: float, kind: str, job_id: str | None = None, task_id: str | None = None,
               state: str | None = None, data: dict | None = None) -> None:
-        self.statements.append(("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
-                                (t, job_id, task_id, kind, state, json.dumps(data) if data else None)))
+        self._add("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
+                  (t, job_id, task_id, kind, state, json.dumps(data) if data else None), job_id)
 
     def job(self, job_id: str, **cols: Any) -> None:
         allowed = {"state", "reason", "ended", "spec", "tags"}
         if set(cols) - allowed:
             raise LedgerError(f"unknown job columns {sorted(set(cols) - allowed)}")
         sets = ", ".join(f"{c} = ?" for c in cols)
-        self.statements.append((f"UPDATE jobs SET {sets} WHERE id = ?", (*cols.values(), job_id)))
+        self._add(f"UPDATE jobs SET {sets} WHERE id = ?", (*cols.values(), job_id), job_id)
 
     def node(self, pool: str, node_id: str, group: str, state: str, t: float) -> None:
         self.statements.append(("INSERT INTO nodes(pool, node_id, grp, state, time) VALUES (?,?,?,?,?)",
@@ -176,13 +229,25 @@ class Ledger:
             raise LedgerError(f"ledger {self.path}: {exc}") from None
 
     def commit(self, batch: Batch) -> None:
-        """Write a batch in one transaction."""
+        """Write a batch in one transaction.
+
+        Statements about a job whose lease another process has taken are
+        skipped (a fence): a driver that was frozen past its lease and wakes
+        up must not overwrite what the new holder recorded.
+        """
         if not batch:
             return
         with self._tx() as con:
-            for sql, params in batch.statements:
+            fenced = {j for j in set(batch.job_of.values()) if _foreign(_lease_owner(con, j))}
+            for i, (sql, params) in enumerate(batch.statements):
+                if fenced and batch.job_of.get(i) in fenced:
+                    continue
                 con.execute(sql, params)
+        if fenced:
+            log.warning("batchnb: not recording changes to job(s) %s: another process holds their lease now",
+                        ", ".join(sorted(fenced)))
         batch.statements.clear()
+        batch.job_of.clear()
 
     # -- jobs ------------------------------------------------------------
     def create_job(self, job_id: str, spec: dict, pool: str | None, now: float, tags: dict | None = None) -> None:
@@ -212,10 +277,18 @@ class Ledger:
             if row is None:
                 raise LedgerError(f"job {job_id!r} is not in the ledger {self.path}")
             holder, expires = row
-            if holder and holder != owner and expires and expires > now:
+            if holder and holder != owner and expires and expires > now and holder_alive(holder):
                 return holder
             con.execute("UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE id = ?", (owner, now + ttl, job_id))
         return None
+
+    def lease(self, job_id: str, now: float | None = None) -> str | None:
+        """The live holder of the job's lease, or None when nobody dispatches it."""
+        now = time.time() if now is None else now
+        row = self.job(job_id)
+        if row is None or not row["lease_owner"] or not row["lease_expires"] or row["lease_expires"] <= now:
+            return None
+        return row["lease_owner"] if holder_alive(row["lease_owner"]) else None
 
     def release_lease(self, job_id: str, owner: str) -> None:
         with self._tx() as con:
@@ -228,6 +301,10 @@ class Ledger:
         """Insert ``(task_id, seq, spec_json, state)`` rows in one transaction."""
         rows = list(rows)
         with self._tx() as con:
+            holder = _lease_owner(con, job_id)
+            if _foreign(holder):
+                raise LeaseHeld(f"job {job_id!r} is dispatched by another process now ({holder}); "
+                                "this process may only watch it")
             for task_id in replace_ids:
                 con.execute("DELETE FROM tasks WHERE job_id = ? AND id = ?", (job_id, task_id))
                 con.execute("DELETE FROM attempts WHERE job_id = ? AND task_id = ?", (job_id, task_id))
@@ -267,6 +344,12 @@ class Ledger:
         with self._tx() as con:
             con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
                         (time.time(), actor or f"pid {os.getpid()}", action, job_id, detail))
+
+    def last_audit(self, job_id: str, action: str, since: float = 0.0) -> dict | None:
+        """The newest audit row of ``action`` for the job at or after ``since`` (requests between processes)."""
+        rows = self._query("SELECT * FROM audit WHERE job_id = ? AND action = ? AND time >= ? "
+                           "ORDER BY time DESC LIMIT 1", (job_id, action, since))
+        return dict(rows[0]) if rows else None
 
     def delete_job(self, job_id: str) -> None:
         with self._tx() as con:
