@@ -1,14 +1,61 @@
-"""Views of jobs, pools and cost. Imported only when something is displayed,
-so ``import batchnb`` never loads the widget stack."""
+"""Views of jobs, pools and cost.
+
+``JobView``, ``PoolView`` and ``CostView`` are anywidget widgets (in
+:mod:`batchnb.ui.views`), loaded on first use only, so ``import batchnb`` never
+loads the widget stack. In a Jupyter kernel with anywidget installed, a job
+or pool that is a cell's value shows its live view; anywhere else (a
+terminal, a plain Python ``repr``) it shows static HTML.
+
+>>> # from batchnb.ui import JobView, PoolView, CostView
+>>> # JobView(job); PoolView(pool); CostView(pool, job=job)
+"""
 
 from __future__ import annotations
 
+import importlib.util
+
+from .progress import in_kernel
+
+__all__ = ["CostView", "JobView", "PoolView", "widgets_available"]
+
+
+def __getattr__(name: str):
+    if name in ("JobView", "PoolView", "CostView"):
+        from . import views
+        return getattr(views, name)
+    raise AttributeError(f"module 'batchnb.ui' has no attribute {name!r}")
+
+
+def widgets_available() -> bool:
+    """True in a Jupyter kernel that has anywidget (``pip install batchnb[notebook]``)."""
+    return in_kernel() and importlib.util.find_spec("anywidget") is not None
+
+
+def _widget_bundle(widget) -> dict:
+    out = widget._repr_mimebundle_()
+    return out[0] if isinstance(out, tuple) else out
+
 
 def job_bundle(job) -> dict:
-    text = repr(job)
+    """What a job shows as a cell's value: its live view, or static HTML of its state now.
+
+    A completed job changes no more, so it shows static HTML even in a kernel:
+    that HTML is also what nbconvert and code hosts render.
+    """
+    if widgets_available() and job.pool is not None and job.state.value != "completed":
+        from .views import JobView
+        return _widget_bundle(JobView(job))
     from .snapshot import job_result_html
-    return {"text/plain": text, "text/html": job_result_html(job.result())}
+    return {"text/plain": repr(job), "text/html": job_result_html(job.result())}
 
 
 def pool_bundle(pool) -> dict:
-    return {"text/plain": repr(pool)}
+    """What a pool shows as a cell's value: its live PoolView, or a static table of its nodes."""
+    if pool._closed:
+        return {"text/plain": repr(pool)}
+    if widgets_available():
+        from .views import PoolView
+        return _widget_bundle(PoolView(pool))
+    from .model import PoolModel
+    from .snapshot import pool_html
+    return {"text/plain": repr(pool), "text/html": pool_html(PoolModel.from_pool(pool).state())}

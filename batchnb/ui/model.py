@@ -1,0 +1,348 @@
+"""What the views show, folded from the engine's events: pure state, no widgets.
+
+Each model starts from a snapshot read once from the ledger or the pool and
+then changes only by :meth:`apply` of event lists, so it is tested without a
+browser, a kernel or a cluster; the widgets in :mod:`batchnb.ui.views` copy
+its :meth:`state` into their synced traits.
+
+>>> from batchnb.events import TasksAdded, TaskStateChanged
+>>> m = JobModel("j", created=0.0)
+>>> m.apply([TasksAdded("j", 2, 0.0, {"active": 2}),
+...          TaskStateChanged("j", "a", "running", "active", 1.0, 1, "dedicated-0"),
+...          TaskStateChanged("j", "a", "succeeded", "running", 2.0, 1, "dedicated-0", 0)])
+>>> m.state(now=2.0)["counts"]
+{'pending': 0, 'active': 1, 'running': 0, 'succeeded': 1, 'failed': 0, 'blocked': 0, 'cancelled': 0}
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable, Iterable
+
+from ..events import CostSample, JobStateChanged, NodeStateChanged, PoolTargets, TasksAdded, TaskStateChanged
+from ..states import BILLED_NODE_STATES, TaskState
+
+STATES = tuple(s.value for s in TaskState)
+TERMINAL = ("succeeded", "failed", "blocked", "cancelled")
+MAX_FAILURES = 50          # failures kept in full; the rest are counted
+MAX_RUNNING_SHOWN = 8      # task ids listed per node; the rest are counted
+WINDOW = 10.0              # seconds of completions the throughput is measured over
+BILLED = frozenset(s.value for s in BILLED_NODE_STATES)
+
+
+def retries_of(state: str, attempts: int, requeues: int) -> int:
+    """Attempts of one task that ended in a retry, from its ledger row.
+
+    Every attempt was either requeued, retried, or is the task's live or final
+    one; a task waiting in ``active`` has no live attempt.
+    """
+    live = 1 if attempts and state in ("running", "succeeded", "failed", "cancelled") else 0
+    return max(0, attempts - requeues - live)
+
+
+class JobModel:
+    """A job's counts, rate, retries, requeues and failures, from events.
+
+    ``stderr_tail(task_id)`` fetches the tail of a failed task's stderr (a
+    ledger read, once per failure shown).
+    """
+
+    def __init__(self, job_id: str, created: float, counts: dict | None = None, *, retries: int = 0,
+                 requeues: int = 0, failures: Iterable[dict] = (), state: str = "active",
+                 reason: str | None = None, ended: float | None = None,
+                 stderr_tail: Callable[[str], str] | None = None):
+        self.job_id = job_id
+        self.created = created
+        self.counts = {s: 0 for s in STATES}
+        self.counts.update({k: v for k, v in (counts or {}).items() if k in self.counts})
+        self.retries = retries
+        self.requeues = requeues
+        self.job_state = state
+        self.reason = reason
+        self.ended = ended
+        self._tail = stderr_tail
+        self.failures: dict[str, dict] = {}
+        self.failures_total = 0
+        for f in failures:
+            self._fail(dict(f))
+        self._ends: deque = deque()            # times tasks ended, inside WINDOW
+
+    @classmethod
+    def from_job(cls, job) -> "JobModel":
+        """The model of ``job`` now, from its ledger."""
+        row = job.ledger.job(job.id)
+        infos = job.tasks()
+        retries = sum(retries_of(t.state, t.attempts, t.requeues) for t in infos)
+        failures = [{"task_id": t.id, "state": t.state, "exit_code": t.exit_code, "node": t.node,
+                     "category": t.category, "message": t.failure}
+                    for t in infos if t.state in ("failed", "blocked")]
+        return cls(job.id, row["created"], job.counts(), retries=retries, requeues=sum(t.requeues for t in infos),
+                   failures=failures, state=row["state"], reason=row["reason"], ended=row["ended"],
+                   stderr_tail=lambda tid: _stderr_tail(job, tid))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts[s] for s in TERMINAL)
+
+    def apply(self, events: Iterable) -> None:
+        for ev in events:
+            if getattr(ev, "job_id", None) not in (self.job_id, None):
+                continue
+            if isinstance(ev, TaskStateChanged):
+                self._task(ev)
+            elif isinstance(ev, TasksAdded):
+                for s, n in (ev.states or {"pending": ev.count}).items():
+                    self.counts[s] = self.counts.get(s, 0) + n
+                if self.job_state == "completed" and self.reason is None:
+                    self.job_state = "active"
+            elif isinstance(ev, JobStateChanged):
+                self.job_state, self.reason = ev.state, ev.reason or self.reason
+                if ev.state == "completed":
+                    self.ended = ev.time
+
+    def _task(self, ev: TaskStateChanged) -> None:
+        if ev.state in TERMINAL and ev.previous not in TERMINAL:
+            self._ends.append(ev.time)
+        if ev.previous in self.counts and self.counts[ev.previous] > 0:
+            self.counts[ev.previous] -= 1
+        self.counts[ev.state] = self.counts.get(ev.state, 0) + 1
+        if ev.previous == "running" and ev.state == "active":
+            # The dispatcher's reasons: "retry after ..." or "requeued: ...".
+            if (ev.reason or "").startswith("requeued"):
+                self.requeues += 1
+            else:
+                self.retries += 1
+        if ev.state in ("failed", "blocked"):
+            self._fail({"task_id": ev.task_id, "state": ev.state, "exit_code": ev.exit_code, "node": ev.node_id,
+                        "message": ev.reason, "attempt": ev.attempt})
+        elif ev.task_id in self.failures:      # replaced or re-run: no longer a failure
+            del self.failures[ev.task_id]
+            self.failures_total -= 1
+
+    def _fail(self, f: dict) -> None:
+        if f["task_id"] not in self.failures:
+            self.failures_total += 1
+        if len(self.failures) < MAX_FAILURES or f["task_id"] in self.failures:
+            if f.get("state") == "failed" and self._tail is not None and "stderr" not in f:
+                f["stderr"] = _last_lines(self._tail(f["task_id"]))
+            self.failures[f["task_id"]] = f
+
+    def throughput(self, now: float) -> float:
+        """Tasks ended per second over the last WINDOW seconds (or since the job began, if later)."""
+        while self._ends and self._ends[0] < now - WINDOW:
+            self._ends.popleft()
+        span = now - max(self.created, now - WINDOW)
+        return len(self._ends) / span if span > 0 else 0.0
+
+    def state(self, now: float | None = None) -> dict:
+        """Everything the JobView syncs, as plain JSON-able values."""
+        now = time.time() if now is None else now
+        live = self.total - self.done
+        finished = self.ended is not None and self.job_state == "completed"
+        end = self.ended if finished else now
+        elapsed = max(0.0, end - self.created)
+        # Once the job ended its rate is the whole run's; while it runs, the recent one's.
+        rate = (self.done / elapsed if elapsed > 0 else 0.0) if finished else self.throughput(now)
+        return {"job_id": self.job_id, "counts": dict(self.counts), "total": self.total, "done": self.done,
+                "job_state": self.job_state if (live or self.job_state != "active") else "idle",
+                "reason": self.reason or "", "elapsed": elapsed,
+                "throughput": round(rate, 3), "eta": (live / rate) if (rate > 0 and live) else None,
+                "retries": self.retries, "requeues": self.requeues,
+                "failures": list(self.failures.values()), "failures_total": self.failures_total}
+
+
+def _last_lines(text: str, lines: int = 20, chars: int = 2000) -> str:
+    return "\n".join((text or "").rstrip("\n").splitlines()[-lines:])[-chars:]
+
+
+def _stderr_tail(job, task_id: str) -> str:
+    try:
+        return job.task(task_id).stderr()
+    except Exception:  # a view must not fail on a log it cannot read
+        return ""
+
+
+class PoolModel:
+    """A pool's nodes (state, group, running tasks, CPU, memory) and its targets, from events."""
+
+    def __init__(self, name: str, nodes: Iterable = (), *, dedicated: int = 0, spot: int = 0,
+                 autoscale: str | None = None):
+        self.name = name
+        self.nodes: dict[str, dict] = {}
+        self.where: dict[tuple, str] = {}          # (job, task) -> node it runs on
+        self.targets = {"dedicated": int(dedicated or 0), "spot": int(spot or 0)}
+        self.target_reason = ""
+        self.autoscale = autoscale or ""
+        self.update_nodes(nodes)
+
+    @classmethod
+    def from_pool(cls, pool) -> "PoolModel":
+        spec = pool.spec
+        formula = spec.autoscale if isinstance(spec.autoscale, str) else (
+            "python callable" if spec.autoscale is not None else None)
+        return cls(pool.name, pool.nodes(), dedicated=spec.dedicated or 0, spot=spec.spot or 0, autoscale=formula)
+
+    def update_nodes(self, infos: Iterable) -> None:
+        """Take state, slots, running tasks, CPU and memory from ``pool.nodes()``."""
+        for n in infos:
+            node = self._node(n.id, n.group)
+            node.update(state=n.state, slots=n.slots, used=n.used_slots, cpu=n.cpu, memory=n.memory)
+            known = {k: v for k, v in self.where.items() if v == n.id}
+            for key in known:
+                if key[1] not in n.running:
+                    del self.where[key]
+            have = {k[1] for k in self.where if self.where[k] == n.id}
+            for tid in n.running:
+                if tid not in have:
+                    self.where[(None, tid)] = n.id
+            node["running"] = sorted(k[1] for k, v in self.where.items() if v == n.id)
+
+    def _node(self, node_id: str, group: str) -> dict:
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = {"id": node_id, "group": group, "state": "starting", "running": [],
+                                          "slots": 1, "used": 0, "cpu": None, "memory": None, "reason": ""}
+        return node
+
+    def apply(self, events: Iterable) -> None:
+        for ev in events:
+            if isinstance(ev, NodeStateChanged) and ev.pool == self.name:
+                node = self._node(ev.node_id, ev.group)
+                node["state"], node["reason"] = ev.state, ev.reason or ""
+                if ev.state not in ("idle", "running"):
+                    for key in [k for k, v in self.where.items() if v == ev.node_id]:
+                        del self.where[key]
+                    node["running"], node["used"] = [], 0
+            elif isinstance(ev, PoolTargets) and ev.pool == self.name:
+                self.targets = {"dedicated": ev.dedicated, "spot": ev.spot}
+                self.target_reason = ev.reason or ""
+            elif isinstance(ev, TaskStateChanged):
+                self._task(ev)
+
+    def _task(self, ev: TaskStateChanged) -> None:
+        key = (ev.job_id, ev.task_id)
+        if ev.state == "running" and ev.node_id:
+            self.where[key] = ev.node_id
+            node = self.nodes.get(ev.node_id)
+            if node is not None:
+                node["running"] = sorted(set(node["running"]) | {ev.task_id})
+                node["used"] = len(node["running"])
+        elif ev.previous == "running":
+            node_id = self.where.pop(key, None) or self.where.pop((None, ev.task_id), None)
+            node = self.nodes.get(node_id or "")
+            if node is not None and ev.task_id in node["running"]:
+                node["running"] = [t for t in node["running"] if t != ev.task_id]
+                node["used"] = len(node["running"])
+
+    def current(self) -> dict:
+        """Nodes per group that count toward the pool's size (billed states)."""
+        out = {"dedicated": 0, "spot": 0}
+        for n in self.nodes.values():
+            if n["state"] in BILLED:
+                out[n["group"]] = out.get(n["group"], 0) + 1
+        return out
+
+    def state(self) -> dict:
+        nodes = []
+        for n in sorted(self.nodes.values(), key=lambda n: (n["group"], _natural(n["id"]))):
+            shown = dict(n)
+            shown["more"] = max(0, len(n["running"]) - MAX_RUNNING_SHOWN)
+            shown["running"] = n["running"][:MAX_RUNNING_SHOWN]
+            nodes.append(shown)
+        return {"pool": self.name, "nodes": nodes, "targets": dict(self.targets), "current": self.current(),
+                "autoscale": self.autoscale, "target_reason": self.target_reason}
+
+
+def _natural(node_id: str):
+    head, _, tail = node_id.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (node_id, 0)
+
+
+def node_hours(history: Iterable[dict], now: float, since: float = 0.0) -> dict:
+    """Billed node-hours per group from the ledger's node history (rows of node, group, state, time).
+
+    A node bills while in a billed state (starting, idle, running, ...), as the cloud does.
+    Only time after ``since`` counts: the ledger keeps nodes of earlier pools of the same name.
+
+    >>> rows = [{"node_id": "d-0", "grp": "dedicated", "state": "idle", "time": 0.0},
+    ...         {"node_id": "d-0", "grp": "dedicated", "state": "offline", "time": 1800.0}]
+    >>> node_hours(rows, now=3600.0)
+    {'node_hours': {'dedicated': 0.5, 'spot': 0.0}, 'nodes_up': {'dedicated': 0, 'spot': 0}}
+    """
+    by_node: dict[str, list] = {}
+    for row in history:
+        by_node.setdefault(row["node_id"], []).append(row)
+    hours = {"dedicated": 0.0, "spot": 0.0}
+    up = {"dedicated": 0, "spot": 0}
+    for rows in by_node.values():
+        rows.sort(key=lambda r: r["time"])
+        group = rows[-1].get("grp") or rows[-1].get("group") or "dedicated"
+        for a, b in zip(rows, rows[1:] + [None]):
+            if a["state"] in BILLED:
+                end = now if b is None else b["time"]
+                hours[group] = hours.get(group, 0.0) + max(0.0, end - max(a["time"], since)) / 3600
+        if rows[-1]["state"] in BILLED and rows[-1]["time"] >= since:
+            up[group] = up.get(group, 0) + 1
+    return {"node_hours": hours, "nodes_up": up}
+
+
+class CostModel:
+    """Spend and rate per node group, and the budget; node-hours when the pool has no cost meter.
+
+    ``cost`` is a :class:`batchnb.Cost` (or None); ``hours`` what :func:`node_hours` returns.
+    """
+
+    def __init__(self, scope: str, *, budget: float | None = None, currency: str = "USD"):
+        self.scope = scope
+        self.budget = budget
+        self.currency = currency
+        self.groups: dict[str, dict] = {}
+        self.total: float | None = None
+        self.rate: float | None = None
+        self.as_of = 0.0
+        self.hours: dict = {"node_hours": {}, "nodes_up": {}}
+        self._prev: tuple | None = None
+
+    def apply(self, events: Iterable) -> None:
+        """Cost samples move the total and rate between full readings."""
+        for ev in events:
+            if isinstance(ev, CostSample):
+                self.total, self.rate, self.currency = ev.total, ev.rate_per_hour, ev.currency
+                self.as_of = max(self.as_of, ev.time)
+
+    def update(self, cost=None, hours: dict | None = None, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if hours is not None:
+            self.hours = hours
+        if cost is not None:
+            self.total, self.rate, self.currency = cost.total, cost.rate_per_hour, cost.currency
+            groups = {}
+            for g, spent in cost.by_group.items():
+                rate = 0.0
+                if self._prev is not None and now > self._prev[0]:
+                    # A rate per group from two readings: Cost gives only the pool's total rate.
+                    rate = (spent - self._prev[1].get(g, 0.0)) / (now - self._prev[0]) * 3600
+                elif cost.total:
+                    rate = cost.rate_per_hour * spent / cost.total
+                groups[g] = {"spent": spent, "rate": max(0.0, rate),
+                             "node_hours": cost.node_seconds.get(g, 0.0) / 3600}
+            self._prev = (now, dict(cost.by_group))
+            self.groups = groups
+        self.as_of = now
+
+    def state(self) -> dict:
+        metered = self.total is not None
+        groups = self.groups if metered else {
+            g: {"spent": None, "rate": None, "node_hours": h,
+                "nodes_up": self.hours.get("nodes_up", {}).get(g, 0)}
+            for g, h in self.hours.get("node_hours", {}).items()}
+        for g, v in groups.items():
+            v.setdefault("nodes_up", self.hours.get("nodes_up", {}).get(g, 0))
+        return {"scope": self.scope, "metered": metered, "currency": self.currency,
+                "total": self.total, "rate": self.rate, "budget": self.budget, "groups": groups,
+                "as_of": self.as_of}

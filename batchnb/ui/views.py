@@ -1,0 +1,240 @@
+"""The live views: anywidget widgets whose synced traits mirror a model of :mod:`batchnb.ui.model`.
+
+Each view subscribes to its pool's event bus with ``batchnb.progress-interval``
+(0.2 s: at most five redraws a second) and has no polling loop of its own;
+the front end is ``widgets/*.js`` and ``widgets/theme.css``. Importing this
+module loads anywidget and ipywidgets, so only :mod:`batchnb.ui` does it, on
+first display.
+
+>>> # job = pool.job("render"); job.map(render, frames)
+>>> # job            # or JobView(job): counts, rate, ETA and failures, live
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import anywidget
+import traitlets as t
+
+from .. import _config
+from ..events import JobStateChanged, NodeStateChanged
+from .model import CostModel, JobModel, PoolModel, node_hours
+
+log = logging.getLogger("batchnb.ui")
+
+
+def asset(name: str, package: Path | None = None) -> Path:
+    """A front-end file: from the wheel (``batchnb/_static``) or, in an editable install, the repo's ``widgets/``."""
+    here = package or Path(__file__).resolve().parent.parent
+    for folder in (here / "_static", here.parent / "widgets"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"batchnb widget file {name!r} is in neither {here / '_static'} nor "
+                            f"{here.parent / 'widgets'}; reinstall batchnb")
+
+
+def _interval() -> float:
+    return _config.seconds("progress-interval")
+
+
+class _View(anywidget.AnyWidget):
+    _css = asset("theme.css")
+
+    def _listen(self, bus, **filters) -> None:
+        self._sub = bus.subscribe(self._on_events, interval=_interval(), **filters) if bus is not None else None
+
+    def flush(self) -> None:
+        """Deliver pending events now (the views' final state at the end of a job)."""
+        if getattr(self, "_sub", None) is not None:
+            self._sub.flush()
+
+    def close(self) -> None:
+        if getattr(self, "_sub", None) is not None:
+            self._sub.close()
+        super().close()
+
+    def _on_events(self, events: list) -> None:
+        raise NotImplementedError
+
+
+class JobView(_View):
+    """A job's live view: one bar split by state, counts, throughput, elapsed, ETA,
+    retries and requeues, and its failed tasks with exit code, node and stderr tail.
+
+    >>> # JobView(job)        # what `job` as the last expression of a cell shows
+    """
+
+    _esm = asset("job.js")
+    job_id = t.Unicode().tag(sync=True)
+    counts = t.Dict().tag(sync=True)
+    total = t.Int(0).tag(sync=True)
+    done = t.Int(0).tag(sync=True)
+    job_state = t.Unicode("active").tag(sync=True)
+    reason = t.Unicode("").tag(sync=True)
+    elapsed = t.Float(0.0).tag(sync=True)
+    throughput = t.Float(0.0).tag(sync=True)
+    eta = t.Float(None, allow_none=True).tag(sync=True)
+    retries = t.Int(0).tag(sync=True)
+    requeues = t.Int(0).tag(sync=True)
+    failures = t.List().tag(sync=True)
+    failures_total = t.Int(0).tag(sync=True)
+
+    def __init__(self, job=None, *, model: JobModel | None = None, bus=None, **kwargs):
+        super().__init__(**kwargs)
+        if model is None:
+            model = JobModel.from_job(job)
+            bus = job.pool.bus if job.pool is not None else None
+        self.model = model
+        self._sync()
+        if model.job_state != "completed":
+            self._listen(bus, job_id=model.job_id)
+
+    def _on_events(self, events: list) -> None:
+        self.model.apply(events)
+        self._sync()
+        if any(isinstance(e, JobStateChanged) and e.state == "completed" for e in events):
+            self._sub.close()        # a completed job changes no more
+
+    def _sync(self) -> None:
+        state = self.model.state(time.time())
+        with self.hold_sync():
+            for name, value in state.items():
+                setattr(self, name, value)
+
+
+class PoolView(_View):
+    """A pool's nodes as a grid by state, dedicated and spot apart, each with its running
+    tasks, CPU and memory; the autoscale target against the current size; scale controls.
+
+    >>> # PoolView(pool)      # what `pool` as the last expression of a cell shows
+    """
+
+    _esm = asset("pool.js")
+    pool_name = t.Unicode().tag(sync=True)
+    nodes = t.List().tag(sync=True)
+    targets = t.Dict().tag(sync=True)
+    current = t.Dict().tag(sync=True)
+    autoscale = t.Unicode("").tag(sync=True)
+    target_reason = t.Unicode("").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    metrics_every = 2.0      # seconds between CPU/memory readings, taken only when events arrive
+
+    def __init__(self, pool=None, *, model: PoolModel | None = None, bus=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = pool
+        self.model = model if model is not None else PoolModel.from_pool(pool)
+        self._read_at = time.monotonic()
+        self._sync()
+        self._listen(bus if bus is not None else getattr(pool, "bus", None))
+        self.on_msg(self._on_msg)
+
+    def _on_events(self, events: list) -> None:
+        self.model.apply(events)
+        now = time.monotonic()
+        if self.pool is not None and not self.pool._closed and now - self._read_at >= self.metrics_every:
+            # CPU and memory are not events; read them along with events, never on a timer.
+            self._read_at = now
+            try:
+                self.model.update_nodes(self.pool.nodes())
+            except Exception as exc:  # the pool may be closing
+                log.debug("pool view: cannot read nodes: %s", exc)
+        self._sync()
+
+    def _sync(self) -> None:
+        state = self.model.state()
+        with self.hold_sync():
+            self.pool_name = state["pool"]
+            for name in ("nodes", "targets", "current", "autoscale", "target_reason"):
+                setattr(self, name, state[name])
+
+    def _on_msg(self, _widget, content, _buffers) -> None:
+        if not isinstance(content, dict) or content.get("type") != "resize":
+            return
+        group, count = content.get("group"), content.get("count")
+        if group not in ("dedicated", "spot"):
+            self.error = f"resize: no node group {group!r}"
+            return
+        # Off the kernel's thread: a resize may wait for nodes, and the kernel must stay free.
+        threading.Thread(target=self.resize, args=(group, count), daemon=True, name="batchnb-resize").start()
+
+    def resize(self, group: str, count) -> None:
+        """What the scale controls call: ``pool.resize`` of one group; errors show in the view."""
+        try:
+            self.pool.resize(**{group: count})
+            self.error = ""
+            self.model.targets[group] = count
+            self._sync()
+        except Exception as exc:  # shown to the user in the view, not lost in a thread
+            self.error = f"resize {group} to {count}: {exc}"
+
+
+class CostView(_View):
+    """Spend so far and rate per hour, per node group, and the budget; node-hours when the
+    pool has no cost meter.
+
+    >>> # CostView(pool) or CostView(pool, job=job)   # a job's view shows its budget
+    """
+
+    _esm = asset("cost.js")
+    scope = t.Unicode().tag(sync=True)
+    metered = t.Bool(False).tag(sync=True)
+    currency = t.Unicode("USD").tag(sync=True)
+    total = t.Float(None, allow_none=True).tag(sync=True)
+    rate = t.Float(None, allow_none=True).tag(sync=True)
+    budget = t.Float(None, allow_none=True).tag(sync=True)
+    groups = t.Dict().tag(sync=True)
+    as_of = t.Float(0.0).tag(sync=True)
+    read_every = 1.0
+
+    def __init__(self, pool=None, job=None, *, model: CostModel | None = None, bus=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool, self.job = pool, job
+        if model is None:
+            budget = getattr(job._run.spec, "budget", None) if job is not None else None
+            model = CostModel(f"job {job.id}" if job is not None else f"pool {pool.name}", budget=budget)
+        self.model = model
+        self._read_at = 0.0
+        self._since: float | None = None
+        self._read()
+        self._sync()
+        self._listen(bus if bus is not None else getattr(pool, "bus", None))
+
+    def _read(self) -> None:
+        if self.pool is None:
+            return
+        self._read_at = time.monotonic()
+        try:
+            if hasattr(self.pool, "cost"):
+                cost = self.job.cost() if self.job is not None else self.pool.cost()
+                self.model.update(cost=cost)
+            else:
+                if self._since is None:
+                    self._since = _started(self.pool)
+                self.model.update(hours=node_hours(self.pool.ledger.node_history(self.pool.name), time.time(),
+                                                   self._since))
+        except Exception as exc:  # the pool may be closing
+            log.debug("cost view: cannot read cost: %s", exc)
+
+    def _on_events(self, events: list) -> None:
+        self.model.apply(events)
+        if time.monotonic() - self._read_at >= self.read_every or any(isinstance(e, NodeStateChanged)
+                                                                       for e in events):
+            self._read()
+        self._sync()
+
+    def _sync(self) -> None:
+        with self.hold_sync():
+            for name, value in self.model.state().items():
+                setattr(self, name, value)
+
+
+def _started(pool) -> float:
+    """When the pool's scheduler started: node-hours before it belong to earlier pools of this name."""
+    try:
+        return float(pool.client.scheduler_info(n_workers=0).get("started") or 0.0)
+    except Exception:  # an old scheduler without the field: count the whole history
+        return 0.0
