@@ -239,6 +239,11 @@ class Job:
         from .ui import job_bundle
         return job_bundle(self)
 
+    def view(self):
+        """The live :class:`~batchnb.ui.JobView` of this job (needs ``batchnb[notebook]``)."""
+        from .ui.views import JobView
+        return JobView(self)
+
     @classmethod
     def attach(cls, job_id: str, pool=None, ledger: Ledger | None = None) -> "Job":
         """A job from the ledger: resumed on ``pool`` if given, else read-only."""

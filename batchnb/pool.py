@@ -171,6 +171,15 @@ class Pool:
         from .ui import pool_bundle
         return pool_bundle(self)
 
+    def view(self, what: str = "nodes", job=None):
+        """A live view of the pool: ``"nodes"`` (PoolView) or ``"cost"`` (CostView, of ``job`` if given)."""
+        from .ui import views
+        if what == "nodes":
+            return views.PoolView(self)
+        if what == "cost":
+            return views.CostView(self, job=job)
+        raise SpecError("what", what, "expected 'nodes' or 'cost'")
+
     # -- what the dispatcher asks of the pool -----------------------------------
     def _workers(self) -> list[WorkerInfo]:
         info = self.client.scheduler_info(n_workers=-1)
