@@ -26,6 +26,7 @@ _LAZY = {
     "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task",
     "JobResult": "batchnb._jobrun", "Ledger": "batchnb.ledger",
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
+    "current_task": "batchnb._context", "TaskContext": "batchnb._context",
     "jobs": "batchnb._api", "prune": "batchnb._api", "current_ledger": "batchnb._api",
 }
 
@@ -34,7 +35,7 @@ __all__ = [
     "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
     "MultiInstance", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PriceTable", "ResourceFile",
     "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed", "TaskIdRange", "TaskInfo",
-    "TaskSpec", "TaskState", "WaitTimeout", "current_ledger", "jobs", "prune", "spec",
+    "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger", "current_task", "jobs", "prune", "spec",
 ]
 
 

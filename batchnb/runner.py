@@ -345,9 +345,15 @@ def store_result(value, req: AttemptRequest, record: AttemptRecord) -> None:
 
 
 def _run_python_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None) -> None:
+    from ._context import TaskContext, set_current
     _install_streams()
     out, err = io.StringIO(), io.StringIO()
     _streams.stdout, _streams.stderr = out, err
+    dirs = node_dirs(req.node_root, record.node_id)
+    tdir = task_dir or dirs["workitems"] / req.job_id / req.task_id / str(req.attempt)
+    set_current(TaskContext(req.job_id, req.task_id, req.attempt, record.node_id, tdir / "wd", tdir,
+                            {k: v for k, v in task_environment(req, record.node_id, dirs, tdir, tdir / "wd").items()
+                             if k.startswith("AZ_BATCH_")}))
     try:
         fn, args, kwargs = load_call(req.python, req.dep_results, req.storage_options)
         value = fn(*args, **kwargs)
@@ -359,6 +365,7 @@ def _run_python_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Pat
         err.write(traceback.format_exc())
     finally:
         _streams.stdout = _streams.stderr = None
+        set_current(None)
     record.stdout_tail, record.stderr_tail = out.getvalue()[-TAIL_BYTES:], err.getvalue()[-TAIL_BYTES:]
     if task_dir is not None or out.tell() or err.tell():
         task_dir = task_dir or node_dirs(req.node_root, record.node_id)["workitems"] / req.job_id / req.task_id / str(req.attempt)

@@ -136,3 +136,21 @@ def test_runner_failure_is_reported_not_raised(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad", [None, 5])
 def test_kill_attempts_unknown_keys_is_harmless(bad):
     assert runner.kill_attempts([("j", "t", bad)]) == 0
+
+
+def test_python_tasks_see_their_context_inline_and_in_a_process(tmp_path):
+    def where():
+        import batchnb as bnb
+        ctx = bnb.current_task()
+        ctx.working_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.working_dir / "out.txt").write_text(ctx.task_id)
+        return ctx.job_id, ctx.task_id, ctx.attempt, ctx["AZ_BATCH_TASK_ID"], str(ctx.working_dir)
+    for attempt, limit in ((1, None), (2, 30)):
+        rec = runner.run_attempt(request(tmp_path, attempt=attempt, python=cloudpickle.dumps((where, (), {})),
+                                         max_wall_clock=limit))
+        job, task, n, env_id, wd = cloudpickle.loads(rec.result)
+        assert (job, task, n, env_id) == ("j", "t", attempt, "t")
+        assert wd.endswith(os.path.join("t", str(attempt), "wd"))
+        assert open(os.path.join(wd, "out.txt")).read() == "t"
+    import batchnb as bnb
+    assert bnb.current_task() is None
