@@ -74,3 +74,13 @@ def test_wal_mode_and_location(home):
     led = Ledger()
     assert led.path == default_path() and str(led.path).startswith(str(home))
     assert led._con().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_location_from_dask_config(tmp_path, monkeypatch):
+    import dask
+    from batchnb.ledger import default_path
+    monkeypatch.delenv("BATCHNB_HOME", raising=False)
+    with dask.config.set({"batchnb.home": str(tmp_path / "cfg-home")}):
+        assert default_path() == tmp_path / "cfg-home" / "ledger.sqlite"
+    with dask.config.set({"batchnb.ledger": str(tmp_path / "elsewhere.sqlite")}):
+        assert Ledger().path == tmp_path / "elsewhere.sqlite"
