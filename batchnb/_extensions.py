@@ -12,7 +12,13 @@ from __future__ import annotations
 import importlib
 
 #: Extensions every pool gets, in the order their hooks run.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "batchnb._starttask.StartTaskExtension",
+    "batchnb._nodehealth.NodeHealthExtension",
+    "batchnb._autoscale_ext.AutoscaleExtension",
+    "batchnb._chaos.ChaosExtension",
+    "batchnb._cost_ext.CostExtension",
+]
 
 
 class PoolExtension:

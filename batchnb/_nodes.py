@@ -35,6 +35,8 @@ class Node:
     memory: int | None = None
     draining: bool = False                        # taskcompletion: no new tasks, then removed
     resources: bool = True                        # the worker advertises the "slots" resource
+    gone: str | None = None                       # the address it had when lost: a dead worker the
+                                                  # scheduler still lists must not rejoin under it
 
     @property
     def free(self) -> int:
@@ -79,6 +81,7 @@ class NodeTable:
             return None
         if node.address:
             self.by_address.pop(node.address, None)
+            node.gone = node.address
         node.address, node.used = None, 0
         node.state, node.since = state, now
         return node

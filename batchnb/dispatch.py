@@ -161,6 +161,8 @@ class Dispatcher(Outcomes, JobOps):
         for w in workers:
             seen.add(w.name)
             node = self.nodes.nodes.get(w.name)
+            if node is not None and node.address is None and node.gone == w.address:
+                continue          # lost (e.g. preempted) and not yet dropped by the scheduler
             if node is None or node.address != w.address:
                 ready = self.pool._node_joined(w, now)
                 node = self.nodes.up(w.name, w.address, w.group, w.slots, now, ready=ready)
@@ -198,14 +200,27 @@ class Dispatcher(Outcomes, JobOps):
         node = self.nodes.nodes.get(node_id)
         if node is None:
             return
-        for key, (fut, nid, members, _slots) in list(self.inflight.items()):
+        self.requeue_node(node_id, reason, now)
+        self.nodes.lost(node_id, state, now)
+        self._node_event(node, now, reason)
+
+    def requeue_node(self, node_id: str, reason: str, now: float | None = None) -> list:
+        """Requeue every attempt running on ``node_id`` (its Dask futures are cancelled)."""
+        now = time.time() if now is None else now
+        requeued = []
+        for key, (fut, nid, members, slots) in list(self.inflight.items()):
             if nid == node_id:
                 del self.inflight[key]
                 fut.cancel()
+                self.nodes.give_back(node_id, key, slots, now)
                 for job_key, task_key, n in members:
                     self.requeue(job_key, task_key, n, now, reason)
-        self.nodes.lost(node_id, state, now)
-        self._node_event(node, now, reason)
+                    requeued.append((job_key, task_key))
+        return requeued
+
+    def post(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the dispatcher's thread soon, without waiting (safe from Dask callbacks)."""
+        self._q.put(("call", fn, args, {}, cf.Future()))
 
     # -- dispatching -----------------------------------------------------------
     def push_ready(self, job: JobRun, tr: TaskRun) -> None:

@@ -70,7 +70,7 @@ class Pool:
     def __init__(self, name: str = "local", backend: str = "local", *, vm_size=None, dedicated=None, spot=0,
                  autoscale=None, autoscale_interval="30s", task_slots_per_node=1, node_fill="spread",
                  start_task=None, app_packages=(), price_table=None, storage_options=None, tags=None,
-                 region=None, ledger: Ledger | str | None = None, **backend_options):
+                 region=None, ledger: Ledger | str | None = None, chaos=None, **backend_options):
         self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,
                              autoscale=autoscale, autoscale_interval=autoscale_interval,
                              task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
@@ -78,12 +78,18 @@ class Pool:
         if storage_options is not None and not isinstance(storage_options, dict):
             raise SpecError("storage_options", "<hidden>", "expected a mapping of protocol to options")
         self.name = self.spec.name
+        if autoscale is not None:   # a bad formula fails here, before any node is started
+            from .autoscale import make_policy
+            make_policy(autoscale)
+        from ._chaos import ChaosOptions
+        self._chaos_options = ChaosOptions.from_value(chaos)
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
         self.bus = EventBus()
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease_ttl = _config.seconds("lease-ttl")
         self._storage_options = {**(_config.get("storage-options") or {}), **(storage_options or {})}
-        self._price_table = price_table
+        from ._cost_ext import check_prices   # an unknown vm_size fails here, before any node starts
+        self._price_table = check_prices(price_table, self.spec)
         self._backend = get_backend(backend)(self.spec, **backend_options)
         self.client = self._backend.start()
         home = _config.home()
@@ -100,8 +106,19 @@ class Pool:
     # -- the public surface ------------------------------------------------------
     def job(self, job_id: str | JobSpec, **options):
         """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
+        from ._cost_ext import check_job_tags
         from .job import open_job
+        check_job_tags(job_id, options)
         return open_job(self, job_id, options)
+
+    def cost(self, now: float | None = None):
+        """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart."""
+        from ._cost_ext import CostExtension
+        return self.extension(CostExtension).cost(now)
+
+    def _job_cost(self, job_id: str, now: float | None = None):
+        from ._cost_ext import CostExtension
+        return self.extension(CostExtension).job_cost(job_id, now)
 
     def nodes(self) -> list[NodeInfo]:
         """Every node with its group, state and running tasks."""
@@ -120,8 +137,12 @@ class Pool:
             raise BackendError(f"backend {self._backend.name!r} cannot preempt nodes")
         if node_id not in self._backend.requested():
             raise SpecError("node_id", node_id, f"not a node of pool {self.name!r}")
-        self._backend.preempt(node_id)
-        self._dispatcher.call(self._dispatcher.node_lost, node_id, NodeState.PREEMPTED, "preempted")
+        def evict():
+            # Requeue first, then kill, on the dispatcher's thread: no result of this node is
+            # gathered from a dead worker in between (that would count as a failure).
+            self._dispatcher.node_lost(node_id, NodeState.PREEMPTED, "preempted")
+            self._backend.preempt(node_id)
+        self._dispatcher.call(evict)
         delay = _config.seconds("preempt-return-after")
 
         def back():
@@ -130,6 +151,21 @@ class Pool:
         timer = threading.Timer(delay, back)
         timer.daemon = True
         timer.start()
+
+    def evaluate_autoscale(self, formula=None) -> dict:
+        """Evaluate an autoscale formula (or callable, or the pool's own policy) against the
+        pool's live samples, as Azure's "evaluate autoscale"; nothing is applied.
+
+        Returns every variable the formula set, with ``$TargetDedicatedNodes``,
+        ``$TargetLowPriorityNodes`` and ``$NodeDeallocationOption``.
+        """
+        from ._autoscale_ext import AutoscaleExtension
+        return self.extension(AutoscaleExtension).evaluate(formula)
+
+    def chaos(self, **options):
+        """Spot evictions on purpose while inside ``with pool.chaos(preempt_rate=6):`` (see ``_chaos``)."""
+        from ._chaos import ChaosExtension, chaos_context
+        return chaos_context(self.extension(ChaosExtension), options)
 
     def resize(self, dedicated: int | None = None, spot: int | None = None) -> None:
         """Set the number of nodes per group (what a fixed-size Azure pool's resize does)."""

@@ -69,6 +69,16 @@ class Backend:
         from ..errors import BackendError
         raise BackendError(f"backend {self.name!r} cannot remove nodes")
 
+    def replace(self, node_id: str) -> str | None:
+        """Release ``node_id`` and ask for a fresh node of its group in its place; return the new id."""
+        group = self.requested().get(node_id)
+        if group is None:
+            return None
+        count = sum(1 for g in self.requested().values() if g == group)
+        self.remove([node_id])
+        added = self.scale(group, count)
+        return added[0] if added else None
+
     def preempt(self, node_id: str) -> None:
         """Take a node away at once, as a spot eviction does."""
         from ..errors import BackendError

@@ -1,0 +1,167 @@
+"""Start tasks: a command run on every node as it joins, before it gets any task.
+
+As in Azure Batch, the start task runs in ``<node root>/startup/wd`` with
+the node's ``AZ_BATCH_*`` variables (``AZ_BATCH_TASK_DIR`` is the startup
+folder, where ``stdout.txt`` and ``stderr.txt`` stay), is retried up to its
+own ``max_retries`` on a non-zero exit, and — with ``wait_for_success``
+(Azure's default) — keeps the node ``starting`` until it succeeds. A node
+whose start task fails for good is ``start_task_failed`` and gets no tasks;
+the rest of the pool carries on. It runs again whenever a node rejoins
+(a spot node coming back after preemption is a new machine).
+
+The attempt itself reuses the runner's pieces (node folders, Azure's
+environment, the process-tree runner), so a start task sees the same
+world as a task.
+
+>>> # pool = bnb.Pool("local", dedicated=2, start_task=bnb.StartTask("pip install pillow", max_retries=1))
+>>> # pool.extension(StartTaskExtension).results["dedicated-0"].succeeded
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _proctree, runner
+from ._extensions import PoolExtension
+from .errors import StagingError
+from .states import NodeState
+
+log = logging.getLogger("batchnb.starttask")
+
+
+@dataclass(frozen=True)
+class StartTaskResult:
+    """How a node's start task went (``pool.start_task_results()[node_id]``).
+
+    >>> StartTaskResult("spot-0", 0, 1, None, None, "", "", 0.0, 1.0).succeeded
+    True
+    """
+
+    node_id: str
+    exit_code: int | None
+    attempts: int
+    category: str | None          # None, or a runner category (exit_code, timeout, preprocessing, crash)
+    message: str | None
+    stdout_tail: str
+    stderr_tail: str
+    start: float
+    end: float
+    task_dir: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.category is None and self.exit_code == 0
+
+
+def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env: dict, attempt: int) -> dict:
+    """The runner's Azure variables for a start task: no job, no task id, no host list."""
+    req = runner.AttemptRequest(job_id="", task_id="", attempt=attempt, pool_id=pool_id, env=dict(env))
+    out = runner.task_environment(req, node_id, dirs, dirs["startup"], wd)
+    for name in ("AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE",
+                 "AZ_BATCH_IS_CURRENT_NODE_MASTER"):
+        out.pop(name, None)
+    return out
+
+
+def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None) -> StartTaskResult:
+    """Run ``start_task`` on this node with its retries; never raises (runs inside a Dask task)."""
+    node_id = runner._node_id()
+    t0 = time.time()
+    dirs = runner.node_dirs(node_root, node_id)
+    startup, wd = dirs["startup"], dirs["startup"] / "wd"
+    attempts, code, category, message = 0, None, runner.CRASH, "the start task did not run"
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+        dirs["shared"].mkdir(parents=True, exist_ok=True)
+        if start_task.inputs:
+            from . import staging
+            try:
+                staging.stage_in(start_task.inputs, wd, storage_options=storage_options or {},
+                                 cache_dir=dirs["root"] / "cache")
+            except StagingError as exc:
+                return StartTaskResult(node_id, None, 0, runner.PREPROCESSING, str(exc), "", "", t0, time.time(),
+                                       str(startup))
+        command = start_task.command
+        argv, shell = (command, True) if isinstance(command, str) else (list(command), False)
+        for attempts in range(1, start_task.max_retries + 2):
+            env = dict(os.environ)
+            env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts))
+            try:
+                code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
+                                                stdout_path=str(startup / "stdout.txt"),
+                                                stderr_path=str(startup / "stderr.txt"),
+                                                timeout=start_task.max_wall_clock)
+            except OSError as exc:
+                code, timed_out = 127, False
+                category, message = runner.EXIT_CODE, f"cannot start {argv!r}: {exc.strerror}"
+                continue
+            if timed_out:
+                category = runner.TIMEOUT
+                message = f"killed at max_wall_clock of {start_task.max_wall_clock:g}s"
+            elif code != 0:
+                category, message = runner.EXIT_CODE, f"exit code {code}"
+            else:
+                category, message = None, None
+                break
+    except BaseException as exc:  # noqa: BLE001 - report, never raise into Dask
+        category, message = runner.CRASH, f"batchnb start task runner failed: {type(exc).__name__}: {exc}"
+    return StartTaskResult(node_id, code, attempts, category, message, runner._tail(startup / "stdout.txt"),
+                           runner._tail(startup / "stderr.txt"), t0, time.time(), str(startup))
+
+
+class StartTaskExtension(PoolExtension):
+    """Runs the pool's start task on each node as it joins; holds the results per node.
+
+    >>> # bnb.Pool("local", dedicated=2, start_task="echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready")
+    """
+
+    def __init__(self, pool):
+        super().__init__(pool)
+        self.spec = pool.spec.start_task
+        #: node id -> the latest StartTaskResult
+        self.results: dict[str, StartTaskResult] = {}
+        self._n = 0
+
+    def node_joined(self, worker, now: float) -> bool:
+        if self.spec is None:
+            return True
+        pool = self.pool
+        self._n += 1
+        fut = pool.client.submit(run_start_task, self.spec, pool.name, pool._node_root, pool._storage_options,
+                                 key=f"bnb-starttask-{worker.name}-{self._n}", workers=[worker.address],
+                                 allow_other_workers=False, pure=False)
+        disp = pool._dispatcher
+        fut.add_done_callback(lambda f: disp.post(self._done, worker.name, worker.address, f))
+        return not self.spec.wait_for_success
+
+    def _done(self, node_id: str, address: str, fut) -> None:
+        """On the dispatcher's thread: the start task of ``node_id`` at ``address`` ended."""
+        disp = self.pool._dispatcher
+        node = disp.nodes.nodes.get(node_id)
+        if node is None or node.address != address:
+            return  # the node went away (preempted, removed) while its start task ran
+        try:
+            result = fut.result(timeout=10) if fut.status == "finished" else None
+            problem = None if result is not None else f"the start task's Dask task {fut.status}"
+        except Exception as exc:  # noqa: BLE001 - a lost result is a failed start task
+            result, problem = None, f"{type(exc).__name__}: {exc}"
+        if result is None:
+            now = time.time()
+            result = StartTaskResult(node_id, None, 0, runner.CRASH, problem, "", "", now, now)
+        self.results[node_id] = result
+        disp.batch.event(result.end, "starttask", None, node_id, "succeeded" if result.succeeded else "failed",
+                         {"exit_code": result.exit_code, "attempts": result.attempts, "category": result.category,
+                          "message": result.message, "task_dir": result.task_dir})
+        if result.succeeded:
+            if node.state == NodeState.STARTING:
+                disp.set_node_state(node_id, NodeState.IDLE, "start task succeeded")
+            return
+        reason = (f"start task failed after {result.attempts} attempt(s): {result.message}"
+                  + (f"; stderr: {result.stderr_tail.strip()[-300:]}" if result.stderr_tail.strip() else ""))
+        log.warning("node %s: %s", node_id, reason)
+        if self.spec.wait_for_success:
+            disp.set_node_state(node_id, NodeState.START_TASK_FAILED, reason)

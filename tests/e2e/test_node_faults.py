@@ -1,0 +1,151 @@
+"""Nodes under faults, on real local pools: spot preemption under load, start tasks, unusable nodes.
+
+(Named apart from tests/test_nodes.py, the node table's unit tests: pytest
+needs distinct module names without packages.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import dask
+import pytest
+
+import batchnb as bnb
+from batchnb._chaos import ChaosExtension
+from batchnb._nodehealth import NodeHealthExtension
+from batchnb._starttask import StartTaskExtension
+from batchnb.events import NodeStateChanged
+from batchnb.ledger import Ledger
+
+
+@pytest.fixture
+def fast_nodes():
+    with dask.config.set({"batchnb.preempt-return-after": 0.5, "batchnb.autoscale-sample": 0.5}):
+        yield
+
+
+def wait_for(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class NodeEvents:
+    """Every NodeStateChanged of a pool, as (time, node, state)."""
+
+    def __init__(self, pool):
+        self.seen: list[tuple[float, str, str]] = []
+        self._lock = threading.Lock()
+        self.sub = pool.bus.subscribe(self._on, kinds=(NodeStateChanged,))
+
+    def _on(self, events):
+        with self._lock:
+            self.seen.extend((e.time, e.node_id, e.state) for e in events)
+
+    def states(self, node_id):
+        with self._lock:
+            return [s for _, n, s in self.seen if n == node_id]
+
+    def first(self, node_id, state):
+        with self._lock:
+            return next((t for t, n, s in self.seen if n == node_id and s == state), None)
+
+
+def nap(i):
+    time.sleep(0.04)
+    return i
+
+
+def test_200_tasks_survive_repeated_spot_preemption(tmp_path, fast_nodes):
+    with bnb.Pool("chaos", dedicated=1, spot=2, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        events = NodeEvents(pool)
+        job = pool.job("spotty", max_task_retries=0)
+        tasks = job.map(nap, range(200))
+        victim = wait_for(lambda: next((n.id for n in pool.nodes() if n.group == "spot" and n.running), None),
+                          30, "a spot node running a task")
+        pool.preempt(victim)
+        # pool.nodes() shows it preempted at once ...
+        assert {n.id: n.state for n in pool.nodes()}[victim] == "preempted"
+        with pool.chaos(preempt_rate=40, seed=7):
+            result = job.wait(timeout=90)
+            # ... and it comes back as a node of the pool.
+            wait_for(lambda: {n.id: n.state for n in pool.nodes()}.get(victim) in ("idle", "running"), 20,
+                     f"{victim} to come back")
+        chaos = pool.extension(ChaosExtension).preemptions
+    assert result.counts.get("succeeded") == 200 and result.ok, result
+    assert [t.result() for t in tasks[:3]] == [0, 1, 2]
+    infos = job.tasks()
+    requeued = [t for t in infos if t.requeues > 0]
+    assert requeued, "no task was requeued"
+    assert all(t.state == "succeeded" for t in infos)
+    t = job.task(requeued[0].id)
+    states = [a["state"] for a in t.attempts]
+    assert "requeued" in states and states[-1] == "succeeded"
+    assert t.requeue_count == states.count("requeued")
+    assert len(chaos) + 1 >= 2, "the run saw only one preemption"
+    states = events.states(victim)
+    back = states[states.index("preempted") + 1:]
+    assert "idle" in back or "running" in back, states
+
+
+START = ('sleep 0.3; [ "${AZ_BATCH_NODE_ID#spot}" = "$AZ_BATCH_NODE_ID" ] || { echo no spot here >&2; exit 3; }; '
+         'touch "$AZ_BATCH_NODE_SHARED_DIR/ready"')
+
+
+def test_failing_start_task_marks_node_and_job_completes_elsewhere(tmp_path, fast_nodes):
+    st = bnb.StartTask(START, max_retries=1)
+    with bnb.Pool("st", dedicated=1, spot=1, start_task=st, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        # every task checks that its node's start task had finished before it ran
+        job = pool.job("after-start", max_task_retries=0)
+        for i in range(6):
+            job.add_task(f"t{i}", 'test -f "$AZ_BATCH_NODE_SHARED_DIR/ready"')
+        result = job.wait(timeout=60)
+        states = wait_for(lambda: (s := {n.id: n.state for n in pool.nodes()}).get("spot-0") == "start_task_failed"
+                          and s, 20, "spot-0 start_task_failed")
+        results = pool.extension(StartTaskExtension).results
+    assert result.ok and result.counts["succeeded"] == 6
+    assert {t.node for t in job.tasks()} == {"dedicated-0"}
+    assert states["dedicated-0"] in ("idle", "running")
+    assert results["dedicated-0"].succeeded and results["dedicated-0"].attempts == 1
+    bad = results["spot-0"]
+    assert (bad.exit_code, bad.attempts) == (3, 2) and "no spot here" in bad.stderr_tail
+    startup = Path(bad.task_dir)
+    assert startup.name == "startup" and (startup / "stderr.txt").exists()
+
+
+def break_this_node():
+    """Make the batchnb runner of this worker process fail: a broken node, not a broken task."""
+    import batchnb.runner
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    batchnb.runner._run = broken
+
+
+def test_node_with_consecutive_crashes_becomes_unusable_and_is_replaced(tmp_path, fast_nodes):
+    with bnb.Pool("sick", dedicated=2, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        events = NodeEvents(pool)
+        address = next(a for a, w in pool.client.scheduler_info(n_workers=-1)["workers"].items()
+                       if w["name"] == "dedicated-1")
+        pool.client.run(break_this_node, workers=[address])
+        job = pool.job("crashy", max_task_retries=6)
+        job.map(nap, range(20))
+        result = job.wait(timeout=60)
+        assert result.ok and result.counts["succeeded"] == 20
+        assert pool.extension(NodeHealthExtension).replaced == [("dedicated-1", "dedicated-2")]
+        wait_for(lambda: {n.id: n.state for n in pool.nodes()}.get("dedicated-2") in ("idle", "running"), 20,
+                 "the replacement node")
+        wait_for(lambda: "dedicated-1" not in {n.id for n in pool.nodes()}, 20, "dedicated-1 to leave")
+    unusable_at = events.first("dedicated-1", "unusable")
+    assert unusable_at is not None
+    attempts = [a for t in job.tasks() for a in job.task(t.id).attempts]
+    crashed = [a for a in attempts if a["node"] == "dedicated-1"]
+    assert len(crashed) >= 3 and all(a["category"] == "crash" for a in crashed)
+    assert not [a for a in crashed if a["dispatched"] > unusable_at], "dedicated-1 got tasks after it was unusable"

@@ -1,0 +1,72 @@
+"""Start tasks without a pool: the attempt in <node root>/startup with Azure's variables and its own retries."""
+
+from __future__ import annotations
+
+import pytest
+
+import batchnb as bnb
+from batchnb._chaos import ChaosOptions
+from batchnb._starttask import run_start_task
+from batchnb.errors import SpecError
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    monkeypatch.setenv("AZ_BATCH_NODE_ID", "spot-7")      # outside a Dask worker the runner reads it
+    return tmp_path
+
+
+def test_start_task_runs_in_startup_dir_with_azure_variables(node):
+    st = bnb.StartTask('echo "$AZ_BATCH_NODE_ID|$AZ_BATCH_TASK_WORKING_DIR|$AZ_BATCH_NODE_STARTUP_DIR|'
+                       '$AZ_BATCH_NODE_IS_DEDICATED|${AZ_BATCH_JOB_ID-unset}|$GREETING"; pwd',
+                       env={"GREETING": "hi"})
+    res = run_start_task(st, "p1", str(node))
+    assert res.succeeded and res.attempts == 1 and res.exit_code == 0
+    startup = node / "spot-7" / "startup"
+    first, cwd = (startup / "stdout.txt").read_text().splitlines()
+    assert first == f"spot-7|{startup / 'wd'}|{startup}|false|unset|hi"
+    assert cwd == str(startup / "wd")
+    assert res.task_dir == str(startup)
+
+
+def test_start_task_retries_then_succeeds(node):
+    # fails on its first run only: the marker file survives between attempts
+    st = bnb.StartTask('if [ -f tried ]; then exit 0; fi; touch tried; echo boom >&2; exit 4', max_retries=1)
+    res = run_start_task(st, "p1", str(node))
+    assert res.succeeded and res.attempts == 2
+
+
+def test_start_task_fails_after_its_retries(node):
+    st = bnb.StartTask(["sh", "-c", "echo nope >&2; exit 3"], max_retries=2)
+    res = run_start_task(st, "p1", str(node))
+    assert not res.succeeded
+    assert (res.exit_code, res.attempts, res.category) == (3, 3, "exit_code")
+    assert "nope" in res.stderr_tail
+
+
+def test_start_task_timeout_and_missing_program(node):
+    res = run_start_task(bnb.StartTask("sleep 5", max_wall_clock=0.3), "p1", str(node))
+    assert res.category == "timeout" and res.attempts == 1
+    res = run_start_task(bnb.StartTask(["/no/such/program"]), "p1", str(node))
+    assert res.category == "exit_code" and res.exit_code == 127 and "cannot start" in res.message
+
+
+@pytest.mark.parametrize("value, field", [
+    ({"preempt_rate": 0}, "chaos.preempt_rate"),
+    ({"preempt_rate": "often"}, "chaos.preempt_rate"),
+    ({"preempt_rate": 1, "groups": "gpu"}, "chaos.groups"),
+    ({"preempt_rate": 1, "max_preemptions": 0}, "chaos.max_preemptions"),
+    ({"rate": 1}, "chaos"),
+    ("lots", "chaos"),
+])
+def test_chaos_options_are_checked(value, field):
+    with pytest.raises(SpecError) as err:
+        ChaosOptions.from_value(value)
+    assert err.value.field == field
+
+
+def test_bad_chaos_and_bad_formula_fail_before_any_node_starts(home):
+    with pytest.raises(SpecError, match="chaos"):
+        bnb.Pool("bad", chaos={"preempt_rate": -1})
+    with pytest.raises(bnb.FormulaError):
+        bnb.Pool("bad", autoscale="$TargetDedicatedNodes = max(1,")
