@@ -28,7 +28,13 @@ from ._prices import GROUPS, RETAIL_PRICES_URL, PriceRefreshError, PriceTable
 from .errors import SpecError
 
 __all__ = ["BudgetGuard", "Cost", "CostMeter", "Forecast", "PriceRefreshError", "PriceTable",
-           "RETAIL_PRICES_URL", "forecast"]
+           "RETAIL_PRICES_URL", "cost_from_ledger", "forecast"]
+
+
+def cost_from_ledger(ledger, **options) -> Cost:
+    """A job's or a pool's cost rebuilt from the ledger; see :func:`batchnb._cost_ledger.cost_from_ledger`."""
+    from ._cost_ledger import cost_from_ledger as rebuild
+    return rebuild(ledger, **options)
 
 
 class _Span:
@@ -181,15 +187,20 @@ class CostMeter:
             for key in [k for k, a in self._running.items() if a.span is span]:
                 self._close(self._running.pop(key), span.end)
 
-    def task_started(self, job_id: str, task_id: str, node_id: str, slots: int, t: float) -> None:
-        """An attempt of ``task_id`` starts holding ``slots`` of ``node_id`` at ``t``."""
+    def task_started(self, job_id: str, task_id: str, node_id: str, slots: float, t: float) -> None:
+        """An attempt of ``task_id`` starts holding ``slots`` of ``node_id`` at ``t``.
+
+        ``slots`` may be a fraction: ``n`` tiny tasks bundled into one slot
+        hold ``1/n`` of it each.
+        """
         with self._lock:
             span = self._up.get(node_id)
             if span is None:
                 raise SpecError("node_id", node_id, f"task {task_id!r} started on a node that is not billed; "
                                 "call node_requested first")
-            if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= span.slots - span.used:
-                raise SpecError("slots", slots, f"node {node_id!r} has {span.slots - span.used} of "
+            free = span.slots - span.used
+            if isinstance(slots, bool) or not isinstance(slots, (int, float)) or not 0 < slots <= free + 1e-9:
+                raise SpecError("slots", slots, f"node {node_id!r} has {free:g} of "
                                 f"{span.slots} slots free")
             key = (job_id, task_id, node_id)
             if key in self._running:

@@ -210,13 +210,30 @@ class Job:
         reason = row["reason"] or ("all_tasks_complete" if done else None)
         ended = row["ended"] or (time.time() if not done else max(
             [r["ended"] or 0 for r in self.ledger.tasks(self.id, "ended")] or [time.time()]))
-        cost = self.cost() if self.pool is not None and hasattr(self.pool, "cost") else None
+        cost = self.cost()
         return JobResult(self.id, "completed" if done else row["state"], reason, counts, failures,
                          ended - row["created"], cost)
 
     def cost(self):
-        """The job's cost so far (needs the pool's cost meter)."""
-        return self.pool._job_cost(self.id) if self.pool is not None and hasattr(self.pool, "_job_cost") else None
+        """The job's cost so far (:class:`bnb.Cost`): its tasks' shares of node time x price.
+
+        ``job.cost().frame()`` has one row per task, with the pool's and the
+        job's tags as columns. A job attached without a pool is priced from
+        the ledger (:func:`batchnb.cost.cost_from_ledger`).
+        """
+        if self.pool is not None:
+            return self.pool._job_cost(self.id)
+        from .cost import cost_from_ledger
+        return cost_from_ledger(self.ledger, job_id=self.id)
+
+    def forecast(self):
+        """Projected total cost and finish time (:class:`bnb.cost.Forecast`) from the tasks
+        left, the durations observed so far and the pool's slots; fields are None until
+        a task has ended."""
+        from ._cost_ext import CostExtension
+        if self.pool is None:
+            raise SpecError("job", self.id, "has no pool to forecast on; attach it with pool.job(id)")
+        return self.pool.extension(CostExtension).forecast(self.id)
 
     def __await__(self):
         # wait() blocks, so it runs in the loop's executor: the loop stays free.

@@ -1,0 +1,183 @@
+"""End to end: a local pool priced as a cloud size meters real jobs, stops them at their
+budgets and can be priced again from its ledger.
+
+The price table is of round numbers: 3.6 $/h dedicated = 0.001 $ per node-second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import batchnb as bnb
+from batchnb._cli_cost import register, run as cli_run
+from batchnb.cost import cost_from_ledger
+from batchnb.events import CostSample, JobStateChanged
+from batchnb.ledger import Ledger
+
+PRICES = {"Standard_X": {"dedicated": 3.6, "spot": 0.36}}
+PER_SECOND = 0.001
+
+
+@pytest.fixture(scope="module")
+def priced():
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = bnb.Pool("priced", dedicated=2, vm_size="Standard_X", price_table=PRICES,
+                        tags={"team": "vision"}, ledger=Ledger(Path(tmp) / "ledger.sqlite"))
+        up = time.time()
+        try:
+            yield pool, up
+        finally:
+            pool.close()
+
+
+class _Seen(list):
+    """Events of some kinds, as the bus delivers them; ``until(pred)`` waits (bounded) for one."""
+
+    def __init__(self, pool, kinds):
+        super().__init__()
+        self.cond = threading.Condition()
+        self.sub = pool.bus.subscribe(self._got, kinds=kinds)
+
+    def _got(self, events):
+        with self.cond:
+            self.extend(events)
+            self.cond.notify_all()
+
+    def until(self, pred, timeout: float = 5.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: any(pred(e) for e in self), timeout)
+
+
+def _events(pool, kinds):
+    seen = _Seen(pool, kinds)
+    return seen, seen.sub
+
+
+def test_job_cost_is_nodes_times_seconds_times_price(priced, unique):
+    pool, up = priced
+    samples, sub = _events(pool, (CostSample,))
+    job = pool.job(unique, tags={"cost_center": "cc-7"})
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 1"} for i in range(4)])
+    result = job.wait(timeout=30, quiet=True)
+    now = time.time()
+    assert result.ok and result.cost is not None
+    whole = pool.cost(now=now)
+    expected = 2 * (now - up) * PER_SECOND          # two nodes billed since the pool came up
+    assert whole.total == pytest.approx(expected, rel=0.05)
+    assert whole.node_seconds["dedicated"] == pytest.approx(2 * (now - up), rel=0.05)
+    assert whole.idle == pytest.approx(whole.total - whole.busy) and whole.idle > 0
+
+    cost = job.cost()
+    # Each task held one slot of a one-slot node for about its second of sleep.
+    assert set(cost.by_task) == {"t0", "t1", "t2", "t3"}
+    for share in cost.by_task.values():
+        assert share == pytest.approx(1.0 * PER_SECOND, rel=0.25)
+    assert sum(cost.by_task.values()) == pytest.approx(cost.total, rel=1e-9)
+    assert whole.by_job[unique] == pytest.approx(cost.total, rel=1e-9)    # the job's busy part of the pool
+    frame = cost.frame()
+    assert list(frame["task_id"]) == ["t0", "t1", "t2", "t3"]
+    assert set(frame["cost_center"]) == {"cc-7"} and set(frame["team"]) == {"vision"}
+    assert cost.by_tag("cost_center") == {"cc-7": pytest.approx(cost.total)}
+    assert result.cost.total == pytest.approx(cost.total, rel=1e-9)
+    assert pool.ledger.job(unique)["tags"] == json.dumps({"cost_center": "cc-7"})
+
+    done = job.forecast()     # a finished job's forecast is what it cost
+    assert done.total_cost == pytest.approx(cost.total) and done.remaining_seconds == 0.0
+    assert done.mean_duration == pytest.approx(1.0, rel=0.3)
+    # the final sample follows the last task's end by a turn of the dispatcher
+    assert samples.until(lambda s: s.job_id == unique and s.rate_per_hour == 0)
+    sub.close()
+    mine = [s for s in samples if s.job_id == unique]
+    assert mine and mine[-1].total == pytest.approx(cost.total, rel=1e-6) and mine[-1].rate_per_hour == 0
+    assert any(s.job_id is None and s.total > 0 for s in samples)
+
+    again = cost_from_ledger(pool.ledger, job_id=unique)     # after the fact, from the ledger
+    assert again.total == pytest.approx(cost.total, rel=0.02)
+    assert again.by_tag("cost_center") == {"cc-7": pytest.approx(cost.total, rel=0.02)}
+
+
+def test_forecast_while_running(priced, unique):
+    pool, _ = priced
+    job = pool.job(unique)
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 0.5"} for i in range(8)])
+    deadline = time.monotonic() + 20
+    while job.counts()["succeeded"] < 2 and time.monotonic() < deadline:
+        with job._run.changed:
+            job._run.changed.wait(0.2)
+    f = job.forecast()
+    assert f.mean_duration == pytest.approx(0.5, rel=0.5)
+    # 8 tasks of ~0.5 s of one slot each at 0.001 $/s: ~0.004 $ in all, ~2 s on 2 slots.
+    assert f.total_cost == pytest.approx(8 * 0.5 * PER_SECOND, rel=0.35)
+    assert f.finish_time > time.time() - 0.5
+    result = job.wait(timeout=30, quiet=True)
+    assert result.ok
+    assert job.cost().total == pytest.approx(f.total_cost, rel=0.35)
+
+
+def test_budget_stops_dispatching_and_ends_the_job(priced, unique):
+    pool, _ = priced
+    seen, sub = _events(pool, (JobStateChanged,))
+    budget = 0.0035                     # three and a half tasks of one second
+    job = pool.job(unique, budget=budget)
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 1"} for i in range(10)])
+    result = job.wait(timeout=30, quiet=True)
+    sub.close()
+    assert result.reason == "budget" and pool.ledger.job(unique)["reason"] == "budget"
+    assert not result.ok
+    spent = job.cost().total
+    assert 0.0015 < spent <= budget * 1.02       # not past it: dispatching stopped in time
+    assert result.counts["succeeded"] >= 2 and result.counts["cancelled"] >= 6
+    assert any(e.job_id == unique and e.reason == "budget" and e.state == "completed" for e in seen)
+
+
+def test_budget_reached_while_running_kills_the_tasks(priced, unique):
+    pool, _ = priced
+    budget = 0.002                      # two nodes x one second of the 30-second tasks
+    job = pool.job(unique, budget=budget, budget_warn_fraction=0.5)
+    started = time.monotonic()
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 30"} for i in range(3)])
+    result = job.wait(timeout=20, quiet=True)
+    took = time.monotonic() - started
+    assert result.reason == "budget" and pool.ledger.job(unique)["reason"] == "budget"
+    assert took < 5
+    assert job.cost().total == pytest.approx(budget, rel=0.05)
+    kinds = {(e["kind"], e["state"]) for e in pool.ledger.events(unique)}
+    assert ("cost", "budget_warning") in kinds and ("cost", "budget") in kinds
+    attempts = pool.ledger.attempts(unique)
+    assert {a["state"] for a in attempts} == {"terminated"}
+
+
+def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
+    pool, _ = priced
+    pool.close()
+    live = pool.cost()
+    assert live.rate_per_hour == 0.0                     # every node released at close
+    later = pool.cost()
+    assert later.total == live.total                     # and billing has stopped
+    again = cost_from_ledger(pool.ledger, pool="priced")
+    assert again.total == pytest.approx(live.total, rel=0.01)
+    assert again.busy == pytest.approx(live.busy, rel=0.02)
+    # the same timeline on a size ten times the price
+    tenfold = cost_from_ledger(pool.ledger, pool="priced", prices=bnb.PriceTable({"Standard_Y": {"dedicated": 36}}),
+                               vm_size="Standard_Y")
+    assert tenfold.total == pytest.approx(10 * again.total, rel=1e-9)
+
+    parser = argparse.ArgumentParser(prog="batchnb")
+    register(parser.add_subparsers(dest="command"))
+    out = io.StringIO()
+    args = parser.parse_args(["cost", "--json", "--by", "team", "--ledger", str(pool.ledger.path)])
+    assert cli_run(args, out) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["total"] == pytest.approx(live.total, rel=0.01)
+    assert doc["by_tag"]["vision"] == pytest.approx(live.busy, rel=0.02)
+    out = io.StringIO()
+    assert cli_run(parser.parse_args(["cost", "--ledger", str(pool.ledger.path)]), out) == 0
+    assert "pool priced:" in out.getvalue() and "idle" in out.getvalue()
