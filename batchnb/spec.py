@@ -580,10 +580,14 @@ def dumps(spec: JobSpec, fmt: str = "yaml") -> str:
     return _io().dumps(spec, fmt)
 
 
-def from_azure(obj):
-    """Specs from Azure Batch REST JSON: a job, a task, ``{"value": [tasks]}`` or a pool."""
+def from_azure(obj, *, tasks=None, strict: bool = False):
+    """Specs from Azure Batch REST JSON: a job, a task, ``{"value": [tasks]}`` or a pool.
+
+    ``tasks`` (with a job) are converted into the JobSpec; ``strict`` makes a
+    field batchnb cannot keep an error instead of a warning.
+    """
     from . import _azure_import
-    return _azure_import.from_azure(obj)
+    return _azure_import.from_azure(obj, tasks=tasks, strict=strict)
 
 
 def to_dict(spec) -> dict:
