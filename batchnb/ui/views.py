@@ -60,6 +60,13 @@ class _View(anywidget.AnyWidget):
     def _on_events(self, events: list) -> None:
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        # The text/plain of the widget's output: what a front end without widgets shows.
+        return f"<batchnb {type(self).__name__} of {self._what()}>"
+
+    def _what(self) -> str:
+        return "?"
+
 
 class JobView(_View):
     """A job's live view: one bar split by state, counts, throughput, elapsed, ETA,
@@ -92,6 +99,10 @@ class JobView(_View):
         self._sync()
         if model.job_state != "completed":
             self._listen(bus, job_id=model.job_id)
+
+    def _what(self) -> str:
+        done = ", ".join(f"{n} {s}" for s, n in self.model.counts.items() if n)
+        return f"job {self.model.job_id!r} ({done or 'no tasks'})"
 
     def _on_events(self, events: list) -> None:
         self.model.apply(events)
@@ -131,6 +142,9 @@ class PoolView(_View):
         self._sync()
         self._listen(bus if bus is not None else getattr(pool, "bus", None))
         self.on_msg(self._on_msg)
+
+    def _what(self) -> str:
+        return f"pool {self.model.name!r} ({len(self.model.nodes)} nodes)"
 
     def _on_events(self, events: list) -> None:
         self.model.apply(events)
@@ -218,6 +232,9 @@ class CostView(_View):
                                                    self._since))
         except Exception as exc:  # the pool may be closing
             log.debug("cost view: cannot read cost: %s", exc)
+
+    def _what(self) -> str:
+        return self.model.scope
 
     def _on_events(self, events: list) -> None:
         self.model.apply(events)
