@@ -50,13 +50,35 @@ def _priced(ledger, pool: str) -> list[tuple[float, dict]]:
     return out
 
 
-def _attempts(ledger, job_id: str | None, pool: str) -> list:
-    sql = ("SELECT a.job_id, a.task_id, a.node, a.dispatched, a.start, a.end, "
+def _attempts(ledger, job_id: str | None, pool: str) -> list[dict]:
+    """Attempts with the slots they held and when the dispatcher saw them end.
+
+    An attempt's ``end`` is its end on the worker; the live meter counts its
+    slots until the dispatcher collected it, which is when the task's next
+    state was recorded (the first ``events`` row of that attempt other than
+    ``running``). That time is used where it exists, so that both agree.
+    """
+    sql = ("SELECT a.job_id, a.task_id, a.n, a.node, a.dispatched, a.start, a.end, "
            "COALESCE(json_extract(t.spec, '$.required_slots'), 1) AS slots "
            "FROM attempts a JOIN tasks t ON t.job_id = a.job_id AND t.id = a.task_id ")
+    ends = ("SELECT job_id, task_id, CAST(json_extract(data, '$.attempt') AS INTEGER) AS n, MIN(time) AS t "
+            "FROM events WHERE kind = 'task' AND state != 'running' AND data IS NOT NULL AND ")
     if job_id is not None:
-        return ledger._query(sql + "WHERE a.job_id = ?", (job_id,))
-    return ledger._query(sql + "JOIN jobs j ON j.id = a.job_id WHERE j.pool = ?", (pool,))
+        rows = ledger._query(sql + "WHERE a.job_id = ?", (job_id,))
+        seen = ledger._query(ends + "job_id = ? GROUP BY job_id, task_id, n", (job_id,))
+    else:
+        rows = ledger._query(sql + "JOIN jobs j ON j.id = a.job_id WHERE j.pool = ?", (pool,))
+        seen = ledger._query(ends + "job_id IN (SELECT id FROM jobs WHERE pool = ?) GROUP BY job_id, task_id, n",
+                             (pool,))
+    collected = {(r["job_id"].lower(), r["task_id"].lower(), r["n"]): r["t"] for r in seen}
+    out = []
+    for r in rows:
+        a = dict(r)
+        t = collected.get((a["job_id"].lower(), a["task_id"].lower(), a["n"]))
+        if a["end"] is not None and t is not None and t >= a["end"]:
+            a["end"] = t
+        out.append(a)
+    return out
 
 
 def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = None,
@@ -101,18 +123,19 @@ def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = No
         if kind is not None:
             timeline.append((r["time"], kind, (r["node_id"], r["grp"] or group_of(r["node_id"]))))
     # Tasks that rode together in one Dask task (same node, same dispatch) shared one slot.
-    riders: dict[tuple, int] = {}
+    # Each holds 1/n of the slot until the bundle's last one ends, as the live meter counts it.
+    riders: dict[tuple, list] = {}
     for a in attempts:
-        riders[(a["node"], a["dispatched"])] = riders.get((a["node"], a["dispatched"]), 0) + 1
+        riders.setdefault((a["node"], a["dispatched"]), []).append(end if a["end"] is None else a["end"])
     for a in attempts:
         start = a["dispatched"] if a["dispatched"] is not None else a["start"]
         if start is None or a["node"] is None:
             continue
-        n = riders[(a["node"], a["dispatched"])]
-        slots = int(a["slots"]) if n == 1 else 1.0 / n
+        ends = riders[(a["node"], a["dispatched"])]
+        slots = int(a["slots"]) if len(ends) == 1 else 1.0 / len(ends)
         key = (a["job_id"], a["task_id"], a["node"])
         timeline.append((start, _START, (key, slots)))
-        timeline.append((a["end"] if a["end"] is not None else end, _END, key))
+        timeline.append((max(ends), _END, key))
     timeline = [e for e in timeline if e[0] <= end]
     timeline.sort(key=lambda e: (e[0], e[1]))
 
