@@ -145,7 +145,7 @@ def test_node_hours_and_cost_rates_per_group():
     assert node_hours(rows, now=3600.0, since=1800.0)["node_hours"] == {"dedicated": 0.5, "spot": 0.25}
 
     from batchnb.cost import Cost
-    m = CostModel("job j", budget=10.0)
+    m = CostModel("job j", job_id="j", budget=10.0)
     m.update(hours=out, now=0.0)
     s = m.state()
     assert not s["metered"] and s["groups"]["spot"]["node_hours"] == 0.5 and s["groups"]["spot"]["nodes_up"] == 1
@@ -157,7 +157,7 @@ def test_node_hours_and_cost_rates_per_group():
     assert s["metered"] and s["total"] == 1.2 and s["budget"] == 10.0
     assert s["groups"]["dedicated"]["rate"] == pytest.approx(3.6)      # 0.1 per 100 s
     assert s["groups"]["spot"]["node_hours"] == pytest.approx(1900 / 3600)
-    m.apply([CostSample("p", 201.0, 1.3, 4.0)])
+    m.apply([CostSample("p", 201.0, 1.3, 4.0, job_id="j"), CostSample("p", 201.0, 9.0, 9.0)])   # the pool's
     assert (m.state()["total"], m.state()["rate"]) == (1.3, 4.0)
 
 

@@ -200,12 +200,12 @@ class PoolModel:
             for tid in n.running:
                 if tid not in have:
                     self.where[(None, tid)] = n.id
-            node["running"] = sorted(k[1] for k, v in self.where.items() if v == n.id)
+            node["running"] = {k[1] for k, v in self.where.items() if v == n.id}
 
     def _node(self, node_id: str, group: str) -> dict:
         node = self.nodes.get(node_id)
         if node is None:
-            node = self.nodes[node_id] = {"id": node_id, "group": group, "state": "starting", "running": [],
+            node = self.nodes[node_id] = {"id": node_id, "group": group, "state": "starting", "running": set(),
                                           "slots": 1, "used": 0, "cpu": None, "memory": None, "reason": ""}
         return node
 
@@ -217,7 +217,7 @@ class PoolModel:
                 if ev.state not in ("idle", "running"):
                     for key in [k for k, v in self.where.items() if v == ev.node_id]:
                         del self.where[key]
-                    node["running"], node["used"] = [], 0
+                    node["running"], node["used"] = set(), 0
             elif isinstance(ev, PoolTargets) and ev.pool == self.name:
                 self.targets = {"dedicated": ev.dedicated, "spot": ev.spot}
                 self.target_reason = ev.reason or ""
@@ -230,13 +230,13 @@ class PoolModel:
             self.where[key] = ev.node_id
             node = self.nodes.get(ev.node_id)
             if node is not None:
-                node["running"] = sorted(set(node["running"]) | {ev.task_id})
+                node["running"].add(ev.task_id)
                 node["used"] = len(node["running"])
         elif ev.previous == "running":
             node_id = self.where.pop(key, None) or self.where.pop((None, ev.task_id), None)
             node = self.nodes.get(node_id or "")
             if node is not None and ev.task_id in node["running"]:
-                node["running"] = [t for t in node["running"] if t != ev.task_id]
+                node["running"].discard(ev.task_id)
                 node["used"] = len(node["running"])
 
     def current(self) -> dict:
@@ -252,7 +252,7 @@ class PoolModel:
         for n in sorted(self.nodes.values(), key=lambda n: (n["group"], _natural(n["id"]))):
             shown = dict(n)
             shown["more"] = max(0, len(n["running"]) - MAX_RUNNING_SHOWN)
-            shown["running"] = n["running"][:MAX_RUNNING_SHOWN]
+            shown["running"] = sorted(n["running"], key=_natural)[:MAX_RUNNING_SHOWN]
             nodes.append(shown)
         return {"pool": self.name, "nodes": nodes, "targets": dict(self.targets), "current": self.current(),
                 "autoscale": self.autoscale, "target_reason": self.target_reason}
@@ -297,8 +297,10 @@ class CostModel:
     ``cost`` is a :class:`batchnb.Cost` (or None); ``hours`` what :func:`node_hours` returns.
     """
 
-    def __init__(self, scope: str, *, budget: float | None = None, currency: str = "USD"):
+    def __init__(self, scope: str, *, job_id: str | None = None, budget: float | None = None,
+                 currency: str = "USD"):
         self.scope = scope
+        self.job_id = job_id
         self.budget = budget
         self.currency = currency
         self.groups: dict[str, dict] = {}
@@ -311,7 +313,7 @@ class CostModel:
     def apply(self, events: Iterable) -> None:
         """Cost samples move the total and rate between full readings."""
         for ev in events:
-            if isinstance(ev, CostSample):
+            if isinstance(ev, CostSample) and ev.job_id == self.job_id:   # the pool's samples have no job
                 self.total, self.rate, self.currency = ev.total, ev.rate_per_hour, ev.currency
                 self.as_of = max(self.as_of, ev.time)
 
