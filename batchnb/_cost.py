@@ -108,3 +108,24 @@ class Cost:
             shown = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in sorted(self.tags.items()))
             body += f"<tr><td>tags</td><td>{shown}</td></tr>"
         return f"<table class='batchnb-cost'><caption>cost of {head}</caption>{body}</table>"
+
+
+def merge(before: Cost, after: Cost) -> Cost:
+    """One job's cost from two stretches of metering (a resumed job: earlier processes + this one)."""
+    by_task = dict(before.by_task)
+    for k, v in after.by_task.items():
+        by_task[k] = by_task.get(k, 0.0) + v
+    rows: dict = {r["task_id"]: dict(r) for r in before.rows}
+    for r in after.rows:
+        old = rows.get(r["task_id"])
+        if old is None:
+            rows[r["task_id"]] = dict(r)
+        else:
+            for k in ("attempts", "seconds", "slot_seconds", "node_seconds", "dedicated", "spot", "cost"):
+                old[k] += r[k]
+    add = lambda a, b: {k: a.get(k, 0.0) + b.get(k, 0.0) for k in ("dedicated", "spot")}  # noqa: E731
+    total = before.total + after.total
+    return Cost(total=total, currency=after.currency, by_group=add(before.by_group, after.by_group),
+                node_seconds=add(before.node_seconds, after.node_seconds), busy=total, idle=0.0,
+                by_job={after.job_id: total}, by_task=by_task, rate_per_hour=after.rate_per_hour,
+                tags=after.tags, job_id=after.job_id, at=after.at, rows=tuple(rows.values()))

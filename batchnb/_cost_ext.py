@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import _config
-from ._cost import JOB_COLUMNS, TASK_COLUMNS
+from ._cost import merge
 from ._extensions import PoolExtension
 from ._validate import duration
-from .cost import BudgetGuard, Cost, CostMeter, Forecast, PriceTable, forecast
+from .cost import BudgetGuard, Cost, CostMeter, Forecast, PriceTable, _check_tags, forecast
 from .errors import SpecError
 from .events import CostSample, JobStateChanged, NodeStateChanged
 from .ledger import Batch
@@ -38,7 +38,6 @@ from .states import BILLED_NODE_STATES, JobState, NodeState, TaskState
 log = logging.getLogger("batchnb.cost")
 
 RELEASED_NODE_STATES = frozenset({NodeState.PREEMPTED, NodeState.OFFLINE})
-_RESERVED = sorted({*TASK_COLUMNS, *JOB_COLUMNS})
 
 
 def check_prices(price_table, spec) -> PriceTable | None:
@@ -71,22 +70,14 @@ def check_prices(price_table, spec) -> PriceTable | None:
         table.price(spec.vm_size, "dedicated", spec.region)
         if spec.spot:
             table.price(spec.vm_size, "spot", spec.region)
-    check_tag_names("tags", spec.tags)
+    _check_tags("tags", spec.tags)
     return table
 
 
-def check_tag_names(field: str, tags) -> None:
-    """Tag names become columns of cost reports: they must not shadow the fixed ones."""
-    for key in (tags or {}):
-        if key in _RESERVED:
-            raise SpecError(f"{field} name", key, f"is a column of cost reports; tag names must not be one of "
-                            f"{', '.join(_RESERVED)}")
-
-
 def check_job_tags(job_id, options: Mapping) -> None:
-    """``pool.job(..., tags=...)`` checked when given (the spec checks the rest)."""
+    """``pool.job(..., tags=...)``: tag names become columns of cost reports and must not shadow theirs."""
     tags = options.get("tags") if "tags" in options else getattr(job_id, "tags", None)
-    check_tag_names("tags", tags)
+    _check_tags("tags", tags)
 
 
 def _hook(fn):
@@ -425,23 +416,3 @@ class CostExtension(PoolExtension):
         except RuntimeError:   # the pool is closed: compute here, nothing moves any more
             return compute()
 
-
-def merge(before: Cost, after: Cost) -> Cost:
-    """One job's cost from two stretches of metering (a resumed job: earlier processes + this one)."""
-    by_task = dict(before.by_task)
-    for k, v in after.by_task.items():
-        by_task[k] = by_task.get(k, 0.0) + v
-    rows: dict = {r["task_id"]: dict(r) for r in before.rows}
-    for r in after.rows:
-        old = rows.get(r["task_id"])
-        if old is None:
-            rows[r["task_id"]] = dict(r)
-        else:
-            for k in ("attempts", "seconds", "slot_seconds", "node_seconds", "dedicated", "spot", "cost"):
-                old[k] += r[k]
-    add = lambda a, b: {k: a.get(k, 0.0) + b.get(k, 0.0) for k in set(a) | set(b)}  # noqa: E731
-    total = before.total + after.total
-    return Cost(total=total, currency=after.currency, by_group=add(before.by_group, after.by_group),
-                node_seconds=add(before.node_seconds, after.node_seconds), busy=total, idle=0.0,
-                by_job={after.job_id: total}, by_task=by_task, rate_per_hour=after.rate_per_hour,
-                tags=after.tags, job_id=after.job_id, at=after.at, rows=tuple(rows.values()))

@@ -14,7 +14,8 @@ import pytest
 
 import batchnb as bnb
 from batchnb._cli_cost import register, run as cli_run
-from batchnb._cost_ext import check_job_tags, check_prices, merge
+from batchnb._cost import merge
+from batchnb._cost_ext import check_job_tags, check_prices
 from batchnb.cost import Cost, CostMeter, PriceTable, cost_from_ledger
 from batchnb.errors import SpecError
 from batchnb.ledger import Batch
@@ -166,7 +167,7 @@ def test_prices_are_checked_before_any_node_starts():
         check_prices(42, spec)
     with pytest.raises(SpecError, match="no spot price"):
         check_prices({"Standard_X": {"dedicated": 3.6}}, PoolSpec(vm_size="Standard_X", spot=1))
-    with pytest.raises(SpecError, match="tags name"):
+    with pytest.raises(SpecError, match="tag name"):
         check_prices(None, PoolSpec(tags={"cost": "x"}))
 
 

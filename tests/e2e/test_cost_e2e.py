@@ -20,10 +20,11 @@ import batchnb as bnb
 from batchnb._cli_cost import register, run as cli_run
 from batchnb.cost import cost_from_ledger
 from batchnb.events import CostSample, JobStateChanged
-from batchnb.ledger import Ledger
+from batchnb.ledger import Batch, Ledger
 
 PRICES = {"Standard_X": {"dedicated": 3.6, "spot": 0.36}}
 PER_SECOND = 0.001
+RESUMED = "test_a_resumed_job_keeps_what_it_cost_before"
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +178,27 @@ def test_bundled_tiny_tasks_share_their_slot(priced, unique):
     assert cost_from_ledger(pool.ledger, job_id=unique).total == pytest.approx(cost.total, rel=0.01)
 
 
+def test_a_resumed_job_keeps_what_it_cost_before(priced, unique):
+    """Attempts of an earlier process (written here by hand) count towards cost and budget."""
+    pool, _ = priced
+    led, t0 = pool.ledger, time.time() - 100
+    led.create_job(unique, {"id": unique, "budget": 0.05, "tags": {"team": "nlp"}}, "priced", t0, {"team": "nlp"})
+    led.add_tasks(unique, [("done", 0, json.dumps({"id": "done", "command": "true"}), "succeeded"),
+                           ("todo", 1, json.dumps({"id": "todo", "command": "sleep 0.2"}), "active")], t0)
+    b = Batch()
+    b.attempt(unique, "done", 1, node="dedicated-0", state="succeeded", dispatched=t0 + 10, start=t0 + 10,
+              end=t0 + 20)             # ten seconds of a node of this pool's size: 0.01 $
+    led.commit(b)
+    job = pool.job(unique, budget=0.05, tags={"team": "nlp"})
+    result = job.wait(timeout=20, quiet=True)
+    assert result.ok
+    cost = job.cost()
+    assert cost.by_task["done"] == pytest.approx(10 * PER_SECOND, rel=1e-6)
+    assert cost.by_task["todo"] == pytest.approx(0.2 * PER_SECOND, rel=0.5)
+    assert cost.total == pytest.approx(sum(cost.by_task.values()))
+    assert cost_from_ledger(led, job_id=unique).total == pytest.approx(cost.total, rel=0.001)
+
+
 def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
     pool, _ = priced
     pool.close()
@@ -184,9 +206,11 @@ def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
     assert live.rate_per_hour == 0.0                     # every node released at close
     later = pool.cost()
     assert later.total == live.total                     # and billing has stopped
+    # The resumed job's attempt "of an earlier process" is in the ledger, not in this pool's meter.
+    earlier = 10 * PER_SECOND if pool.ledger.job(RESUMED) else 0.0
     again = cost_from_ledger(pool.ledger, pool="priced")
-    assert again.total == pytest.approx(live.total, rel=0.001)
-    assert again.busy == pytest.approx(live.busy, rel=0.01)
+    assert again.total == pytest.approx(live.total + earlier, rel=0.001)
+    assert again.busy == pytest.approx(live.busy + earlier, rel=0.01)
     # the same timeline on a size ten times the price
     tenfold = cost_from_ledger(pool.ledger, pool="priced", prices=bnb.PriceTable({"Standard_Y": {"dedicated": 36}}),
                                vm_size="Standard_Y")
@@ -198,8 +222,12 @@ def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
     args = parser.parse_args(["cost", "--json", "--by", "team", "--ledger", str(pool.ledger.path)])
     assert cli_run(args, out) == 0
     doc = json.loads(out.getvalue())
-    assert doc["total"] == pytest.approx(live.total, rel=0.001)
-    assert doc["by_tag"]["vision"] == pytest.approx(live.busy, rel=0.01)
+    assert doc["total"] == pytest.approx(live.total + earlier, rel=0.001)
+    by_team = live.by_tag("team")
+    assert doc["by_tag"]["vision"] == pytest.approx(by_team["vision"], rel=0.01)
+    assert doc["by_tag"]["(idle)"] == pytest.approx(by_team["(idle)"], rel=0.01)
+    if earlier:
+        assert doc["by_tag"]["nlp"] == pytest.approx(by_team["nlp"] + earlier, rel=0.01)
     out = io.StringIO()
     assert cli_run(parser.parse_args(["cost", "--ledger", str(pool.ledger.path)]), out) == 0
     assert "pool priced:" in out.getvalue() and "idle" in out.getvalue()
