@@ -11,6 +11,8 @@
     ├── BackendError                a backend cannot give or manage nodes
     │   └── MissingDependency (ImportError)  an optional extra is not installed
     ├── StagingError                an input or output could not be moved
+    ├── PriceRefreshError           Azure's retail prices API could not be read
+    │                               (offline, timeout); the price table is unchanged
     ├── TaskFailed                  ``task.result()`` of a task that did not succeed
     ├── JobTerminated               waiting on a job that was terminated/cancelled
     └── WaitTimeout (TimeoutError)  ``wait(timeout=...)`` ran out
