@@ -111,6 +111,7 @@ class CostExtension(PoolExtension):
         self._seen_jobs: set[str] = set()
         self._prior: dict[str, Cost | None] = {}
         self._stopping: set[str] = set()
+        self._memo: dict[str, list] = {}    # job key -> [turn's now, spent, committed] (may_dispatch)
         self._no_price: set[str] = set()
         self._sample_every = duration(_config.get("cost-sample", "2s"), "batchnb.cost-sample", allow_none=False)
         self._check_every = duration(_config.get("budget-check", "0.5s"), "batchnb.budget-check", allow_none=False)
@@ -269,14 +270,12 @@ class CostExtension(PoolExtension):
         prior = self._prior.get(job.key)
         return self.meter.cost(now, job.spec.id, detail=False).total + (prior.total if prior else 0.0)
 
-    def _verdict(self, job, now: float, next_slots: int = 0) -> tuple[str, float, float]:
-        mean = self._mean_seconds(job)
+    def _verdict(self, job, now: float) -> tuple[str, float, float]:
+        """(ok|warn|stop, spent, spent + what the running attempts are projected to cost yet)."""
         spent = self.spent(job, now)
-        projection = self.meter.running_projection(job.spec.id, mean, now)
-        if mean is not None:
-            projection += self._slot_price() * next_slots * mean / 3600.0
+        committed = spent + self.meter.running_projection(job.spec.id, self._mean_seconds(job), now)
         guard = BudgetGuard(job.spec.budget, job.spec.budget_warn_fraction or 1e-12)
-        return guard.check(spent, projection), spent, spent + projection
+        return guard.check(spent, committed - spent), spent, committed
 
     @_hook
     def may_dispatch(self, job, tr, now: float) -> bool:
@@ -284,8 +283,17 @@ class CostExtension(PoolExtension):
             return True
         if job.key in self._stopping:
             return False
-        self._flush()
-        verdict, spent, committed = self._verdict(job, now, tr.spec.required_slots)
+        # One full reckoning per job and turn; the tasks approved within the turn are added to it,
+        # so a budgeted job of a million tiny tasks costs O(1) per task here.
+        memo = self._memo.get(job.key)
+        if memo is None or memo[0] != now:
+            self._flush()
+            _, spent, committed = self._verdict(job, now)
+            memo = self._memo[job.key] = [now, spent, committed]
+        mean = self._mean_seconds(job)
+        expected = self._slot_price() * tr.spec.required_slots * mean / 3600.0 if mean is not None else 0.0
+        spent, committed = memo[1], memo[2] + expected
+        verdict = BudgetGuard(job.spec.budget, job.spec.budget_warn_fraction or 1e-12).check(spent, committed - spent)
         if verdict == "stop":
             self._stopping.add(job.key)
             log.warning("batchnb: job %r dispatches no more tasks: spent %.6g + projected %.6g %s would pass "
@@ -293,6 +301,7 @@ class CostExtension(PoolExtension):
                         job.spec.budget)
             self.pool._dispatcher.at(now, lambda: self._end_if_drained(job))
             return False
+        memo[2] = committed
         if verdict == "warn":
             self._warn(job, spent, committed, now)
         return True
@@ -371,6 +380,7 @@ class CostExtension(PoolExtension):
         self._flush()
         self._stopping.discard(job.key)
         self._done.pop(job.key, None)
+        self._memo.pop(job.key, None)
         self._job_sample(job, now)
 
     # -- what the user asks (any thread) ---------------------------------------------
