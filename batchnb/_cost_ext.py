@@ -279,6 +279,7 @@ class CostExtension(PoolExtension):
 
     @_hook
     def may_dispatch(self, job, tr, now: float) -> bool:
+        self._flush()      # the previous Dask submission is complete: its attempts go into the meter
         if job.spec.budget is None:
             return True
         if job.key in self._stopping:
@@ -287,7 +288,6 @@ class CostExtension(PoolExtension):
         # so a budgeted job of a million tiny tasks costs O(1) per task here.
         memo = self._memo.get(job.key)
         if memo is None or memo[0] != now:
-            self._flush()
             _, spent, committed = self._verdict(job, now)
             memo = self._memo[job.key] = [now, spent, committed]
         mean = self._mean_seconds(job)

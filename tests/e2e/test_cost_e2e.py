@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pytest
 
 import batchnb as bnb
@@ -35,6 +36,18 @@ def priced():
         up = time.time()
         try:
             yield pool, up
+        finally:
+            pool.close()
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """One dedicated and one spot node of two slots each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = bnb.Pool("mixed", dedicated=1, spot=1, task_slots_per_node=2, vm_size="Standard_X",
+                        price_table=PRICES, ledger=Ledger(Path(tmp) / "ledger.sqlite"))
+        try:
+            yield pool
         finally:
             pool.close()
 
@@ -197,6 +210,29 @@ def test_a_resumed_job_keeps_what_it_cost_before(priced, unique):
     assert cost.by_task["todo"] == pytest.approx(0.2 * PER_SECOND, rel=0.5)
     assert cost.total == pytest.approx(sum(cost.by_task.values()))
     assert cost_from_ledger(led, job_id=unique).total == pytest.approx(cost.total, rel=0.001)
+
+
+def test_slots_and_spot_nodes_are_priced_apart(mixed, unique):
+    job = mixed.job(unique)
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 1"} for i in range(4)])    # two on each node at once
+    assert job.wait(timeout=30, quiet=True).ok
+    cost = job.cost()
+    nodes = {t.id: t.node for t in job.tasks()}
+    assert {n.split("-")[0] for n in nodes.values()} == {"dedicated", "spot"}
+    for task, share in cost.by_task.items():
+        hourly = PRICES["Standard_X"]["spot" if nodes[task].startswith("spot") else "dedicated"]
+        assert share == pytest.approx(hourly / 3600 / 2 * 1.0, rel=0.25)      # half a node for a second
+    assert cost.by_group["dedicated"] > 5 * cost.by_group["spot"] > 0
+
+
+def test_a_preempted_spot_node_stops_billing(mixed):
+    with dask.config.set({"batchnb.preempt-return-after": "1h"}):
+        mixed.preempt("spot-0")
+    before = mixed.cost()
+    assert before.rate_per_hour == pytest.approx(PRICES["Standard_X"]["dedicated"])   # the spot node no more
+    assert mixed.ledger.node_history("mixed")[-1]["node_id"] == "spot-0"
+    assert mixed.ledger.node_history("mixed")[-1]["state"] == "preempted"
+    assert mixed.cost().by_group["spot"] == before.by_group["spot"]
 
 
 def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
