@@ -17,6 +17,7 @@ EXTENSIONS: list[str] = [
     "batchnb._nodehealth.NodeHealthExtension",
     "batchnb._autoscale_ext.AutoscaleExtension",
     "batchnb._chaos.ChaosExtension",
+    "batchnb._spotnotice.SpotNoticeExtension",
     "batchnb._cost_ext.CostExtension",
 ]
 

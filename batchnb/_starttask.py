@@ -28,6 +28,7 @@ from pathlib import Path
 from . import _proctree, runner
 from ._extensions import PoolExtension
 from .errors import StagingError
+from .spec import StartTask  # noqa: F401 - for the doctest
 from .states import NodeState
 
 log = logging.getLogger("batchnb.starttask")
@@ -113,6 +114,65 @@ def run_start_task(start_task, pool_id: str, node_root: str, storage_options: di
                            runner._tail(startup / "stderr.txt"), t0, time.time(), str(startup))
 
 
+def bootstrap_script(start_task, pool_id: str, node_id: str, node_root: str) -> str:
+    """The start task as a POSIX shell script for a VM's bootstrap (cloud-init), with Azure's semantics.
+
+    It runs before the node's worker starts, in ``<node root>/<node>/startup/wd``
+    with the node's ``AZ_BATCH_*`` variables, retries up to ``max_retries``, and
+    leaves ``stdout.txt``, ``stderr.txt`` and ``result.json`` in the startup
+    folder, where :func:`read_bootstrap_result` finds them once the worker runs.
+
+    >>> "AZ_BATCH_NODE_ID=spot-0" in bootstrap_script(StartTask("true"), "p", "spot-0", "/mnt/batch/tasks")
+    True
+    """
+    import shlex
+    dirs = runner.node_dirs(node_root, node_id)
+    wd = dirs["startup"] / "wd"
+    env = start_task_environment(pool_id, node_id, dirs, wd, start_task.env, 1)
+    env.pop("AZ_BATCH_TASK_ATTEMPT", None)
+    command = start_task.command if isinstance(start_task.command, str) else shlex.join(start_task.command)
+    limit = f"timeout {start_task.max_wall_clock:g}s " if start_task.max_wall_clock else ""
+    return "\n".join([
+        "#!/bin/sh",
+        "# batchnb start task: runs on the node before its Dask worker starts",
+        *(f"export {k}={shlex.quote(str(v))}" for k, v in env.items()),
+        'mkdir -p "$AZ_BATCH_TASK_WORKING_DIR" "$AZ_BATCH_NODE_SHARED_DIR" && cd "$AZ_BATCH_TASK_WORKING_DIR" || exit 1',
+        f"max={start_task.max_retries + 1}; n=0; started=$(date +%s)",
+        "while :; do",
+        "  n=$((n + 1)); export AZ_BATCH_TASK_ATTEMPT=$n",
+        f'  {limit}/bin/sh -c {shlex.quote(command)} > "$AZ_BATCH_TASK_DIR/stdout.txt" '
+        '2> "$AZ_BATCH_TASK_DIR/stderr.txt" < /dev/null',
+        "  rc=$?",
+        '  if [ "$rc" -eq 0 ] || [ "$n" -ge "$max" ]; then break; fi',
+        "done",
+        "printf '{\"exit_code\": %d, \"attempts\": %d, \"start\": %s, \"end\": %s, \"timeout\": %s}\\n' "
+        f'"$rc" "$n" "$started" "$(date +%s)" "{"true" if limit else "false"}" > "$AZ_BATCH_TASK_DIR/result.json"',
+        "",
+    ])
+
+
+def read_bootstrap_result(node_root: str) -> StartTaskResult:
+    """On a worker: how the start task of its VM's bootstrap went (see :func:`bootstrap_script`)."""
+    import json
+    node_id = runner._node_id()
+    startup = runner.node_dirs(node_root, node_id)["startup"]
+    now = time.time()
+    try:
+        info = json.loads((startup / "result.json").read_text())
+    except (OSError, ValueError) as exc:
+        return StartTaskResult(node_id, None, 0, runner.CRASH, f"no start task result in {startup}: {exc}",
+                               "", "", now, now, str(startup))
+    code = int(info["exit_code"])
+    category = message = None
+    if code == 124 and info.get("timeout"):
+        category, message = runner.TIMEOUT, "killed at the start task's max_wall_clock"
+    elif code != 0:
+        category, message = runner.EXIT_CODE, f"exit code {code}"
+    return StartTaskResult(node_id, code, int(info["attempts"]), category, message,
+                           runner._tail(startup / "stdout.txt"), runner._tail(startup / "stderr.txt"),
+                           float(info.get("start") or now), float(info.get("end") or now), str(startup))
+
+
 class StartTaskExtension(PoolExtension):
     """Runs the pool's start task on each node as it joins; holds the results per node.
 
@@ -131,8 +191,11 @@ class StartTaskExtension(PoolExtension):
             return True
         pool = self.pool
         self._n += 1
-        fut = pool.client.submit(run_start_task, self.spec, pool.name, pool._node_root, pool._storage_options,
-                                 key=f"bnb-starttask-{worker.name}-{self._n}", workers=[worker.address],
+        # A backend that boots nodes from a script (Azure's cloud-init) ran the start task there;
+        # then only its result is read on the node.
+        fn, args = ((read_bootstrap_result, (pool._node_root,)) if getattr(pool._backend, "start_task_in_bootstrap", False)
+                    else (run_start_task, (self.spec, pool.name, pool._node_root, pool._storage_options)))
+        fut = pool.client.submit(fn, *args, key=f"bnb-starttask-{worker.name}-{self._n}", workers=[worker.address],
                                  allow_other_workers=False, pure=False)
         disp = pool._dispatcher
         fut.add_done_callback(lambda f: disp.post(self._done, worker.name, worker.address, f))

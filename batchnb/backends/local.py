@@ -121,10 +121,20 @@ class LocalBackend(Backend):
 
     def restore(self, node_id: str) -> None:
         with self._lock:
-            if node_id not in self._nodes:
-                return  # scaled away meanwhile
-        self._add(self._nodes[node_id], node_id)
-        self._apply()
+            group = self._nodes.get(node_id)
+        if group is None:
+            return  # scaled away meanwhile
+        self.cluster.loop.add_callback(self._restore_on_loop, node_id, group)
+
+    async def _restore_on_loop(self, node_id: str, group: str) -> None:
+        from distributed.core import Status
+        # A worker that left by itself (an eviction notice closes it gracefully) is still
+        # listed by the cluster, which would then never start it again: drop it first.
+        stale = self.cluster.workers.get(node_id)
+        if stale is not None and getattr(stale, "status", None) in (Status.closing, Status.closed, Status.failed):
+            self.cluster.workers.pop(node_id, None)
+        self._add(group, node_id)
+        await self.cluster._correct_state()
 
     def wait_gone(self, node_id: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,297 @@
+"""Azure VMs through dask-cloudprovider: ``bnb.Pool("render", backend="azure", spot=8, ...)``.
+
+A pool's scheduler and each of its nodes is an Azure VM made by
+``dask_cloudprovider.azure.AzureVMCluster`` (TLS on: its default
+``Security.temporary()`` certificate, sent to the VMs in cloud-init). What
+batchnb adds on top:
+
+- **Node groups with their own VM requests.** dask-cloudprovider has no spot
+  option, and its ``extra_vm_options`` reach the scheduler as well. Here each
+  worker spec is made per group: spot nodes ask for ``priority: Spot`` with
+  the ``eviction_policy`` and ``billing_profile.max_price`` given; the
+  scheduler and the dedicated nodes never do.
+- **Nodes named by node id.** The Dask worker on VM ``bnb-<cluster>-spot-3``
+  is named ``spot-3``, so the dispatcher's node table, the ledger and
+  ``pool.nodes()`` use Azure Batch's names.
+- **The start task in the VM's bootstrap.** Each node's cloud-init runs the
+  pool's start task (``_starttask.bootstrap_script``) before its worker
+  starts, under ``node_root`` (``/mnt/batch/tasks``, mounted into the
+  worker's container); the pool reads the result from the node and keeps
+  nodes whose start task failed out of scheduling.
+- **Eviction notices.** Every worker runs ``ScheduledEventsPlugin``, which
+  polls Azure's scheduled events and, on ``Preempt``, has the pool requeue
+  the node's tasks while the VM is still up. ``pool.preempt(node)`` asks
+  Azure to evict a spot VM now (``virtual_machines.simulate_eviction``).
+
+Options (keyword arguments of ``bnb.Pool``): ``location``, ``resource_group``,
+``vnet``, ``subnet``, ``security_group``, ``subscription_id``,
+``public_ingress``, ``scheduler_vm_size``, ``vm_image``, ``disk_size``,
+``docker_image``, ``bootstrap``, ``auto_shutdown``, ``env_vars``,
+``extra_bootstrap``, ``scheduler_options``, ``worker_options``, ``security``,
+``eviction_policy`` (``"Delete"`` or ``"Deallocate"``), ``max_price``
+(USD/hour, -1: up to the on-demand price), ``node_root``,
+``scheduled_events_url``, ``start_timeout``, ``debug``; ``azure_sdk``
+replaces the Azure management clients (tests use a recording stand-in).
+
+>>> spot_vm_options("Delete", -1)
+{'priority': 'Spot', 'eviction_policy': 'Delete', 'billing_profile': {'max_price': -1}}
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import json
+import logging
+import math
+import threading
+
+import dask.config
+from dask_cloudprovider.azure.azurevm import AzureVMCluster, AzureVMWorker
+
+from .._spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
+from .._starttask import bootstrap_script
+from ..errors import BackendError, SpecError
+from .base import GROUPS, Backend
+
+log = logging.getLogger("batchnb.azure")
+
+EVICTION_POLICIES = ("Delete", "Deallocate")
+NODE_ROOT = "/mnt/batch/tasks"          # where Azure Batch keeps a node's folders
+
+
+def spot_vm_options(eviction_policy: str = "Delete", max_price: float = -1) -> dict:
+    """The VM request fields that make a spot VM (as dask-cloudprovider spells VM requests)."""
+    return {"priority": "Spot", "eviction_policy": eviction_policy, "billing_profile": {"max_price": max_price}}
+
+
+def vm_name(cluster_id: str, node_id: str) -> str:
+    """The Azure VM (and computer) name of a node."""
+    return f"bnb-{cluster_id}-{node_id}"
+
+
+class BatchnbAzureVMWorker(AzureVMWorker):
+    """A node's VM: named ``bnb-<cluster>-<node id>``; its Dask worker is named by the node id."""
+
+    def __init__(self, scheduler, *args, name=None, node_group: str = "dedicated", **kwargs):
+        super().__init__(scheduler, *args, **kwargs)
+        self.node_id, self.node_group = str(name), node_group
+        # WorkerMixin names the worker after a random VM name; a node is known by its id.
+        generated = self.name
+        self.command = self.command.replace(json.dumps(generated), json.dumps(self.node_id))
+        if "--name " + generated in self.command:
+            self.command = self.command.replace("--name " + generated, "--name " + self.node_id)
+        self.name = vm_name(self.cluster.uuid, self.node_id)
+
+
+class BatchnbAzureVMCluster(AzureVMCluster):
+    """``AzureVMCluster`` with per-group worker specs and a seam for the Azure management clients."""
+
+    worker_class = BatchnbAzureVMWorker
+    _azure_sdk = None
+
+    def __init__(self, *, azure_sdk=None, group_options: dict | None = None, **kwargs):
+        # Set before the parent's __init__, which makes the clients and starts the scheduler VM.
+        self._azure_sdk = azure_sdk
+        self.group_options = group_options or {}
+        super().__init__(**kwargs)
+        self.worker_class = BatchnbAzureVMWorker
+
+    # The parent assigns real clients in __init__; with a stand-in SDK those assignments are ignored.
+    def _client(self, attr):
+        return getattr(self._azure_sdk, attr) if self._azure_sdk is not None else self.__dict__.get("_" + attr)
+
+    compute_client = property(lambda self: self._client("compute_client"),
+                              lambda self, value: self.__dict__.__setitem__("_compute_client", value))
+    network_client = property(lambda self: self._client("network_client"),
+                              lambda self, value: self.__dict__.__setitem__("_network_client", value))
+    credentials = property(lambda self: self._client("credential"),
+                           lambda self, value: self.__dict__.__setitem__("_credential", value))
+
+    def group_spec(self, group: str, node_id: str) -> dict:
+        """The worker spec of a node of ``group``: spot options and the start task only where they belong."""
+        extra = self.group_options.get(group, {})
+        options = dict(self.worker_options)    # shallow: it holds the cluster and its config
+        options["worker_options"] = copy.deepcopy(options.get("worker_options") or {})
+        options["node_group"] = group
+        options["extra_vm_options"] = {**(options.get("extra_vm_options") or {}), **extra.get("vm", {})}
+        options["extra_bootstrap"] = [*(options.get("extra_bootstrap") or []), *extra.get("bootstrap", lambda n: [])(node_id)]
+        options["docker_args"] = " ".join(filter(None, [options.get("docker_args") or "", extra.get("docker_args", "")]))
+        return {"cls": BatchnbAzureVMWorker, "options": options}
+
+
+class AzureBackend(Backend):
+    """Nodes as Azure VMs (see the module's docstring for the options).
+
+    >>> # bnb.Pool("render", backend="azure", vm_size="Standard_D4s_v5", dedicated=1, spot=8,
+    >>> #          location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg")
+    """
+
+    name = "azure"
+    can_scale = True
+    can_preempt = True
+    start_task_in_bootstrap = True
+
+    def __init__(self, spec, *, location=None, resource_group=None, vnet=None, subnet=None, security_group=None,
+                 subscription_id=None, public_ingress=None, scheduler_vm_size=None, vm_image=None, disk_size=None,
+                 docker_image=None, bootstrap=None, auto_shutdown=None, env_vars=None, extra_bootstrap=None,
+                 scheduler_options=None, worker_options=None, security=True, eviction_policy="Delete",
+                 max_price=-1, node_root=NODE_ROOT, scheduled_events_url=AZURE_SCHEDULED_EVENTS_URL,
+                 scheduled_events_poll=1.0, eviction_grace=2.0, start_timeout=900.0, debug=False,
+                 azure_sdk=None, **options):
+        super().__init__(spec, **options)
+        if options:
+            name = sorted(options)[0]
+            raise SpecError(name, options[name], "not an option of the azure backend; see batchnb.backends.azure")
+        if eviction_policy not in EVICTION_POLICIES:
+            raise SpecError("eviction_policy", eviction_policy, "expected 'Delete' or 'Deallocate'")
+        if isinstance(max_price, bool) or not isinstance(max_price, (int, float)) or not math.isfinite(max_price) \
+                or (max_price != -1 and max_price <= 0):
+            raise SpecError("max_price", max_price, "expected -1 (up to the on-demand price) or a positive USD/hour")
+        for field, value in (("location", location), ("resource_group", resource_group)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise SpecError(field, value, "expected a non-empty string")
+        if not isinstance(node_root, str) or not node_root.startswith("/"):
+            raise SpecError("node_root", node_root, "expected an absolute path on the VMs")
+        self.node_root = node_root
+        self.eviction_policy, self.max_price = eviction_policy, max_price
+        self.scheduled_events_url = scheduled_events_url
+        self.scheduled_events_poll, self.eviction_grace = scheduled_events_poll, eviction_grace
+        self.start_timeout = start_timeout
+        slots = spec.task_slots_per_node
+        self.cluster_kwargs = dict(
+            location=location, resource_group=resource_group, vnet=vnet, subnet=subnet,
+            security_group=security_group, subscription_id=subscription_id, public_ingress=public_ingress,
+            vm_size=spec.vm_size, scheduler_vm_size=scheduler_vm_size, vm_image=vm_image or {},
+            disk_size=disk_size, docker_image=docker_image, bootstrap=bootstrap, auto_shutdown=auto_shutdown,
+            env_vars=env_vars or {}, extra_bootstrap=extra_bootstrap, debug=debug, security=security,
+            scheduler_options=dict(scheduler_options or {}),
+            worker_options={"nthreads": slots, "resources": {"slots": slots}, **(worker_options or {})},
+            n_workers=0, azure_sdk=azure_sdk)
+        if spec.vm_size is None:
+            self.cluster_kwargs.pop("vm_size")
+        self.cluster = None
+        self._counters = {g: itertools.count() for g in GROUPS}
+        self._nodes: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._config_before = None
+
+    # -- what each group's VMs get ---------------------------------------------------
+    def _group_options(self) -> dict:
+        st = self.spec.start_task
+        mount = f"-v {self.node_root}:{self.node_root}"
+
+        def start(node_id):
+            if st is None:
+                return []
+            script = base64.b64encode(bootstrap_script(st, self.spec.name, node_id, self.node_root).encode()).decode()
+            path = f"{self.node_root}/{node_id}/startup"
+            return [f"mkdir -p {path} && echo {script} | base64 -d > {path}/starttask.sh && sh {path}/starttask.sh"]
+        return {"dedicated": {"vm": {}, "bootstrap": start, "docker_args": mount},
+                "spot": {"vm": spot_vm_options(self.eviction_policy, self.max_price), "bootstrap": start,
+                         "docker_args": mount}}
+
+    def start(self):
+        from distributed import Client
+        self._config_before = copy.deepcopy(dask.config.config)   # AzureVMCluster sets TLS settings globally
+        box: dict = {}
+
+        def make():
+            try:
+                box["cluster"] = BatchnbAzureVMCluster(group_options=self._group_options(), **self.cluster_kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                box["error"] = exc
+        thread = threading.Thread(target=make, name="batchnb-azure-start", daemon=True)
+        thread.start()
+        thread.join(self.start_timeout)
+        if thread.is_alive():
+            raise BackendError(f"the Azure scheduler VM did not come up within {self.start_timeout:g}s "
+                               "(start_timeout=); check the resource group for a half-made VM")
+        if "error" in box:
+            self._restore_config()
+            exc = box["error"]
+            raise BackendError(f"cannot start Azure VMs: {type(exc).__name__}: {exc}") from exc
+        self.cluster = box["cluster"]
+        try:
+            client = Client(self.cluster, security=self.cluster.security, set_as_default=False)
+            client.register_plugin(ScheduledEventsPlugin(
+                self.scheduled_events_url, vm_name_template=vm_name(self.cluster.uuid, "{node_id}"),
+                poll_interval=self.scheduled_events_poll, grace=self.eviction_grace))
+            initial = {"dedicated": self.spec.dedicated or 0, "spot": self.spec.spot}
+            for group, count in initial.items():
+                for _ in range(count):
+                    self._add(group)
+            self._apply()
+        except BaseException:
+            self.close()        # no VM is left behind by a pool that failed to start
+            raise
+        return client
+
+    def _add(self, group: str, node_id: str | None = None) -> str:
+        node_id = node_id or f"{group}-{next(self._counters[group])}"
+        with self._lock:
+            self.cluster.worker_spec[node_id] = self.cluster.group_spec(group, node_id)
+            self._nodes[node_id] = group
+        return node_id
+
+    def _apply(self) -> None:
+        self.cluster.loop.add_callback(self.cluster._correct_state)
+
+    def requested(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._nodes)
+
+    def scale(self, group: str, count: int) -> list[str]:
+        with self._lock:
+            have = [n for n, g in self._nodes.items() if g == group]
+        added = [self._add(group) for _ in range(count - len(have))]
+        if count < len(have):
+            self.remove(have[count:][::-1])
+        elif added:
+            self._apply()
+        return added
+
+    def remove(self, node_ids: list[str]) -> None:
+        with self._lock:
+            for node_id in node_ids:
+                self._nodes.pop(node_id, None)
+                self.cluster.worker_spec.pop(node_id, None)
+        self._apply()       # the cluster retires the workers and deletes their VMs, disks and NICs
+
+    def preempt(self, node_id: str) -> None:
+        """Ask Azure to evict a spot VM now (what Azure does on its own when it needs the capacity)."""
+        if self.requested().get(node_id) != "spot":
+            raise BackendError(f"only spot nodes can be evicted; {node_id!r} is not a spot node of this pool")
+        self.cluster.compute_client.virtual_machines.simulate_eviction(
+            self.cluster.resource_group, vm_name(self.cluster.uuid, node_id))
+
+    def restore(self, node_id: str) -> None:
+        """A new VM for an evicted node (the old one is gone or going: its deletion errors are ignored)."""
+        group = self.requested().get(node_id)
+        if group is None:
+            return
+        self.cluster.loop.add_callback(self._restore_on_loop, node_id, group)
+
+    async def _restore_on_loop(self, node_id: str, group: str) -> None:
+        old = self.cluster.workers.pop(node_id, None)
+        if old is not None:
+            try:
+                await old.close()
+            except Exception as exc:  # noqa: BLE001 - an evicted VM may already be deleted
+                log.info("node %s: cleaning up the evicted VM: %s", node_id, exc)
+        self._add(group, node_id)
+        await self.cluster._correct_state()
+
+    def _restore_config(self) -> None:
+        if self._config_before is not None:
+            dask.config.config.clear()
+            dask.config.config.update(self._config_before)
+            self._config_before = None
+
+    def close(self) -> None:
+        try:
+            if self.cluster is not None:
+                self.cluster.close(timeout=120)
+        finally:
+            self._restore_config()
