@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from dataclasses import fields, is_dataclass
 from typing import Any, Mapping
 
@@ -108,12 +109,28 @@ def from_dict(cls: type, data: Mapping) -> Any:
     if cls is s.TaskSpec:
         if isinstance(kwargs.get("command"), list):
             kwargs["command"] = tuple(kwargs["command"])
-        if isinstance(kwargs.get("exit_conditions"), Mapping) and _is_stored_exit_conditions(kwargs["exit_conditions"]):
-            kwargs["exit_conditions"] = _exit_conditions_from_dict(kwargs["exit_conditions"])
+        if isinstance(kwargs.get("exit_conditions"), Mapping):
+            ec = kwargs["exit_conditions"]
+            kwargs["exit_conditions"] = _exit_conditions_from_dict(ec) if _is_stored_exit_conditions(ec) else \
+                {_exit_key(k): v for k, v in ec.items()}
         if isinstance(kwargs.get("python"), Mapping):
             p = kwargs["python"]
             kwargs["python"] = s.PythonCall(p["name"], base64.b64decode(p["payload"]), p.get("args_digest", ""))
     return cls(**kwargs)
+
+
+_RANGE_KEY = re.compile(r"^\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*$")
+
+
+def _exit_key(key: Any) -> Any:
+    """JSON keys are strings: ``"3"`` is exit code 3 and ``"10-19"`` or ``"10..19"`` a range."""
+    if isinstance(key, str):
+        if re.fullmatch(r"\s*-?\d+\s*", key):
+            return int(key)
+        m = _RANGE_KEY.match(key)
+        if m:
+            return (int(m.group(1)), int(m.group(2)))
+    return key
 
 
 def _is_stored_exit_conditions(data: Mapping) -> bool:
@@ -131,6 +148,14 @@ def _one(cls, value):
 
 def loads(text: str) -> s.JobSpec:
     import yaml
+    if text.lstrip().startswith("{"):
+        # JSON first: YAML 1.1 reads JSON numbers such as 1e-05 as strings and
+        # \ud83d-style escapes as lone surrogates.
+        try:
+            return job_from_data(json.loads(text))
+        except ValueError as exc:
+            if isinstance(exc, SpecError):
+                raise
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -171,7 +196,12 @@ def dumps(spec: s.JobSpec, fmt: str = "yaml") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     import yaml
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    # PyYAML writes line-break characters such as U+0085 raw with allow_unicode and
+    # reads them back as spaces: escape everything when that would change a value.
+    if not text.isascii() and yaml.safe_load(text) != data:
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return text
 
 
 def dump(spec: s.JobSpec, path=None) -> str:
