@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["azurite_fixture"] if (Path(__file__).parent / "azurite_fixture.py").exists() else []  # TEMP until staging lands
+pytest_plugins = ["azurite_fixture"]
 
 # Every test run gets its own batchnb home, so no test ever touches ~/.batchnb.
 _SESSION_HOME = tempfile.mkdtemp(prefix="batchnb-tests-")
