@@ -22,14 +22,13 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from pathlib import Path
 
 from . import _config
 from ._cost import merge
+from ._prices import check_job_tags, check_prices  # noqa: F401 - Pool(...) and pool.job(...) call them
 from ._extensions import PoolExtension
 from ._validate import duration
-from .cost import BudgetGuard, Cost, CostMeter, Forecast, PriceTable, _check_tags, forecast
+from .cost import BudgetGuard, Cost, CostMeter, Forecast, forecast
 from .errors import SpecError
 from .events import CostSample, JobStateChanged, NodeStateChanged
 from .ledger import Batch
@@ -38,46 +37,6 @@ from .states import BILLED_NODE_STATES, JobState, NodeState, TaskState
 log = logging.getLogger("batchnb.cost")
 
 RELEASED_NODE_STATES = frozenset({NodeState.PREEMPTED, NodeState.OFFLINE})
-
-
-def check_prices(price_table, spec) -> PriceTable | None:
-    """The pool's price table from ``Pool(price_table=...)``, checked before any node starts.
-
-    Accepts None (the shipped snapshot when ``vm_size`` is given), a
-    :class:`PriceTable`, a dict of prices or a price file path. An unknown
-    ``vm_size`` (or one without a spot price for a pool with spot nodes) is
-    a :class:`SpecError` here, not at the first node.
-
-    >>> from batchnb.spec import PoolSpec
-    >>> check_prices({"Standard_X": {"dedicated": 3.6}}, PoolSpec(vm_size="Standard_X")).price("Standard_X", "dedicated")
-    3.6
-    """
-    if price_table is None:
-        table = PriceTable.load() if spec.vm_size is not None else None
-    elif isinstance(price_table, PriceTable):
-        table = price_table
-    elif isinstance(price_table, Mapping):
-        table = PriceTable(price_table)
-    elif isinstance(price_table, (str, Path)):
-        table = PriceTable.load(price_table)
-    else:
-        raise SpecError("price_table", price_table, "expected bnb.PriceTable(...), a dict "
-                        "{vm_size: {'dedicated': $/h, 'spot': $/h}} or the path of a price file")
-    if table is not None and spec.vm_size is None:
-        raise SpecError("vm_size", None, "a price_table was given but no vm_size: name the size the pool's nodes "
-                        "are (or would be in the cloud), e.g. vm_size='Standard_D4s_v5'")
-    if spec.vm_size is not None:
-        table.price(spec.vm_size, "dedicated", spec.region)
-        if spec.spot:
-            table.price(spec.vm_size, "spot", spec.region)
-    _check_tags("tags", spec.tags)
-    return table
-
-
-def check_job_tags(job_id, options: Mapping) -> None:
-    """``pool.job(..., tags=...)``: tag names become columns of cost reports and must not shadow theirs."""
-    tags = options.get("tags") if "tags" in options else getattr(job_id, "tags", None)
-    _check_tags("tags", tags)
 
 
 def _hook(fn):
@@ -248,7 +207,7 @@ class CostExtension(PoolExtension):
         counts = job.counts
         if counts[TaskState.PENDING] + counts[TaskState.ACTIVE] == 0 and counts[TaskState.RUNNING] <= 1:
             # The last attempt ended: the views get the job's final amount now, not at the next sample.
-            disp.at(now, lambda: self._job_sample(job, time.time()))
+            disp.at(now, lambda: self._final_sample(job))
 
     # -- budgets ---------------------------------------------------------------------
     def _mean_seconds(self, job) -> float | None:
@@ -362,12 +321,25 @@ class CostExtension(PoolExtension):
             return
         self._next_sample = now + self._sample_every
         disp = self.pool._dispatcher
+        if not self._stopped:
+            # A node asked for and given up before its worker joined (a quick scale down) stays
+            # `starting` in the dispatcher's table; the backend no longer lists it: it bills no more.
+            requested = self.pool._requested()
+            for node_id in list(self._billed):
+                node = disp.nodes.nodes.get(node_id)
+                if node is not None and node.address is None and node.state == NodeState.STARTING \
+                        and node_id not in requested:
+                    disp.set_node_state(node_id, NodeState.OFFLINE, "released before it joined")
         pool_cost = self.meter.cost(now, detail=False)
         disp.events.append(CostSample(self.pool.name, now, pool_cost.total, pool_cost.rate_per_hour,
                                       self.meter.currency))
         for job in disp.jobs.values():
             if job.state != JobState.COMPLETED:
                 self._job_sample(job, now)
+
+    @_hook
+    def _final_sample(self, job) -> None:
+        self._job_sample(job, time.time())
 
     def _job_sample(self, job, now: float) -> None:
         c = self.meter.cost(now, job.spec.id, detail=False)

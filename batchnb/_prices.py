@@ -226,6 +226,48 @@ class PriceTable:
         return f"PriceTable({n} sizes, regions={self.regions or ['any']}, {self.currency}, date={self.date})"
 
 
+def check_prices(price_table, spec) -> PriceTable | None:
+    """The pool's price table from ``Pool(price_table=...)``, checked before any node starts.
+
+    Accepts None (the shipped snapshot when ``vm_size`` is given), a
+    :class:`PriceTable`, a dict of prices or a price file path. An unknown
+    ``vm_size`` (or one without a spot price for a pool with spot nodes) is
+    a :class:`SpecError` here, not at the first node.
+
+    >>> from batchnb.spec import PoolSpec
+    >>> check_prices({"Standard_X": {"dedicated": 3.6}}, PoolSpec(vm_size="Standard_X")).price("Standard_X", "dedicated")
+    3.6
+    """
+    if price_table is None:
+        table = PriceTable.load() if spec.vm_size is not None else None
+    elif isinstance(price_table, PriceTable):
+        table = price_table
+    elif isinstance(price_table, Mapping):
+        table = PriceTable(price_table)
+    elif isinstance(price_table, (str, Path)):
+        table = PriceTable.load(price_table)
+    else:
+        raise SpecError("price_table", price_table, "expected bnb.PriceTable(...), a dict "
+                        "{vm_size: {'dedicated': $/h, 'spot': $/h}} or the path of a price file")
+    if table is not None and spec.vm_size is None:
+        raise SpecError("vm_size", None, "a price_table was given but no vm_size: name the size the pool's nodes "
+                        "are (or would be in the cloud), e.g. vm_size='Standard_D4s_v5'")
+    if spec.vm_size is not None:
+        table.price(spec.vm_size, "dedicated", spec.region)
+        if spec.spot:
+            table.price(spec.vm_size, "spot", spec.region)
+    from .cost import _check_tags   # the tag rules live with the meter
+    _check_tags("tags", spec.tags)
+    return table
+
+
+def check_job_tags(job_id, options: Mapping) -> None:
+    """``pool.job(..., tags=...)``: tag names become columns of cost reports and must not shadow theirs."""
+    from .cost import _check_tags
+    tags = options.get("tags") if "tags" in options else getattr(job_id, "tags", None)
+    _check_tags("tags", tags)
+
+
 def _text(value: Any) -> str | None:
     # YAML reads an unquoted 2024-06-01 as a date.
     return None if value is None else str(value)
