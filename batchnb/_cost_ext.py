@@ -60,7 +60,8 @@ class CostExtension(PoolExtension):
     def __init__(self, pool):
         super().__init__(pool)
         spec = pool.spec
-        self.meter = CostMeter(pool._price_table, spec.vm_size, spec.region, tags=spec.tags)
+        table = pool._price_table    # None: no vm_size, or a cloud size without a price (metered at 0)
+        self.meter = CostMeter(table, spec.vm_size if table is not None else None, spec.region, tags=spec.tags)
         self.created = time.time()
         self._lock = threading.Lock()      # guards _pending
         self._pending: list = []            # attempts of the Dask submission being built

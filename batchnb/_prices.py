@@ -232,7 +232,10 @@ def check_prices(price_table, spec) -> PriceTable | None:
     Accepts None (the shipped snapshot when ``vm_size`` is given), a
     :class:`PriceTable`, a dict of prices or a price file path. An unknown
     ``vm_size`` (or one without a spot price for a pool with spot nodes) is
-    a :class:`SpecError` here, not at the first node.
+    a :class:`SpecError` here, not at the first node: on a local pool, where
+    ``vm_size`` serves only pricing, or when the table was given. A cloud
+    pool of a size the shipped snapshot lacks is still made, with a warning,
+    and its cost metered at 0 (None is returned).
 
     >>> from batchnb.spec import PoolSpec
     >>> check_prices({"Standard_X": {"dedicated": 3.6}}, PoolSpec(vm_size="Standard_X")).price("Standard_X", "dedicated")
@@ -252,12 +255,20 @@ def check_prices(price_table, spec) -> PriceTable | None:
     if table is not None and spec.vm_size is None:
         raise SpecError("vm_size", None, "a price_table was given but no vm_size: name the size the pool's nodes "
                         "are (or would be in the cloud), e.g. vm_size='Standard_D4s_v5'")
-    if spec.vm_size is not None:
-        table.price(spec.vm_size, "dedicated", spec.region)
-        if spec.spot:
-            table.price(spec.vm_size, "spot", spec.region)
     from .cost import _check_tags   # the tag rules live with the meter
     _check_tags("tags", spec.tags)
+    if spec.vm_size is not None:
+        try:
+            table.price(spec.vm_size, "dedicated", spec.region)
+            if spec.spot:
+                table.price(spec.vm_size, "spot", spec.region)
+        except SpecError as exc:
+            if price_table is not None or spec.backend == "local":
+                raise
+            import logging
+            logging.getLogger("batchnb.cost").warning(
+                "batchnb: %s; pool %r is made, and its cost metered at 0", exc, spec.name)
+            return None
     return table
 
 

@@ -167,6 +167,12 @@ def test_prices_are_checked_before_any_node_starts():
         check_prices(42, spec)
     with pytest.raises(SpecError, match="no spot price"):
         check_prices({"Standard_X": {"dedicated": 3.6}}, PoolSpec(vm_size="Standard_X", spot=1))
+    with pytest.raises(SpecError, match="Standard_Nope"):        # a local pool's size serves only pricing
+        check_prices(None, PoolSpec(vm_size="Standard_Nope"))
+    # a cloud pool of a size the snapshot lacks is made, metered at 0
+    assert check_prices(None, PoolSpec(backend="azure", vm_size="Standard_Nope")) is None
+    with pytest.raises(SpecError, match="Standard_Nope"):        # but a table given must price it
+        check_prices({"Standard_X": {"dedicated": 1.0}}, PoolSpec(backend="azure", vm_size="Standard_Nope"))
     with pytest.raises(SpecError, match="tag name"):
         check_prices(None, PoolSpec(tags={"cost": "x"}))
 
