@@ -19,6 +19,7 @@ EXTENSIONS: list[str] = [
     "batchnb._chaos.ChaosExtension",
     "batchnb._spotnotice.SpotNoticeExtension",
     "batchnb._cost_ext.CostExtension",
+    "batchnb._retention.RetentionExtension",
 ]
 
 

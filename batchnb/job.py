@@ -241,9 +241,18 @@ class Job:
 
     # -- ending --------------------------------------------------------------------
     def terminate(self, reason: str = "terminated") -> None:
-        """Kill the running tasks (their whole process trees) and cancel the rest."""
-        disp = self._dispatcher()
-        disp.call(lambda: disp.terminate(self._run, reason, time.time()))
+        """Kill the running tasks (their whole process trees) and cancel the rest.
+
+        On a job this process only watches (``Job.attach(id)``, or a lease
+        lost to another process) the dispatching process is asked to end it;
+        with none, the job is ended in the ledger."""
+        if self.pool is not None and not self.pool._closed:
+            disp = self.pool._dispatcher
+            if disp.call(lambda: disp.jobs.get(self._run.key) is self._run):
+                disp.call(lambda: disp.terminate(self._run, reason, time.time()))
+                return
+        from ._api import terminate_job
+        terminate_job(self.id, self.ledger, reason)
 
     cancel = terminate
 

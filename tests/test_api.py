@@ -1,0 +1,128 @@
+"""bnb.jobs(), bnb.prune(), retention_time, and ending a job no process drives."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import batchnb as bnb
+from batchnb.ledger import Ledger
+
+DAY = 86400.0
+
+
+def wait_until(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def dead_owner() -> str:
+    import socket
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return f"{socket.gethostname()}:{proc.pid}:0"
+
+
+def fake_job(led: Ledger, job_id: str, root: Path, *, ended_days_ago: float, states=("succeeded",),
+             retention=None) -> list[Path]:
+    """A job as a dead driver leaves it: rows and task directories on disk."""
+    t0 = time.time() - ended_days_ago * DAY
+    led.create_job(job_id, {"id": job_id}, "p", now=t0 - 60)
+    dirs = []
+    for i, state in enumerate(states):
+        spec = {"id": f"t{i}", "command": "true", **({"retention_time": retention} if retention is not None else {})}
+        led.add_tasks(job_id, [(f"t{i}", i, json.dumps(spec), state)], now=t0 - 60)
+        d = root / "nodes" / "p" / "dedicated-0" / "workitems" / job_id / f"t{i}" / "1"
+        (d / "wd").mkdir(parents=True)
+        (d / "stdout.txt").write_text("hello")
+        dirs.append(d)
+        with led._tx() as con:
+            con.execute("INSERT INTO attempts(job_id, task_id, n, state, task_dir, stdout_tail) VALUES (?,?,?,?,?,?)",
+                        (job_id, f"t{i}", 1, "running" if state == "running" else state, str(d), "hello"))
+            con.execute("UPDATE tasks SET ended = ?, attempts = 1 WHERE job_id = ? AND id = ?",
+                        (None if state in ("running", "active", "pending") else t0, job_id, f"t{i}"))
+    return dirs
+
+
+def test_prune_removes_old_finished_jobs_only(ledger, tmp_path):
+    old = fake_job(ledger, "old", tmp_path, ended_days_ago=8)
+    recent = fake_job(ledger, "recent", tmp_path, ended_days_ago=6)
+    unfinished = fake_job(ledger, "unfinished", tmp_path, ended_days_ago=30, states=("succeeded", "active"))
+    ledger.create_job("leased", {"id": "leased"}, "p", now=time.time() - 30 * DAY)
+    assert ledger.acquire_lease("leased", "elsewhere:1:x", ttl=60) is None     # a live holder elsewhere
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    with ledger._tx() as con:   # a ledger that points outside a task directory is never obeyed
+        con.execute("UPDATE attempts SET task_dir = ? WHERE job_id = 'old'", (str(outside),))
+    assert bnb.prune(older_than="7d", ledger=ledger, dry_run=True) == ["old"]
+    assert ledger.job("old") is not None
+    assert bnb.prune(older_than="7d", ledger=ledger) == ["old"]
+    assert ledger.job("old") is None and ledger.tasks("old") == [] and ledger.attempts("old") == []
+    assert outside.exists() and old[0].exists()
+    assert all(d.exists() for d in recent + unfinished)
+    assert {j["id"] for j in bnb.jobs(ledger)} == {"recent", "unfinished", "leased"}
+    assert ledger.last_audit("old", "prune") is not None
+    # Everything finished goes with older_than=0; a leased or unfinished job never does.
+    assert bnb.prune(older_than=0, ledger=ledger) == ["recent"]
+    assert not recent[0].exists() and not recent[0].parent.parent.exists()   # empty <job>/ folder too
+    with pytest.raises(bnb.SpecError, match="older_than"):
+        bnb.prune(older_than="a week", ledger=ledger)
+
+
+def test_prune_applies_retention_time_of_tasks(ledger, tmp_path):
+    dirs = fake_job(ledger, "r", tmp_path, ended_days_ago=0.5, states=("succeeded", "failed", "succeeded"),
+                    retention=3600)
+    with ledger._tx() as con:
+        con.execute("UPDATE tasks SET spec = ? WHERE job_id = 'r' AND id = 't2'", (json.dumps({"id": "t2", "command": "x"}),))
+    assert bnb.prune(older_than="7d", ledger=ledger) == []
+    assert [d.exists() for d in dirs] == [False, False, True]
+    assert [a["task_dir"] for a in ledger.attempts("r")][:2] == [None, None]
+    job = bnb.Job.attach("r", ledger=ledger)
+    assert job.task("t0").stdout() == "hello"      # from the recorded tail once the folder is gone
+
+
+def test_retention_time_in_a_live_pool(pool2, unique):
+    job = pool2.job(unique)
+    keep = job.add_task("keep", "echo kept")
+    gone = job.add_task("gone", "echo gone", retention_time="0.3s")
+    job.wait(timeout=30, quiet=True)
+    gone_dir = Path(gone.attempts[0]["task_dir"] or "")
+    wait_until(lambda: gone.attempts[0]["task_dir"] is None)
+    assert not gone_dir.exists() and gone.stdout().strip() == "gone"
+    assert Path(keep.attempts[0]["task_dir"]).exists()
+
+
+def test_prune_leaves_jobs_a_live_pool_dispatches(pool2, unique):
+    done = pool2.job(unique + "-done", on_all_tasks_complete="terminate")
+    done.add_task("a", "true")
+    done.wait(timeout=30, quiet=True)
+    open_ = pool2.job(unique + "-open")      # noaction: may still get tasks, and its driver lives
+    open_.add_task("a", "true")
+    open_.wait(timeout=30, quiet=True)
+    task_dir = Path(done.task("a").attempts[0]["task_dir"])
+    assert task_dir.exists()
+    pruned = bnb.prune(older_than=0, ledger=pool2.ledger)
+    assert unique + "-done" in pruned and unique + "-open" not in pruned
+    assert not task_dir.exists() and pool2.ledger.job(unique + "-open") is not None
+
+
+def test_terminate_a_job_no_process_drives(ledger, tmp_path):
+    fake_job(ledger, "orphan", tmp_path, ended_days_ago=0, states=("succeeded", "running", "active", "pending"))
+    assert ledger.acquire_lease("orphan", dead_owner(), ttl=600) is None
+    job = bnb.Job.attach("orphan", ledger=ledger)      # read-only: asks the ledger to end it
+    job.terminate()
+    assert job.state == bnb.JobState.COMPLETED
+    assert {t.id: t.state for t in job.tasks()} == {"t0": "succeeded", "t1": "cancelled", "t2": "cancelled",
+                                                    "t3": "cancelled"}
+    assert ledger.attempts("orphan", "t1")[0]["state"] == "terminated"
+    assert ledger.job("orphan")["reason"] == "terminated" and ledger.lease("orphan") is None
+    assert job.result().reason == "terminated"
+    with pytest.raises(bnb.SpecError, match="not in the ledger"):
+        bnb.Job.attach("nobody", ledger=ledger)
