@@ -173,7 +173,7 @@ def test_static_html_keeps_counts_failures_and_cost():
     assert "22 tasks: 20 succeeded, 1 failed, 1 blocked" in html
     assert json.loads(html.split("data-counts='")[1].split("'")[0].replace("&quot;", '"')) == \
         {"blocked": 1, "failed": 1, "succeeded": 20}
-    assert "<code>bad</code>" in html and ">3</td>" in html and "dedicated-1" in html
+    assert "<code>bad</code>" in html and ">3</td>" in html and "dedicated-1" in html and "stderr" not in html
     assert "j&lt;1&gt;" in html and "cost of pool" in html
 
 
@@ -236,6 +236,8 @@ def test_views_follow_a_real_job(pool1, unique):
     assert jv.retries == 1 and jv.requeues == 0 and jv.done == jv.total == 8
     bad = next(f for f in jv.failures if f["task_id"] == "bad")
     assert bad["exit_code"] == 7 and bad["node"] == "dedicated-0" and bad["stderr"] == "to-stderr"
+    html = result._repr_html_()       # the static record keeps the stderr tail too, from the pool's ledger
+    assert "8 tasks: 6 succeeded, 1 failed, 1 blocked" in html and "to-stderr" in html
     # a view made after the fact reads the same from the ledger
     late = JobModel.from_job(job).state()
     assert (late["counts"], late["retries"], late["failures_total"]) == (jv.counts, 1, 2)

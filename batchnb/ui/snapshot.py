@@ -23,6 +23,8 @@ COLOURS = {"pending": "#9e9e9e", "active": "#42a5f5", "running": "#1565c0", "suc
 ORDER = ("pending", "active", "running", "succeeded", "failed", "blocked", "cancelled")
 BOX = "font-family:sans-serif;font-size:13px;border:1px solid #8884;border-radius:4px;padding:6px 10px;max-width:760px"
 MAX_FAILURES_SHOWN = 20
+# JupyterLab right-aligns rendered tables and stripes them: say how ours read.
+TD = "text-align:left;vertical-align:top;padding:1px 6px"
 
 
 def _e(x) -> str:
@@ -79,12 +81,14 @@ def failures_html(failures: list, total: int | None = None, tails: dict | None =
             why += (f"<details><summary>stderr</summary><pre style='white-space:pre-wrap;max-height:12em;"
                     f"overflow:auto;margin:2px 0'>{_e(tail[-2000:])}</pre></details>")
         code = "" if f.get("exit_code") is None else f["exit_code"]
-        rows.append(f"<tr><td><code>{_e(f['task_id'])}</code></td><td>{_e(f['state'])}</td>"
-                    f"<td style='text-align:right'>{_e(code)}</td><td>{_e(f.get('node') or '')}</td><td>{why}</td></tr>")
+        rows.append(f"<tr><td style='{TD}'><code>{_e(f['task_id'])}</code></td><td style='{TD}'>{_e(f['state'])}</td>"
+                    f"<td style='{TD};text-align:right'>{_e(code)}</td><td style='{TD}'>{_e(f.get('node') or '')}</td>"
+                    f"<td style='{TD}'>{why}</td></tr>")
     total = len(failures) if total is None else total
     more = f" (first {len(shown)} shown)" if total > len(shown) else ""
     return (f"<details open><summary style='color:#c62828'><b>{total} failed or blocked</b>{more}</summary>"
-            "<table><tr><th>task</th><th>state</th><th>exit</th><th>node</th><th>why</th></tr>"
+            "<table><tr>" + "".join(f"<th style='{TD}'>{h}</th>" for h in ("task", "state", "exit", "node", "why"))
+            + "</tr>"
             + "".join(rows) + "</table></details>")
 
 
@@ -113,12 +117,13 @@ def job_result_html(result) -> str:
 def pool_html(state: dict) -> str:
     """A static table of a pool's nodes (the PoolView's state)."""
     rows = "".join(
-        f"<tr><td>{_e(n['id'])}</td><td>{_e(n['group'])}</td>"
-        f"<td><span style='color:{COLOURS.get(n['state'], '#999')}'>&#9632;</span> {_e(n['state'])}</td>"
-        f"<td>{n['used']}/{n['slots']}</td><td>{_e(', '.join(n['running']))}</td></tr>"
+        f"<tr><td style='{TD}'>{_e(n['id'])}</td><td style='{TD}'>{_e(n['group'])}</td>"
+        f"<td style='{TD}'><span style='color:{COLOURS.get(n['state'], '#999')}'>&#9632;</span> {_e(n['state'])}</td>"
+        f"<td style='{TD}'>{n['used']}/{n['slots']}</td><td style='{TD}'>{_e(', '.join(n['running']))}</td></tr>"
         for n in state["nodes"])
     sizes = ", ".join(f"{g} {state['current'].get(g, 0)} up / target {t}" for g, t in state["targets"].items())
     return (f"<div class='batchnb-pool' style='{BOX}'><b>pool {_e(state['pool'])}</b>: {_e(sizes)}"
             + (f" (autoscale)" if state.get("autoscale") else "")
-            + "<table><tr><th>node</th><th>group</th><th>state</th><th>slots</th><th>running</th></tr>"
+            + "<table><tr>" + "".join(f"<th style='{TD}'>{h}</th>" for h in ("node", "group", "state", "slots", "running"))
+            + "</tr>"
             + rows + "</table></div>")

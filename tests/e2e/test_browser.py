@@ -124,6 +124,8 @@ def test_quickstart_in_jupyterlab_shows_the_live_job_view(lab):
             expect(panel.locator(".bnb-cost")).to_contain_text("dedicated", timeout=30_000)
             view.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=True)
+            panel.locator(".bnb-cost").scroll_into_view_if_needed()     # the static result and the cost
+            page.screenshot(path=str(ARTIFACTS / "quickstart-browser-end.png"), full_page=True)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
