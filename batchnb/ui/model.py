@@ -71,15 +71,22 @@ class JobModel:
     @classmethod
     def from_job(cls, job) -> "JobModel":
         """The model of ``job`` now, from its ledger."""
+        import json
         row = job.ledger.job(job.id)
-        infos = job.tasks()
-        retries = sum(retries_of(t.state, t.attempts, t.requeues) for t in infos)
-        failures = [{"task_id": t.id, "state": t.state, "exit_code": t.exit_code, "node": t.node,
-                     "category": t.category, "message": t.failure}
-                    for t in infos if t.state in ("failed", "blocked")]
-        return cls(job.id, row["created"], job.counts(), retries=retries, requeues=sum(t.requeues for t in infos),
-                   failures=failures, state=row["state"], reason=row["reason"], ended=row["ended"],
-                   stderr_tail=lambda tid: _stderr_tail(job, tid))
+        # Three columns, not job.tasks(): a view of a 100k-task job must not parse every task's spec.
+        rows = job.ledger.tasks(job.id, "state, attempts, requeues")
+        retries = sum(retries_of(r["state"], r["attempts"] or 0, r["requeues"] or 0) for r in rows)
+        failures = []
+        for r in job.ledger.tasks(job.id, "id, state, exit_code, node, failure",
+                                  "state IN ('failed', 'blocked')")[:MAX_FAILURES]:
+            why = json.loads(r["failure"]) if r["failure"] else {}
+            failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"], "node": r["node"],
+                             "category": why.get("category"), "message": why.get("message")})
+        model = cls(job.id, row["created"], job.counts(), retries=retries,
+                    requeues=sum(r["requeues"] or 0 for r in rows), failures=failures, state=row["state"],
+                    reason=row["reason"], ended=row["ended"], stderr_tail=lambda tid: _stderr_tail(job, tid))
+        model.failures_total = sum(1 for r in rows if r["state"] in ("failed", "blocked"))
+        return model
 
     @property
     def total(self) -> int:
