@@ -21,7 +21,7 @@ import pytest
 import batchnb as bnb
 from batchnb.ledger import Batch, Ledger
 
-from .test_resume import by_state, lines, wait_ledger
+from .test_resume import by_state, driver_env, lines, wait_ledger
 
 N_TASKS = 8
 
@@ -44,7 +44,7 @@ def test_second_process_gets_lease_held_then_takes_over(home, tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     led = Ledger(home / "ledger.sqlite")
-    env = {**os.environ, "BATCHNB_HOME": str(home), "DASK_BATCHNB__LEASE_TTL": "1.5s"}
+    env = driver_env(home, DASK_BATCHNB__LEASE_TTL="1.5s")
     a = subprocess.Popen([sys.executable, str(script), job_id, str(out)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     try:

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from pathlib import Path
 
 import dask
 import pytest
@@ -44,8 +45,17 @@ DRIVER = textwrap.dedent("""
 """).replace("{n}", str(N_TASKS))
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def driver_env(home, **env) -> dict:
+    """The environment of a driver subprocess: this checkout's package and the test's home."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "BATCHNB_HOME": str(home), "PYTHONPATH": path, **env}
+
+
 def start_driver(script, job_id, out, home, **env):
-    full = {**os.environ, "BATCHNB_HOME": str(home), **env}
+    full = driver_env(home, **env)
     return subprocess.Popen([sys.executable, str(script), job_id, str(out)], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
