@@ -126,3 +126,39 @@ def test_terminate_a_job_no_process_drives(ledger, tmp_path):
     assert job.result().reason == "terminated"
     with pytest.raises(bnb.SpecError, match="not in the ledger"):
         bnb.Job.attach("nobody", ledger=ledger)
+
+
+def test_adding_a_task_again_is_a_no_op_unless_it_differs(pool2, unique, tmp_path):
+    out = tmp_path / "ran.txt"
+    job = pool2.job(unique)
+    first = job.add_task("a", f"echo a >> {out}", env={"K": "1"})
+    job.wait(timeout=30, quiet=True)
+    same = job.add_task("a", f"echo a >> {out}", env={"K": "1"})          # equal spec: nothing new
+    assert same.task_id == first.task_id and len(same.attempts) == 1
+    with pytest.raises(bnb.SpecError, match=r"different spec \(fields differ: env\).*replace=True"):
+        job.add_task("a", f"echo a >> {out}", env={"K": "2"})
+    job.add_task("a", f"echo a >> {out}", env={"K": "2"}, replace=True)
+    job.wait(timeout=30, quiet=True)
+    assert out.read_text().split() == ["a", "a"] and job.task("a").state == bnb.TaskState.SUCCEEDED
+    slow = job.add_task("slow", "sleep 5")
+    wait_until(lambda: slow.state == bnb.TaskState.RUNNING)
+    with pytest.raises(bnb.SpecError, match="is running"):
+        job.add_task("slow", "sleep 1", replace=True)
+    job.terminate()
+    assert slow.state == bnb.TaskState.CANCELLED
+    with pytest.raises(bnb.SpecError, match="accepts no more tasks"):
+        job.add_task("late", "true")
+
+
+def scale(x, factor=2):
+    return x * factor
+
+
+def test_python_calls_are_equal_by_name_and_arguments(pool2, unique):
+    job = pool2.job(unique)
+    t = job.submit(scale, 21, task_id="py")
+    assert t.result(timeout=30) == 42
+    again = job.submit(scale, 21, task_id="py")               # as a re-run notebook would
+    assert len(again.attempts) == 1
+    with pytest.raises(bnb.SpecError, match="different spec"):
+        job.submit(scale, 21, factor=3, task_id="py")
