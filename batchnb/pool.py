@@ -112,13 +112,17 @@ class Pool:
         return open_job(self, job_id, options)
 
     def cost(self, now: float | None = None):
-        """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart."""
+        """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart.
+
+        None when the cost extension is not in ``batchnb._extensions.EXTENSIONS``."""
         from ._cost_ext import CostExtension
-        return self.extension(CostExtension).cost(now)
+        ext = self.extension(CostExtension)
+        return ext.cost(now) if ext is not None else None
 
     def _job_cost(self, job_id: str, now: float | None = None):
         from ._cost_ext import CostExtension
-        return self.extension(CostExtension).job_cost(job_id, now)
+        ext = self.extension(CostExtension)
+        return ext.job_cost(job_id, now) if ext is not None else None
 
     def nodes(self) -> list[NodeInfo]:
         """Every node with its group, state and running tasks."""
