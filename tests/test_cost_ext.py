@@ -221,3 +221,15 @@ def test_cli_job_report_and_json(timeline):
     assert {r["task_id"]: r["cost"] for r in doc["rows"]} == {"a": 10.0, "b": 7.0}
     pools = json.loads(_cli(timeline, "--json", "--vm-size", "Standard_D4s_v5", "--region", "eastus"))
     assert pools["pools"][0]["by_group"]["dedicated"] == pytest.approx(90 * 0.192 / 3600)
+
+
+def test_the_batchnb_command_has_the_cost_verb(timeline):
+    import subprocess
+    import sys
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "batchnb.cli", "--ledger", str(timeline.path),  # noqa: E731
+                                        "cost", *argv], capture_output=True, text=True, timeout=60)
+    done = run("j", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"] == 17.0
+    bad = run("nope")
+    assert bad.returncode == 2 and "job id: 'nope' is invalid: not in the ledger" in bad.stderr
