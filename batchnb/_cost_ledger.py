@@ -115,6 +115,9 @@ def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = No
     attempts = _attempts(ledger, job_id, pool)
     jobs = [job_row] if job_row is not None else \
         [dict(r) for r in ledger._query("SELECT * FROM jobs WHERE pool = ?", (pool,))]
+    if job_row is None and not (priced or nodes or jobs):
+        known = ", ".join(priced_pools(ledger)) or "none"
+        raise SpecError("pool", pool, f"not in the ledger {ledger.path} (pools with prices: {known})")
     end = until if until is not None else _default_end(jobs, nodes, attempts, job_row)
 
     timeline: list[tuple] = [(t, _NEW_POOL, data) for t, data in priced]

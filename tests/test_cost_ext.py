@@ -136,6 +136,8 @@ def test_running_attempts_count_up_to_until(timeline):
         cost_from_ledger(timeline, job_id="nope")
     with pytest.raises(SpecError, match="name a job"):
         cost_from_ledger(timeline)
+    with pytest.raises(SpecError, match=r"pool: 'q' is invalid: not in the ledger .*\(pools with prices: p\)"):
+        cost_from_ledger(timeline, pool="q")
 
 
 def test_merge_adds_a_resumed_jobs_earlier_cost():
