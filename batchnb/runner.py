@@ -41,7 +41,10 @@ PYTHON = "python_exception"        # a Python task raised
 CRASH = "crash"                    # the runner itself failed (not the task's fault)
 NODE_LOST = "node_lost"            # the node died under the attempt (set by the dispatcher)
 TERMINATED = "terminated"          # killed by job.terminate()
-NOT_TASK_FAULT = frozenset({PREPROCESSING, CRASH, NODE_LOST})
+# Failures that count against the node (batchnb.unusable-after). Not PREPROCESSING:
+# a missing input or a storage outage says nothing about the node, and counting
+# it would mark every node unusable (and replace it) during an outage.
+NOT_TASK_FAULT = frozenset({CRASH, NODE_LOST})
 
 
 @dataclass
@@ -212,6 +215,12 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
             return
         record.bytes_in, record.stage_in_seconds = stats.nbytes, time.time() - t0
     key = (req.job_id, req.task_id, req.attempt)
+    with _running_lock:
+        doomed = key in _terminated
+    if doomed:
+        _terminated.discard(key)
+        record.category, record.message = TERMINATED, "killed by job.terminate() before it started"
+        return
     if req.python is not None and req.max_wall_clock is None:
         _run_python_inline(req, record, task_dir if needs_dir else None)
     else:
@@ -254,6 +263,9 @@ def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
     def register(proc):
         with _running_lock:
             _running[key] = proc
+            doomed = key in _terminated
+        if doomed:  # terminate() reached this node before the process existed
+            _proctree.kill_tree(proc)
     try:
         code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
                                         stdout_path=str(task_dir / "stdout.txt"),

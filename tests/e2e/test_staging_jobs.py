@@ -1,0 +1,364 @@
+"""Staged files in whole jobs: a real local pool, inputs and outputs through
+adlfs against the session's Azurite, and file:// for the stores that are not
+Azure (``memory://`` lives in one process; the nodes are other processes).
+
+Each test makes its own container (``azurite_container``) and job id; the
+pool is shared by the module. The outage test stops and restarts the
+session's Azurite and always leaves it running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import batchnb as bnb
+from batchnb.events import BytesMoved, TaskStateChanged
+from batchnb.ledger import Ledger
+
+WAIT = 45  # seconds: a bound on every job.wait(); the tests take a fraction of it
+
+
+def wait_for(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _capture_worker_logs(path: str) -> None:
+    """On a worker: send batchnb's log records (INFO and up) to ``path``."""
+    logger = logging.getLogger("batchnb")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+@pytest.fixture(scope="module")
+def worker_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("worker-logs")
+
+
+@pytest.fixture(scope="module")
+def pool(azurite, tmp_path_factory, worker_logs):
+    tmp = tmp_path_factory.mktemp("staging-pool")
+    pool = bnb.Pool("staging", dedicated=2, storage_options=azurite.storage_options,
+                    ledger=Ledger(tmp / "ledger.sqlite"))
+    try:
+        wait_for(lambda: len(pool.client.scheduler_info()["workers"]) == 2, 30, "two workers")
+        for address in pool.client.scheduler_info()["workers"]:
+            pool.client.run(_capture_worker_logs, str(worker_logs / f"{address.rsplit(':', 1)[-1]}.log"),
+                            workers=[address])
+        yield pool
+    finally:
+        pool.close()
+
+
+class Moved:
+    """Every BytesMoved event of one job."""
+
+    def __init__(self, pool, job_id: str):
+        self.seen: list[BytesMoved] = []
+        self._lock = threading.Lock()
+        self.sub = pool.bus.subscribe(self._on, job_id=job_id, kinds=(BytesMoved,))
+
+    def _on(self, events):
+        with self._lock:
+            self.seen.extend(events)
+
+    def of(self, direction: str) -> dict[str, BytesMoved]:
+        with self._lock:
+            return {e.task_id: e for e in self.seen if e.direction == direction}
+
+
+def last_attempt(task) -> dict:
+    return task.attempts[-1]
+
+
+# -- fan-out, node cache, a dependent reading every output ------------------------
+
+FANOUT = 100
+CHECK_ALL = ("python -c \"import pathlib, sys; files = sorted(pathlib.Path('parts').iterdir()); "
+             "bad = [f.name for f in files if f.read_text().split() != ['65536', f.stem]]; "
+             "print(len(files), 'parts'); sys.exit(1 if len(files) != 100 or bad else 0)\"")
+
+
+def test_fan_out_of_100_tasks_shares_one_download_per_node_and_a_dependent_reads_all(
+        pool, azurite, azurite_container, unique):
+    c = azurite_container
+    shared = os.urandom(65536)
+    azurite.fs().pipe(f"{c}/shared/model.bin", shared)
+    moved = Moved(pool, unique)
+    job = pool.job(unique)
+    ids = [f"t{i:03d}" for i in range(FANOUT)]
+    job.add_tasks([bnb.TaskSpec(
+        tid, 'test "$(wc -c < model.bin)" -eq 65536 && { wc -c < model.bin; echo "$AZ_BATCH_TASK_ID"; } '
+             '> "$AZ_BATCH_TASK_ID.txt"',
+        inputs={"model.bin": f"az://{c}/shared/model.bin"},
+        outputs={"*.txt": f"abfs://{c}/{{job_id}}/"}) for tid in ids])
+    merge = job.add_task("merge", CHECK_ALL, depends_on=ids, inputs={"parts": f"abfs://{c}/{unique}/"})
+    result = job.wait(timeout=WAIT, quiet=True)
+    assert result.counts == {"succeeded": FANOUT + 1}, result.failures[:3]
+    assert merge.stdout().strip() == "100 parts"
+
+    # Every attempt records its bytes and times; the merge read every output.
+    sizes = {}
+    for tid in ids:
+        a = last_attempt(job.task(tid))
+        assert a["bytes_in"] == 65536 and a["bytes_out"] > 0, a
+        assert a["stage_in_seconds"] > 0 and a["stage_out_seconds"] > 0, a
+        sizes[tid] = a["bytes_out"]
+    assert azurite.fs().du(f"{c}/{unique}/", total=False) == {f"{c}/{unique}/{t}.txt": sizes[t] for t in ids}
+    assert last_attempt(merge)["bytes_in"] == sum(sizes.values())
+
+    # ... and the pool published it: one BytesMoved in and one out per task.
+    wait_for(lambda: len(moved.of("in")) == FANOUT + 1 and len(moved.of("out")) == FANOUT, 10, "BytesMoved")
+    assert {t: e.nbytes for t, e in moved.of("out").items()} == sizes
+    assert moved.of("in")["merge"].nbytes == sum(sizes.values())
+
+    # The node cache: on each node that ran tasks, the shared input is ONE file,
+    # hard-linked into every task's working dir there (a second download would
+    # have replaced the entry and broken the earlier links).
+    per_node = {}
+    for tid in ids:
+        a = last_attempt(job.task(tid))
+        per_node.setdefault(a["node"], []).append(Path(a["task_dir"]) / "wd" / "model.bin")
+    entries = {}
+    for node, files in per_node.items():
+        cache = Path(pool._node_root) / node / "cache"
+        found = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size == 65536
+                 and p.read_bytes() == shared]
+        assert len(found) == 1, (node, found)
+        entries[node] = found[0]
+        assert {f.stat().st_ino for f in files} == {found[0].stat().st_ino}
+        assert found[0].stat().st_nlink == 1 + len(files)
+    assert sum(len(f) for f in per_node.values()) == FANOUT
+
+
+# -- upload conditions and templating across retries ----------------------------
+
+FLAKY = ('echo "out of $AZ_BATCH_TASK_ATTEMPT"; echo "err of $AZ_BATCH_TASK_ATTEMPT" >&2; '
+         'echo "$AZ_BATCH_TASK_ATTEMPT" > note.txt; test "$AZ_BATCH_TASK_ATTEMPT" -ge 3 && echo done > final.txt')
+
+
+def test_upload_conditions_and_templating_across_retries(pool, azurite, azurite_container, unique):
+    c = azurite_container
+    base = f"abfs://{c}/{{job_id}}/{{task_id}}/{{attempt}}/"
+    job = pool.job(unique)
+    flaky = job.add_task("flaky", FLAKY, retry=bnb.Retry(max=2), outputs=[
+        bnb.OutputFile("std*.txt", base, "failure"),          # the task's logs, when it fails
+        bnb.OutputFile("note.txt", base + "note.txt", "completion"),
+        bnb.OutputFile("final.txt", f"az://{c}/{{job_id}}/{{task_id}}-final.txt", "success"),
+    ])
+    # A task that fails for good still uploads what it was told to on failure, and
+    # stays failed for its own reason (exit_code), not an upload one.
+    broken = job.add_task("broken", "echo why >&2; exit 4", outputs={"stderr.txt": base},
+                          upload_condition="failure")
+    result = job.wait(timeout=WAIT, quiet=True)
+    assert result.counts == {"succeeded": 1, "failed": 1}
+    assert [a["n"] for a in flaky.attempts] == [1, 2, 3]
+    assert [a["state"] for a in flaky.attempts] == ["failed", "failed", "succeeded"]
+    assert broken.failure["category"] == "exit_code" and broken.exit_code == 4
+
+    fs = azurite.fs()
+    listed = sorted(p[len(c) + 1:] for p in fs.find(c))
+    assert listed == sorted([
+        *(f"{unique}/flaky/{n}/{name}" for n in (1, 2) for name in ("stdout.txt", "stderr.txt")),
+        *(f"{unique}/flaky/{n}/note.txt" for n in (1, 2, 3)),
+        f"{unique}/flaky-final.txt",
+        f"{unique}/broken/1/stderr.txt",
+    ])
+    assert fs.cat(f"{c}/{unique}/flaky/2/stdout.txt") == b"out of 2\n"
+    assert fs.cat(f"{c}/{unique}/flaky/1/stderr.txt") == b"err of 1\n"
+    assert fs.cat(f"{c}/{unique}/flaky/3/note.txt") == b"3\n"
+    assert fs.cat(f"{c}/{unique}/broken/1/stderr.txt") == b"why\n"
+    assert [a["bytes_out"] for a in flaky.attempts] == [9 + 9 + 2, 9 + 9 + 2, 2 + 5]
+
+
+# -- a missing input --------------------------------------------------------------
+
+def test_missing_input_fails_before_the_command_and_exit_conditions_apply(pool, azurite, azurite_container,
+                                                                         unique, tmp_path):
+    c = azurite_container
+    marker = tmp_path / "ran"
+    url = f"abfs://{c}/nowhere/in.csv"
+    job = pool.job(unique)
+    strict = job.add_task("strict", f"touch {marker}", inputs={"in.csv": url}, retry=bnb.Retry(max=5))
+    after_strict = job.add_task("after-strict", "true", depends_on=["strict"])
+    # Alone on the pool, six failures put three in a row on one node at least:
+    # a missing input is not the node's fault, so both nodes stay usable.
+    assert strict.wait(WAIT) == bnb.TaskState.FAILED
+    assert {n.state for n in pool.nodes()} <= {"idle", "running"}, pool.nodes()
+    lenient = job.add_task("lenient", f"touch {marker}", inputs={"data/in.csv": url}, exit_conditions={
+        "pre_processing_error": bnb.ExitOptions(dependency_action="satisfy")})
+    after_lenient = job.add_task("after-lenient", "echo ran", depends_on=["lenient"])
+    result = job.wait(timeout=WAIT, quiet=True)
+
+    assert not marker.exists()                      # the command never ran
+    for task in (strict, lenient):
+        assert task.state == bnb.TaskState.FAILED
+        assert task.exit_code is None
+        assert task.failure["category"] == "preprocessing"
+        assert url in task.failure["message"]
+        assert all(a["category"] == "preprocessing" and a["exit_code"] is None for a in task.attempts)
+    assert len(strict.attempts) == 6                # retried as Azure does, counted against retries
+    assert after_strict.state == bnb.TaskState.BLOCKED
+    assert after_lenient.state == bnb.TaskState.SUCCEEDED and after_lenient.stdout() == "ran\n"
+    assert {f["task_id"]: f["category"] for f in result.failures} == {
+        "strict": "preprocessing", "lenient": "preprocessing", "after-strict": "blocked"}
+
+
+# -- file:// stores: the same job without Azure -----------------------------------
+
+def test_file_urls_work_the_same_way(pool, tmp_path, unique):
+    store = tmp_path / "store"
+    (store / "shared").mkdir(parents=True)
+    (store / "shared" / "words.txt").write_text("alpha beta\n")
+    (store / "tools").mkdir()
+    (store / "tools" / "count.sh").write_text('#!/bin/sh\nwc -w < "$1"\n')
+    job = pool.job(unique)
+    ids = [f"w{i}" for i in range(6)]
+    job.add_tasks([bnb.TaskSpec(
+        tid, './bin/count.sh words.txt > "$AZ_BATCH_TASK_ID.n"',
+        inputs=[bnb.ResourceFile("words.txt", (store / "shared" / "words.txt").as_uri()),
+                bnb.ResourceFile("bin/", (store / "tools").as_uri() + "/", file_mode="0755")],
+        outputs={"*.n": f"{store.as_uri()}/{{job_id}}/counts/"}) for tid in ids])
+    total = job.add_task("total", "awk '{s += $1} END {print s}' counts/*.n", depends_on=ids,
+                         inputs={"counts/": f"{store.as_uri()}/{unique}/counts/"},
+                         outputs={"stdout.txt": f"{store.as_uri()}/{{job_id}}/total.txt"})
+    missing = job.add_task("missing", "true", inputs={"x": (store / "nope.txt").as_uri()})
+    result = job.wait(timeout=WAIT, quiet=True)
+    assert result.counts == {"succeeded": 7, "failed": 1}
+    assert sorted(p.name for p in (store / unique / "counts").iterdir()) == [f"{t}.n" for t in ids]
+    assert (store / unique / "total.txt").read_text() == "12\n"
+    assert total.attempts[-1]["bytes_in"] == 6 * 2
+    assert missing.failure["category"] == "preprocessing"
+    assert (store / "nope.txt").as_uri() in missing.failure["message"]
+
+
+# -- credentials ------------------------------------------------------------------
+
+def secrets_of(azurite) -> list[str]:
+    from azurite_fixture import ACCOUNT_KEY
+    # The whole key, the connection string, and a piece of the key (a cut or
+    # re-wrapped key would still leak).
+    return [ACCOUNT_KEY, azurite.connection_string, ACCOUNT_KEY[:20]]
+
+
+def assert_no_secret(azurite, pool, caplog, worker_logs) -> None:
+    """No credential in the ledger file (every text column of every table), the logs or the specs."""
+    secrets = secrets_of(azurite)
+    con = sqlite3.connect(f"file:{pool.ledger.path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert {"jobs", "tasks", "attempts", "events", "nodes", "audit"} <= set(tables)
+        scanned = 0
+        for table in tables:
+            for row in con.execute(f"SELECT * FROM {table}"):  # noqa: S608 - names from sqlite_master
+                for value in row:
+                    if isinstance(value, bytes):
+                        value = value.decode("latin-1")
+                    if isinstance(value, str):
+                        scanned += 1
+                        for secret in secrets:
+                            assert secret not in value, f"a credential in table {table}: {value[:300]}"
+        assert scanned > 0
+    finally:
+        con.close()
+    logs = [r.getMessage() for r in caplog.records] + [
+        p.read_text(errors="replace") for p in worker_logs.iterdir()]
+    for text in logs:
+        for secret in secrets:
+            assert secret not in text, f"a credential in a log: {text[:300]}"
+    for text in (repr(pool.spec), json.dumps(bnb.spec.to_dict(pool.spec))):
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_credentials_stay_out_of_specs_ledger_logs_and_messages(pool, azurite, azurite_container, unique, caplog,
+                                                               worker_logs):
+    c = azurite_container
+    caplog.set_level(logging.DEBUG)
+    azurite.fs().pipe(f"{c}/in.txt", b"x")
+    job = pool.job(unique)
+    fine = job.add_task("fine", "cat in.txt > out.txt", inputs={"in.txt": f"az://{c}/in.txt"},
+                        outputs={"out.txt": f"az://{c}/{{job_id}}/out.txt"})
+    # An upload the store refuses (container names are lower case): the task
+    # fails with the upload category, whose exit condition lets "after" run.
+    refused = job.add_task("refused", "echo data > out.txt", outputs={"out.txt": "abfs://Bad_Name/{job_id}/out.txt"},
+                           exit_conditions={"file_upload_error": bnb.ExitOptions(dependency_action="satisfy")})
+    after = job.add_task("after", "true", depends_on=["refused"])
+    missing = job.add_task("missing", "true", inputs={"x": f"abfs://{c}/missing.bin"})
+    result = job.wait(timeout=WAIT, quiet=True)
+    assert result.counts == {"succeeded": 2, "failed": 2}, result.failures
+    assert fine.state == after.state == bnb.TaskState.SUCCEEDED
+    assert refused.failure["category"] == "upload" and refused.exit_code == 0
+    assert "abfs://Bad_Name/" in refused.failure["message"]
+    assert missing.failure["category"] == "preprocessing"
+
+    secrets = secrets_of(azurite)
+    messages = [t.failure["message"] for t in (refused, missing)] + [f["message"] for f in result.failures]
+    for text in messages + [str(result), repr(job.tasks())]:
+        for secret in secrets:
+            assert secret not in text
+    assert_no_secret(azurite, pool, caplog, worker_logs)
+
+
+# -- storage down in the middle of a job ------------------------------------------
+
+def attempts_of(pool, job_id: str) -> list[dict]:
+    return [a for t in pool.ledger.tasks(job_id) for a in pool.ledger.attempts(job_id, t["id"])]
+
+
+def test_azurite_stopped_mid_job(pool, azurite, azurite_container, unique, caplog, worker_logs):
+    c = azurite_container
+    caplog.set_level(logging.INFO)
+    fs = azurite.fs()
+    fs.pipe(f"{c}/in/seed.txt", b"seed\n")
+    job = pool.job(unique, max_task_retries=3)
+    n = 24
+    job.add_tasks([bnb.TaskSpec(
+        f"s{i:02d}", 'sleep 0.1; cat seed.txt > out.txt; echo "$AZ_BATCH_TASK_ID" >> out.txt',
+        inputs={"seed.txt": f"abfs://{c}/in/seed.txt"},
+        outputs={"out.txt": f"abfs://{c}/{{job_id}}/{{task_id}}.txt"}) for i in range(n)])
+    started = time.monotonic()
+    wait_for(lambda: job.counts().get("succeeded", 0) >= 4, 30, "four tasks to succeed")
+    before = set(fs.find(f"{c}/{unique}/"))
+    azurite.stop()
+    try:
+        # Attempts now fail once the staging retries give up (a few seconds);
+        # one such failure is enough to know the outage was seen.
+        hit = wait_for(lambda: [a for a in attempts_of(pool, unique) if a["category"] in ("upload", "preprocessing")],
+                       30, "an attempt to fail for the outage")
+    finally:
+        azurite.start()
+    result = job.wait(timeout=WAIT, quiet=True)
+    elapsed = time.monotonic() - started
+
+    assert "storage unavailable" in hit[0]["message"], hit[0]
+    assert result.counts.get("succeeded", 0) + result.counts.get("failed", 0) == n, result.counts
+    for f in result.failures:   # a task that ran out of retries did so for the outage
+        assert f["category"] in ("upload", "preprocessing"), f
+    outage = [a for a in attempts_of(pool, unique) if a["category"] in ("upload", "preprocessing")]
+    assert all("storage unavailable" in a["message"] or "stopped" in a["message"] for a in outage), outage
+    after = set(fs.find(f"{c}/{unique}/"))
+    assert before and before <= after                       # nothing uploaded before was lost
+    for t in job.tasks():
+        if t.state == "succeeded":
+            assert fs.cat(f"{c}/{unique}/{t.id}.txt") == f"seed\n{t.id}\n".encode()
+    assert elapsed < 60
+    # The staging retries were logged on the nodes (and scrubbed, as checked next).
+    assert any("try 2 of" in p.read_text() for p in worker_logs.iterdir())
+    assert_no_secret(azurite, pool, caplog, worker_logs)
