@@ -332,7 +332,7 @@ def test_pool_nodes_show_running_tasks(pool2, unique):
     job.add_task("sleeper", "sleep 2")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        busy = [n for n in pool2.nodes() if n.running]
+        busy = [n for n in pool2.nodes() if "sleeper" in n.running]
         if busy:
             break
         time.sleep(0.05)

@@ -154,3 +154,12 @@ def test_python_tasks_see_their_context_inline_and_in_a_process(tmp_path):
         assert open(os.path.join(wd, "out.txt")).read() == "t"
     import batchnb as bnb
     assert bnb.current_task() is None
+
+
+def test_a_kill_that_arrives_before_the_process_still_kills_it(tmp_path):
+    runner.kill_attempts([("j", "t", 1)])      # terminate() got here first
+    t0 = time.monotonic()
+    rec = runner.run_attempt(request(tmp_path, command="sleep 30"))
+    assert rec.category == runner.TERMINATED and time.monotonic() - t0 < 5
+    rec = runner.run_attempt(request(tmp_path, attempt=2, command="true"))  # other attempts are unaffected
+    assert rec.succeeded
