@@ -20,7 +20,7 @@ import pytest
 import batchnb as bnb
 from batchnb._cli_cost import register, run as cli_run
 from batchnb.cost import cost_from_ledger
-from batchnb.events import CostSample, JobStateChanged
+from batchnb.events import CostSample, JobStateChanged, NodeStateChanged
 from batchnb.ledger import Batch, Ledger
 
 PRICES = {"Standard_X": {"dedicated": 3.6, "spot": 0.36}}
@@ -243,6 +243,29 @@ def test_a_preempted_spot_node_stops_billing(mixed):
     assert mixed.ledger.node_history("mixed")[-1]["node_id"] == "spot-0"
     assert mixed.ledger.node_history("mixed")[-1]["state"] == "preempted"
     assert mixed.cost().by_group["spot"] == before.by_group["spot"]
+
+
+def test_a_node_scaled_away_stops_billing(mixed):
+    """Scale up then down: the new node bills from when it was first seen (``starting`` when the
+    poll sees the request before the worker is up) to its release."""
+    seen, sub = _events(mixed, (NodeStateChanged,))
+    mixed.resize(dedicated=2)
+    assert seen.until(lambda e: e.node_id == "dedicated-1", timeout=10)
+    mixed.resize(dedicated=1)
+    # released whether or not its worker had joined meanwhile
+    assert seen.until(lambda e: e.node_id == "dedicated-1" and e.state == "offline", timeout=15)
+    sub.close()
+    billed = {"starting", "idle", "running", "start_task_failed", "unusable", "leaving"}
+    up = [n for n in mixed.nodes() if n.state in billed]
+    assert "dedicated-1" not in {n.id for n in up}
+    cost = mixed.cost()
+    assert cost.rate_per_hour == pytest.approx(sum(PRICES["Standard_X"][n.group] for n in up))
+    rows = [r for r in mixed.ledger.node_history("mixed") if r["node_id"] == "dedicated-1"]
+    assert rows[0]["state"] in ("starting", "idle") and rows[-1]["state"] == "offline"
+    seconds = rows[-1]["time"] - rows[0]["time"]
+    again = cost_from_ledger(mixed.ledger, pool="mixed", until=time.time())
+    assert again.node_seconds["dedicated"] == pytest.approx(cost.node_seconds["dedicated"], rel=0.01)
+    assert seconds > 0
 
 
 def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
