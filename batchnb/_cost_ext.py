@@ -73,8 +73,8 @@ class CostExtension(PoolExtension):
         self._stopping: set[str] = set()
         self._memo: dict[str, list] = {}    # job key -> [turn's now, spent, committed] (may_dispatch)
         self._no_price: set[str] = set()
-        self._sample_every = duration(_config.get("cost-sample", "2s"), "batchnb.cost-sample", allow_none=False)
-        self._check_every = duration(_config.get("budget-check", "0.5s"), "batchnb.budget-check", allow_none=False)
+        self._sample_every = duration(_config.get("cost-sample"), "batchnb.cost-sample", allow_none=False)
+        self._check_every = duration(_config.get("budget-check"), "batchnb.budget-check", allow_none=False)
         self._next_sample = 0.0
         self._stopped = False
         self._record_prices()
