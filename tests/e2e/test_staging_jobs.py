@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import batchnb as bnb
-from batchnb.events import BytesMoved, TaskStateChanged
+from batchnb.events import BytesMoved
 from batchnb.ledger import Ledger
 
 WAIT = 45  # seconds: a bound on every job.wait(); the tests take a fraction of it
@@ -247,6 +247,28 @@ def test_file_urls_work_the_same_way(pool, tmp_path, unique):
     assert missing.failure["category"] == "preprocessing"
     assert (store / "nope.txt").as_uri() in missing.failure["message"]
 
+
+
+def scale(factor: int) -> int:
+    """A Python task: reads its staged input from its working dir, writes an output there."""
+    wd = Path(bnb.current_task().working_dir)
+    text = (wd / "in.txt").read_text()
+    (wd / "out.txt").write_text(text * factor)
+    return len(text)
+
+
+def test_python_tasks_stage_files_too(pool, azurite, azurite_container, unique):
+    c = azurite_container
+    azurite.fs().pipe(f"{c}/in.txt", b"abc")
+    job = pool.job(unique)
+    files = dict(inputs={"in.txt": f"az://{c}/in.txt"}, outputs={"out.txt": f"az://{c}/{{job_id}}/{{task_id}}.txt"})
+    inline = job.submit(scale, 2, task_id="inline", **files)
+    own_process = job.submit(scale, 3, task_id="own-process", max_wall_clock="1m", **files)
+    job.wait(timeout=WAIT, quiet=True)
+    assert (inline.result(), own_process.result()) == (3, 3)
+    assert azurite.fs().cat(f"{c}/{unique}/inline.txt") == b"abcabc"
+    assert azurite.fs().cat(f"{c}/{unique}/own-process.txt") == b"abcabcabc"
+    assert [(a["bytes_in"], a["bytes_out"]) for a in (inline.attempts[-1], own_process.attempts[-1])] == [(3, 6), (3, 9)]
 
 # -- credentials ------------------------------------------------------------------
 
