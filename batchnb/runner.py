@@ -278,6 +278,8 @@ def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
     finally:
         with _running_lock:
             _running.pop(key, None)
+        if req.python is not None:  # it holds the storage options: not left on the node's disk
+            (task_dir / "call.pkl").unlink(missing_ok=True)
     record.stdout_tail, record.stderr_tail = _tail(task_dir / "stdout.txt"), _tail(task_dir / "stderr.txt")
     if timed_out:
         record.category = TIMEOUT
@@ -389,7 +391,8 @@ def _run_python_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Pat
 
 def _write_python_payload(req: AttemptRequest, path: Path) -> None:
     import pickle
-    with open(path, "wb") as fh:
+    # Owner-only: it holds the pool's storage options until the child has run.
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         pickle.dump({"payload": req.python, "dep_results": req.dep_results,
                      "storage_options": req.storage_options, "result": str(path.with_name("result.pkl"))}, fh)
 

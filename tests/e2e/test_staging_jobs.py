@@ -269,6 +269,13 @@ def test_python_tasks_stage_files_too(pool, azurite, azurite_container, unique):
     assert azurite.fs().cat(f"{c}/{unique}/inline.txt") == b"abcabc"
     assert azurite.fs().cat(f"{c}/{unique}/own-process.txt") == b"abcabcabc"
     assert [(a["bytes_in"], a["bytes_out"]) for a in (inline.attempts[-1], own_process.attempts[-1])] == [(3, 6), (3, 9)]
+    # The storage options reach a Python task's own process through its task dir;
+    # they must not stay on the node's disk once the attempt is over.
+    for task in (inline, own_process):
+        for path in Path(task.attempts[-1]["task_dir"]).rglob("*"):
+            if path.is_file():
+                leaked = azurite.connection_string.encode() in path.read_bytes()
+                assert not leaked, f"the connection string in {path}"
 
 # -- credentials ------------------------------------------------------------------
 
