@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,10 @@ def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env
     return out
 
 
-def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None) -> StartTaskResult:
-    """Run ``start_task`` on this node with its retries; never raises (runs inside a Dask task)."""
-    node_id = runner._node_id()
+def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None,
+                   node_id: str | None = None) -> StartTaskResult:
+    """Run ``start_task`` on this node with its retries; never raises (runs on a worker)."""
+    node_id = node_id or runner._node_id()
     t0 = time.time()
     dirs = runner.node_dirs(node_root, node_id)
     startup, wd = dirs["startup"], dirs["startup"] / "wd"
@@ -151,10 +153,10 @@ def bootstrap_script(start_task, pool_id: str, node_id: str, node_root: str) -> 
     ])
 
 
-def read_bootstrap_result(node_root: str) -> StartTaskResult:
+def read_bootstrap_result(node_root: str, node_id: str | None = None) -> StartTaskResult:
     """On a worker: how the start task of its VM's bootstrap went (see :func:`bootstrap_script`)."""
     import json
-    node_id = runner._node_id()
+    node_id = node_id or runner._node_id()
     startup = runner.node_dirs(node_root, node_id)["startup"]
     now = time.time()
     try:
@@ -173,6 +175,12 @@ def read_bootstrap_result(node_root: str) -> StartTaskResult:
                            float(info.get("start") or now), float(info.get("end") or now), str(startup))
 
 
+async def _off_the_loop(fn, *args):
+    """Run ``fn`` on a worker in a thread of its own (for ``client.run``, which awaits coroutines)."""
+    import asyncio
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
 class StartTaskExtension(PoolExtension):
     """Runs the pool's start task on each node as it joins; holds the results per node.
 
@@ -184,34 +192,36 @@ class StartTaskExtension(PoolExtension):
         self.spec = pool.spec.start_task
         #: node id -> the latest StartTaskResult
         self.results: dict[str, StartTaskResult] = {}
-        self._n = 0
 
     def node_joined(self, worker, now: float) -> bool:
         if self.spec is None:
             return True
         pool = self.pool
-        self._n += 1
         # A backend that boots nodes from a script (Azure's cloud-init) ran the start task there;
         # then only its result is read on the node.
-        fn, args = ((read_bootstrap_result, (pool._node_root,)) if getattr(pool._backend, "start_task_in_bootstrap", False)
-                    else (run_start_task, (self.spec, pool.name, pool._node_root, pool._storage_options)))
-        fut = pool.client.submit(fn, *args, key=f"bnb-starttask-{worker.name}-{self._n}", workers=[worker.address],
-                                 allow_other_workers=False, pure=False)
+        fn, args = ((read_bootstrap_result, (pool._node_root, worker.name))
+                    if getattr(pool._backend, "start_task_in_bootstrap", False)
+                    else (run_start_task, (self.spec, pool.name, pool._node_root, pool._storage_options, worker.name)))
         disp = pool._dispatcher
-        fut.add_done_callback(lambda f: disp.post(self._done, worker.name, worker.address, f))
+
+        def run():
+            # Through client.run, off the worker's task threads: the start task takes no task
+            # slot, so with wait_for_success=False tasks run beside it, as in Azure.
+            try:
+                out = pool.client.run(_off_the_loop, fn, *args, workers=[worker.address])
+                result, problem = out.get(worker.address), None
+            except Exception as exc:  # noqa: BLE001 - a lost node or result is a failed start task
+                result, problem = None, f"{type(exc).__name__}: {exc}"
+            disp.post(self._done, worker.name, worker.address, result, problem)
+        threading.Thread(target=run, name=f"batchnb-starttask-{worker.name}", daemon=True).start()
         return not self.spec.wait_for_success
 
-    def _done(self, node_id: str, address: str, fut) -> None:
+    def _done(self, node_id: str, address: str, result, problem) -> None:
         """On the dispatcher's thread: the start task of ``node_id`` at ``address`` ended."""
         disp = self.pool._dispatcher
         node = disp.nodes.nodes.get(node_id)
         if node is None or node.address != address:
             return  # the node went away (preempted, removed) while its start task ran
-        try:
-            result = fut.result(timeout=10) if fut.status == "finished" else None
-            problem = None if result is not None else f"the start task's Dask task {fut.status}"
-        except Exception as exc:  # noqa: BLE001 - a lost result is a failed start task
-            result, problem = None, f"{type(exc).__name__}: {exc}"
         if result is None:
             now = time.time()
             result = StartTaskResult(node_id, None, 0, runner.CRASH, problem, "", "", now, now)

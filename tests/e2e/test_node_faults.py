@@ -149,3 +149,29 @@ def test_node_with_consecutive_crashes_becomes_unusable_and_is_replaced(tmp_path
     crashed = [a for a in attempts if a["node"] == "dedicated-1"]
     assert len(crashed) >= 3 and all(a["category"] == "crash" for a in crashed)
     assert not [a for a in crashed if a["dispatched"] > unusable_at], "dedicated-1 got tasks after it was unusable"
+
+
+def test_chaos_option_of_the_pool_preempts_busy_spot_nodes(tmp_path, fast_nodes):
+    with bnb.Pool("chaos2", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite"),
+                  chaos={"preempt_rate": 600, "seed": 3, "max_preemptions": 2}) as pool:
+        events = NodeEvents(pool)
+        job = pool.job("under-fire", max_task_retries=0)
+        job.map(nap, range(60))
+        result = job.wait(timeout=60)
+        preemptions = pool.extension(ChaosExtension).preemptions
+    assert result.ok and result.counts["succeeded"] == 60
+    assert [n for _, n in preemptions] == ["spot-0", "spot-0"]
+    assert events.states("spot-0").count("preempted") == 2
+
+
+def test_start_task_that_does_not_block_the_node(tmp_path, fast_nodes):
+    st = bnb.StartTask("sleep 1; exit 2", wait_for_success=False)
+    with bnb.Pool("nowait", dedicated=1, start_task=st, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        job = pool.job("early", max_task_retries=0)
+        t = job.add_task("t", "echo early")
+        assert job.wait(timeout=30).ok                  # ran while the start task still ran
+        ext = pool.extension(StartTaskExtension)
+        result = wait_for(lambda: ext.results.get("dedicated-0"), 20, "the start task's result")
+        assert result.exit_code == 2 and not result.succeeded
+        assert {n.id: n.state for n in pool.nodes()} == {"dedicated-0": "idle"}
+    assert job.task("t").attempts[0]["end"] < result.end
