@@ -102,6 +102,10 @@ class JobOps:
                     self._final_action(tr, failure)
         job.graph.add(items)
         self._adopt(job, owner, now)
+        if job.state == JobState.TERMINATING:
+            # The driver died while ending the job: finish ending it.
+            self.terminate(job, row["reason"] or "terminated", now)
+            return job
         if job.state != JobState.ACTIVE:
             return job
         for tr in job.tasks.values():

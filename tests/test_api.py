@@ -162,3 +162,15 @@ def test_python_calls_are_equal_by_name_and_arguments(pool2, unique):
     assert len(again.attempts) == 1
     with pytest.raises(bnb.SpecError, match="different spec"):
         job.submit(scale, 21, factor=3, task_id="py")
+
+
+def test_resuming_a_job_its_driver_died_ending_finishes_ending_it(pool2, unique, tmp_path):
+    led = pool2.ledger
+    fake_job(led, unique, tmp_path, ended_days_ago=0, states=("succeeded", "running", "active"))
+    with led._tx() as con:
+        con.execute("UPDATE jobs SET state = 'terminating' WHERE id = ?", (unique,))
+    assert led.acquire_lease(unique, dead_owner(), ttl=600) is None
+    job = bnb.Job.attach(unique, pool=pool2)
+    assert job.state == bnb.JobState.COMPLETED and led.job(unique)["reason"] == "terminated"
+    assert job.counts()["cancelled"] == 2 and job.counts()["succeeded"] == 1
+    assert led.attempts(unique, "t1")[0]["state"] == "terminated"
