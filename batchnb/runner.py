@@ -59,12 +59,12 @@ class AttemptRequest:
     python: bytes | None = None
     dep_results: dict = field(default_factory=dict)   # task id -> pickled bytes or URL
     env: dict = field(default_factory=dict)
-    secrets: dict = field(default_factory=dict)
+    secrets: dict = field(default_factory=dict, repr=False)   # credentials: never in a repr
     inputs: tuple = ()
     outputs: tuple = ()
     max_wall_clock: float | None = None
     node_root: str = ""
-    storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict, repr=False)   # credentials: never in a repr
     result_url: str | None = None
     result_inline_max: int = 1 << 20
     host_list: tuple = ()

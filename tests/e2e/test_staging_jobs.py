@@ -338,8 +338,12 @@ def test_credentials_stay_out_of_specs_ledger_logs_and_messages(pool, azurite, a
     assert missing.failure["category"] == "preprocessing"
 
     secrets = secrets_of(azurite)
+    # What goes to the nodes holds them, but does not show them (tracebacks, logs).
+    from batchnb.runner import AttemptRequest
+    shown = repr(AttemptRequest(unique, "t", 1, pool.name, storage_options=azurite.storage_options,
+                                secrets={"TOKEN": azurite.connection_string}))
     messages = [t.failure["message"] for t in (refused, missing)] + [f["message"] for f in result.failures]
-    for text in messages + [str(result), repr(job.tasks())]:
+    for text in messages + [str(result), repr(job.tasks()), shown]:
         for secret in secrets:
             assert secret not in text
     assert_no_secret(azurite, pool, caplog, worker_logs)
