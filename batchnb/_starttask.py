@@ -59,9 +59,11 @@ class StartTaskResult:
         return self.category is None and self.exit_code == 0
 
 
-def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env: dict, attempt: int) -> dict:
+def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env: dict, attempt: int,
+                           app_packages: tuple = ()) -> dict:
     """The runner's Azure variables for a start task: no job, no task id, no host list."""
-    req = runner.AttemptRequest(job_id="", task_id="", attempt=attempt, pool_id=pool_id, env=dict(env))
+    req = runner.AttemptRequest(job_id="", task_id="", attempt=attempt, pool_id=pool_id, env=dict(env),
+                                app_packages=tuple(app_packages))
     out = runner.task_environment(req, node_id, dirs, dirs["startup"], wd)
     for name in ("AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE",
                  "AZ_BATCH_IS_CURRENT_NODE_MASTER"):
@@ -69,8 +71,26 @@ def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env
     return out
 
 
+def prepare_node(start_task, app_packages, pool_id: str, node_root: str, storage_options: dict | None,
+                 node_id: str, from_bootstrap: bool = False) -> StartTaskResult:
+    """On a joining node: unpack the app packages, then run the start task (or read how the VM's bootstrap ran it)."""
+    from ._apppackages import install
+    t0 = time.time()
+    dirs = runner.node_dirs(node_root, node_id)
+    try:
+        installed = install(app_packages, dirs, storage_options)
+    except StagingError as exc:
+        return StartTaskResult(node_id, None, 0, runner.PREPROCESSING, str(exc), "", "", t0, time.time(),
+                               str(dirs["startup"]))
+    if start_task is None:
+        return StartTaskResult(node_id, 0, 0, None, None, "", "", t0, time.time())
+    if from_bootstrap:
+        return read_bootstrap_result(node_root, node_id)
+    return run_start_task(start_task, pool_id, node_root, storage_options, node_id, installed)
+
+
 def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None,
-                   node_id: str | None = None) -> StartTaskResult:
+                   node_id: str | None = None, app_packages: tuple = ()) -> StartTaskResult:
     """Run ``start_task`` on this node with its retries; never raises (runs on a worker)."""
     node_id = node_id or runner._node_id()
     t0 = time.time()
@@ -92,7 +112,7 @@ def run_start_task(start_task, pool_id: str, node_root: str, storage_options: di
         argv, shell = (command, True) if isinstance(command, str) else (list(command), False)
         for attempts in range(1, start_task.max_retries + 2):
             env = dict(os.environ)
-            env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts))
+            env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts, app_packages))
             try:
                 code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
                                                 stdout_path=str(startup / "stdout.txt"),
@@ -192,16 +212,18 @@ class StartTaskExtension(PoolExtension):
         self.spec = pool.spec.start_task
         #: node id -> the latest StartTaskResult
         self.results: dict[str, StartTaskResult] = {}
+        # App packages always hold the node back until they are unpacked, as in Azure.
+        self._waits = self.spec.wait_for_success if self.spec is not None else True
 
     def node_joined(self, worker, now: float) -> bool:
-        if self.spec is None:
-            return True
         pool = self.pool
+        if self.spec is None and not pool.spec.app_packages:
+            return True
         # A backend that boots nodes from a script (Azure's cloud-init) ran the start task there;
         # then only its result is read on the node.
-        fn, args = ((read_bootstrap_result, (pool._node_root, worker.name))
-                    if getattr(pool._backend, "start_task_in_bootstrap", False)
-                    else (run_start_task, (self.spec, pool.name, pool._node_root, pool._storage_options, worker.name)))
+        fn, args = prepare_node, (self.spec, pool.spec.app_packages, pool.name, pool._node_root,
+                                  pool._storage_options, worker.name,
+                                  bool(getattr(pool._backend, "start_task_in_bootstrap", False)))
         disp = pool._dispatcher
 
         def run():
@@ -214,7 +236,7 @@ class StartTaskExtension(PoolExtension):
                 result, problem = None, f"{type(exc).__name__}: {exc}"
             disp.post(self._done, worker.name, worker.address, result, problem)
         threading.Thread(target=run, name=f"batchnb-starttask-{worker.name}", daemon=True).start()
-        return not self.spec.wait_for_success
+        return not self._waits
 
     def _done(self, node_id: str, address: str, result, problem) -> None:
         """On the dispatcher's thread: the start task of ``node_id`` at ``address`` ended."""
@@ -236,5 +258,5 @@ class StartTaskExtension(PoolExtension):
         reason = (f"start task failed after {result.attempts} attempt(s): {result.message}"
                   + (f"; stderr: {result.stderr_tail.strip()[-300:]}" if result.stderr_tail.strip() else ""))
         log.warning("node %s: %s", node_id, reason)
-        if self.spec.wait_for_success:
+        if self._waits:
             disp.set_node_state(node_id, NodeState.START_TASK_FAILED, reason)

@@ -70,3 +70,41 @@ def test_bad_chaos_and_bad_formula_fail_before_any_node_starts(home):
         bnb.Pool("bad", chaos={"preempt_rate": -1})
     with pytest.raises(bnb.FormulaError):
         bnb.Pool("bad", autoscale="$TargetDedicatedNodes = max(1,")
+
+
+def make_zip(path, files: dict) -> str:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path.as_uri()
+
+
+def test_app_packages_unpack_once_before_the_start_task(node, tmp_path):
+    import tarfile
+    from batchnb._starttask import prepare_node
+    url = make_zip(tmp_path / "tool.zip", {"bin/hello.sh": "echo hello from tool"})
+    tgz = tmp_path / "data.tar.gz"
+    (tmp_path / "payload.txt").write_text("42")
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(tmp_path / "payload.txt", arcname="payload.txt")
+    pkgs = (bnb.AppPackage("tool", "1.0", url), bnb.AppPackage("data-set", "2", tgz.as_uri()))
+    st = bnb.StartTask('sh "$AZ_BATCH_APP_PACKAGE_tool_1_0/bin/hello.sh"; cat "$AZ_BATCH_APP_PACKAGE_data_set_2/payload.txt"')
+    res = prepare_node(st, pkgs, "p1", str(node), {}, "spot-7")
+    assert res.succeeded and res.stdout_tail.splitlines() == ["hello from tool", "42"]
+    apps = node / "spot-7" / "applications"
+    assert sorted(p.name for p in apps.iterdir()) == ["data-set_2", "tool_1.0"]
+    (tmp_path / "tool.zip").unlink()                 # a second join does not fetch again
+    assert prepare_node(st, pkgs, "p1", str(node), {}, "spot-7").succeeded
+
+
+def test_a_bad_app_package_fails_the_node_preparation(node, tmp_path):
+    from batchnb._starttask import prepare_node
+    (tmp_path / "junk.zip").write_text("not an archive")
+    res = prepare_node(None, (bnb.AppPackage("junk", "1", (tmp_path / "junk.zip").as_uri()),), "p1", str(node), {},
+                       "spot-7")
+    assert res.category == "preprocessing" and "not a zip or tar archive" in res.message
+    res = prepare_node(None, (bnb.AppPackage("gone", "1", (tmp_path / "nope.zip").as_uri()),), "p1", str(node), {},
+                       "spot-7")
+    assert res.category == "preprocessing" and "gone 1" in res.message
+    assert not (node / "spot-7" / "applications" / "gone_1").exists()

@@ -175,3 +175,16 @@ def test_start_task_that_does_not_block_the_node(tmp_path, fast_nodes):
         assert result.exit_code == 2 and not result.succeeded
         assert {n.id: n.state for n in pool.nodes()} == {"dedicated-0": "idle"}
     assert job.task("t").attempts[0]["end"] < result.end
+
+
+def test_app_package_on_every_node_for_the_start_task(tmp_path, fast_nodes):
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "tool.zip", "w") as zf:
+        zf.writestr("tool.sh", 'echo "tool on $AZ_BATCH_NODE_ID" > "$AZ_BATCH_NODE_SHARED_DIR/tool.txt"')
+    st = bnb.StartTask('sh "$AZ_BATCH_APP_PACKAGE_tool_1/tool.sh"')
+    with bnb.Pool("apps", dedicated=2, start_task=st, ledger=Ledger(tmp_path / "l.sqlite"),
+                  app_packages=[bnb.AppPackage("tool", "1", (tmp_path / "tool.zip").as_uri())]) as pool:
+        job = pool.job("uses-tool", max_task_retries=0)
+        tasks = [job.add_task(f"t{i}", 'cat "$AZ_BATCH_NODE_SHARED_DIR/tool.txt"') for i in range(4)]
+        assert job.wait(timeout=60).ok
+    assert {t.stdout().strip() for t in tasks} == {"tool on dedicated-0", "tool on dedicated-1"}
