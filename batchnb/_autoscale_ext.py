@@ -94,6 +94,8 @@ class AutoscaleExtension(PoolExtension):
             if self.policy is not None and now >= self._next_eval:
                 self._next_eval = now + self.interval
                 self.apply(now)
+        except Exception:  # noqa: BLE001 - never let autoscale break the dispatcher's turn
+            log.exception("pool %s: autoscale failed; it tries again at the next sample", self.pool.name)
         finally:
             self.pool._dispatcher.at(now + self.sample_every, self._tick)
 

@@ -81,6 +81,8 @@ class Pool:
         if autoscale is not None:   # a bad formula fails here, before any node is started
             from .autoscale import make_policy
             make_policy(autoscale)
+            if not get_backend(backend).can_scale:
+                raise SpecError("autoscale", autoscale, f"backend {backend!r} cannot scale its nodes")
         from ._chaos import ChaosOptions
         self._chaos_options = ChaosOptions.from_value(chaos)
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())

@@ -70,6 +70,9 @@ def test_bad_chaos_and_bad_formula_fail_before_any_node_starts(home):
         bnb.Pool("bad", chaos={"preempt_rate": -1})
     with pytest.raises(bnb.FormulaError):
         bnb.Pool("bad", autoscale="$TargetDedicatedNodes = max(1,")
+    with pytest.raises(SpecError) as err:      # no scheduler is contacted: the address is not even live
+        bnb.Pool("bad", backend="address", address="tcp://127.0.0.1:9", autoscale="$TargetDedicatedNodes = 1")
+    assert err.value.field == "autoscale" and "cannot scale" in str(err.value)
 
 
 def make_zip(path, files: dict) -> str:
