@@ -107,6 +107,8 @@ class JobOps:
             self.terminate(job, row["reason"] or "terminated", now)
             return job
         if job.state != JobState.ACTIVE:
+            # Nothing to dispatch: do not keep other processes from attaching.
+            self.ledger.release_lease(spec.id, owner)
             return job
         for tr in job.tasks.values():
             if tr.state == TaskState.RUNNING:

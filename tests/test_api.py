@@ -174,3 +174,14 @@ def test_resuming_a_job_its_driver_died_ending_finishes_ending_it(pool2, unique,
     assert job.state == bnb.JobState.COMPLETED and led.job(unique)["reason"] == "terminated"
     assert job.counts()["cancelled"] == 2 and job.counts()["succeeded"] == 1
     assert led.attempts(unique, "t1")[0]["state"] == "terminated"
+
+
+def test_attaching_a_completed_job_holds_no_lease(pool2, unique, tmp_path):
+    led = pool2.ledger
+    fake_job(led, unique, tmp_path, ended_days_ago=1)
+    with led._tx() as con:
+        con.execute("UPDATE jobs SET state = 'completed', reason = 'all_tasks_complete' WHERE id = ?", (unique,))
+    job = bnb.Job.attach(unique, pool=pool2)
+    assert job.result().counts == {"succeeded": 1}
+    assert led.job(unique)["lease_owner"] is None      # another process may attach or prune it
+    assert bnb.prune(older_than=0, ledger=led, dry_run=True).count(unique) == 1
