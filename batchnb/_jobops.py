@@ -27,6 +27,34 @@ def _differences(old: specs.TaskSpec, new: specs.TaskSpec) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def kill_leftovers(pool_name: str, job_id: str, attempts: set) -> set:
+    """SIGKILL this host's processes of these ``(task id, attempt)`` of a job whose driver died.
+
+    They are found by the ``AZ_BATCH_*`` variables every task process (and its
+    children) carries, under this batchnb home. Returns the attempts found.
+    """
+    import psutil
+    from . import _config
+    home = str(_config.home())
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get("AZ_BATCH_JOB_ID", "").lower() != job_id.lower() or env.get("AZ_BATCH_POOL_ID") != pool_name \
+                or not env.get("AZ_BATCH_NODE_ROOT_DIR", "").startswith(home):
+            continue
+        key = (env.get("AZ_BATCH_TASK_ID", "").lower(), env.get("AZ_BATCH_TASK_ATTEMPT"))
+        if key in attempts:
+            try:
+                proc.kill()
+                found.add(key)
+            except psutil.Error:
+                pass
+    return found
+
+
 class JobOps:
     def create_job(self, spec: specs.JobSpec, owner: str) -> JobRun:
         now = time.time()
@@ -110,10 +138,15 @@ class JobOps:
             # Nothing to dispatch: do not keep other processes from attaching.
             self.ledger.release_lease(spec.id, owner)
             return job
+        running = {(tr.spec.id.lower(), str(tr.n)) for tr in job.tasks.values() if tr.state == TaskState.RUNNING}
+        # A dead driver's task processes live on in sessions of their own: end them before
+        # their tasks run again, so that no two copies of a task run (this host only).
+        killed = kill_leftovers(job.pool, spec.id, running) if running else set()
         for tr in job.tasks.values():
             if tr.state == TaskState.RUNNING:
+                left = ", its leftover processes killed" if (tr.key, str(tr.n)) in killed else ""
                 self.batch.attempt(spec.id, tr.spec.id, tr.n, state="interrupted", end=now,
-                                   message="the driving process stopped; run again on resume")
+                                   message=f"the driving process stopped; run again on resume{left}")
                 tr.requeues += 1
                 self.set_state(job, tr, TaskState.ACTIVE, now, reason="resumed after the driver stopped",
                                requeues=tr.requeues)

@@ -141,3 +141,56 @@ def test_sigkilled_driver_resumes_in_new_processes(home, tmp_path):
     # Each resume is in the audit trail.
     resumes = led._query("SELECT COUNT(*) FROM audit WHERE job_id = ? AND action = 'resume'", (job_id,))[0][0]
     assert resumes == 2
+
+
+LONG_DRIVER = textwrap.dedent("""
+    import sys
+    import batchnb as bnb
+
+    if __name__ == "__main__":
+        with bnb.Pool("local", dedicated=1) as pool:
+            job = pool.job(sys.argv[1])
+            job.add_task("long", "sleep 60 & wait; echo finished >> " + sys.argv[2])
+            job.wait(quiet=True)
+""")
+
+
+def leftovers(job_id: str, attempt: str | None = None) -> list:
+    import psutil
+    out = []
+    for p in psutil.process_iter():
+        try:
+            env = p.environ()
+            if env.get("AZ_BATCH_JOB_ID") == job_id and attempt in (None, env.get("AZ_BATCH_TASK_ATTEMPT")):
+                out.append(p)
+        except (psutil.Error, OSError):
+            pass
+    return out
+
+
+def test_a_dead_drivers_task_processes_are_killed_before_the_task_runs_again(home, tmp_path):
+    """Task processes outlive a SIGKILLed driver (they have sessions of their own); the
+    resume ends them, so two copies of one task never run side by side."""
+    job_id, out = "leftovers-e2e", tmp_path / "ran.txt"
+    script = tmp_path / "driver.py"
+    script.write_text(LONG_DRIVER)
+    led = Ledger(home / "ledger.sqlite")
+    proc = start_driver(script, job_id, out, home)
+    wait_ledger(led, job_id, lambda c: c.get("running", 0) == 1, proc)
+    deadline = time.monotonic() + 20
+    while not any("sleep" in " ".join(p.cmdline()) for p in leftovers(job_id)):
+        assert time.monotonic() < deadline, "the task's process never started"
+        time.sleep(0.05)
+    kill(proc)
+    assert leftovers(job_id), "the task's processes died with the driver: nothing to test"
+    with bnb.Pool("local", dedicated=1) as pool:
+        job = bnb.Job.attach(job_id, pool=pool)
+        first = job.task("long").attempts[0]
+        assert first["state"] == "interrupted" and "leftover processes killed" in first["message"]
+        assert not leftovers(job_id, "1")
+        job.terminate()
+    deadline = time.monotonic() + 20
+    while leftovers(job_id):         # the resumed attempt, killed by terminate
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not out.exists()          # the first copy never finished behind the resumed job's back
