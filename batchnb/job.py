@@ -62,7 +62,8 @@ def _call_flushed(disp, fn, *args):
         out = fn(*args)
         disp.flush()
         return out
-    return disp.call(run)
+    # No time limit: resuming a job of a million tasks takes as long as it takes.
+    return disp.call(run, timeout=None)
 
 
 def _check_same(spec: specs.JobSpec, row: dict) -> None:
@@ -140,7 +141,12 @@ class Job:
             counter = self._auto_ids.setdefault(name, itertools.count())
             task_id = f"{name}-{next(counter)}"
         found: dict[str, None] = {}
-        is_handle = lambda x: isinstance(x, Task)  # noqa: E731
+        def is_handle(x) -> bool:
+            if isinstance(x, Task) and x.job.id.lower() != self.id.lower():
+                raise SpecError(f"task {task_id!r} arguments", x,
+                                f"is a task of job {x.job.id!r}; a task's arguments may only hold tasks of its own "
+                                f"job ({self.id!r}); pass the value instead, e.g. other.result()")
+            return isinstance(x, Task)
         args = _pycall.extract(args, is_handle, found)
         kwargs = _pycall.extract(kwargs, is_handle, found)
         deps = list(specs.dependency_ids(opts.pop("depends_on", None)))
@@ -187,7 +193,7 @@ class Job:
             return True
         counts = self.ledger.task_counts(self.id)
         live = sum(n for s, n in counts.items() if s in ("pending", "active", "running"))
-        return live == 0 and sum(counts.values()) > 0
+        return live == 0  # a job with no tasks has nothing to wait for
 
     def wait(self, timeout: float | None = None, *, quiet: bool | None = None) -> JobResult:
         """Block until every task has ended (or the job ended); return a :class:`JobResult`.
@@ -203,9 +209,17 @@ class Job:
                 if self.pool is not None and self.pool._closed:
                     raise WaitTimeout(f"the pool of job {self.id!r} was closed before the job finished; "
                                       f"resume it with pool.job({self.id!r})")
+                if not self._dispatched_here() and self.ledger.lease(self.id) is None and not self._done():
+                    # Only watching, and nobody dispatches it any more: it would never end.
+                    raise WaitTimeout(f"job {self.id!r} is not finished and no live process dispatches it "
+                                      f"({self.counts()}); resume it with pool.job({self.id!r}) or "
+                                      f"'batchnb resume {self.id}'")
                 with self._run.changed:
                     self._run.changed.wait(0.5 if left is None else min(0.5, left))
         return self.result()
+
+    def _dispatched_here(self) -> bool:
+        return self.pool is not None and self.pool._dispatcher.jobs.get(self._run.key) is self._run
 
     def result(self) -> JobResult:
         """The job's summary now (counts, failures, cost, wall time, reason)."""

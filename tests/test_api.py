@@ -185,3 +185,12 @@ def test_attaching_a_completed_job_holds_no_lease(pool2, unique, tmp_path):
     assert job.result().counts == {"succeeded": 1}
     assert led.job(unique)["lease_owner"] is None      # another process may attach or prune it
     assert bnb.prune(older_than=0, ledger=led, dry_run=True).count(unique) == 1
+
+
+def test_watching_a_job_nobody_dispatches_does_not_hang(ledger, tmp_path):
+    fake_job(ledger, "stalled", tmp_path, ended_days_ago=0, states=("succeeded", "running"))
+    assert ledger.acquire_lease("stalled", dead_owner(), ttl=600) is None
+    t0 = time.monotonic()
+    with pytest.raises(bnb.WaitTimeout, match="no live process dispatches it.*batchnb resume stalled"):
+        bnb.Job.attach("stalled", ledger=ledger).wait(quiet=True)
+    assert time.monotonic() - t0 < 5
