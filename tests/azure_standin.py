@@ -158,7 +158,7 @@ class RecordingAzureSDK:
     @staticmethod
     def cloud_init(params: dict) -> dict:
         """The decoded cloud-init document of a VM request."""
-        return yaml.safe_load(base64.b64decode(params["os_profile"]["custom_data"]).decode())
+        return yaml.safe_load(base64.b64decode(params["properties"]["osProfile"]["customData"]).decode())
 
 
 class LocalVMHost:

@@ -91,12 +91,25 @@ def test_vm_requests_spot_only_for_spot_workers_tls_and_start_task_in_bootstrap(
                                   requests[vm_name(uuid, "spot-0")])
     # the scheduler and dedicated nodes are never spot VMs
     for params in (scheduler, dedicated):
-        assert not {"priority", "eviction_policy", "billing_profile"} & set(params)
-    assert spot["priority"] == "Spot"
-    assert spot["eviction_policy"] == "Delete"
-    assert spot["billing_profile"] == {"max_price": -1}
-    assert spot["hardware_profile"] == {"vm_size": "Standard_D2s_v5"}
-    assert spot["os_profile"]["computer_name"] == vm_name(uuid, "spot-0")
+        assert not {"priority", "evictionPolicy", "billingProfile"} & set(params["properties"])
+    props = spot["properties"]
+    assert (props["priority"], props["evictionPolicy"], props["billingProfile"]) == ("Spot", "Delete", {"maxPrice": -1})
+    assert props["hardwareProfile"] == {"vmSize": "Standard_D2s_v5"}
+    assert props["osProfile"]["computerName"] == vm_name(uuid, "spot-0")
+    assert spot["location"] == "westeurope" and spot["tags"]["cluster-id"] == uuid
+    # the request is in the REST API's shape: the installed SDK's own model reads every field back
+    from azure.mgmt.compute.models import VirtualMachine
+    vm = VirtualMachine(spot)
+    assert (vm.priority, vm.eviction_policy, vm.billing_profile.max_price) == ("Spot", "Delete", -1)
+    assert vm.hardware_profile.vm_size == "Standard_D2s_v5" and vm.storage_profile.os_disk.disk_size_gb == 50
+    assert vm.os_profile.custom_data == props["osProfile"]["customData"]
+    assert vm.network_profile.network_interfaces[0].id.startswith("/nics/")
+    from azure.mgmt.network.models import NetworkInterface, PublicIPAddress
+    nic = NetworkInterface(sdk.ops("network_interfaces.begin_create_or_update")[0][2])   # the scheduler's
+    assert nic.ip_configurations[0].subnet.id.endswith("/subnets/default")
+    assert nic.ip_configurations[0].public_ip_address.id.endswith("/publicIPAddresses/" + nic.ip_configurations[0].name)
+    ip = PublicIPAddress(sdk.ops("public_ip_addresses.begin_create_or_update")[0][2])
+    assert (ip.public_ip_allocation_method, ip.sku.name) == ("Static", "Standard")
     # TLS: the scheduler listens on tls:// and the VMs get the certificates in their custom data
     assert pool.client.scheduler.address.startswith("tls://")
     docker = [c for c in sdk.cloud_init(scheduler)["runcmd"] if c.startswith("docker run")][0]

@@ -18,6 +18,9 @@ batchnb adds on top:
   starts, under ``node_root`` (``/mnt/batch/tasks``, mounted into the
   worker's container); the pool reads the result from the node and keeps
   nodes whose start task failed out of scheduling.
+- **Requests in the REST API's shape.** dask-cloudprovider writes its
+  requests as snake_case dicts, which the current Azure SDKs would send
+  verbatim; ``_azure_rest`` reshapes them at the SDK boundary.
 - **Eviction notices.** Every worker runs ``ScheduledEventsPlugin``, which
   polls Azure's scheduled events and, on ``Preempt``, has the pool requeue
   the node's tasks while the VM is still up. ``pool.preempt(node)`` asks
@@ -53,6 +56,7 @@ from dask_cloudprovider.azure.azurevm import AzureVMCluster, AzureVMWorker
 from .._spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
 from .._starttask import bootstrap_script
 from ..errors import BackendError, SpecError
+from ._azure_rest import RestShapedCompute, RestShapedNetwork
 from .base import GROUPS, Backend
 
 log = logging.getLogger("batchnb.azure")
@@ -102,9 +106,10 @@ class BatchnbAzureVMCluster(AzureVMCluster):
     def _client(self, attr):
         return getattr(self._azure_sdk, attr) if self._azure_sdk is not None else self.__dict__.get("_" + attr)
 
-    compute_client = property(lambda self: self._client("compute_client"),
+    # Requests leave in the REST API's shape whichever SDK generation is installed (see _azure_rest).
+    compute_client = property(lambda self: RestShapedCompute(self._client("compute_client")),
                               lambda self, value: self.__dict__.__setitem__("_compute_client", value))
-    network_client = property(lambda self: self._client("network_client"),
+    network_client = property(lambda self: RestShapedNetwork(self._client("network_client")),
                               lambda self, value: self.__dict__.__setitem__("_network_client", value))
     credentials = property(lambda self: self._client("credential"),
                            lambda self, value: self.__dict__.__setitem__("_credential", value))

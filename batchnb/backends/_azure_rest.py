@@ -1,0 +1,112 @@
+"""Azure REST shapes for dask-cloudprovider's resource requests.
+
+dask-cloudprovider 2025.9.0 writes its VM, network-interface and public-IP
+requests as flat snake_case dicts (``{"os_profile": {"custom_data": ...}}``),
+the attribute names of the older msrest models. The current Azure management
+SDKs (azure-mgmt-compute 39, azure-mgmt-network 33) send a dict as it is,
+as the request's JSON body, so those names would reach Azure unchanged. Here
+each request is put in the REST API's shape (``{"location", "tags",
+"properties": {"osProfile": {"customData": ...}}}``), which both SDK
+generations send correctly, before it crosses the SDK boundary.
+
+>>> rest_vm({"location": "westeurope", "priority": "Spot", "tags": {"cluster-id": "a1"},
+...          "storage_profile": {"os_disk": {"disk_size_gb": 50}}})
+{'location': 'westeurope', 'tags': {'cluster-id': 'a1'}, 'properties': {'priority': 'Spot', 'storageProfile': {'osDisk': {'diskSizeGB': 50}}}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: REST names that are not plain camelCase of the snake_case ones.
+_SPECIAL = {"disk_size_gb": "diskSizeGB", "public_ip_address": "publicIPAddress",
+            "public_ip_allocation_method": "publicIPAllocationMethod",
+            "public_ip_address_version": "publicIPAddressVersion"}
+#: Keys that stay beside ``properties`` (resource envelope), per resource type.
+_ENVELOPE = {"vm": {"location", "tags", "plan", "zones", "identity", "extended_location"},
+             "nic": {"location", "tags", "extended_location"},
+             "ip": {"location", "tags", "sku", "zones", "extended_location"}}
+
+
+def _camel(key: str) -> str:
+    if key in _SPECIAL:
+        return _SPECIAL[key]
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _keys(value: Any) -> Any:
+    """camelCase every key, recursively (values are left alone)."""
+    if isinstance(value, dict):
+        return {_camel(k): _keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keys(v) for v in value]
+    return value
+
+
+def _shape(params: dict, kind: str) -> dict:
+    if not isinstance(params, dict) or "properties" in params:
+        return params                     # a model, or already in REST shape
+    envelope = {_camel(k): (v if k == "tags" else _keys(v)) for k, v in params.items() if k in _ENVELOPE[kind]}
+    props = {k: v for k, v in params.items() if k not in _ENVELOPE[kind]}
+    return {**envelope, "properties": _keys(props)} if props else envelope
+
+
+def rest_vm(params: dict) -> dict:
+    """A VM request (``virtual_machines.begin_create_or_update``) in REST shape."""
+    return _shape(params, "vm")
+
+
+def rest_nic(params: dict) -> dict:
+    """A network-interface request in REST shape (each IP configuration has its own ``properties``)."""
+    if not isinstance(params, dict) or "properties" in params:
+        return params
+    params = dict(params)
+    configs = params.pop("ip_configurations", None)
+    out = _shape(params, "nic")
+    if configs is not None:
+        shaped = [{"name": c["name"], "properties": _keys({k: v for k, v in c.items() if k != "name"})}
+                  if isinstance(c, dict) and "properties" not in c else c for c in configs]
+        out.setdefault("properties", {})["ipConfigurations"] = shaped
+    return out
+
+
+def rest_public_ip(params: dict) -> dict:
+    """A public-IP request in REST shape."""
+    return _shape(params, "ip")
+
+
+class _Operations:
+    """One operations group whose ``begin_create_or_update`` reshapes its request first."""
+
+    def __init__(self, ops, shape):
+        self._ops, self._shape = ops, shape
+
+    def begin_create_or_update(self, resource_group, name, params, *args, **kwargs):
+        return self._ops.begin_create_or_update(resource_group, name, self._shape(params), *args, **kwargs)
+
+    def __getattr__(self, attr):
+        return getattr(self._ops, attr)
+
+
+class RestShapedCompute:
+    """A ComputeManagementClient whose VM requests are sent in REST shape."""
+
+    def __init__(self, client):
+        self._client = client
+        self.virtual_machines = _Operations(client.virtual_machines, rest_vm)
+
+    def __getattr__(self, attr):
+        return getattr(self._client, attr)
+
+
+class RestShapedNetwork:
+    """A NetworkManagementClient whose NIC and public-IP requests are sent in REST shape."""
+
+    def __init__(self, client):
+        self._client = client
+        self.network_interfaces = _Operations(client.network_interfaces, rest_nic)
+        self.public_ip_addresses = _Operations(client.public_ip_addresses, rest_public_ip)
+
+    def __getattr__(self, attr):
+        return getattr(self._client, attr)
