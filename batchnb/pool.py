@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import threading
@@ -26,6 +27,7 @@ from .ledger import Ledger
 from .spec import JobSpec, PoolSpec
 from .states import NodeState
 
+log = logging.getLogger("batchnb.pool")
 _open_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 _default_ledger: Ledger | None = None
 _ledger_lock = threading.Lock()
@@ -143,10 +145,15 @@ class Pool:
             raise BackendError(f"backend {self._backend.name!r} cannot preempt nodes")
         if node_id not in self._backend.requested():
             raise SpecError("node_id", node_id, f"not a node of pool {self.name!r}")
+        if not self._backend.preemptible(node_id):
+            raise SpecError("node_id", node_id, f"backend {self._backend.name!r} can preempt spot nodes only")
         def evict():
             # Requeue first, then kill, on the dispatcher's thread: no result of this node is
             # gathered from a dead worker in between (that would count as a failure).
+            node = self._dispatcher.nodes.nodes.get(node_id)
+            address = node.address if node is not None else None
             self._dispatcher.node_lost(node_id, NodeState.PREEMPTED, "preempted")
+            self._kill_task_processes([address] if address else [])
             self._backend.preempt(node_id)
         self._dispatcher.call(evict)
         delay = _config.seconds("preempt-return-after")
@@ -190,14 +197,28 @@ class Pool:
         for ext in reversed(self._extensions):
             ext.stop()
         try:
+            # The dispatcher stops first, so that the tasks killed next stay 'running' in the
+            # ledger (a resume runs them again) instead of being recorded as failures; and
+            # its lease renewals stop before the leases are released.
+            self._dispatcher.close()
+            self._kill_task_processes(None)
             for job in list(self._dispatcher.jobs.values()):
                 self.ledger.release_lease(job.spec.id, self._owner)
-            self._dispatcher.close()
         finally:
             try:
                 self.client.close(timeout=10)
             finally:
                 self._backend.close()
+
+    def _kill_task_processes(self, addresses: list | None) -> None:
+        """Task processes run in sessions of their own, so a worker's death would not end them."""
+        from . import runner
+        if addresses == []:
+            return
+        try:
+            self.client.run(runner.kill_all, workers=addresses)
+        except Exception as exc:  # noqa: BLE001 - a worker already gone took its processes' parent along
+            log.debug("could not reach workers to kill task processes: %s", exc)
 
     def __enter__(self):
         return self

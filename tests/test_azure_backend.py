@@ -173,8 +173,9 @@ def test_scheduled_preempt_event_requeues_gracefully_and_node_comes_back(azure, 
 def test_pool_preempt_asks_azure_to_evict_the_spot_vm(azure):
     pool, sdk, _ = azure
     uuid = pool._backend.cluster.uuid
-    with pytest.raises(bnb.BackendError, match="only spot nodes"):
-        pool._backend.preempt("dedicated-0")
+    with pytest.raises(SpecError, match="spot nodes only") as err:
+        pool.preempt("dedicated-0")
+    assert err.value.field == "node_id" and states(pool)["dedicated-0"] == "idle"
     wait_for(lambda: states(pool).get("spot-1") == "idle", 60, "spot-1 up")
     pool.preempt("spot-1")
     assert sdk.ops("virtual_machines.simulate_eviction")[-1] == ("rg", vm_name(uuid, "spot-1"))

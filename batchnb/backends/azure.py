@@ -264,6 +264,9 @@ class AzureBackend(Backend):
                 self.cluster.worker_spec.pop(node_id, None)
         self._apply()       # the cluster retires the workers and deletes their VMs, disks and NICs
 
+    def preemptible(self, node_id: str) -> bool:
+        return self.requested().get(node_id) == "spot"
+
     def preempt(self, node_id: str) -> None:
         """Ask Azure to evict a spot VM now (what Azure does on its own when it needs the capacity)."""
         if self.requested().get(node_id) != "spot":

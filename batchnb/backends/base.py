@@ -79,6 +79,10 @@ class Backend:
         added = self.scale(group, count)
         return added[0] if added else None
 
+    def preemptible(self, node_id: str) -> bool:
+        """Whether ``preempt(node_id)`` can act on this node (Azure evicts spot VMs only)."""
+        return self.can_preempt and node_id in self.requested()
+
     def preempt(self, node_id: str) -> None:
         """Take a node away at once, as a spot eviction does."""
         from ..errors import BackendError
