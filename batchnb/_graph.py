@@ -53,13 +53,20 @@ class DepGraph:
             raise SpecError("depends_on", unknown[first],
                             f"task {first!r} names task ids that are not in the job ({listing}); "
                             "add the tasks it depends on first, or in the same add_tasks call")
-        cycle = self._find_cycle({t.lower(): tuple(d.lower() for d in deps) for t, deps in items})
+        cycle = self._find_cycle({t.lower(): tuple(d.lower() for d in deps) for t, deps in items},
+                                 through_existing=bool(replacing))
         if cycle:
             names = [batch.get(k) or self.names.get(k, k) for k in cycle]
             raise SpecError("depends_on", names, f"these tasks would form a cycle (each depends on the next): {' -> '.join(names)}")
 
-    def _find_cycle(self, new: dict[str, tuple[str, ...]]) -> list[str] | None:
-        """A cycle through the new edges (existing edges are acyclic), iteratively."""
+    def _find_cycle(self, new: dict[str, tuple[str, ...]], through_existing: bool) -> list[str] | None:
+        """A cycle through the new edges, iteratively.
+
+        Existing tasks never depend on new ones, so a cycle can only run
+        through existing tasks when one of them is being replaced; otherwise
+        the walk stays among the new tasks and an add costs its own size, not
+        the job's.
+        """
         def deps_of(key):
             return new[key] if key in new else self.deps.get(key, ())
         WHITE, GREY, BLACK = 0, 1, 2
@@ -81,7 +88,7 @@ class DepGraph:
                 c = colour.get(nxt, WHITE)
                 if c == GREY:
                     return path[path.index(nxt):] + [nxt]
-                if c == WHITE and (nxt in new or nxt in self.deps):
+                if c == WHITE and (nxt in new or (through_existing and nxt in self.deps)):
                     colour[nxt] = GREY
                     stack.append((nxt, iter(deps_of(nxt))))
                     path.append(nxt)

@@ -177,8 +177,13 @@ class JobOps:
         if job.state != JobState.ACTIVE:
             raise SpecError("job", job.spec.id, f"is {job.state.value} ({job.reason}); it accepts no more tasks")
         slots = self.pool.spec.task_slots_per_node
-        out, adding, replacing = [], [], []
-        for spec in new:
+        out: list = [None] * len(new)       # handles in the order given, no-ops included
+        adding, replacing = [], []
+        for i, spec in enumerate(new):
+            if spec.multi_instance is not None and spec.multi_instance.number_of_instances > 1:
+                raise SpecError("multi_instance", spec.multi_instance.number_of_instances,
+                                f"task {spec.id!r}: multi-instance tasks on several nodes are not supported yet; "
+                                "run mpiexec inside one task (required_slots up to task_slots_per_node)")
             if spec.required_slots > slots:
                 raise SpecError("required_slots", spec.required_slots,
                                 f"task {spec.id!r} needs more slots than a node of pool {self.pool.name!r} has "
@@ -190,7 +195,7 @@ class JobOps:
             old = job.tasks.get(spec.id.lower())
             if old is not None:
                 if old.spec == spec:
-                    out.append(old)
+                    out[i] = old
                     continue
                 if not replace:
                     raise SpecError("task id", spec.id,
@@ -199,18 +204,20 @@ class JobOps:
                 if old.state == TaskState.RUNNING:
                     raise SpecError("task id", spec.id, "is running; it can be replaced once it ends")
                 replacing.append(spec.id)
-            adding.append(spec)
+            adding.append((i, spec))
         if not adding:
             return out
-        job.graph.add([(s.id, s.depends_on) for s in adding], replacing)
+        job.graph.add([(s.id, s.depends_on) for _, s in adding], replacing)
         now = time.time()
         rows, runs = [], []
-        for spec in adding:
+        for i, spec in adding:
             old = job.tasks.pop(spec.id.lower(), None)
             if old is not None:
                 job.counts[old.state] -= 1
-                job.actions.pop(old.key, None)
+                self._unsatisfy(job, old, now)
             tr = TaskRun(spec, job.next_seq, TaskState.PENDING)
+            if old is not None:
+                tr.n = old.n      # attempt numbers never repeat, so a late kill cannot hit the new one
             job.next_seq += 1
             acts = [job.actions.get(d) for d in job.graph.deps[tr.key]]
             tr.unmet = sum(1 for a in acts if a != "satisfy")
@@ -223,13 +230,26 @@ class JobOps:
             job.counts[tr.state] += 1
             rows.append((spec.id, tr.seq, json.dumps(specs.to_dict(spec)), tr.state.value))
             runs.append(tr)
+            out[i] = tr
         # Written before it is seen: the add returns only once the ledger has the tasks.
         self.ledger.add_tasks(job.spec.id, rows, now, replace_ids=replacing)
         for tr in runs:
             if tr.state == TaskState.ACTIVE:
                 self.push_ready(job, tr)
         self.events.append(TasksAdded(job.spec.id, len(runs), now, dict(Counter(t.state.value for t in runs))))
-        return out + runs
+        return out
+
+    def _unsatisfy(self, job: JobRun, old: TaskRun, now: float) -> None:
+        """A replaced task that had satisfied its dependents no longer does: they wait for the new one."""
+        if job.actions.pop(old.key, None) != "satisfy":
+            return
+        for key in job.graph.dependents.get(old.key, ()):
+            dtr = job.tasks.get(key)
+            if dtr is None:
+                continue
+            dtr.unmet += 1
+            if dtr.state == TaskState.ACTIVE and dtr.retry_at is None and dtr.n == 0:
+                self.set_state(job, dtr, TaskState.PENDING, now, reason=f"{old.spec.id} was replaced")
 
     def terminate(self, job: JobRun, reason: str, now: float, state: TaskState = TaskState.CANCELLED) -> None:
         """Kill the job's running processes, cancel the rest, end the job with ``reason``."""

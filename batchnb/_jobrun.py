@@ -18,7 +18,7 @@ from .states import TERMINAL_TASK_STATES, JobState, TaskState
 
 class TaskRun:
     __slots__ = ("key", "spec", "seq", "state", "n", "tries", "requeues", "unmet", "node", "exit_code",
-                 "failure", "retry_at", "dispatched", "has_result")
+                 "failure", "retry_at", "dispatched", "has_result", "losses")
 
     def __init__(self, spec: TaskSpec, seq: int, state: TaskState):
         self.key = spec.id.lower()
@@ -35,6 +35,7 @@ class TaskRun:
         self.retry_at = None     # set while waiting out a retry delay
         self.dispatched = None
         self.has_result = False
+        self.losses = 0          # requeues whose cause may be the task itself (worker crash)
 
 
 @dataclass

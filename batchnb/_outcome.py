@@ -56,12 +56,10 @@ class Outcomes:
         for name, ref in spec.secrets.items():
             value = os.environ.get(ref[4:])
             if value is None:
+                # Not retryable: the variable will not appear by itself.
                 self.set_state(job, tr, TaskState.RUNNING, now, attempts=tr.n, node=tr.node)
-                self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now)
-                self.finished(AttemptRecord(job.spec.id, spec.id, tr.n, node.node_id, now, now,
-                                            category=runner.PREPROCESSING,
-                                            message=f"secrets[{name!r}]: environment variable {ref[4:]!r} "
-                                                    "is not set in the driving process"), now)
+                self.fail_hard(job.key, tr.key, tr.n, f"secrets[{name!r}]: environment variable {ref[4:]!r} "
+                               "is not set in the driving process", now, category=runner.PREPROCESSING)
                 return None
             secrets[name] = value
         req = AttemptRequest(
@@ -108,6 +106,8 @@ class Outcomes:
                 self.events.append(BytesMoved(job.spec.id, tr.spec.id, direction, nbytes, secs, now))
         self._node_health(record)
         if record.category == runner.TERMINATED:
+            self.set_state(job, tr, TaskState.CANCELLED, now, reason=record.message)
+            self.check_done(job, now)
             return
         if ok:
             tr.has_result = record.result is not None or record.result_url is not None
@@ -166,21 +166,38 @@ class Outcomes:
                     self.push_ready(job, dtr)
         else:
             reason = f"dependency {tr.spec.id} {tr.state.value}"
-            for key in job.graph.downstream(tr.key):
+            failure = json.dumps({"category": "blocked", "message": reason})
+            frontier = list(job.graph.dependents.get(tr.key, ()))
+            while frontier:   # breadth first; a blocked task's own dependents are blocked already
+                key = frontier.pop()
                 dtr = job.tasks[key]
-                if dtr.state == TaskState.PENDING:
-                    self.set_state(job, dtr, TaskState.BLOCKED, now, reason=reason,
-                                   failure=json.dumps({"category": "blocked", "message": reason}))
-                    job.actions[key] = "block"
+                if dtr.state != TaskState.PENDING:
+                    continue
+                self.set_state(job, dtr, TaskState.BLOCKED, now, reason=reason, failure=failure)
+                job.actions[key] = "block"
+                frontier.extend(job.graph.dependents.get(key, ()))
         if job_action in ("terminate", "disable") and job.state == JobState.ACTIVE:
             self.terminate(job, "task_failed", now)
         self.check_done(job, now)
 
-    def requeue(self, job_key: str, task_key: str, n: int, now: float, reason: str) -> None:
-        """The node went away under a running attempt: run it again; it is not a retry."""
+    def requeue(self, job_key: str, task_key: str, n: int, now: float, reason: str, crash: bool = True) -> None:
+        """The node went away under a running attempt: run it again; it is not a retry.
+
+        Preemptions requeue without limit, as in Azure; losses that may be the
+        task's own doing (its worker died or restarted) requeue at most
+        ``batchnb.max-node-losses`` times, then the task fails (category crash).
+        """
         job, tr = self._lookup(job_key, task_key)
         if tr is None or tr.n != n or tr.state != TaskState.RUNNING:
             return
+        if crash:
+            tr.losses += 1
+            if tr.losses > int(_config.get("max-node-losses")):
+                self.pool._task_ended(job, tr, now)
+                self.fail_hard(job_key, task_key, n, f"its node was lost under it {tr.losses} times "
+                               f"(last: {reason}); does the task kill its worker, e.g. by running out of memory?",
+                               now)
+                return
         self.pool._task_ended(job, tr, now)
         self.batch.attempt(job.spec.id, tr.spec.id, n, state="requeued", end=now, category=runner.NODE_LOST,
                            message=reason)
@@ -198,6 +215,18 @@ class Outcomes:
         if tr is not None:
             self.finished(AttemptRecord(job.spec.id, tr.spec.id, n, node_id, tr.dispatched or now, now,
                                         category=runner.CRASH, message=reason), now)
+
+    def fail_hard(self, job_key: str, task_key: str, n: int, message: str, now: float,
+                  category: str = runner.CRASH) -> None:
+        """End a running attempt as a final failure, with no retry."""
+        job, tr = self._lookup(job_key, task_key)
+        if tr is None or tr.n != n or tr.state != TaskState.RUNNING:
+            return
+        self.batch.attempt(job.spec.id, tr.spec.id, n, state="failed", end=now, category=category, message=message)
+        tr.failure = message
+        self.set_state(job, tr, TaskState.FAILED, now, reason=message,
+                       failure=json.dumps({"category": category, "message": message, "node": tr.node}))
+        self.resolve(job, tr, False, None, category, now)
 
     def check_done(self, job, now: float) -> None:
         if job.state == JobState.ACTIVE and job.tasks and job.idle \

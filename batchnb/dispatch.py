@@ -107,8 +107,22 @@ class Dispatcher(Outcomes, JobOps):
                 self._turn(items)
             except Exception:  # the loop must survive anything; the ledger has the truth
                 log.exception("batchnb dispatcher turn failed")
-                self.batch = Batch()
-                self.events = []
+                try:       # keep what this turn recorded before it failed
+                    self.flush()
+                except Exception:  # noqa: BLE001 - the ledger itself failed: drop the turn
+                    log.exception("batchnb could not record a failed turn")
+                    self.batch, self.events = Batch(), []
+        self._answer_late_calls()
+
+    def _answer_late_calls(self) -> None:
+        """Calls queued while the pool closed get an error, never a wait that cannot end."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if item[0] == "call" and item[4] is not None:
+                item[4].set_exception(RuntimeError("the pool was closed; make a new bnb.Pool(...)"))
 
     def _turn(self, items: list) -> None:
         done = []
@@ -116,9 +130,15 @@ class Dispatcher(Outcomes, JobOps):
             if item[0] == "call":
                 _, fn, args, kwargs, reply = item
                 try:
-                    reply.set_result(fn(*args, **kwargs))
+                    result = fn(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    reply.set_exception(exc)
+                    if reply is None:
+                        log.exception("batchnb: %s failed on the dispatcher", getattr(fn, "__name__", fn))
+                    else:
+                        reply.set_exception(exc)
+                else:
+                    if reply is not None:
+                        reply.set_result(result)
             elif item[0] == "done":
                 done.append(item[1])
         if done:
@@ -128,7 +148,11 @@ class Dispatcher(Outcomes, JobOps):
         if now >= self._next_poll:
             self._poll_nodes(now)
         while self.timers and self.timers[0][0] <= now:
-            heapq.heappop(self.timers)[2]()
+            fn = heapq.heappop(self.timers)[2]
+            try:
+                fn()
+            except Exception:  # one timer's failure must not stop the others
+                log.exception("batchnb timer %r failed", fn)
         self._schedule(now)
         self.flush()
 
@@ -163,6 +187,9 @@ class Dispatcher(Outcomes, JobOps):
             node = self.nodes.nodes.get(w.name)
             if node is not None and node.address is None and node.gone == w.address:
                 continue          # lost (e.g. preempted) and not yet dropped by the scheduler
+            if node is not None and node.address is not None and node.address != w.address:
+                # Restarted (e.g. its nanny after an out-of-memory kill) before we saw it go.
+                self.node_lost(node.node_id, NodeState.OFFLINE, "the worker process restarted")
             if node is None or node.address != w.address:
                 ready = self.pool._node_joined(w, now)
                 node = self.nodes.up(w.name, w.address, w.group, w.slots, now, ready=ready)
@@ -200,11 +227,11 @@ class Dispatcher(Outcomes, JobOps):
         node = self.nodes.nodes.get(node_id)
         if node is None:
             return
-        self.requeue_node(node_id, reason, now)
+        self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED)
         self.nodes.lost(node_id, state, now)
         self._node_event(node, now, reason)
 
-    def requeue_node(self, node_id: str, reason: str, now: float | None = None) -> list:
+    def requeue_node(self, node_id: str, reason: str, now: float | None = None, crash: bool = False) -> list:
         """Requeue every attempt running on ``node_id`` (its Dask futures are cancelled)."""
         now = time.time() if now is None else now
         requeued = []
@@ -214,13 +241,13 @@ class Dispatcher(Outcomes, JobOps):
                 fut.cancel()
                 self.nodes.give_back(node_id, key, slots, now)
                 for job_key, task_key, n in members:
-                    self.requeue(job_key, task_key, n, now, reason)
+                    self.requeue(job_key, task_key, n, now, reason, crash=crash)
                     requeued.append((job_key, task_key))
         return requeued
 
     def post(self, fn: Callable, *args) -> None:
         """Run ``fn(*args)`` on the dispatcher's thread soon, without waiting (safe from Dask callbacks)."""
-        self._q.put(("call", fn, args, {}, cf.Future()))
+        self._q.put(("call", fn, args, {}, None))
 
     # -- dispatching -----------------------------------------------------------
     def push_ready(self, job: JobRun, tr: TaskRun) -> None:
@@ -299,30 +326,47 @@ class Dispatcher(Outcomes, JobOps):
             self.nodes.give_back(entry[1], fut.key, entry[3], now)
             if fut.status == "finished":
                 finished.append((fut, entry))
-            else:
-                reason = "the Dask task was cancelled" if fut.status == "cancelled" else self._error_text(fut)
+            elif fut.status == "error":       # the Dask task itself failed (the runner never raises)
+                reason = self._error_text(fut)
                 for job_key, task_key, n in entry[2]:
                     self.crashed(job_key, task_key, n, entry[1], reason, now)
-        if finished:
-            try:
-                results = self.client.gather([f for f, _ in finished], errors="raise")
-            except Exception as exc:  # the worker died between finishing and our gather
-                for _fut, entry in finished:
-                    for job_key, task_key, n in entry[2]:
-                        self.crashed(job_key, task_key, n, entry[1], f"result lost: {exc}", now)
-                return
-            for (fut, entry), result in zip(finished, results):
-                records = result if isinstance(result, list) else [result]
-                for record in records:
+            else:                             # cancelled, or its result was lost with its worker
+                fut.cancel()
+                for job_key, task_key, n in entry[2]:
+                    self.requeue(job_key, task_key, n, now, f"the Dask task was {fut.status}")
+        if not finished:
+            return
+        try:
+            results = self.client.gather([f for f, _ in finished], errors="raise")
+        except Exception:  # noqa: BLE001 - one lost result: take them one by one
+            results = [self._gather_one(f) for f, _ in finished]
+        for (fut, entry), result in zip(finished, results):
+            if result is None:    # its worker died between finishing and our gather: run it again
+                fut.cancel()
+                for job_key, task_key, n in entry[2]:
+                    self.requeue(job_key, task_key, n, now, "the result was lost with its worker")
+                continue
+            for record in (result if isinstance(result, list) else [result]):
+                try:
                     self.finished(record, now)
-                    took = max(0.0, record.end - record.start)
-                    a = self._avg_task_seconds
-                    self._avg_task_seconds = took if a is None else 0.9 * a + 0.1 * took
+                except Exception as exc:  # noqa: BLE001 - this task fails; the others go on
+                    log.exception("batchnb could not record the end of %s/%s", record.job_id, record.task_id)
+                    self.fail_hard(record.job_id.lower(), record.task_id.lower(), record.attempt,
+                                   f"batchnb could not record the attempt: {type(exc).__name__}: {exc}", now)
+                took = max(0.0, record.end - record.start)
+                a = self._avg_task_seconds
+                self._avg_task_seconds = took if a is None else 0.9 * a + 0.1 * took
+
+    def _gather_one(self, fut):
+        try:
+            return self.client.gather(fut, errors="raise")
+        except Exception:  # noqa: BLE001 - lost: the caller requeues it
+            return None
 
     @staticmethod
     def _error_text(fut) -> str:
         try:
-            exc = fut.exception(timeout=5)
+            exc = fut.exception(timeout=1)
         except Exception as err:  # noqa: BLE001
             exc = err
         return f"{type(exc).__name__}: {exc}"

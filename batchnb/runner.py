@@ -109,12 +109,21 @@ def kill_attempts(keys) -> int:
     for key in keys:
         key = tuple(key)
         with _running_lock:
+            if len(_terminated) > 10_000:   # kills that met no process: forget old ones
+                _terminated.clear()
             _terminated.add(key)
             proc = _running.get(key)
         if proc is not None:
             _proctree.kill_tree(proc)
             killed += 1
     return killed
+
+
+def kill_all() -> int:
+    """Kill every task process of this worker (its node is preempted or its pool closes)."""
+    with _running_lock:
+        keys = list(_running)
+    return kill_attempts(keys)
 
 
 async def kill_attempts_soon(keys) -> int:
@@ -196,7 +205,10 @@ def run_attempt(req: AttemptRequest) -> AttemptRecord:
 
 def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
     dirs = node_dirs(req.node_root, node_id)
-    needs_dir = req.command is not None or req.inputs or req.outputs or req.max_wall_clock is not None
+    # Inline when nothing needs a process of its own: a wall clock to enforce, or
+    # environment variables (the worker's environment is shared by its slots).
+    inline = req.python is not None and req.max_wall_clock is None and not req.env and not req.secrets
+    needs_dir = not inline or req.inputs or req.outputs
     task_dir = dirs["workitems"] / req.job_id / req.task_id / str(req.attempt)
     wd = task_dir / "wd"
     if needs_dir:
@@ -221,7 +233,7 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
         _terminated.discard(key)
         record.category, record.message = TERMINATED, "killed by job.terminate() before it started"
         return
-    if req.python is not None and req.max_wall_clock is None:
+    if inline:
         _run_python_inline(req, record, task_dir if needs_dir else None)
     else:
         _run_process(req, record, dirs, task_dir, wd, node_id, key)

@@ -146,7 +146,8 @@ class Retry:
 
     def delay_before(self, attempt: int, rng=random.random) -> float:
         """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
-        base = min(self.max_delay, self.delay * self.backoff ** max(0, attempt - 1))
+        # The exponent is capped: with unlimited retries 2.0**1025 would overflow.
+        base = min(self.max_delay, self.delay * self.backoff ** min(max(0, attempt - 1), 64))
         return max(0.0, base * (1 + self.jitter * (2 * rng() - 1)))
 
 
@@ -213,11 +214,11 @@ class ExitConditions:
         return cls(tuple(codes), tuple(ranges), **named)
 
     def options_for(self, exit_code: int | None, category: str | None = None) -> ExitOptions | None:
-        """The options that apply; None when nothing matches (Azure's defaults then)."""
-        if category == "preprocessing" and self.pre_processing_error:
-            return self.pre_processing_error
-        if category == "upload" and self.file_upload_error:
-            return self.file_upload_error
+        """The options that apply; None when nothing matches (Azure's defaults then).
+
+        As in Azure Batch, a match on the exit code or a range of codes takes
+        precedence over the pre-processing and file-upload options.
+        """
         if exit_code is not None:
             for code, opts in self.codes:
                 if code == exit_code:
@@ -225,6 +226,10 @@ class ExitConditions:
             for (lo, hi), opts in self.ranges:
                 if lo <= exit_code <= hi:
                     return opts
+        if category == "preprocessing" and self.pre_processing_error:
+            return self.pre_processing_error
+        if category == "upload" and self.file_upload_error:
+            return self.file_upload_error
         return self.default if exit_code != 0 or category else None
 
 

@@ -349,3 +349,115 @@ def test_pool_validation_names_the_field():
         bnb.Pool("p", backend="nowhere")
     with pytest.raises(bnb.SpecError, match="dedicated"):
         bnb.Pool("p", dedicated=-1)
+
+
+# -- found in review: each of these hung, lost work or answered wrongly before its fix --
+
+def test_a_task_that_kills_its_worker_is_requeued_then_fails(pool2, unique):
+    import dask
+
+    def die():
+        import os as o
+        import signal
+        o.kill(o.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+    with dask.config.set({"batchnb.max-node-losses": 1}):
+        job = pool2.job(unique)
+        t = job.submit(die, task_id="die")
+        result = job.wait(timeout=120, quiet=True)
+    assert t.state == bnb.TaskState.FAILED
+    assert t.failure["category"] == "crash" and "lost under it 2 times" in t.failure["message"]
+    assert [a["state"] for a in t.attempts][:1] == ["requeued"] and t.requeue_count == 1
+    assert result.counts == {"failed": 1}
+    deadline = time.monotonic() + 30   # the nanny brought the workers back
+    while len([n for n in pool2.nodes() if n.state in ("idle", "running")]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len([n for n in pool2.nodes() if n.state in ("idle", "running")]) == 2
+
+
+def test_a_secret_gone_at_dispatch_fails_the_task_and_the_engine_goes_on(pool2, unique, monkeypatch):
+    monkeypatch.setenv("BATCHNB_TEST_TOKEN", "s3cret")
+    job = pool2.job(unique)
+    job.add_task("first", "sleep 0.5")
+    t = job.add_task("needs", "echo $TOKEN", secrets={"TOKEN": "env:BATCHNB_TEST_TOKEN"}, depends_on=["first"],
+                     retry=bnb.Retry(max=-1, backoff=1.0))
+    monkeypatch.delenv("BATCHNB_TEST_TOKEN")
+    job.wait(timeout=30, quiet=True)
+    assert t.state == bnb.TaskState.FAILED and "BATCHNB_TEST_TOKEN" in t.failure["message"]
+    assert "s3cret" not in str(job.ledger.attempts(job.id))
+    assert pool2.nodes()  # the dispatcher still answers
+
+
+def test_replacing_a_finished_dependency_makes_dependents_wait_for_the_new_one(pool2, unique, tmp_path):
+    job = pool2.job(unique)
+    job.add_task("a", "true")
+    gate = tmp_path / "gate"
+    job.add_task("b", f"while [ ! -f {gate} ]; do sleep 0.05; done")
+    d = job.add_task("d", "true", depends_on=["a", "b"])
+    job.task("a").wait(timeout=30)
+    job.add_task("a", "sleep 0.3; true", replace=True)
+    gate.touch()
+    job.wait(timeout=30, quiet=True)
+    a_end = job.task("a").attempts[-1]["end"]
+    assert d.state == bnb.TaskState.SUCCEEDED
+    assert d.attempts[0]["dispatched"] >= a_end  # it waited for the new a, not the old one
+    assert job.task("a").attempts[-1]["n"] == 2  # attempt numbers go on across a replace
+
+
+def test_handles_of_another_job_are_refused(pool2, unique):
+    one, two = pool2.job(unique + "-1"), pool2.job(unique + "-2")
+    h = one.submit(abs, -1, task_id="x")
+    with pytest.raises(bnb.SpecError, match="is a task of job"):
+        two.submit(abs, h, task_id="y")
+    one.wait(timeout=30, quiet=True)
+
+
+def test_python_tasks_get_their_environment(pool2, unique):
+    def read():
+        import os as o
+        return o.environ.get("QUALITY"), o.environ.get("AZ_BATCH_TASK_ID")
+    job = pool2.job(unique)
+    t = job.submit(read, env={"QUALITY": "90"}, task_id="read")
+    job.wait(timeout=60, quiet=True)
+    assert t.result() == ("90", "read")
+
+
+def test_bulk_add_returns_handles_in_the_order_given(pool2, unique):
+    job = pool2.job(unique)
+    job.add_task("x2", "true")
+    tasks = job.add_tasks([bnb.TaskSpec("x1", "true"), bnb.TaskSpec("x2", "true"), bnb.TaskSpec("x3", "true")])
+    assert [t.task_id for t in tasks] == ["x1", "x2", "x3"]
+    job.wait(timeout=30, quiet=True)
+
+
+def test_multi_instance_is_refused_not_ignored(pool2, unique):
+    job = pool2.job(unique)
+    with pytest.raises(bnb.SpecError, match="multi_instance"):
+        job.add_task("mpi", "mpiexec hostname", multi_instance=bnb.MultiInstance(3, "echo coord"))
+
+
+def test_waiting_on_a_job_with_no_tasks_returns(pool2, unique):
+    assert pool2.job(unique).wait(timeout=5, quiet=True).counts == {}
+
+
+def test_no_task_process_outlives_preemption_or_close(tmp_path):
+    from batchnb.ledger import Ledger
+    pids = tmp_path / "pids"
+    with bnb.Pool("orphans", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        job = pool.job("orphans")
+        job.add_tasks([bnb.TaskSpec(f"s{i}", f"echo $$ >> {pids}; exec sleep 300") for i in range(2)])
+        deadline = time.monotonic() + 30
+        while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spot_pid = None
+        for t in ("s0", "s1"):
+            if job.task(t).attempts[-1]["node"] == "spot-0":
+                spot_pid = True
+        pool.preempt("spot-0")
+    started = [int(p) for p in pids.read_text().split()]
+    assert spot_pid and len(started) >= 2
+    deadline = time.monotonic() + 10
+    alive = lambda: [p for p in started if psutil.pid_exists(p)  # noqa: E731
+                     and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive() == []

@@ -150,3 +150,14 @@ def test_job_file_round_trip(tmp_path):
     text = "id: thumbs\ntasks:\n  - {id: a, command: echo A, depdens_on: [x]}\n"
     with pytest.raises(bnb.SpecError, match="depdens_on"):
         s.loads(text)
+
+
+def test_unlimited_retries_never_overflow_the_backoff():
+    assert s.Retry(max=-1, delay="1s", backoff=2.0, max_delay="5m", jitter=0).delay_before(5000) == 300
+
+
+def test_exit_codes_take_precedence_over_upload_errors_as_in_azure():
+    ec = s.ExitConditions.from_mapping({0: bnb.ExitOptions(dependency_action="satisfy"),
+                                        "file_upload_error": bnb.ExitOptions(dependency_action="block")})
+    assert ec.options_for(0, "upload").dependency_action == "satisfy"
+    assert ec.options_for(None, "upload").dependency_action == "block"
