@@ -96,15 +96,21 @@ class Pool:
         self._price_table = check_prices(price_table, self.spec)
         self._backend = get_backend(backend)(self.spec, **backend_options)
         self.client = self._backend.start()
-        home = _config.home()
-        self._node_root = self._backend.node_root or str(home / "nodes" / self.name)
-        self._results_url = _config.get("results-url") or Path(home / "results").as_uri()
-        self._closed = False
-        self._extensions = make_extensions(self)
-        self._dispatcher = Dispatcher(self, self.client, self.ledger, self.bus)
-        self._dispatcher.start()
-        for ext in self._extensions:
-            ext.start()
+        try:
+            home = _config.home()
+            self._node_root = self._backend.node_root or str(home / "nodes" / self.name)
+            self._results_url = _config.get("results-url") or Path(home / "results").as_uri()
+            self._closed = False
+            self._extensions = make_extensions(self)
+            self._dispatcher = Dispatcher(self, self.client, self.ledger, self.bus)
+            self._dispatcher.start()
+            for ext in self._extensions:
+                ext.start()
+        except BaseException:
+            # Nothing may keep running behind a Pool(...) that raised.
+            self.client.close()
+            self._backend.close()
+            raise
         _open_pools.add(self)
 
     # -- the public surface ------------------------------------------------------
