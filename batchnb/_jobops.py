@@ -36,7 +36,7 @@ def kill_leftovers(pool_name: str, job_id: str, attempts: set) -> set:
     import psutil
     from . import _config
     home = str(_config.home())
-    found = set()
+    found, procs = set(), []
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
@@ -50,8 +50,11 @@ def kill_leftovers(pool_name: str, job_id: str, attempts: set) -> set:
             try:
                 proc.kill()
                 found.add(key)
+                procs.append(proc)
             except psutil.Error:
                 pass
+    # Gone before the tasks are queued again, not merely signalled.
+    psutil.wait_procs(procs, timeout=5)
     return found
 
 
