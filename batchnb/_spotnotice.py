@@ -118,7 +118,9 @@ class ScheduledEventsPlugin(WorkerPlugin):
             log.warning("worker %s: Azure scheduled event %s (%s); leaving in %ss", self.worker.name,
                         event.get("EventType"), event.get("EventId"), self.grace)
             await asyncio.sleep(self.grace)   # the pool requeues meanwhile; nothing new comes here
-            await self.worker.close_gracefully(reason=f"azure-{str(event.get('EventType')).lower()}")
+            # A task of its own: closing tears this plugin down, which cancels the watch.
+            asyncio.ensure_future(self.worker.close_gracefully(
+                reason=f"azure-{str(event.get('EventType')).lower()}"))
 
 
 class SpotNoticeExtension(PoolExtension):

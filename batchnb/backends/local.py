@@ -9,6 +9,7 @@ comes back later under the same id.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import logging
@@ -130,9 +131,12 @@ class LocalBackend(Backend):
         from distributed.core import Status
         # A worker that left by itself (an eviction notice closes it gracefully) is still
         # listed by the cluster, which would then never start it again: drop it first.
+        # (Its nanny waits in closing_gracefully for the cluster to close it.)
         stale = self.cluster.workers.get(node_id)
-        if stale is not None and getattr(stale, "status", None) in (Status.closing, Status.closed, Status.failed):
+        if stale is not None and getattr(stale, "status", None) in (
+                Status.closing_gracefully, Status.closing, Status.closed, Status.failed):
             self.cluster.workers.pop(node_id, None)
+            asyncio.ensure_future(stale.close())
         self._add(group, node_id)
         await self.cluster._correct_state()
 

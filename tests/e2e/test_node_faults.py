@@ -188,3 +188,47 @@ def test_app_package_on_every_node_for_the_start_task(tmp_path, fast_nodes):
         tasks = [job.add_task(f"t{i}", 'cat "$AZ_BATCH_NODE_SHARED_DIR/tool.txt"') for i in range(4)]
         assert job.wait(timeout=60).ok
     assert {t.stdout().strip() for t in tasks} == {"tool on dedicated-0", "tool on dedicated-1"}
+
+
+def test_scheduled_events_notice_on_a_local_pool_requeues_and_the_node_returns(tmp_path, fast_nodes):
+    """The eviction-notice path of any backend: a tiny scheduled-events endpoint on 127.0.0.1."""
+    import http.server
+    import json
+
+    from batchnb._spotnotice import ScheduledEventsPlugin, SpotNoticeExtension
+    doc = {"DocumentIncarnation": 0, "Events": []}
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metadata/scheduledevents"
+    try:
+        with bnb.Pool("notice", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+            pool.client.register_plugin(ScheduledEventsPlugin(url, vm_name_template="{node_id}", poll_interval=0.1,
+                                                              grace=0.3))
+            job = pool.job("noticed", max_task_retries=0)
+            for i in range(2):
+                job.add_task(f"t{i}", "sleep 1.5")
+            on_spot = wait_for(lambda: next((t.id for t in job.tasks() if t.node == "spot-0"), None), 20,
+                               "a task on spot-0")
+            doc["Events"] = [{"EventId": "e1", "EventType": "Preempt", "Resources": ["spot-0"],
+                              "EventStatus": "Scheduled", "NotBefore": "Wed, 25 Nov 2026 08:00:00 GMT"}]
+            notices = wait_for(lambda: pool.extension(SpotNoticeExtension).notices, 10, "the notice")
+            doc["Events"] = []                        # the evicted machine's events go with it
+            assert {n.id: n.state for n in pool.nodes()}["spot-0"] == "preempted"
+            assert job.wait(timeout=30).ok
+            wait_for(lambda: {n.id: n.state for n in pool.nodes()}.get("spot-0") == "idle", 20, "spot-0 back")
+    finally:
+        server.shutdown()
+    assert notices[0]["event_id"] == "e1" and notices[0]["node_id"] == "spot-0"
+    assert [a["state"] for a in job.task(on_spot).attempts] == ["requeued", "succeeded"]
+    assert job.task(on_spot).requeue_count == 1
