@@ -53,6 +53,7 @@ class JobRun:
     deadline: float | None = None
     budget_warned: bool = False
     owner: str = ""                                     # the lease holder: this process
+    adopted: float = 0.0                                # when this process took the job on
     actions: dict = field(default_factory=dict)          # key -> 'satisfy' | 'block', once final
     changed: threading.Condition = field(default_factory=threading.Condition)
 

@@ -125,25 +125,39 @@ class Dispatcher(Outcomes, JobOps):
                 item[4].set_exception(RuntimeError("the pool was closed; make a new bnb.Pool(...)"))
 
     def _turn(self, items: list) -> None:
-        done = []
-        for item in items:
-            if item[0] == "call":
-                _, fn, args, kwargs, reply = item
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    if reply is None:
-                        log.exception("batchnb: %s failed on the dispatcher", getattr(fn, "__name__", fn))
-                    else:
-                        reply.set_exception(exc)
+        done, replies = [], []
+        try:
+            for item in items:
+                if item[0] == "call":
+                    _, fn, args, kwargs, reply = item
+                    try:
+                        replies.append((reply, fn(*args, **kwargs), None))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        if reply is None:
+                            log.exception("batchnb: %s failed on the dispatcher", getattr(fn, "__name__", fn))
+                        replies.append((reply, None, exc))
+                elif item[0] == "done":
+                    done.append(item[1])
+            if done:
+                self._collect(done)
+        finally:
+            # Callers hear back only once the turn's writes are in the ledger, so what
+            # they read next shows them; if recording failed, they hear that.
+            try:
+                self.flush()
+                unrecorded = None
+            except Exception as exc:  # noqa: BLE001 - answered below, then raised to the loop
+                unrecorded = exc
+            for reply, result, exc in replies:
+                if reply is None or reply.done():
+                    continue
+                exc = exc or (unrecorded and RuntimeError(f"batchnb could not record this change: {unrecorded}"))
+                if exc is None:
+                    reply.set_result(result)
                 else:
-                    if reply is not None:
-                        reply.set_result(result)
-            elif item[0] == "done":
-                done.append(item[1])
-        if done:
-            self._collect(done)
-        self.flush()
+                    reply.set_exception(exc)
+            if unrecorded is not None:
+                raise unrecorded
         now = time.time()
         if now >= self._next_poll:
             self._poll_nodes(now)

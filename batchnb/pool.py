@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
-import socket
 import threading
-import time
-import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +19,7 @@ from ._extensions import make_extensions
 from .dispatch import Dispatcher
 from .errors import BackendError, SpecError
 from .events import EventBus
-from .ledger import Ledger
+from .ledger import Ledger, owner_id
 from .spec import JobSpec, PoolSpec
 from .states import NodeState
 
@@ -89,7 +85,7 @@ class Pool:
         self._chaos_options = ChaosOptions.from_value(chaos)
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
         self.bus = EventBus()
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._owner = owner_id()
         self._lease_ttl = _config.seconds("lease-ttl")
         self._storage_options = {**(_config.get("storage-options") or {}), **(storage_options or {})}
         from ._cost_ext import check_prices   # an unknown vm_size fails here, before any node starts
