@@ -39,31 +39,20 @@ def open_job(pool, job_id, options: dict) -> "Job":
     if run is None:
         row = pool.ledger.job(spec.id)
         if row is None:
-            run = _call_flushed(disp, disp.create_job, spec, pool._owner)
+            run = disp.call(disp.create_job, spec, pool._owner, timeout=None)
         else:
             _check_same(spec, row)
             holder = pool.ledger.acquire_lease(spec.id, pool._owner, pool._lease_ttl)
             if holder is not None:
                 raise LeaseHeld(f"job {spec.id!r} is being dispatched by another live process ({holder}); "
                                 f"use bnb.Job.attach({spec.id!r}) to watch it, or wait for its lease to expire")
-            run = _call_flushed(disp, disp.resume_job, row, pool._owner)
+            run = disp.call(disp.resume_job, row, pool._owner, timeout=None)  # a large job takes long
     else:
         _check_same(spec, {"spec": json.dumps(specs.to_dict(run.spec))})
     job = Job(pool, run)
     if tasks:
         job.add_tasks(tasks)
     return job
-
-
-def _call_flushed(disp, fn, *args):
-    """``disp.call(fn, *args)``, with the turn's writes committed before it returns,
-    so that what the caller reads from the ledger next already shows them."""
-    def run():
-        out = fn(*args)
-        disp.flush()
-        return out
-    # No time limit: resuming a job of a million tasks takes as long as it takes.
-    return disp.call(run, timeout=None)
 
 
 def _check_same(spec: specs.JobSpec, row: dict) -> None:
@@ -273,7 +262,7 @@ class Job:
         if self.pool is not None and not self.pool._closed:
             disp = self.pool._dispatcher
             if disp.call(lambda: disp.jobs.get(self._run.key) is self._run):
-                _call_flushed(disp, disp.terminate, self._run, reason, time.time())
+                disp.call(disp.terminate, self._run, reason, time.time(), timeout=None)
                 return
         from ._api import terminate_job
         terminate_job(self.id, self.ledger, reason)
