@@ -70,7 +70,8 @@ class Outcomes:
             storage_options=self.pool._storage_options,
             result_url=f"{self.pool._results_url}/{job.spec.id}/{spec.id}/{tr.n}.pkl",
             result_inline_max=int(_config.get("result-inline-max")),
-            dep_results=self._dep_results(job, spec) if spec.python else {})
+            dep_results=self._dep_results(job, spec) if spec.python else {},
+            app_packages=tuple((p.name, p.version, None) for p in self.pool.spec.app_packages))
         self.set_state(job, tr, TaskState.RUNNING, now, attempts=tr.n, node=tr.node)
         self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now)
         self.pool._task_started(job, tr, node, now)

@@ -167,6 +167,8 @@ def task_environment(req: AttemptRequest, node_id: str, dirs: dict, task_dir: Pa
         "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if hosts[0] == node_id else "false",
     }
     for name, version, folder in req.app_packages:
+        # The pool unpacks each package once per node, before the start task.
+        folder = folder or str(dirs["applications"] / f"{name}_{version}")
         env[f"AZ_BATCH_APP_PACKAGE_{name}_{version}".replace(".", "_").replace("-", "_")] = folder
     env.update(req.env)
     env.update(req.secrets)

@@ -186,8 +186,10 @@ def test_app_package_on_every_node_for_the_start_task(tmp_path, fast_nodes):
                   app_packages=[bnb.AppPackage("tool", "1", (tmp_path / "tool.zip").as_uri())]) as pool:
         job = pool.job("uses-tool", max_task_retries=0)
         tasks = [job.add_task(f"t{i}", 'cat "$AZ_BATCH_NODE_SHARED_DIR/tool.txt"') for i in range(4)]
+        uses = job.add_task("package-dir", 'test -f "$AZ_BATCH_APP_PACKAGE_tool_1/tool.sh" && echo found')
         assert job.wait(timeout=60).ok
     assert {t.stdout().strip() for t in tasks} == {"tool on dedicated-0", "tool on dedicated-1"}
+    assert uses.stdout().strip() == "found"  # tasks see the package too, as in Azure
 
 
 def test_scheduled_events_notice_on_a_local_pool_requeues_and_the_node_returns(tmp_path, fast_nodes):
