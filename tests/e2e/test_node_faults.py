@@ -188,7 +188,11 @@ def test_app_package_on_every_node_for_the_start_task(tmp_path, fast_nodes):
         tasks = [job.add_task(f"t{i}", 'cat "$AZ_BATCH_NODE_SHARED_DIR/tool.txt"') for i in range(4)]
         uses = job.add_task("package-dir", 'test -f "$AZ_BATCH_APP_PACKAGE_tool_1/tool.sh" && echo found')
         assert job.wait(timeout=60).ok
-    assert {t.stdout().strip() for t in tasks} == {"tool on dedicated-0", "tool on dedicated-1"}
+        node_root = Path(pool._node_root)
+    # Each task found its own node's start-task output (which node takes which task is timing).
+    assert all(t.stdout().strip() == f"tool on {t.attempts[-1]['node']}" for t in tasks)
+    for node in ("dedicated-0", "dedicated-1"):     # and the start task ran on every node
+        assert (node_root / node / "shared" / "tool.txt").read_text().strip() == f"tool on {node}"
     assert uses.stdout().strip() == "found"  # tasks see the package too, as in Azure
 
 
