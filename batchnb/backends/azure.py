@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import itertools
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ from .._spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
 from .._starttask import bootstrap_script
 from ..errors import BackendError, SpecError
 from ._azure_rest import RestShapedCompute, RestShapedNetwork
-from .base import GROUPS, Backend
+from .base import SpecClusterBackend
 
 log = logging.getLogger("batchnb.azure")
 
@@ -126,7 +125,7 @@ class BatchnbAzureVMCluster(AzureVMCluster):
         return {"cls": BatchnbAzureVMWorker, "options": options}
 
 
-class AzureBackend(Backend):
+class AzureBackend(SpecClusterBackend):
     """Nodes as Azure VMs (see the module's docstring for the options).
 
     >>> # bnb.Pool("render", backend="azure", vm_size="Standard_D4s_v5", dedicated=1, spot=8,
@@ -177,9 +176,6 @@ class AzureBackend(Backend):
         if spec.vm_size is None:
             self.cluster_kwargs.pop("vm_size")
         self.cluster = None
-        self._counters = {g: itertools.count() for g in GROUPS}
-        self._nodes: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._config_before = None
 
     # -- what each group's VMs get ---------------------------------------------------
@@ -233,36 +229,8 @@ class AzureBackend(Backend):
             raise
         return client
 
-    def _add(self, group: str, node_id: str | None = None) -> str:
-        node_id = node_id or f"{group}-{next(self._counters[group])}"
-        with self._lock:
-            self.cluster.worker_spec[node_id] = self.cluster.group_spec(group, node_id)
-            self._nodes[node_id] = group
-        return node_id
-
-    def _apply(self) -> None:
-        self.cluster.loop.add_callback(self.cluster._correct_state)
-
-    def requested(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._nodes)
-
-    def scale(self, group: str, count: int) -> list[str]:
-        with self._lock:
-            have = [n for n, g in self._nodes.items() if g == group]
-        added = [self._add(group) for _ in range(count - len(have))]
-        if count < len(have):
-            self.remove(have[count:][::-1])
-        elif added:
-            self._apply()
-        return added
-
-    def remove(self, node_ids: list[str]) -> None:
-        with self._lock:
-            for node_id in node_ids:
-                self._nodes.pop(node_id, None)
-                self.cluster.worker_spec.pop(node_id, None)
-        self._apply()       # the cluster retires the workers and deletes their VMs, disks and NICs
+    def _worker_spec(self, group: str, node_id: str) -> dict:
+        return self.cluster.group_spec(group, node_id)
 
     def preemptible(self, node_id: str) -> bool:
         return self.requested().get(node_id) == "spot"

@@ -95,3 +95,62 @@ class Backend:
 
     def close(self) -> None:
         pass
+
+
+class SpecClusterBackend(Backend):
+    """A backend whose nodes are entries of a ``distributed`` SpecCluster's
+    ``worker_spec``, keyed by node id (the local and Azure backends).
+
+    Subclasses make ``self.cluster`` in ``start`` and say what one node's
+    worker spec is in :meth:`_worker_spec`; growing, shrinking and the
+    record of what was requested are shared here.
+    """
+
+    can_scale = True
+
+    def __init__(self, spec: PoolSpec, **options):
+        import itertools
+        import threading
+        super().__init__(spec, **options)
+        self._counters = {g: itertools.count() for g in GROUPS}
+        self._lock = threading.Lock()
+        self._nodes: dict[str, str] = {}          # node id -> group, as requested
+        self.cluster = None
+
+    def _worker_spec(self, group: str, node_id: str) -> dict:
+        raise NotImplementedError
+
+    def requested(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._nodes)
+
+    def _add(self, group: str, node_id: str | None = None) -> str:
+        node_id = node_id or f"{group}-{next(self._counters[group])}"
+        with self._lock:
+            self.cluster.worker_spec[node_id] = self._worker_spec(group, node_id)
+            self._nodes[node_id] = group
+        return node_id
+
+    def _apply(self, wait: bool = False) -> None:
+        """Make the cluster match its worker specs (at once, or soon from its event loop)."""
+        if wait:
+            self.cluster.sync(self.cluster._correct_state)
+        else:
+            self.cluster.loop.add_callback(self.cluster._correct_state)
+
+    def scale(self, group: str, count: int) -> list[str]:
+        with self._lock:
+            have = [n for n, g in self._nodes.items() if g == group]
+        added = [self._add(group) for _ in range(count - len(have))]
+        if count < len(have):
+            self.remove(have[count:][::-1])
+        elif added:
+            self._apply()
+        return added
+
+    def remove(self, node_ids: list[str]) -> None:
+        with self._lock:
+            for node_id in node_ids:
+                self._nodes.pop(node_id, None)
+                self.cluster.worker_spec.pop(node_id, None)
+        self._apply()       # the cluster retires the workers (and, on a cloud, deletes their VMs)

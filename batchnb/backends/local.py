@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import logging
 import os
 import signal
-import threading
 import time
 
 from ..errors import BackendError
-from .base import GROUPS, Backend
+from .base import SpecClusterBackend
 
 
-class LocalBackend(Backend):
+class LocalBackend(SpecClusterBackend):
     """The embedded default: ``bnb.Pool("local")``.
 
     >>> # bnb.Pool("local", dedicated=2, spot=1, task_slots_per_node=2)
@@ -40,10 +38,6 @@ class LocalBackend(Backend):
         self.memory_limit = memory_limit
         self.silence_logs = silence_logs
         self.start_timeout = start_timeout
-        self._counters = {g: itertools.count() for g in GROUPS}
-        self._lock = threading.Lock()
-        self._nodes: dict[str, str] = {}          # node id -> group, as requested
-        self.cluster = None
 
     def start(self):
         from distributed import Client, LocalCluster
@@ -71,39 +65,8 @@ class LocalBackend(Backend):
                 "that makes the pool under `if __name__ == \"__main__\":` in a script") from None
         return client
 
-    def requested(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._nodes)
-
-    def _add(self, group: str, node_id: str | None = None) -> str:
-        node_id = node_id or f"{group}-{next(self._counters[group])}"
-        with self._lock:
-            self.cluster.worker_spec[node_id] = copy.deepcopy(self.cluster.new_spec)
-            self._nodes[node_id] = group
-        return node_id
-
-    def _apply(self, wait: bool = False) -> None:
-        if wait:
-            self.cluster.sync(self.cluster._correct_state)
-        else:
-            self.cluster.loop.add_callback(self.cluster._correct_state)
-
-    def scale(self, group: str, count: int) -> list[str]:
-        with self._lock:
-            have = [n for n, g in self._nodes.items() if g == group]
-        added = [self._add(group) for _ in range(count - len(have))]
-        if count < len(have):
-            self.remove(have[count:][::-1])
-        elif added:
-            self._apply()
-        return added
-
-    def remove(self, node_ids: list[str]) -> None:
-        with self._lock:
-            for node_id in node_ids:
-                self._nodes.pop(node_id, None)
-                self.cluster.worker_spec.pop(node_id, None)
-        self._apply()
+    def _worker_spec(self, group: str, node_id: str) -> dict:
+        return copy.deepcopy(self.cluster.new_spec)
 
     def preempt(self, node_id: str) -> None:
         with self._lock:
