@@ -25,7 +25,6 @@ import time
 
 from . import _config
 from ._cost import merge
-from ._prices import check_job_tags, check_prices  # noqa: F401 - Pool(...) and pool.job(...) call them
 from ._extensions import PoolExtension
 from ._validate import duration
 from .cost import BudgetGuard, Cost, CostMeter, Forecast, forecast

@@ -26,7 +26,7 @@ import bisect
 import math
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone  # noqa: F401 - the doctests use timezone
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 

@@ -88,7 +88,7 @@ class Pool:
         self._owner = owner_id()
         self._lease_ttl = _config.seconds("lease-ttl")
         self._storage_options = {**(_config.get("storage-options") or {}), **(storage_options or {})}
-        from ._cost_ext import check_prices   # an unknown vm_size fails here, before any node starts
+        from ._prices import check_prices   # an unknown vm_size fails here, before any node starts
         self._price_table = check_prices(price_table, self.spec)
         self._backend = get_backend(backend)(self.spec, **backend_options)
         self.client = self._backend.start()
@@ -112,7 +112,7 @@ class Pool:
     # -- the public surface ------------------------------------------------------
     def job(self, job_id: str | JobSpec, **options):
         """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
-        from ._cost_ext import check_job_tags
+        from ._prices import check_job_tags
         from .job import open_job
         check_job_tags(job_id, options)
         return open_job(self, job_id, options)

@@ -14,12 +14,12 @@ import base64
 import json
 import re
 import socket
-import time
 from urllib.parse import unquote
 
 import pytest
 
 import batchnb as bnb
+from waiting import wait_for
 from batchnb._spotnotice import SpotNoticeExtension
 from batchnb._starttask import StartTaskExtension
 from batchnb.backends.azure import AzureBackend, vm_name
@@ -47,16 +47,6 @@ def azure_options(host, sdk, tmp_path) -> dict:
                 worker_options={"host": "127.0.0.1"}, node_root=str(tmp_path / "nodes"),
                 scheduled_events_url=host.url, scheduled_events_poll=0.2, eviction_grace=0.5,
                 azure_sdk=sdk, start_timeout=60)
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def states(pool) -> dict:

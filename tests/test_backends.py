@@ -9,13 +9,13 @@ groups, a job on every node, scaling, preemption with requeue, option checks.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import dask
 import pytest
 
 import batchnb as bnb
+from waiting import wait_for
 from batchnb import backends
 from batchnb.backends import get_backend, register
 from batchnb.backends.address import AddressBackend
@@ -27,16 +27,6 @@ from batchnb.spec import PoolSpec
 
 from azure_standin import LocalVMHost, RecordingAzureSDK
 from test_azure_backend import azure_options
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def states(pool) -> dict:

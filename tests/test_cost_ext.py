@@ -15,8 +15,8 @@ import pytest
 import batchnb as bnb
 from batchnb._cli_cost import register, run as cli_run
 from batchnb._cost import merge
-from batchnb._cost_ext import check_job_tags, check_prices
-from batchnb.cost import Cost, CostMeter, PriceTable, cost_from_ledger
+from batchnb._prices import check_job_tags, check_prices
+from batchnb.cost import CostMeter, PriceTable, cost_from_ledger
 from batchnb.errors import SpecError
 from batchnb.ledger import Batch
 from batchnb.spec import PoolSpec

@@ -5,7 +5,6 @@ unless it needs a pool of a particular shape."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 

@@ -164,7 +164,6 @@ def test_node_hours_and_cost_rates_per_group():
 def test_static_html_keeps_counts_failures_and_cost():
     from batchnb._jobrun import JobResult
     from batchnb.cost import Cost
-    from batchnb.ui.snapshot import job_result_html
     r = JobResult("j<1>", "completed", "all_tasks_complete", {"succeeded": 20, "failed": 1, "blocked": 1},
                   [{"task_id": "bad", "state": "failed", "exit_code": 3, "node": "dedicated-1",
                     "category": "exit_code", "message": "exit code 3"}], 2.5,

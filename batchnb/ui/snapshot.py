@@ -123,7 +123,7 @@ def pool_html(state: dict) -> str:
         for n in state["nodes"])
     sizes = ", ".join(f"{g} {state['current'].get(g, 0)} up / target {t}" for g, t in state["targets"].items())
     return (f"<div class='batchnb-pool' style='{BOX}'><b>pool {_e(state['pool'])}</b>: {_e(sizes)}"
-            + (f" (autoscale)" if state.get("autoscale") else "")
+            + (" (autoscale)" if state.get("autoscale") else "")
             + "<table><tr>" + "".join(f"<th style='{TD}'>{h}</th>" for h in ("node", "group", "state", "slots", "running"))
             + "</tr>"
             + rows + "</table></div>")

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import time
 
 import dask
 import pytest
 
 import batchnb as bnb
+from waiting import wait_for
 from batchnb._autoscale_ext import AutoscaleExtension
 from batchnb.events import NodeStateChanged, PoolTargets
 from batchnb.ledger import Ledger
@@ -20,16 +20,6 @@ from batchnb.ledger import Ledger
 def fast_sampling():
     with dask.config.set({"batchnb.autoscale-sample": 0.25}):
         yield
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 GROW_AND_SHRINK = """

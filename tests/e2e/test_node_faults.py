@@ -14,6 +14,7 @@ import dask
 import pytest
 
 import batchnb as bnb
+from waiting import wait_for
 from batchnb._chaos import ChaosExtension
 from batchnb._nodehealth import NodeHealthExtension
 from batchnb._starttask import StartTaskExtension
@@ -25,16 +26,6 @@ from batchnb.ledger import Ledger
 def fast_nodes():
     with dask.config.set({"batchnb.preempt-return-after": 0.5, "batchnb.autoscale-sample": 0.5}):
         yield
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class NodeEvents:
@@ -168,7 +159,7 @@ def test_start_task_that_does_not_block_the_node(tmp_path, fast_nodes):
     st = bnb.StartTask("sleep 1; exit 2", wait_for_success=False)
     with bnb.Pool("nowait", dedicated=1, start_task=st, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
         job = pool.job("early", max_task_retries=0)
-        t = job.add_task("t", "echo early")
+        job.add_task("t", "echo early")
         assert job.wait(timeout=30).ok                  # ran while the start task still ran
         ext = pool.extension(StartTaskExtension)
         result = wait_for(lambda: ext.results.get("dedicated-0"), 20, "the start task's result")

@@ -20,20 +20,11 @@ from pathlib import Path
 import pytest
 
 import batchnb as bnb
+from waiting import wait_for
 from batchnb.events import BytesMoved
 from batchnb.ledger import Ledger
 
 WAIT = 45  # seconds: a bound on every job.wait(); the tests take a fraction of it
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _capture_worker_logs(path: str) -> None:
