@@ -45,7 +45,8 @@ def run(dedicated: int | None = None, quiet: bool = False, job_id: str | None = 
     work = tempfile.mkdtemp(prefix="batchnb-demo-")
     job_id = job_id or time.strftime("demo-%Y%m%d-%H%M%S")
     t0 = time.time()
-    with bnb.Pool("demo", dedicated=dedicated) as pool:
+    # A vm_size on a local pool prices the work as if it ran on that size in Azure.
+    with bnb.Pool("demo", dedicated=dedicated, vm_size="Standard_D2s_v5") as pool:
         print(f"pool 'demo': {len(pool.nodes())} local nodes ({os.cpu_count()} cores); job {job_id}")
         job = pool.job(job_id, max_task_retries=0)
         cmd_tasks = [bnb.TaskSpec(f"cmd-{i}", MC_COMMAND.format(python=sys.executable, n=SAMPLES // 4),
@@ -62,8 +63,8 @@ def run(dedicated: int | None = None, quiet: bool = False, job_id: str | None = 
             hits, n = job.task(f"cmd-{i}").stdout().split()
             cmd_hits, cmd_n = cmd_hits + int(hits), cmd_n + int(n)
         estimate = pi.result()
-        print()
-        print(result)
+        if quiet:  # otherwise the progress display has printed the summary already
+            print(result)
         print(f"pi from {CHUNKS} Python tasks: {estimate:.5f} (error {abs(estimate - math.pi):.5f})")
         print(f"pi from {CHUNKS} command tasks: {4 * cmd_hits / cmd_n:.5f}")
         print(f"flaky task: {len(flaky.attempts)} attempts, final state {flaky.state.value}")
