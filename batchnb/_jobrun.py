@@ -104,8 +104,9 @@ class JobResult:
     def __str__(self) -> str:
         parts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
         text = f"job {self.job_id}: {self.reason or self.state} in {self.wall_time:.1f}s ({parts or 'no tasks'})"
-        if self.cost is not None:
-            text += f", cost {self.cost}"
+        total = getattr(self.cost, "total", None)
+        if total:  # an unpriced pool (no vm_size) has nothing to say here
+            text += f", cost {total:.4g} {getattr(self.cost, 'currency', '')}".rstrip()
         for f in self.failures[:10]:
             text += f"\n  {f['task_id']}: {f['state']}" + (f" exit {f['exit_code']}" if f.get("exit_code") is not None else "") \
                 + (f" — {f['message']}" if f.get("message") else "")
