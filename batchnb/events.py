@@ -207,6 +207,9 @@ class EventBus:
             self._wake.clear()
             with self._lock:
                 subs = [s for s in self._subs if s.interval is not None]
+                if not subs:          # the last throttled subscriber left: so does this thread
+                    self._flusher = None
+                    return
             waits = [w for w in (self._flush_one(s) for s in subs) if w is not None]
             if waits:
                 time.sleep(min(waits))

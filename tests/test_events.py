@@ -62,3 +62,20 @@ def test_close_and_flush():
     sub.close()
     bus.publish(ev(2))
     assert len(got) == 1
+
+
+def test_the_flusher_thread_ends_with_its_last_subscriber():
+    bus = EventBus()
+    sub = bus.subscribe(lambda evs: None, interval=0.05)
+    flusher = bus._flusher
+    assert flusher.is_alive()
+    sub.close()
+    flusher.join(5)
+    assert not flusher.is_alive()
+    got = []
+    bus.subscribe(got.extend, interval=0.05)   # a new one starts a new thread
+    bus.publish(ev(1))
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(got) == 1
