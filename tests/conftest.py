@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pools import temporary_pool
+
 pytest_plugins = ["azurite_fixture"]
 
 # Every test run gets its own batchnb home, so no test ever touches ~/.batchnb.
@@ -37,14 +39,8 @@ def ledger(home):
 @pytest.fixture(scope="module")
 def pool2():
     """A local pool of two one-slot nodes, shared by a module's tests (each test uses its own job ids)."""
-    import batchnb as bnb
-    with tempfile.TemporaryDirectory() as tmp:
-        from batchnb.ledger import Ledger
-        pool = bnb.Pool("t2", dedicated=2, ledger=Ledger(Path(tmp) / "ledger.sqlite"))
-        try:
-            yield pool
-        finally:
-            pool.close()
+    with temporary_pool("t2", dedicated=2) as pool:
+        yield pool
 
 
 @pytest.fixture

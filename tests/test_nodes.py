@@ -13,23 +13,21 @@ def table(fill):
     return t
 
 
-def test_spread_uses_the_emptiest_node():
-    t = table("spread")
+def place_one_slot_tasks(t, n):
     chosen = []
-    for i in range(3):
+    for i in range(n):
         node = t.place(1)
         t.take(node, f"k{i}", 1, now=float(i))
         chosen.append(node.node_id)
-    assert len(set(chosen)) == 3
+    return chosen
+
+
+def test_spread_uses_the_emptiest_node():
+    assert len(set(place_one_slot_tasks(table("spread"), 3))) == 3
 
 
 def test_pack_fills_one_node_first():
-    t = table("pack")
-    chosen = []
-    for i in range(4):
-        node = t.place(1)
-        t.take(node, f"k{i}", 1, now=float(i))
-        chosen.append(node.node_id)
+    chosen = place_one_slot_tasks(table("pack"), 4)
     assert chosen[0] == chosen[1] and chosen[2] == chosen[3] != chosen[0]
 
 

@@ -8,12 +8,12 @@ import logging
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from pools import temporary_pool
 
 from batchnb.events import (CostSample, EventBus, JobStateChanged, NodeStateChanged, PoolTargets, TasksAdded,
                             TaskStateChanged)
@@ -210,14 +210,8 @@ def test_import_batchnb_loads_no_widget_library():
 
 @pytest.fixture(scope="module")
 def pool1():
-    import batchnb as bnb
-    from batchnb.ledger import Ledger
-    with tempfile.TemporaryDirectory() as tmp:
-        pool = bnb.Pool("ui", dedicated=1, ledger=Ledger(Path(tmp) / "ledger.sqlite"))
-        try:
-            yield pool
-        finally:
-            pool.close()
+    with temporary_pool("ui", dedicated=1) as pool:
+        yield pool
 
 
 def test_views_follow_a_real_job(pool1, unique):
