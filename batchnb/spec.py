@@ -14,17 +14,15 @@ the ledger stores and job files use; :func:`load`, :func:`dump` and
 from __future__ import annotations
 
 import hashlib
-import posixpath
-import random
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
 
 from . import _validate as v
+# Re-exported: they are part of this module's public face.
+from ._spec_files import UPLOAD_CONDITIONS, OutputFile, ResourceFile, _inputs, _outputs, _url  # noqa: F401
+from ._spec_policy import DEPENDENCY_ACTIONS, JOB_ACTIONS, ExitConditions, ExitOptions, Retry  # noqa: F401
 from .errors import SpecError
 
-UPLOAD_CONDITIONS = ("success", "failure", "completion")
-JOB_ACTIONS = ("none", "terminate", "disable")
-DEPENDENCY_ACTIONS = ("satisfy", "block")
 NODE_FILLS = ("spread", "pack")
 ALL_TASKS_COMPLETE = ("noaction", "terminate")
 DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
@@ -34,204 +32,6 @@ __all__ = [
     "StartTask", "AppPackage", "PythonCall", "TaskSpec", "JobSpec", "PoolSpec", "TaskIdRange",
     "load", "dump", "loads", "dumps", "from_azure",
 ]
-
-
-def _relative_path(path: Any, field_name: str) -> str:
-    """A path inside the task's working directory: no absolute paths, no '..'."""
-    if not isinstance(path, str) or not path.strip():
-        raise SpecError(field_name, path, "expected a relative path inside the task's working directory")
-    norm = posixpath.normpath(path.replace("\\", "/"))
-    if norm.startswith("/") or norm == ".." or norm.startswith("../") or ":" in norm.split("/")[0][1:2]:
-        raise SpecError(field_name, path, "must stay inside the task's working directory (no absolute path, no '..')")
-    return norm
-
-
-def _url(value: Any, field_name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(field_name, value, "expected a URL such as 'az://container/path' or 'file:///data/x'")
-    return value.strip()
-
-
-@dataclass(frozen=True)
-class ResourceFile:
-    """An input: ``url`` fetched to ``path`` in the working directory.
-
-    A ``url`` ending in ``/`` is a directory or blob prefix (Azure's
-    ``storageContainerUrl`` + ``blobPrefix``) fetched into the folder ``path``.
-    ``file_mode`` is an octal string such as ``"0755"`` for executables.
-
-    >>> ResourceFile("in.jpg", "az://photos/1.jpg").path
-    'in.jpg'
-    """
-
-    path: str
-    url: str
-    file_mode: str | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", _relative_path(self.path, "inputs path"))
-        object.__setattr__(self, "url", _url(self.url, f"inputs[{self.path!r}]"))
-        if self.file_mode is not None:
-            mode = self.file_mode
-            try:
-                ok = isinstance(mode, str) and 0 <= int(mode, 8) <= 0o7777
-            except ValueError:
-                ok = False
-            if not ok:
-                raise SpecError(f"inputs[{self.path!r}].file_mode", mode, "expected an octal string such as '0755'")
-
-    @property
-    def is_prefix(self) -> bool:
-        return self.url.endswith("/")
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    """An output: files matching ``pattern`` uploaded to ``destination``.
-
-    ``destination`` may use ``{job_id}``, ``{task_id}`` and ``{attempt}``; one
-    ending in ``/`` is a folder that keeps each file's relative path.
-
-    >>> OutputFile("*.png", "az://thumbs/{job_id}/").upload_condition
-    'success'
-    """
-
-    pattern: str
-    destination: str
-    upload_condition: str = "success"
-
-    def __post_init__(self):
-        object.__setattr__(self, "pattern", _relative_path(self.pattern, "outputs pattern"))
-        object.__setattr__(self, "destination", _url(self.destination, f"outputs[{self.pattern!r}]"))
-        object.__setattr__(self, "upload_condition",
-                           v.choice(self.upload_condition, "upload_condition", UPLOAD_CONDITIONS))
-        try:
-            self.destination.format(job_id="j", task_id="t", attempt=1)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise SpecError(f"outputs[{self.pattern!r}]", self.destination,
-                            f"only {{job_id}}, {{task_id}} and {{attempt}} may be templated ({exc})") from None
-
-
-@dataclass(frozen=True)
-class Retry:
-    """How often and how soon a failed task runs again.
-
-    Attempt ``n`` (1-based) that failed waits ``min(max_delay, delay *
-    backoff**(n-1))`` seconds, spread by +/- ``jitter`` (a fraction), before
-    the next; no slot is held while it waits.
-
-    >>> Retry(max=3, delay="1s", backoff=2.0).delay_before(3, rng=lambda: 0.5)
-    4.0
-    """
-
-    max: int = 0
-    delay: Any = 0.0
-    backoff: float = 2.0
-    max_delay: Any = 300.0
-    jitter: float = 0.1
-
-    def __post_init__(self):
-        object.__setattr__(self, "max", v.integer(self.max, "retry.max", minimum=-1))
-        object.__setattr__(self, "delay", v.duration(self.delay, "retry.delay", allow_none=False))
-        object.__setattr__(self, "backoff", v.number(self.backoff, "retry.backoff", minimum=1.0))
-        object.__setattr__(self, "max_delay", v.duration(self.max_delay, "retry.max_delay", allow_none=False))
-        jitter = v.number(self.jitter, "retry.jitter", minimum=0.0)
-        if jitter >= 1:
-            raise SpecError("retry.jitter", self.jitter, "must be a fraction below 1")
-        object.__setattr__(self, "jitter", jitter)
-
-    def allows(self, attempts_done: int) -> bool:
-        """True when a task that has run ``attempts_done`` times may run again (max=-1: unlimited)."""
-        return self.max < 0 or attempts_done <= self.max
-
-    def delay_before(self, attempt: int, rng=random.random) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
-        # The exponent is capped: with unlimited retries 2.0**1025 would overflow.
-        base = min(self.max_delay, self.delay * self.backoff ** min(max(0, attempt - 1), 64))
-        return max(0.0, base * (1 + self.jitter * (2 * rng() - 1)))
-
-
-@dataclass(frozen=True)
-class ExitOptions:
-    """What an exit code means for the job and the task's dependents (Azure's exitOptions).
-
-    ``dependency_action`` None means Azure's default: satisfy for exit code 0,
-    block otherwise.
-    """
-
-    job_action: str = "none"
-    dependency_action: str | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "job_action", v.choice(self.job_action, "job_action", JOB_ACTIONS))
-        if self.dependency_action is not None:
-            object.__setattr__(self, "dependency_action",
-                               v.choice(self.dependency_action, "dependency_action", DEPENDENCY_ACTIONS))
-
-
-@dataclass(frozen=True)
-class ExitConditions:
-    """Exit options per exit code, range of codes, failure category and default.
-
-    Made from the user's mapping by :meth:`from_mapping`:
-    ``{3: ExitOptions(...), range(10, 20): ..., "default": ...,
-    "pre_processing_error": ..., "file_upload_error": ...}``.
-    """
-
-    codes: tuple = ()            # ((code, ExitOptions), ...)
-    ranges: tuple = ()           # (((start, end_inclusive), ExitOptions), ...)
-    default: ExitOptions | None = None
-    pre_processing_error: ExitOptions | None = None
-    file_upload_error: ExitOptions | None = None
-
-    @classmethod
-    def from_mapping(cls, mapping: Any) -> "ExitConditions | None":
-        if mapping is None or isinstance(mapping, ExitConditions):
-            return mapping
-        if not isinstance(mapping, Mapping):
-            raise SpecError("exit_conditions", mapping, "expected a mapping of exit code, range or 'default' to ExitOptions")
-        codes, ranges, named = [], [], {}
-        for key, opts in mapping.items():
-            if isinstance(opts, Mapping):
-                opts = ExitOptions(**opts)
-            if not isinstance(opts, ExitOptions):
-                raise SpecError(f"exit_conditions[{key!r}]", opts, "expected bnb.ExitOptions")
-            if isinstance(key, bool):
-                raise SpecError("exit_conditions key", key, "expected an int, a range, or a name")
-            if isinstance(key, int):
-                codes.append((key, opts))
-            elif isinstance(key, range):
-                if key.step != 1 or len(key) == 0:
-                    raise SpecError("exit_conditions key", key, "a range must be non-empty with step 1")
-                ranges.append(((key.start, key.stop - 1), opts))
-            elif isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key):
-                ranges.append(((key[0], key[1]), opts))
-            elif key in ("default", "pre_processing_error", "file_upload_error"):
-                named[key] = opts
-            else:
-                raise SpecError("exit_conditions key", key,
-                                "expected an exit code, a range, 'default', 'pre_processing_error' or 'file_upload_error'")
-        return cls(tuple(codes), tuple(ranges), **named)
-
-    def options_for(self, exit_code: int | None, category: str | None = None) -> ExitOptions | None:
-        """The options that apply; None when nothing matches (Azure's defaults then).
-
-        As in Azure Batch, a match on the exit code or a range of codes takes
-        precedence over the pre-processing and file-upload options.
-        """
-        if exit_code is not None:
-            for code, opts in self.codes:
-                if code == exit_code:
-                    return opts
-            for (lo, hi), opts in self.ranges:
-                if lo <= exit_code <= hi:
-                    return opts
-        if category == "preprocessing" and self.pre_processing_error:
-            return self.pre_processing_error
-        if category == "upload" and self.file_upload_error:
-            return self.file_upload_error
-        return self.default if exit_code != 0 or category else None
-
 
 @dataclass(frozen=True)
 class MultiInstance:
@@ -326,40 +126,6 @@ def _command(value: Any, field_name: str):
             raise SpecError(field_name, value, "an argv list must be non-empty and hold only strings")
         return tuple(value)
     raise SpecError(field_name, value, "expected a command line string (run by /bin/sh -c) or an argv list")
-
-
-def _inputs(value: Any, field_name: str) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, Mapping):
-        return tuple(ResourceFile(p, u) for p, u in value.items())
-    if isinstance(value, (list, tuple)):
-        items = []
-        for item in value:
-            if isinstance(item, Mapping):
-                item = ResourceFile(**item)
-            if not isinstance(item, ResourceFile):
-                raise SpecError(field_name, item, "expected {path: url} or ResourceFile items")
-            items.append(item)
-        return tuple(items)
-    raise SpecError(field_name, value, "expected a mapping of local path to URL")
-
-
-def _outputs(value: Any, condition: str) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, Mapping):
-        return tuple(OutputFile(p, d, condition) for p, d in value.items())
-    if isinstance(value, (list, tuple)):
-        items = []
-        for item in value:
-            if isinstance(item, Mapping):
-                item = OutputFile(**item)
-            if not isinstance(item, OutputFile):
-                raise SpecError("outputs", item, "expected {pattern: destination} or OutputFile items")
-            items.append(item)
-        return tuple(items)
-    raise SpecError("outputs", value, "expected a mapping of glob pattern to destination URL")
 
 
 class TaskIdRange:
@@ -604,5 +370,3 @@ def from_dict(cls, data: Mapping):
     return _io().from_dict(cls, data)
 
 
-def _field_names(cls) -> Iterable[str]:
-    return (f.name for f in fields(cls))
