@@ -14,7 +14,7 @@ import traceback
 
 def main(path: str) -> int:
     import cloudpickle
-    from batchnb.runner import load_call
+    from batchnb._pytask import load_call
     with open(path, "rb") as fh:
         spec = pickle.load(fh)
     try:
