@@ -63,7 +63,12 @@ class ExitOptions:
     """What an exit code means for the job and the task's dependents (Azure's exitOptions).
 
     ``dependency_action`` None means Azure's default: satisfy for exit code 0,
-    block otherwise.
+    block otherwise. ``job_action`` is ``"none"`` or ``"terminate"`` (the job
+    ends with reason ``task_failed``); Azure's ``"disable"`` is accepted and,
+    as batchnb has no disabled jobs yet, also terminates the job.
+
+    >>> ExitOptions(dependency_action="satisfy").job_action
+    'none'
     """
 
     job_action: str = "none"
