@@ -58,7 +58,7 @@ def _attempts(ledger, job_id: str | None, pool: str) -> list[dict]:
     state was recorded (the first ``events`` row of that attempt other than
     ``running``). That time is used where it exists, so that both agree.
     """
-    sql = ("SELECT a.job_id, a.task_id, a.n, a.node, a.dispatched, a.start, a.end, "
+    sql = ("SELECT a.job_id, a.task_id, a.n, a.node, a.dispatched, a.start, a.end, a.slots AS held, "
            "COALESCE(json_extract(t.spec, '$.required_slots'), 1) AS slots "
            "FROM attempts a JOIN tasks t ON t.job_id = a.job_id AND t.id = a.task_id ")
     ends = ("SELECT job_id, task_id, CAST(json_extract(data, '$.attempt') AS INTEGER) AS n, MIN(time) AS t "
@@ -125,20 +125,27 @@ def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = No
         kind = _NODE_UP if r["state"] in _BILLED else _NODE_DOWN if r["state"] in _RELEASED else None
         if kind is not None:
             timeline.append((r["time"], kind, (r["node_id"], r["grp"] or group_of(r["node_id"]))))
-    # Tasks that rode together in one Dask task (same node, same dispatch) shared one slot.
-    # Each holds 1/n of the slot until the bundle's last one ends, as the live meter counts it.
+    # An attempt holds from dispatch to when the dispatcher collected it the slots recorded at
+    # dispatch (``attempts.slots``: 1/n of one slot for each of n tasks that rode in one Dask task).
+    # Rows of ledgers older than that column are guessed at: attempts of one node and one dispatch
+    # time rode together, each holding 1/n of the slot until the last one ended (an underestimate
+    # where one dispatcher turn sent separate Dask tasks to one node of several slots).
     riders: dict[tuple, list] = {}
     for a in attempts:
-        riders.setdefault((a["node"], a["dispatched"]), []).append(end if a["end"] is None else a["end"])
+        if a["held"] is None:
+            riders.setdefault((a["node"], a["dispatched"]), []).append(end if a["end"] is None else a["end"])
     for a in attempts:
         start = a["dispatched"] if a["dispatched"] is not None else a["start"]
         if start is None or a["node"] is None:
             continue
-        ends = riders[(a["node"], a["dispatched"])]
-        slots = int(a["slots"]) if len(ends) == 1 else 1.0 / len(ends)
+        if a["held"] is not None:
+            slots, stop = float(a["held"]), end if a["end"] is None else a["end"]
+        else:
+            ends = riders[(a["node"], a["dispatched"])]
+            slots, stop = (int(a["slots"]) if len(ends) == 1 else 1.0 / len(ends)), max(ends)
         key = (a["job_id"], a["task_id"], a["node"])
         timeline.append((start, _START, (key, slots)))
-        timeline.append((max(ends), _END, key))
+        timeline.append((stop, _END, key))
     timeline = [e for e in timeline if e[0] <= end]
     timeline.sort(key=lambda e: (e[0], e[1]))
 

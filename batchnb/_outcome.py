@@ -47,7 +47,9 @@ class Outcomes:
         return tr.spec.required_slots == 1 and tr.spec.multi_instance is None
 
     # -- starting an attempt -----------------------------------------------------
-    def make_request(self, job, tr, node, now: float) -> AttemptRequest | None:
+    def make_request(self, job, tr, node, now: float, slots: float | None = None) -> AttemptRequest | None:
+        # slots: what the attempt holds of its node (1/n of one slot for each of n tasks in one Dask
+        # task), recorded so that cost_from_ledger prices it as the live meter does.
         spec = tr.spec
         tr.n += 1
         tr.node = node.node_id
@@ -73,7 +75,8 @@ class Outcomes:
             dep_results=self._dep_results(job, spec) if spec.python else {},
             app_packages=tuple((p.name, p.version, None) for p in self.pool.spec.app_packages))
         self.set_state(job, tr, TaskState.RUNNING, now, attempts=tr.n, node=tr.node)
-        self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now)
+        self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now,
+                           slots=spec.required_slots if slots is None else slots)
         self.pool._task_started(job, tr, node, now)
         return req
 

@@ -315,13 +315,16 @@ class Dispatcher(Outcomes, JobOps):
         reqs, keys = [], []
         slots = members[0][1].spec.required_slots if len(members) == 1 else 1
         for job, tr in members:
-            req = self.make_request(job, tr, node, now)
+            req = self.make_request(job, tr, node, now, slots / len(members))
             if req is None:
                 continue
             reqs.append(req)
             keys.append((job.key, tr.key, tr.n))
         if not reqs:
             return
+        if len(reqs) < len(members):   # some could not go (a missing secret): the rest share the slot
+            for req in reqs:
+                self.batch.attempt(req.job_id, req.task_id, req.attempt, slots=slots / len(reqs))
         fn, arg = (runner.run_attempt, reqs[0]) if len(reqs) == 1 else (runner.run_bundle, reqs)
         key = f"bnb-{reqs[0].job_id}-{reqs[0].task_id}-{reqs[0].attempt}-{next(self._counter)}"
         fut = self.client.submit(fn, arg, key=key, workers=[node.address], allow_other_workers=False, pure=False,

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS attempts(
   job_id TEXT NOT NULL COLLATE NOCASE, task_id TEXT NOT NULL COLLATE NOCASE, n INTEGER NOT NULL,
   node TEXT, state TEXT NOT NULL, dispatched REAL, start REAL, end REAL, exit_code INTEGER,
   category TEXT, message TEXT, task_dir TEXT, bytes_in INTEGER, bytes_out INTEGER,
-  stage_in_seconds REAL, stage_out_seconds REAL, stdout_tail TEXT, stderr_tail TEXT,
+  stage_in_seconds REAL, stage_out_seconds REAL, stdout_tail TEXT, stderr_tail TEXT, slots REAL,
   PRIMARY KEY(job_id, task_id, n));
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, job_id TEXT, task_id TEXT,
@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS audit(time REAL NOT NULL, actor TEXT, action TEXT NOT
 TASK_COLUMNS = ("state", "attempts", "requeues", "exit_code", "node", "failure", "result", "result_url",
                 "updated", "ended")
 ATTEMPT_COLUMNS = ("node", "state", "dispatched", "start", "end", "exit_code", "category", "message", "task_dir",
-                   "bytes_in", "bytes_out", "stage_in_seconds", "stage_out_seconds", "stdout_tail", "stderr_tail")
+                   "bytes_in", "bytes_out", "stage_in_seconds", "stage_out_seconds", "stdout_tail", "stderr_tail",
+                   "slots")
 
 
 def owner_id() -> str:
@@ -178,6 +179,11 @@ class Ledger:
         with self._tx() as con:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 con.execute(statement)
+            # Columns added since a ledger was made (CREATE IF NOT EXISTS leaves old tables as they are).
+            # attempts.slots: the slots an attempt held (1/n of one slot when n tasks rode in one Dask task).
+            have = {r[1] for r in con.execute("PRAGMA table_info(attempts)")}
+            if "slots" not in have:
+                con.execute("ALTER TABLE attempts ADD COLUMN slots REAL")
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     # -- connections -----------------------------------------------------

@@ -38,8 +38,8 @@ def _job(ledger, job_id, tasks, pool="p", tags=None, t=0.0):
                               for i, (task, extra) in enumerate(tasks.items())], t)
 
 
-def _attempt(b, job_id, task, n, node, start, end, state="succeeded"):
-    b.attempt(job_id, task, n, node=node, state=state, dispatched=start, start=start, end=end)
+def _attempt(b, job_id, task, n, node, start, end, state="succeeded", slots=None):
+    b.attempt(job_id, task, n, node=node, state=state, dispatched=start, start=start, end=end, slots=slots)
 
 
 @pytest.fixture
@@ -97,17 +97,66 @@ def test_reprice_the_same_timeline_on_another_size(timeline):
         cost_from_ledger(timeline, pool="p", prices=prices, vm_size="Standard_Nope")
 
 
-def test_bundled_attempts_share_one_slot(ledger):
-    ledger.commit(_priced(0.0))
+def test_attempts_are_priced_by_the_slots_they_held(ledger):
+    """One dispatcher turn sent two Dask tasks to a node of four slots (1 $/s, 0.25 $ per slot-second):
+    a bundle of three tiny tasks sharing one slot, and a task of two slots. Same node, same time."""
+    ledger.commit(_priced(0.0, slots=4))
     _job(ledger, "j", {"x": {}, "y": {}, "z": {}, "w": {"required_slots": 2}})
     b = Batch()
     b.node("p", "dedicated-0", "dedicated", "idle", 0.0)
-    for task in ("x", "y", "z"):                       # one Dask task carried three tiny tasks
+    for task in ("x", "y", "z"):
+        _attempt(b, "j", task, 1, "dedicated-0", 10.0, 16.0, slots=1 / 3)
+    _attempt(b, "j", "w", 1, "dedicated-0", 10.0, 16.0, slots=2)
+    b.node("p", "dedicated-0", "dedicated", "offline", 20.0)
+    ledger.commit(b)
+    c = cost_from_ledger(ledger, job_id="j", until=20.0)
+    assert c.by_task == pytest.approx({"x": 0.5, "y": 0.5, "z": 0.5, "w": 3.0}) and c.total == pytest.approx(4.5)
+
+
+def test_separate_tasks_of_one_turn_hold_a_slot_each(ledger):
+    """Four one-slot tasks dispatched together to a four-slot node are not a bundle."""
+    ledger.commit(_priced(0.0, slots=4))
+    _job(ledger, "j", {f"t{i}": {} for i in range(4)})
+    b = Batch()
+    b.node("p", "dedicated-0", "dedicated", "idle", 0.0)
+    for i in range(4):
+        _attempt(b, "j", f"t{i}", 1, "dedicated-0", 10.0, 18.0, slots=1)
+    ledger.commit(b)
+    assert cost_from_ledger(ledger, job_id="j", until=20.0).by_task == {f"t{i}": 2.0 for i in range(4)}
+
+
+def test_rows_of_older_ledgers_without_slots_are_grouped_by_dispatch(ledger):
+    ledger.commit(_priced(0.0))
+    _job(ledger, "j", {"x": {}, "y": {}, "z": {}})
+    b = Batch()
+    b.node("p", "dedicated-0", "dedicated", "idle", 0.0)
+    for task in ("x", "y", "z"):                       # guessed: one Dask task carried three tiny tasks
         _attempt(b, "j", task, 1, "dedicated-0", 10.0, 16.0)
     b.node("p", "dedicated-0", "dedicated", "offline", 20.0)
     ledger.commit(b)
     c = cost_from_ledger(ledger, job_id="j", until=20.0)
     assert c.by_task == {"x": 2.0, "y": 2.0, "z": 2.0} and c.total == 6.0
+
+
+def test_an_older_ledger_gets_the_slots_column(tmp_path):
+    import sqlite3
+
+    from batchnb.ledger import Ledger
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:       # the attempts table as ledgers made before had it
+        con.execute("CREATE TABLE attempts(job_id TEXT NOT NULL COLLATE NOCASE, task_id TEXT NOT NULL COLLATE "
+                    "NOCASE, n INTEGER NOT NULL, node TEXT, state TEXT NOT NULL, dispatched REAL, start REAL, "
+                    "end REAL, exit_code INTEGER, category TEXT, message TEXT, task_dir TEXT, bytes_in INTEGER, "
+                    "bytes_out INTEGER, stage_in_seconds REAL, stage_out_seconds REAL, stdout_tail TEXT, "
+                    "stderr_tail TEXT, PRIMARY KEY(job_id, task_id, n))")
+        con.execute("INSERT INTO attempts(job_id, task_id, n, state) VALUES ('j', 'a', 1, 'succeeded')")
+    con.close()
+    for _ in range(2):                       # and opening it again finds it there
+        led = Ledger(path)
+        b = Batch()
+        b.attempt("j", "b", 1, node="n", state="running", dispatched=1.0, slots=0.5)
+        led.commit(b)
+    assert [(a["task_id"], a["slots"]) for a in led.attempts("j")] == [("a", None), ("b", 0.5)]
 
 
 def test_a_new_pool_of_the_same_name_ends_what_the_old_one_left_open(ledger):

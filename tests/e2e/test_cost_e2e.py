@@ -233,6 +233,14 @@ def test_slots_and_spot_nodes_are_priced_apart(mixed, unique):
         assert row["cost"] == pytest.approx(row["seconds"] * hourly / 3600 / 2, rel=1e-9)
         assert row["node_seconds"] == pytest.approx(row["seconds"] / 2, rel=1e-9)
     assert cost.by_group["dedicated"] > 5 * cost.by_group["spot"] > 0
+    # Two separate Dask tasks went to each node in one dispatcher turn: the ledger knows they are no bundle.
+    rides = {}
+    for a in mixed.ledger.attempts(unique):
+        rides[(a["node"], a["dispatched"])] = rides.get((a["node"], a["dispatched"]), 0) + 1
+    assert max(rides.values()) == 2 and {a["slots"] for a in mixed.ledger.attempts(unique)} == {1.0}
+    again = cost_from_ledger(mixed.ledger, job_id=unique)
+    assert again.total == pytest.approx(cost.total, rel=0.01)
+    assert again.by_task == pytest.approx(cost.by_task, rel=0.01)
 
 
 def test_a_preempted_spot_node_stops_billing(mixed):
