@@ -89,6 +89,7 @@ def terminate_job(job_id: str, ledger: Ledger | None = None, reason: str = "term
         if holder is None:
             try:
                 if ledger.job(row["id"])["state"] != "completed":
+                    _kill_orphans(ledger, row)
                     _terminate_in_ledger(ledger, row["id"], reason)
             finally:
                 ledger.release_lease(row["id"], owner)
@@ -101,6 +102,14 @@ def terminate_job(job_id: str, ledger: Ledger | None = None, reason: str = "term
         if time.monotonic() > deadline:
             raise WaitTimeout(f"job {job_id!r} is dispatched by {holder}, which did not end it within {timeout}s")
         time.sleep(0.1)   # the holder acts on its next lease renewal
+
+
+def _kill_orphans(ledger: Ledger, row: dict) -> None:
+    """The dead driver's task processes run in sessions of their own: end them with the job."""
+    from ._jobops import kill_leftovers
+    running = {(a["task_id"].lower(), str(a["n"])) for a in ledger.attempts(row["id"]) if a["state"] == "running"}
+    if running:
+        kill_leftovers(row["pool"], row["id"], running)
 
 
 def _terminate_in_ledger(ledger: Ledger, job_id: str, reason: str) -> None:

@@ -302,12 +302,18 @@ def _inputs(items: Any, ctx: _Ctx, where: str, field: str) -> tuple:
             if not path:
                 raise SpecError(f"{f}.filePath", path, "is required with httpUrl")
             url = rf["httpUrl"]
-            if _BLOB_HOST.match(urlsplit(url).hostname or "") or urlsplit(url).query:
+            if not isinstance(url, str):
+                raise SpecError(f"{f}.httpUrl", url, "expected a URL string")
+            # Only Azure blob URLs become abfs:// (their SAS dropped); any other http(s)
+            # URL, query string included (pre-signed S3, versioned files), is kept as it is.
+            if _BLOB_HOST.match(urlsplit(url).hostname or ""):
                 base, blob = _blob(url, f, ctx)
                 url = _join(base, blob)
             out.append(s.ResourceFile(path, url, mode))
             continue
         if rf.get("storageContainerUrl"):
+            if not isinstance(rf["storageContainerUrl"], str):
+                raise SpecError(f"{f}.storageContainerUrl", rf["storageContainerUrl"], "expected a URL string")
             base, rest = _blob(rf["storageContainerUrl"], f, ctx)
             base = _join(base, rest).rstrip("/")
         elif rf.get("autoStorageContainerName"):

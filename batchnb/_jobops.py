@@ -82,15 +82,24 @@ class JobOps:
             return
         ttl = self.pool._lease_ttl
         now = time.time()
-        holder = self.ledger.acquire_lease(job.spec.id, job.owner, ttl, now=now)
-        if holder is not None:
-            self._lose_job(job, holder, now)
-            return
-        # Another process (``batchnb terminate``) may ask the holder to end the job.
-        asked = self.ledger.last_audit(job.spec.id, "terminate-request", since=job.adopted)
-        if asked is not None:
-            self.terminate(job, asked["detail"] or "terminated", now)
-            return
+        try:
+            row = self.ledger.job(job.spec.id)
+            if row is not None and row["state"] == JobState.COMPLETED.value:
+                # Ended by another process (``batchnb terminate`` while this one was frozen):
+                # its lease is free now, but taking it again would undo that ending.
+                self._lose_job(job, f"another process, which ended it ({row['reason']})", now)
+                return
+            holder = self.ledger.acquire_lease(job.spec.id, job.owner, ttl, now=now)
+            if holder is not None:
+                self._lose_job(job, holder, now)
+                return
+            # Another process (``batchnb terminate``) may ask the holder to end the job.
+            asked = self.ledger.last_audit(job.spec.id, "terminate-request", since=job.adopted)
+            if asked is not None:
+                self.terminate(job, asked["detail"] or "terminated", now)
+                return
+        except Exception:  # e.g. the ledger is locked a while: renew on the next round, never stop renewing
+            log.exception("batchnb could not renew the lease of job %s", job.spec.id)
         self.at(now + min(ttl / 3, 2.0), lambda: self._renew_lease(job))
 
     def _lose_job(self, job: JobRun, holder: str, now: float) -> None:
@@ -178,6 +187,10 @@ class JobOps:
         if job is None:
             raise LeaseHeld(f"job {job_key!r} is dispatched by another process now; this process only watches it")
         if job.state != JobState.ACTIVE:
+            # A re-run notebook or job file adds the same tasks again: that is a no-op, not an error.
+            same = [job.tasks.get(t.id.lower()) for t in new]
+            if all(old is not None and old.spec == t for old, t in zip(same, new)):
+                return same
             raise SpecError("job", job.spec.id, f"is {job.state.value} ({job.reason}); it accepts no more tasks")
         slots = self.pool.spec.task_slots_per_node
         out: list = [None] * len(new)       # handles in the order given, no-ops included
@@ -291,4 +304,5 @@ class JobOps:
         self.batch.job(job.spec.id, state=job.state.value, reason=reason, ended=now)
         self.batch.event(now, "job", job.spec.id, None, job.state.value, {"reason": reason})
         self.events.append(JobStateChanged(job.spec.id, job.state.value, now, reason))
+        self.batch.release_lease(job.spec.id, job.owner or self.pool._owner)
         self.pool._job_ended(job, now)

@@ -89,7 +89,7 @@ class OutputFile:
                            v.choice(self.upload_condition, "upload_condition", UPLOAD_CONDITIONS))
         try:
             self.destination.format(job_id="j", task_id="t", attempt=1)
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise SpecError(f"outputs[{self.pattern!r}]", self.destination,
                             f"only {{job_id}}, {{task_id}} and {{attempt}} may be templated ({exc})") from None
 
@@ -103,7 +103,7 @@ def _inputs(value: Any, field_name: str) -> tuple:
         items = []
         for item in value:
             if isinstance(item, Mapping):
-                item = ResourceFile(**item)
+                item = _from_mapping(ResourceFile, item, field_name)
             if not isinstance(item, ResourceFile):
                 raise SpecError(field_name, item, "expected {path: url} or ResourceFile items")
             items.append(item)
@@ -120,9 +120,17 @@ def _outputs(value: Any, condition: str) -> tuple:
         items = []
         for item in value:
             if isinstance(item, Mapping):
-                item = OutputFile(**item)
+                item = _from_mapping(OutputFile, item, "outputs")
             if not isinstance(item, OutputFile):
                 raise SpecError("outputs", item, "expected {pattern: destination} or OutputFile items")
             items.append(item)
         return tuple(items)
     raise SpecError("outputs", value, "expected a mapping of glob pattern to destination URL")
+
+
+def _from_mapping(cls, item: Mapping, field_name: str):
+    """``cls(**item)``, with a wrong or missing key named instead of a TypeError."""
+    try:
+        return cls(**item)
+    except TypeError as exc:
+        raise SpecError(field_name, dict(item), f"expected the fields of {cls.__name__} ({exc})") from None

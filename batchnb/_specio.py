@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import re
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Mapping
 
 from . import spec as s
@@ -43,10 +43,14 @@ def _exit_conditions_from_dict(data: Mapping) -> s.ExitConditions:
     def opts(d):
         return s.ExitOptions(job_action=d.get("job_action", "none"), dependency_action=d.get("dependency_action"))
     mapping: dict[Any, Any] = {}
-    for item in data.get("codes", ()):
-        mapping[int(item["code"])] = opts(item)
-    for item in data.get("ranges", ()):
-        mapping[(int(item["start"]), int(item["end"]))] = opts(item)
+    try:
+        for item in data.get("codes", ()):
+            mapping[int(item["code"])] = opts(item)
+        for item in data.get("ranges", ()):
+            mapping[(int(item["start"]), int(item["end"]))] = opts(item)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError("exit_conditions", dict(data), "codes need {code: N, ...} and ranges "
+                        f"{{start: N, end: M, ...}} with whole numbers ({type(exc).__name__}: {exc})") from None
     for name in ("default", "pre_processing_error", "file_upload_error"):
         if data.get(name) is not None:
             mapping[name] = opts(data[name])
@@ -94,6 +98,10 @@ def from_dict(cls: type, data: Mapping) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise SpecError(f"{cls.__name__} field", unknown[0], f"unknown; known fields are {', '.join(sorted(names))}")
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise SpecError(f"{cls.__name__} field", missing[0], f"is required (in {dict(data)!r})")
     kwargs = dict(data)
     for name, (sub, many) in _NESTED.get(cls, {}).items():
         if kwargs.get(name) is None:

@@ -163,6 +163,12 @@ class Batch:
         sets = ", ".join(f"{c} = ?" for c in cols)
         self._add(f"UPDATE jobs SET {sets} WHERE id = ?", (*cols.values(), job_id), job_id)
 
+    def release_lease(self, job_id: str, owner: str) -> None:
+        """Release the job's lease with the rest of this batch (e.g. with its completion), so
+        no other process sees the job unleased and not yet completed."""
+        self._add("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND lease_owner = ?",
+                  (job_id, owner), None)
+
     def node(self, pool: str, node_id: str, group: str, state: str, t: float) -> None:
         self.statements.append(("INSERT INTO nodes(pool, node_id, grp, state, time) VALUES (?,?,?,?,?)",
                                 (pool, node_id, group, state, t)))
@@ -312,8 +318,8 @@ class Ledger:
                 raise LeaseHeld(f"job {job_id!r} is dispatched by another process now ({holder}); "
                                 "this process may only watch it")
             for task_id in replace_ids:
+                # The task row goes; its attempts stay (their numbers go on), so history and cost remain.
                 con.execute("DELETE FROM tasks WHERE job_id = ? AND id = ?", (job_id, task_id))
-                con.execute("DELETE FROM attempts WHERE job_id = ? AND task_id = ?", (job_id, task_id))
             con.executemany(
                 "INSERT INTO tasks(job_id, id, seq, spec, state, created, updated) VALUES (?,?,?,?,?,?,?)",
                 [(job_id, tid, seq, spec, state, now, now) for tid, seq, spec, state in rows])

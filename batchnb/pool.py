@@ -288,7 +288,6 @@ class Pool:
         return all(ext.may_dispatch(job, tr, now) for ext in self._extensions)
 
     def _job_ended(self, job, now: float) -> None:
-        self.ledger.release_lease(job.spec.id, self._owner)
         for ext in self._extensions:
             ext.job_ended(job, now)
 

@@ -222,3 +222,13 @@ def test_a_task_collection_with_dependencies_and_ranges_runs(pool2, unique, tmp_
     assert ran[-1] in ("merge", "after-soft") and "merge" in ran and "after-hard" not in ran
     assert ran.index("merge") > max(ran.index(str(i)) for i in range(1, 5))
     assert not result.ok
+
+
+def test_plain_http_urls_with_a_query_are_kept_and_bad_types_named():
+    import batchnb as bnb
+    from batchnb import spec
+    t = spec.from_azure({"id": "t", "commandLine": "x", "resourceFiles": [
+        {"httpUrl": "https://example.com/files/data.csv?version=2", "filePath": "data.csv"}]})
+    assert t.inputs[0].url == "https://example.com/files/data.csv?version=2" and not t.inputs[0].is_prefix
+    with pytest.raises(bnb.SpecError, match="httpUrl"):
+        spec.from_azure({"id": "t", "commandLine": "x", "resourceFiles": [{"httpUrl": 5, "filePath": "a"}]})

@@ -460,3 +460,43 @@ def test_no_task_process_outlives_preemption_or_close(tmp_path):
     while alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert alive() == []
+
+
+def test_adding_the_same_tasks_to_a_completed_job_is_a_no_op(pool2, unique):
+    job = pool2.job(unique, on_all_tasks_complete="terminate")
+    job.add_tasks([bnb.TaskSpec("a", "true"), bnb.TaskSpec("b", "true")])
+    job.wait(timeout=30, quiet=True)
+    again = job.add_tasks([bnb.TaskSpec("a", "true"), bnb.TaskSpec("b", "true")])  # a re-run notebook
+    assert [t.task_id for t in again] == ["a", "b"] and len(job.task("a").attempts) == 1
+    with pytest.raises(bnb.SpecError, match="accepts no more tasks"):
+        job.add_tasks([bnb.TaskSpec("a", "true"), bnb.TaskSpec("c", "true")])
+
+
+def test_replace_keeps_the_attempt_history(pool2, unique):
+    job = pool2.job(unique)
+    job.add_task("a", "exit 1")
+    job.wait(timeout=30, quiet=True)
+    job.add_task("a", "true", replace=True)
+    job.wait(timeout=30, quiet=True)
+    assert [(a["n"], a["state"]) for a in job.task("a").attempts] == [(1, "failed"), (2, "succeeded")]
+
+
+def test_a_job_ended_by_another_process_is_dropped_not_taken_back(pool2, unique):
+    import dask
+    from batchnb._api import _terminate_in_ledger
+    with dask.config.set({"batchnb.lease-ttl": "1.5s"}):
+        job = pool2.job(unique)
+        job.add_task("slow", "sleep 30")
+        deadline = time.monotonic() + 20
+        while job.task("slow").state != bnb.TaskState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pool2.ledger.release_lease(unique, pool2._owner)        # as `batchnb terminate` does ...
+        _terminate_in_ledger(pool2.ledger, unique, "terminated")  # ... for a driver it thinks dead
+        deadline = time.monotonic() + 10
+        while pool2._dispatcher.call(lambda: unique.lower() in pool2._dispatcher.jobs) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert unique.lower() not in pool2._dispatcher.call(lambda: set(pool2._dispatcher.jobs))
+    assert pool2.ledger.job(unique)["state"] == "completed"
+    assert pool2.ledger.lease(unique) is None
+    assert job.task("slow").state == bnb.TaskState.CANCELLED

@@ -161,3 +161,24 @@ def test_exit_codes_take_precedence_over_upload_errors_as_in_azure():
                                         "file_upload_error": bnb.ExitOptions(dependency_action="block")})
     assert ec.options_for(0, "upload").dependency_action == "satisfy"
     assert ec.options_for(None, "upload").dependency_action == "block"
+
+
+@pytest.mark.parametrize("text, field", [
+    ('id: j\ntasks:\n  - {id: a, command: "true", outputs: [{pattern: "*.txt"}]}\n', "destination"),
+    ('id: j\ntasks:\n  - {id: a, command: "true", inputs: [{path: a, url: "file:///x", mode: "1"}]}\n', "mode"),
+    ('id: j\ntasks:\n  - {id: a, command: "true", exit_conditions: {codes: [{dependency_action: satisfy}]}}\n',
+     "exit_conditions"),
+    ('id: j\ntasks:\n  - {id: a, command: "true", exit_conditions: {codes: [{code: x}]}}\n', "exit_conditions"),
+    ('id: j\ntasks:\n  - {id: a, command: "true", outputs: {"*.txt": "az://c/{job_id.x}/"}}\n', "templated"),
+    ('id: j\ntasks:\n  - {command: "true"}\n', "'id'"),
+])
+def test_malformed_job_files_are_spec_errors_naming_the_field(text, field):
+    with pytest.raises(bnb.SpecError, match=field):
+        s.loads(text)
+
+
+def test_input_mappings_with_wrong_keys_are_spec_errors():
+    with pytest.raises(bnb.SpecError, match="ResourceFile"):
+        s.TaskSpec("t", "true", inputs=[{"path": "a", "url": "file:///x", "mode": "0755"}])
+    with pytest.raises(bnb.SpecError, match="OutputFile"):
+        s.TaskSpec("t", "true", outputs=[{"pattern": "*.txt"}])

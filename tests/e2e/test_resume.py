@@ -194,3 +194,26 @@ def test_a_dead_drivers_task_processes_are_killed_before_the_task_runs_again(hom
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert not out.exists()          # the first copy never finished behind the resumed job's back
+
+
+def test_terminating_a_dead_drivers_job_kills_its_task_processes(home, tmp_path):
+    """``batchnb terminate`` (here: a read-only attach) on a job whose driver was SIGKILLed
+    ends the task processes that outlived the driver, not only the ledger's record."""
+    job_id, out = "orphans-terminated", tmp_path / "ran.txt"
+    script = tmp_path / "driver.py"
+    script.write_text(LONG_DRIVER)
+    led = Ledger(home / "ledger.sqlite")
+    proc = start_driver(script, job_id, out, home)
+    wait_ledger(led, job_id, lambda c: c.get("running", 0) == 1, proc)
+    deadline = time.monotonic() + 20
+    while not any("sleep" in " ".join(p.cmdline()) for p in leftovers(job_id)):
+        assert time.monotonic() < deadline, "the task's process never started"
+        time.sleep(0.05)
+    kill(proc)
+    assert leftovers(job_id), "the task's processes died with the driver: nothing to test"
+    bnb.Job.attach(job_id, ledger=led).terminate()
+    assert led.job(job_id)["state"] == "completed"
+    deadline = time.monotonic() + 10
+    while leftovers(job_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(job_id) == []
