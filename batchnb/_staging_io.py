@@ -8,16 +8,20 @@ errors are worth retrying, how credentials stay out of messages).
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import logging
 import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+import cloudpickle
 import fsspec
 from fsspec.core import split_protocol
 from fsspec.utils import tokenize
@@ -47,6 +51,9 @@ _TRANSIENT_NAMES = frozenset({
     "FSTimeoutError",
 })
 _PERMANENT_OS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+# A full, read-only or over-quota local disk: no retry will make room.
+_DISK_ERRNOS = frozenset(n for n in (errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", None), errno.EFBIG)
+                         if n is not None)
 MISSING, TRANSIENT, PERMANENT = "missing", "transient", "permanent"
 
 # Options that name things rather than prove identity: shown in messages,
@@ -70,7 +77,10 @@ class RetryPolicy:
 
 # -- filesystems ---------------------------------------------------------
 
-_fs_cache: dict[tuple, Any] = {}
+# At most this many filesystems per process, least recently used dropped
+# first: options rebuilt per attempt must never pile up clients.
+FS_CACHE_SIZE = 32
+_fs_cache: OrderedDict[tuple, Any] = OrderedDict()
 _fs_lock = threading.Lock()
 
 
@@ -86,23 +96,70 @@ def options_for(protocol: str, storage_options: Mapping[str, Any]) -> dict:
 
 
 def resolve(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
-    """The filesystem serving ``url`` and the path it knows the object by."""
+    """The filesystem serving ``url`` and the path it knows the object by.
+
+    What the URL itself says (adlfs: the account of
+    ``abfs://container@ACCOUNT.dfs.core.windows.net/...``) overrides
+    ``storage_options``; a connection string for another account is refused
+    rather than silently used.
+    """
     protocol = split_protocol(url)[0] or "file"
+    cls = fsspec.get_filesystem_class(protocol)
     options = options_for(protocol, storage_options)
+    from_url = cls._get_kwargs_from_urls(url)
+    if protocol in ADLFS_PROTOCOLS and from_url.get("account_name"):
+        _check_account(from_url["account_name"], options)
+    options.update(from_url)
     # One instance per process and option set, outside fsspec's own instance
     # cache: _tune_azure changes its retry policy, which the user's own
     # instance of the same store should not see. The pid keeps a forked
     # worker from reusing its parent's event loop.
-    key = (os.getpid(), protocol, tokenize(protocol, options))
+    key = (os.getpid(), protocol, _options_key(protocol, options))
     with _fs_lock:
         fs = _fs_cache.get(key)
         if fs is None:
-            cls = fsspec.get_filesystem_class(protocol)
             fs = cls(skip_instance_cache=True, **options)
             if protocol in ADLFS_PROTOCOLS:
                 _tune_azure(fs)
             _fs_cache[key] = fs
+            while len(_fs_cache) > FS_CACHE_SIZE:
+                _fs_cache.popitem(last=False)
+        else:
+            _fs_cache.move_to_end(key)
     return fs, fs._strip_protocol(url)
+
+
+def _options_key(protocol: str, options: Mapping[str, Any]) -> str:
+    """A digest of the options that is the same for equal options unpickled again.
+
+    Every attempt ships storage_options pickled, so a credential object in
+    them is a new object each time; fsspec's tokenize hashes its repr (with
+    its address) and would give every attempt a new filesystem. The bytes of
+    its pickle are the same.
+    """
+    try:
+        data = cloudpickle.dumps((protocol, sorted(options.items())))
+    except Exception:  # noqa: BLE001 - unpicklable options (in-process use): the LRU bound still holds
+        return tokenize(protocol, options)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_account(account: str, options: Mapping[str, Any]) -> None:
+    """Refuse options that would reach another storage account than the URL names."""
+    conn = options.get("connection_string")
+    if conn:
+        fields = dict(part.split("=", 1) for part in str(conn).split(";") if "=" in part)
+        theirs = fields.get("AccountName")
+        if theirs is None:
+            endpoint = re.match(r"https?://([^./:]+)\.blob\.", fields.get("BlobEndpoint", ""))
+            theirs = endpoint.group(1) if endpoint else None
+        if theirs is not None and theirs.lower() != account.lower():
+            raise ValueError(f"the URL names storage account {account!r} but the connection_string of "
+                             f"storage_options is for account {theirs!r}")
+    host = options.get("account_host")
+    if host and not str(host).lower().startswith(account.lower() + "."):
+        raise ValueError(f"the URL names storage account {account!r} but storage_options' "
+                         f"account_host is {host!r}")
 
 
 def _tune_azure(fs: Any) -> None:
@@ -148,13 +205,26 @@ def classify(exc: BaseException) -> str:
             return TRANSIENT if status >= 500 or status in (408, 429) else PERMANENT
         if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
             return TRANSIENT
-        if isinstance(exc, _PERMANENT_OS):
+        if isinstance(exc, _PERMANENT_OS) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
             return PERMANENT
         if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):
             return TRANSIENT
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return PERMANENT
+
+
+def disk_error(exc: BaseException | None) -> OSError | None:
+    """The error of a local disk (full, read-only, no access) in ``exc`` or what it wraps, if any."""
+    seen = 0
+    while exc is not None and seen < 6:
+        if isinstance(exc, OSError) and (exc.errno in _DISK_ERRNOS or (
+                # A local file refused us (it has a name); a store's 403 mapped to PermissionError has none.
+                exc.errno in (errno.EACCES, errno.EPERM) and exc.filename is not None)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 class Scrubber:
@@ -221,11 +291,13 @@ class Transfers:
             raise StagingError(f"{what}: {shown}: cannot open its store ({self.scrub.describe(exc)}); "
                                "check the URL's protocol and the pool's storage_options", url=shown) from None
 
-    def retry(self, call: Callable[[], T], *, what: str, url: str, missing: str | None = None) -> T:
+    def retry(self, call: Callable[[], T], *, what: str, url: str, missing: str | None = None,
+              writes: str | None = None) -> T:
         """``call()`` with retries of transient errors.
 
         ``what`` names the input or output; ``missing`` is the message for a
-        missing object (None: a missing object is a permanent error).
+        missing object (None: a missing object is a permanent error);
+        ``writes`` the local file ``call`` writes, named when its disk fails.
         """
         shown = self.scrub.url(url)
         start = time.monotonic()
@@ -241,6 +313,11 @@ class Transfers:
                 kind = classify(exc)
                 if kind == MISSING and missing is not None:
                     raise StagingError(missing, url=shown) from None
+                local = disk_error(exc) if writes is not None else None
+                if kind != TRANSIENT and local is not None:
+                    raise StagingError(f"{what}: cannot write {writes} on this node: "
+                                       f"{local.strerror or self.scrub.describe(local)} (a local disk error, "
+                                       "not retried)", url=shown) from None
                 if kind != TRANSIENT:
                     raise StagingError(f"{what}: {shown}: {self.scrub.describe(exc)}", url=shown) from None
                 elapsed = time.monotonic() - start

@@ -8,7 +8,9 @@ What Azure Batch does with a task's ``resourceFiles`` and ``outputFiles``:
   ``storageContainerUrl`` + ``blobPrefix``). ``file_mode`` is applied.
   With a node cache, each version of an object (etag, checksum or mtime) is
   downloaded once per node and hard-linked into every task that asks for it;
-  such inputs are read-only, and one with a ``file_mode`` gets its own copy.
+  such inputs are read-only, and one with a ``file_mode`` gets its own copy,
+  as does every input when the worker runs as root (root ignores read-only
+  modes). An entry a task changed anyway is noticed and fetched again.
 * **Outputs** (:class:`~batchnb.spec.OutputFile`): files matching a glob in
   the working dir go to a destination templated with ``{job_id}``,
   ``{task_id}`` and ``{attempt}``; one ending in ``/`` is a folder that keeps
@@ -167,7 +169,7 @@ def _fetch(item: _Fetch, io: Transfers, cache: NodeCache | None) -> tuple[int, b
     """Place one object at its target; returns its size and whether the cache had it."""
     def download(dest: Path) -> None:
         io.retry(lambda: item.fs.get_file(item.rpath, str(dest)), what=item.what, url=item.url,
-                 missing=item.missing)
+                 missing=item.missing, writes=str(item.target))
 
     try:
         item.target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
+import pickle
 import os
 import stat
 import threading
@@ -16,9 +18,9 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from batchnb import staging
+from batchnb import _staging_cache, _staging_io, staging
 from batchnb._staging_glob import match
-from batchnb._staging_io import MISSING, PERMANENT, TRANSIENT, classify
+from batchnb._staging_io import MISSING, PERMANENT, TRANSIENT, classify, resolve
 from batchnb.errors import SpecError, StagingError
 from batchnb.spec import OutputFile, ResourceFile
 
@@ -73,6 +75,12 @@ def wd(task_dir):
 @pytest.fixture
 def fast_retries(monkeypatch):
     monkeypatch.setattr(staging, "RETRY_DELAY", 0.01)
+
+
+@pytest.fixture
+def non_root(monkeypatch):
+    """Place cached inputs as for a worker not running as root: hard links (root gets copies)."""
+    monkeypatch.setattr(_staging_cache, "links_allowed", lambda: True)
 
 
 def stage_out(outputs, wd, task_dir, outcome="success", storage_options=None, attempt=1):
@@ -144,6 +152,38 @@ class LeakyFS(MemoryFileSystem):
         raise PermissionError(f"403 for {rpath} with token={self.token} (Authorization: Bearer {self.token})")
 
 
+class DiskFullFS(MemoryFileSystem):
+    """A store whose downloads fail writing the local file, as on a full node disk."""
+
+    protocol = "diskfull"
+    calls = 0
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(path.replace("diskfull://", "memory://", 1))
+
+    def get_file(self, rpath, lpath, **kwargs):
+        DiskFullFS.calls += 1
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class Credential:
+    """Stands for an Azure credential object: compared by identity, so each unpickled copy is new."""
+
+    def __init__(self, secret):
+        self.secret = secret
+
+
+class CredFS(MemoryFileSystem):
+    """memory:// taking a ``credential`` option, as adlfs does."""
+
+    protocol = "credmem"
+
+    def __init__(self, credential=None, **kwargs):
+        super().__init__(**kwargs)
+        self.credential = credential
+
+
 class CountingLocalFS(LocalFileSystem):
     """file:// under another name; counts downloads in a counter shared across processes."""
 
@@ -161,7 +201,7 @@ class CountingLocalFS(LocalFileSystem):
         return super().get_file(rpath, lpath, **kwargs)
 
 
-for _cls in (CountingFS, NoVersionFS, FlakyFS, LeakyFS, CountingLocalFS):
+for _cls in (CountingFS, NoVersionFS, FlakyFS, LeakyFS, CountingLocalFS, DiskFullFS, CredFS):
     fsspec.register_implementation(_cls.protocol, _cls, clobber=True)
 
 
@@ -213,7 +253,7 @@ def test_missing_input_names_its_url_and_is_not_transient(store, wd, rel):
 
 # -- the node cache --------------------------------------------------------------
 
-def test_cache_downloads_once_for_concurrent_stagings(tmp_path):
+def test_cache_downloads_once_for_concurrent_stagings(tmp_path, non_root):
     fsspec.filesystem("memory").pipe("/cachetest/model.bin", b"m" * 1000)
     CountingFS.downloads = 0
     cache, n = tmp_path / "cache", 6
@@ -266,6 +306,47 @@ def test_changed_object_is_a_new_cache_entry(store, tmp_path):
     stats = staging.stage_in((ResourceFile("d.csv", url),), tmp_path / "b", storage_options={}, cache_dir=cache)
     assert (tmp_path / "b/d.csv").read_bytes() == b"version 2" and stats.cache_hits == 0
     assert (tmp_path / "a/d.csv").read_bytes() == b"v1"
+
+
+def _write_through(path: Path, data: bytes) -> None:
+    """What a careless task does to its input: root writes through 0o444; anyone else chmods first."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_a_task_writing_its_cached_input_does_not_change_it_for_later_tasks(tmp_path, monkeypatch, as_root):
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"original model bytes")
+    if not as_root:   # links, as for a non-root worker: the stamp must notice the change
+        monkeypatch.setattr(_staging_cache, "links_allowed", lambda: True)
+    cache, rf = tmp_path / "cache", ResourceFile("m.bin", f"file://{src}")
+    staging.stage_in((rf,), tmp_path / "w1", storage_options={}, cache_dir=cache)
+    _write_through(tmp_path / "w1/m.bin", b"CORRUPT!")   # at once: within the same clock tick
+    stats = staging.stage_in((rf,), tmp_path / "w2", storage_options={}, cache_dir=cache)
+    assert (tmp_path / "w2/m.bin").read_bytes() == b"original model bytes"
+    assert stats.cache_hits == (1 if as_root and os.geteuid() == 0 else 0)
+
+
+def test_root_gets_read_only_copies_and_a_changed_entry_is_fetched_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(_staging_cache, "links_allowed", lambda: False)   # as root
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"0123456789")
+    cache, rf = tmp_path / "cache", ResourceFile("m.bin", f"file://{src}")
+    staging.stage_in((rf,), tmp_path / "w1", storage_options={}, cache_dir=cache)
+    placed = tmp_path / "w1/m.bin"
+    [entry] = [p for p in cache.rglob("*") if p.is_file() and p.read_bytes() == b"0123456789"]
+    assert placed.stat().st_nlink == 1 and entry.stat().st_nlink == 1
+    assert stat.S_IMODE(placed.stat().st_mode) == 0o444
+    # Someone changes the entry itself (same size, so only the stamp can tell).
+    os.chmod(entry, 0o644)
+    entry.write_bytes(b"XXXXXXXXXX")
+    os.chmod(entry, 0o444)
+    stats = staging.stage_in((rf,), tmp_path / "w2", storage_options={}, cache_dir=cache)
+    assert (tmp_path / "w2/m.bin").read_bytes() == b"0123456789" and stats.cache_hits == 0
+    assert staging.stage_in((rf,), tmp_path / "w3", storage_options={}, cache_dir=cache).cache_hits == 1
 
 
 def test_no_version_key_means_no_caching(tmp_path):
@@ -388,6 +469,35 @@ def test_error_kinds_of_the_azure_stack():
     assert classify(FileNotFoundError()) == MISSING
 
 
+def test_full_or_read_only_local_disk_is_permanent_and_says_so(wd, fast_retries):
+    for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        assert classify(OSError(code, os.strerror(code))) == PERMANENT
+    assert classify(OSError(errno.ECONNRESET, "reset")) == TRANSIENT
+    fsspec.filesystem("memory").pipe("/diskfull/y", b"ok")
+    DiskFullFS.calls = 0
+    with pytest.raises(StagingError) as info:
+        staging.stage_in((ResourceFile("y", "diskfull://diskfull/y"),), wd, storage_options={}, cache_dir=None)
+    assert str(info.value) == (f"input y: cannot write {wd / 'y'} on this node: No space left on device "
+                               "(a local disk error, not retried)")
+    assert not info.value.transient and DiskFullFS.calls == 1
+
+
+def test_credential_objects_do_not_make_a_filesystem_per_attempt():
+    shipped = pickle.dumps({"credmem": {"credential": Credential("s3cret")}})
+    copies = [pickle.loads(shipped) for _ in range(40)]   # each attempt unpickles its own
+    assert len({id(resolve("credmem://b/x", opts)[0]) for opts in copies}) == 1
+    for i in range(2 * _staging_io.FS_CACHE_SIZE):
+        resolve("credmem://b/x", {"credmem": {"credential": Credential(f"other-{i}")}})
+    assert len(_staging_io._fs_cache) <= _staging_io.FS_CACHE_SIZE
+
+
+def test_the_account_in_an_abfs_url_wins_over_storage_options():
+    fs, path = resolve("abfs://data@acct1.dfs.core.windows.net/in/x.bin", {})
+    assert (fs.account_name, path) == ("acct1", "data/in/x.bin")
+    fs, _ = resolve("az://data@acct2.blob.core.windows.net/x", {"az": {"account_name": "acct1", "anon": True}})
+    assert fs.account_name == "acct2"
+
+
 # -- Azurite through adlfs --------------------------------------------------------------
 
 def test_azurite_inputs_outputs_and_cache(azurite, azurite_container, wd, task_dir, tmp_path):
@@ -489,3 +599,21 @@ def test_no_credential_in_any_error_message(azurite, azurite_container, wd, task
     for text in errors:
         assert ACCOUNT_KEY not in text and azurite.connection_string not in text
         assert "TOPSECRET" not in text
+
+
+def test_azurite_url_naming_another_account_does_not_land_in_azurite(azurite, azurite_container, wd, task_dir):
+    c, fs = azurite_container, azurite.fs()
+    fs.pipe(f"{c}/x.txt", b"azurite")
+    ok = staging.stage_in((ResourceFile("x.txt", f"abfs://{c}@devstoreaccount1.dfs.core.windows.net/x.txt"),),
+                          wd / "ok", storage_options=azurite.storage_options, cache_dir=None)
+    assert ok.files == 1 and (wd / "ok/x.txt").read_bytes() == b"azurite"
+    other = f"abfs://{c}@otheraccount.dfs.core.windows.net"
+    with pytest.raises(StagingError, match="names storage account 'otheraccount' but the connection_string of "
+                                           "storage_options is for account 'devstoreaccount1'") as info:
+        staging.stage_in((ResourceFile("x.txt", f"{other}/x.txt"),), wd / "in",
+                         storage_options=azurite.storage_options, cache_dir=None)
+    assert not info.value.transient and ACCOUNT_KEY not in str(info.value)
+    _touch(wd, "o.txt")
+    with pytest.raises(StagingError, match="otheraccount"):
+        stage_out([OutputFile("o.txt", f"{other}/out/")], wd, task_dir, storage_options=azurite.storage_options)
+    assert not fs.exists(f"{c}/out")
