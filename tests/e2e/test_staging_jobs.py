@@ -136,6 +136,9 @@ def test_fan_out_of_100_tasks_shares_one_download_per_node_and_a_dependent_reads
         if os.geteuid() == 0:
             assert all(f.stat().st_nlink == 1 and f.read_bytes() == shared for f in files)
             assert found[0].stat().st_nlink == 1
+            # The entry was written (chmod, utime, rename) before the first copy was
+            # made: a second download would have replaced it after that.
+            assert found[0].stat().st_ctime_ns <= min(f.stat().st_ctime_ns for f in files)
         else:
             assert {f.stat().st_ino for f in files} == {found[0].stat().st_ino}
             assert found[0].stat().st_nlink == 1 + len(files)
