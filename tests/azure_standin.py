@@ -95,6 +95,8 @@ class RecordingAzureSDK:
         self.credential = _Credential()
         self._nics: dict[str, SimpleNamespace] = {}
         self._vms: dict[str, dict] = {}
+        #: disk name -> the VM it is attached to (None once that VM is deleted), as Azure keeps them
+        self.disks: dict[str, str | None] = {}
         sub = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers"
         self.compute_client = SimpleNamespace(
             virtual_machines=_Group(self, "virtual_machines", {
@@ -103,8 +105,8 @@ class RecordingAzureSDK:
                 "begin_delete": self._delete_vm,
                 "simulate_eviction": self._evict_vm,
             }),
-            disks=_Group(self, "disks", {"list_by_resource_group": lambda rg: [],
-                                         "begin_delete": lambda rg, name: _Poller()}),
+            disks=_Group(self, "disks", {"list_by_resource_group": self._list_disks,
+                                         "begin_delete": self._delete_disk}),
         )
         self.network_client = SimpleNamespace(
             subnets=_Group(self, "subnets", {
@@ -136,14 +138,39 @@ class RecordingAzureSDK:
         return _Poller(nic)
 
     def _create_vm(self, rg, name, params):
-        self._vms[name] = params
+        with self._lock:
+            self._vms[name] = params
+            # Azure names a VM's implicit OS disk <vm>_OsDisk_1_<32 hex>; it outlives the VM.
+            self.disks[f"{name}_OsDisk_1_{uuid.uuid4().hex}"] = name
         if self.host is not None:
             self.host.boot(name, params)
         return _Poller()
 
     def _delete_vm(self, rg, name):
+        with self._lock:
+            self._vms.pop(name, None)
+            for disk, vm in self.disks.items():
+                if vm == name:
+                    self.disks[disk] = None
         if self.host is not None:
             self.host.kill(name)
+        return _Poller()
+
+    def _list_disks(self, rg):
+        with self._lock:
+            return [SimpleNamespace(name=disk, managed_by=vm) for disk, vm in self.disks.items()]
+
+    def _delete_disk(self, rg, name):
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        with self._lock:
+            if name not in self.disks:
+                raise ResourceNotFoundError(f"(ResourceNotFound) The Resource 'Microsoft.Compute/disks/{name}' "
+                                            "under resource group 'rg' was not found.")
+            vm = self.disks[name]
+            if vm is not None:      # what Azure answers for a disk still attached to a VM
+                raise HttpResponseError(f"(OperationNotAllowed) Disk {name} is attached to VM "
+                                        f"/subscriptions/.../virtualMachines/{vm}.")
+            del self.disks[name]
         return _Poller()
 
     def _evict_vm(self, rg, name):

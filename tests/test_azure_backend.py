@@ -185,3 +185,36 @@ def test_bad_options_are_refused_before_any_vm(options, field):
         AzureBackend(PoolSpec("az", backend="azure"), azure_sdk=sdk, **options)
     assert err.value.field == field
     assert sdk.calls == []
+
+
+class SchedulerOnlyHost(LocalVMHost):
+    """Boots the scheduler's VM only: node VMs are made (recorded, with their disks) but never join."""
+
+    def boot(self, name, params):
+        if name.endswith("-scheduler"):
+            super().boot(name, params)
+
+
+def test_removing_a_vm_deletes_its_own_disk_only_and_its_nic(tmp_path):
+    # spot-1 is a prefix of spot-10 and spot-11: their attached OS disks must be left alone,
+    # and spot-1's NIC deleted (dask-cloudprovider's `self.name in disk.name` failed before it).
+    import dask
+    host = SchedulerOnlyHost()
+    sdk = RecordingAzureSDK(host)
+    try:
+        with dask.config.set({"batchnb.preempt-return-after": 0.1}):
+            with bnb.Pool("az12", backend="azure", vm_size="Standard_D2s_v5", dedicated=0, spot=12,
+                          ledger=Ledger(tmp_path / "l.sqlite"), **azure_options(host, sdk, tmp_path)) as pool:
+                uuid = pool._backend.cluster.uuid
+                victim = vm_name(uuid, "spot-1")
+                wait_for(lambda: len(sdk.vm_requests()) == 13, 20, "the 12 node VMs to be made")
+                nic = sdk.vm_requests()[victim]["properties"]["networkProfile"]["networkInterfaces"][0]["id"]
+                nic = nic.rsplit("/", 1)[1]
+                disk = next(d for d, vm in sdk.disks.items() if vm == victim)
+                pool.preempt("spot-1")           # its old VM is deleted when a new one is made
+                wait_for(lambda: ("rg", nic) in sdk.ops("network_interfaces.begin_delete"), 15,
+                         "spot-1's NIC to be deleted")
+                assert [a[1] for a in sdk.ops("disks.begin_delete")] == [disk]
+                assert {vm for vm in sdk.disks.values() if vm} >= {vm_name(uuid, f"spot-{i}") for i in (10, 11)}
+    finally:
+        host.close()

@@ -12,7 +12,9 @@ batchnb adds on top:
   scheduler and the dedicated nodes never do.
 - **Nodes named by node id.** The Dask worker on VM ``bnb-<cluster>-spot-3``
   is named ``spot-3``, so the dispatcher's node table, the ledger and
-  ``pool.nodes()`` use Azure Batch's names.
+  ``pool.nodes()`` use Azure Batch's names. A VM's disks are those named
+  ``<vm>_...`` (Azure's ``<vm>_OsDisk_1_<hex>``): dask-cloudprovider's
+  substring match would take ``spot-10``'s disk for ``spot-1``'s.
 - **The start task in the VM's bootstrap.** Each node's cloud-init runs the
   pool's start task (``_starttask.bootstrap_script``) before its worker
   starts, under ``node_root`` (``/mnt/batch/tasks``, mounted into the
@@ -86,6 +88,38 @@ class BatchnbAzureVMWorker(AzureVMWorker):
         if "--name " + generated in self.command:
             self.command = self.command.replace("--name " + generated, "--name " + self.node_id)
         self.name = vm_name(self.cluster.uuid, self.node_id)
+
+    def owns_disk(self, disk_name: str) -> bool:
+        """Whether ``disk_name`` is this VM's: Azure names a VM's OS disk ``<vm>_OsDisk_1_<hex>``.
+
+        dask-cloudprovider tests ``self.name in disk.name``, and ``bnb-<c>-spot-1`` is in
+        ``bnb-<c>-spot-10_OsDisk_1_...``: removing spot-1 would try to delete spot-10's disk.
+        """
+        return disk_name.startswith(self.name + "_")
+
+    async def destroy_vm(self):
+        """Delete the VM, then its own disks only, then its NIC and public IP.
+
+        A disk that cannot be deleted is logged, not raised: the NIC and IP behind it
+        must go all the same, or they leak (and Azure bills public IPs).
+        """
+        cluster, rg = self.cluster, self.cluster.resource_group
+        await self.call_async(cluster.compute_client.virtual_machines.begin_delete(rg, self.name).wait)
+        cluster._log(f"Terminated VM {self.name}")
+        try:
+            disks = await self.call_async(cluster.compute_client.disks.list_by_resource_group, rg)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("VM %s: cannot list its disks: %s", self.name, exc)
+            disks = []
+        for disk in disks:
+            if self.owns_disk(disk.name):
+                try:
+                    await self.call_async(cluster.compute_client.disks.begin_delete(rg, disk.name).wait)
+                except Exception as exc:  # noqa: BLE001 - see the docstring
+                    log.warning("VM %s: cannot delete its disk %s: %s", self.name, disk.name, exc)
+        await self.call_async(cluster.network_client.network_interfaces.begin_delete(rg, self.nic.name).wait)
+        if self.public_ingress:
+            await self.call_async(cluster.network_client.public_ip_addresses.begin_delete(rg, self.public_ip.name).wait)
 
 
 class BatchnbAzureVMCluster(AzureVMCluster):
