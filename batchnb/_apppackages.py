@@ -5,13 +5,15 @@ fsspec (with the pool's ``storage_options``) and unpacked into
 ``<node root>/applications/<name>_<version>`` when a node joins, before its
 start task; its folder is in ``AZ_BATCH_APP_PACKAGE_<name>_<version>``
 (dots and dashes as underscores). A package already unpacked on the node is
-not fetched again.
+not fetched again. Zip members keep their Unix modes (a packaged program
+stays executable), as tar members do.
 
 >>> # install([AppPackage("ffmpeg", "6.1", "az://packages/ffmpeg-6.1.zip")], dirs, {})
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 import zipfile
@@ -50,7 +52,12 @@ def _unpack(pkg, folder: Path, storage_options: dict) -> None:
         shutil.copyfileobj(src, dst)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(partial)
+            for info in zf.infolist():
+                path = zf.extract(info, partial)
+                # zipfile drops Unix modes; a packaged program must stay executable, as unzip keeps it.
+                mode = (info.external_attr >> 16) & 0o777
+                if mode and not info.is_dir():
+                    os.chmod(path, mode)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             tf.extractall(partial, filter="data")   # no absolute paths, links out or devices

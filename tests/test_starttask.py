@@ -111,3 +111,20 @@ def test_a_bad_app_package_fails_the_node_preparation(node, tmp_path):
                        "spot-7")
     assert res.category == "preprocessing" and "gone 1" in res.message
     assert not (node / "spot-7" / "applications" / "gone_1").exists()
+
+
+def test_zip_app_package_keeps_the_execute_bit(node, tmp_path):
+    import stat
+    import zipfile
+    from batchnb._starttask import prepare_node
+    with zipfile.ZipFile(tmp_path / "tool.zip", "w") as zf:
+        prog = zipfile.ZipInfo("bin/hello")
+        prog.external_attr = (stat.S_IFREG | 0o755) << 16
+        zf.writestr(prog, "#!/bin/sh\necho hello from a packaged program\n")
+        zf.writestr("README", "not a program")      # no mode recorded: left as extracted
+    st = bnb.StartTask('"$AZ_BATCH_APP_PACKAGE_tool_1/bin/hello"')      # run directly, not through sh
+    res = prepare_node(st, (bnb.AppPackage("tool", "1", (tmp_path / "tool.zip").as_uri()),), "p1", str(node), {},
+                       "spot-7")
+    assert res.succeeded, res
+    assert res.stdout_tail.strip() == "hello from a packaged program"
+    assert (node / "spot-7" / "applications" / "tool_1" / "bin" / "hello").stat().st_mode & 0o777 == 0o755
