@@ -172,7 +172,6 @@ class CostExtension(PoolExtension):
         if job.key not in self._seen_jobs:
             self._seen_jobs.add(job.key)
             self.meter.set_tags(job_id, job.spec.tags)
-            self._prior[job.key] = self._prior_cost(job_id)
         if node.node_id not in self._billed:   # a node that never showed a billed state (address backend)
             self._bill(node.node_id, node.group, node.slots, t)
         try:
@@ -183,13 +182,23 @@ class CostExtension(PoolExtension):
         self._starts[(job.key, task_id, node.node_id)] = t
 
     def _prior_cost(self, job_id: str) -> Cost | None:
-        """What a resumed job cost before this pool (earlier processes), from the ledger."""
+        """What a resumed or re-attached job cost before this pool (earlier pools or processes).
+
+        Read from the ledger on first use, whether or not the job starts anything here: the
+        budget of a job resumed over it must hold before its first dispatch. Attempts dispatched
+        before this pool existed cannot appear later, so the answer (None too) is kept.
+        """
+        key = job_id.lower()
+        if key in self._prior:
+            return self._prior[key]
         rows = self.pool.ledger._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",
                                        (job_id, self.created))
-        if not rows:
-            return None
-        from ._cost_ledger import cost_from_ledger
-        return cost_from_ledger(self.pool.ledger, job_id=job_id, until=self.created)
+        prior = None
+        if rows:
+            from ._cost_ledger import cost_from_ledger
+            prior = cost_from_ledger(self.pool.ledger, job_id=job_id, until=self.created)
+        self._prior[key] = prior
+        return prior
 
     @_hook
     def task_ended(self, job, tr, now: float) -> None:
@@ -226,7 +235,7 @@ class CostExtension(PoolExtension):
         return max(prices) / self.pool.spec.task_slots_per_node
 
     def spent(self, job, now: float) -> float:
-        prior = self._prior.get(job.key)
+        prior = self._prior_cost(job.spec.id)
         return self.meter.cost(now, job.spec.id, detail=False).total + (prior.total if prior else 0.0)
 
     def _verdict(self, job, now: float) -> tuple[str, float, float]:
@@ -343,7 +352,7 @@ class CostExtension(PoolExtension):
 
     def _job_sample(self, job, now: float) -> None:
         c = self.meter.cost(now, job.spec.id, detail=False)
-        prior = self._prior.get(job.key)
+        prior = self._prior_cost(job.spec.id)
         self.pool._dispatcher.events.append(CostSample(self.pool.name, now, c.total + (prior.total if prior else 0),
                                                        c.rate_per_hour, self.meter.currency, job.spec.id))
 
@@ -371,7 +380,7 @@ class CostExtension(PoolExtension):
     def job_cost(self, job_id: str, now: float | None = None, detail: bool = True) -> Cost:
         self._sync()
         live = self.meter.cost(now, job_id, detail=detail)
-        prior = self._prior.get(job_id.lower())
+        prior = self._prior_cost(job_id)
         return live if prior is None else merge(prior, live)
 
     def forecast(self, job_id: str) -> Forecast:

@@ -18,6 +18,7 @@ import dask
 import pytest
 
 import batchnb as bnb
+import batchnb._config  # noqa: F401 - its defaults are in dask.config before a dask.config.set of ours
 from batchnb._cli_cost import register, run as cli_run
 from batchnb.cost import cost_from_ledger
 from batchnb.events import CostSample, JobStateChanged, NodeStateChanged
@@ -308,3 +309,37 @@ def test_closed_pool_priced_from_the_ledger_and_the_command(priced, unique):
     out = io.StringIO()
     assert cli_run(parser.parse_args(["cost", "--ledger", str(pool.ledger.path)]), out) == 0
     assert "pool priced:" in out.getvalue() and "idle" in out.getvalue()
+
+
+def test_a_job_re_attached_in_another_pool_has_its_cost_and_budget(tmp_path):
+    """Pool A spends on two jobs and closes; pool B (as a re-run notebook makes) re-attaches them.
+    The finished job shows what it cost before; the one already past its budget (A checked it
+    only at dispatch: ``budget-check`` of an hour) dispatches nothing more and ends at it."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    options = dict(dedicated=1, vm_size="Standard_X", price_table=PRICES, ledger=ledger)
+    with dask.config.set({"batchnb.budget-check": "1h"}):
+        a = bnb.Pool("again", **options)
+    try:
+        fin = a.job("fin", on_all_tasks_complete="terminate")
+        fin.add_tasks([{"id": "t0", "command": "sleep 0.3"}])
+        over = a.job("over", budget=0.0006)            # 0.6 s of the node
+        over.add_tasks([{"id": "t0", "command": "sleep 1"}])
+        assert fin.wait(timeout=20, quiet=True).ok and over.wait(timeout=20, quiet=True).ok
+        before = {j: cost_from_ledger(ledger, job_id=j).total for j in ("fin", "over")}
+        assert before["over"] > 0.0006 and before["fin"] >= 0.0003
+    finally:
+        a.close()
+    b = bnb.Pool("again", **options)
+    try:
+        fin = b.job("fin", on_all_tasks_complete="terminate")
+        assert fin.cost().total == pytest.approx(before["fin"], rel=1e-6)
+        assert fin.result().cost.total == pytest.approx(before["fin"], rel=1e-6)
+        over = b.job("over", budget=0.0006)
+        assert over.cost().by_task == pytest.approx({"t0": before["over"]}, rel=1e-6)
+        over.add_tasks([{"id": "t1", "command": "sleep 1"}])
+        result = over.wait(timeout=10, quiet=True)
+        assert result.reason == "budget" and result.counts.get("cancelled") == 1
+        assert ledger.attempts("over", "t1") == []       # nothing new was dispatched
+        assert result.cost.total == pytest.approx(before["over"], rel=1e-6)
+    finally:
+        b.close()
