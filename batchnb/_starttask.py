@@ -46,7 +46,7 @@ class StartTaskResult:
     node_id: str
     exit_code: int | None
     attempts: int
-    category: str | None          # None, or a runner category (exit_code, timeout, preprocessing, crash)
+    category: str | None          # None, or a runner category (exit_code, timeout, preprocessing, crash, terminated)
     message: str | None
     stdout_tail: str
     stderr_tail: str
@@ -89,6 +89,17 @@ def prepare_node(start_task, app_packages, pool_id: str, node_root: str, storage
     return run_start_task(start_task, pool_id, node_root, storage_options, node_id, installed)
 
 
+#: First item of a start task's key in ``runner._running`` (task keys are (job, task, attempt)).
+START_KEY = "__start__"
+
+
+def _register(key):
+    def register(proc):
+        with runner._running_lock:
+            runner._running[key] = proc
+    return register
+
+
 def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None,
                    node_id: str | None = None, app_packages: tuple = ()) -> StartTaskResult:
     """Run ``start_task`` on this node with its retries; never raises (runs on a worker)."""
@@ -113,15 +124,27 @@ def run_start_task(start_task, pool_id: str, node_root: str, storage_options: di
         for attempts in range(1, start_task.max_retries + 2):
             env = dict(os.environ)
             env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts, app_packages))
+            # Registered with the runner's task processes, so that runner.kill_all (the pool
+            # closing, the node preempted) kills it too: it runs in a session of its own and
+            # would outlive its worker.
+            key = (START_KEY, node_id, attempts)
             try:
                 code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
                                                 stdout_path=str(startup / "stdout.txt"),
                                                 stderr_path=str(startup / "stderr.txt"),
-                                                timeout=start_task.max_wall_clock)
+                                                timeout=start_task.max_wall_clock, on_start=_register(key))
             except OSError as exc:
                 code, timed_out = 127, False
                 category, message = runner.EXIT_CODE, f"cannot start {argv!r}: {exc.strerror}"
                 continue
+            finally:
+                with runner._running_lock:
+                    runner._running.pop(key, None)
+                    killed = key in runner._terminated
+                    runner._terminated.discard(key)
+            if killed:          # no retry: the node is going away
+                category, message = runner.TERMINATED, "killed: the node was preempted or its pool closed"
+                break
             if timed_out:
                 category = runner.TIMEOUT
                 message = f"killed at max_wall_clock of {start_task.max_wall_clock:g}s"

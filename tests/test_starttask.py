@@ -8,6 +8,7 @@ import batchnb as bnb
 from batchnb._chaos import ChaosOptions
 from batchnb._starttask import run_start_task
 from batchnb.errors import SpecError
+from waiting import wait_for
 
 
 @pytest.fixture
@@ -128,3 +129,19 @@ def test_zip_app_package_keeps_the_execute_bit(node, tmp_path):
     assert res.succeeded, res
     assert res.stdout_tail.strip() == "hello from a packaged program"
     assert (node / "spot-7" / "applications" / "tool_1" / "bin" / "hello").stat().st_mode & 0o777 == 0o755
+
+
+def test_kill_all_ends_the_start_task_without_a_retry(node):
+    import threading
+    from batchnb import runner
+    from batchnb._starttask import START_KEY
+    box = {}
+    st = bnb.StartTask("sleep 300", max_retries=2)
+    thread = threading.Thread(target=lambda: box.setdefault("res", run_start_task(st, "p1", str(node))))
+    thread.start()
+    wait_for(lambda: any(k[0] == START_KEY for k in list(runner._running)), 10, "the start task to register")
+    assert runner.kill_all() == 1
+    thread.join(10)
+    res = box["res"]
+    assert (res.category, res.attempts) == ("terminated", 1) and not res.succeeded
+    assert not any(k[0] == START_KEY for k in runner._running)

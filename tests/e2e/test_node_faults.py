@@ -6,6 +6,8 @@ needs distinct module names without packages.)
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -229,3 +231,25 @@ def test_scheduled_events_notice_on_a_local_pool_requeues_and_the_node_returns(t
     assert notices[0]["event_id"] == "e1" and notices[0]["node_id"] == "spot-0"
     assert [a["state"] for a in job.task(on_spot).attempts] == ["requeued", "succeeded"]
     assert job.task(on_spot).requeue_count == 1
+
+
+def gone(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_start_task_process_does_not_outlive_the_pool(tmp_path, fast_nodes):
+    # The start task runs in a session of its own: only the runner's kill_all ends it with the pool.
+    st = bnb.StartTask('echo $$ > "$AZ_BATCH_NODE_SHARED_DIR/start.pid"; exec sleep 300', wait_for_success=False)
+    with bnb.Pool("lingering", dedicated=1, start_task=st, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        pidfile = Path(pool._node_root) / "dedicated-0" / "shared" / "start.pid"
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the start task to run"))
+        assert not gone(pid)
+    try:
+        wait_for(lambda: gone(pid), 10, "the start task's process to be killed by pool.close()")
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
