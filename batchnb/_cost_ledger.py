@@ -2,7 +2,8 @@
 
 The ledger holds everything the live meter was fed: the ``nodes`` table is
 each node's timeline (billed from its first billed state to ``preempted``/
-``offline``), ``attempts`` say which node each attempt ran on and from when
+``offline``), ``attempts`` say which node each attempt ran on, how many of its slots it
+held (``slots``; 1/n of one slot for each of n bundled tasks) and from when
 (dispatch) to when (end), and an ``events`` row of kind ``pool``, state
 ``priced`` says what each pool priced with (vm size, region, hourly prices,
 slots per node, tags). Replaying them through a :class:`CostMeter` gives the
