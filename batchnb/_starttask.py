@@ -227,6 +227,10 @@ async def _off_the_loop(fn, *args):
 class StartTaskExtension(PoolExtension):
     """Runs the pool's start task on each node as it joins; holds the results per node.
 
+    App packages always hold a node ``starting`` until they are unpacked, as in
+    Azure, whatever the start task's ``wait_for_success``; a package that
+    cannot be installed makes the node ``start_task_failed``.
+
     >>> # bnb.Pool("local", dedicated=2, start_task="echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready")
     """
 
@@ -235,34 +239,56 @@ class StartTaskExtension(PoolExtension):
         self.spec = pool.spec.start_task
         #: node id -> the latest StartTaskResult
         self.results: dict[str, StartTaskResult] = {}
-        # App packages always hold the node back until they are unpacked, as in Azure.
         self._waits = self.spec.wait_for_success if self.spec is not None else True
 
     def node_joined(self, worker, now: float) -> bool:
         pool = self.pool
-        if self.spec is None and not pool.spec.app_packages:
+        packages = pool.spec.app_packages
+        if self.spec is None and not packages:
             return True
         # A backend that boots nodes from a script (Azure's cloud-init) ran the start task there;
         # then only its result is read on the node.
-        fn, args = prepare_node, (self.spec, pool.spec.app_packages, pool.name, pool._node_root,
-                                  pool._storage_options, worker.name,
-                                  bool(getattr(pool._backend, "start_task_in_bootstrap", False)))
+        common = (pool.name, pool._node_root, pool._storage_options, worker.name)
+        bootstrap = bool(getattr(pool._backend, "start_task_in_bootstrap", False))
         disp = pool._dispatcher
 
-        def run():
+        def on_node(fn, *args):
             # Through client.run, off the worker's task threads: the start task takes no task
             # slot, so with wait_for_success=False tasks run beside it, as in Azure.
             try:
                 out = pool.client.run(_off_the_loop, fn, *args, workers=[worker.address])
-                result, problem = out.get(worker.address), None
+                return out.get(worker.address), None
             except Exception as exc:  # noqa: BLE001 - a lost node or result is a failed start task
-                result, problem = None, f"{type(exc).__name__}: {exc}"
+                return None, f"{type(exc).__name__}: {exc}"
+
+        def run():
+            if packages:
+                # First the packages alone: the node may take tasks once they are unpacked.
+                result, problem = on_node(prepare_node, None, packages, *common)
+                ok = result is not None and result.succeeded
+                disp.post(self._packages_done if ok and self.spec is not None else self._done,
+                          worker.name, worker.address, result, problem, True)
+                if not ok or self.spec is None:
+                    return
+            # prepare_node finds the packages unpacked already (they are not fetched again).
+            result, problem = on_node(prepare_node, self.spec, packages, *common, bootstrap)
             disp.post(self._done, worker.name, worker.address, result, problem)
         threading.Thread(target=run, name=f"batchnb-starttask-{worker.name}", daemon=True).start()
-        return not self._waits
+        return not self._waits and not packages
 
-    def _done(self, node_id: str, address: str, result, problem) -> None:
-        """On the dispatcher's thread: the start task of ``node_id`` at ``address`` ended."""
+    def _packages_done(self, node_id: str, address: str, result, problem, fatal) -> None:
+        """On the dispatcher's thread: the app packages of ``node_id`` are unpacked; its start task runs."""
+        node = self.pool._dispatcher.nodes.nodes.get(node_id)
+        if node is None or node.address != address:
+            return
+        if not self._waits and node.state == NodeState.STARTING:
+            self.pool._dispatcher.set_node_state(node_id, NodeState.IDLE, "application packages installed")
+
+    def _done(self, node_id: str, address: str, result, problem, fatal: bool = False) -> None:
+        """On the dispatcher's thread: the start task of ``node_id`` at ``address`` ended.
+
+        ``fatal``: a failure fails the node even without ``wait_for_success`` (app packages).
+        """
         disp = self.pool._dispatcher
         node = disp.nodes.nodes.get(node_id)
         if node is None or node.address != address:
@@ -278,8 +304,9 @@ class StartTaskExtension(PoolExtension):
             if node.state == NodeState.STARTING:
                 disp.set_node_state(node_id, NodeState.IDLE, "start task succeeded")
             return
-        reason = (f"start task failed after {result.attempts} attempt(s): {result.message}"
+        what = "application packages failed" if fatal else f"start task failed after {result.attempts} attempt(s)"
+        reason = (f"{what}: {result.message}"
                   + (f"; stderr: {result.stderr_tail.strip()[-300:]}" if result.stderr_tail.strip() else ""))
         log.warning("node %s: %s", node_id, reason)
-        if self._waits:
+        if self._waits or fatal:
             disp.set_node_state(node_id, NodeState.START_TASK_FAILED, reason)

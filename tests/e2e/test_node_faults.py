@@ -253,3 +253,69 @@ def test_start_task_process_does_not_outlive_the_pool(tmp_path, fast_nodes):
     finally:
         if not gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+class HeldPackage:
+    """An app package served on 127.0.0.1 and held back until ``release()``: unpacking takes as long as a test needs."""
+
+    def __init__(self, files: dict):
+        import http.server
+        import io
+        import zipfile
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name, text in files.items():
+                zf.writestr(name, text)
+        body, self.asked, self.released = buf.getvalue(), threading.Event(), threading.Event()
+        held = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                held.asked.set()
+                held.released.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+
+            def do_GET(self):
+                self.do_HEAD()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tool.zip"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+
+
+def test_app_packages_hold_the_node_even_without_wait_for_success(tmp_path, fast_nodes):
+    package = HeldPackage({"tool.sh": "echo tool"})
+    st = bnb.StartTask("true", wait_for_success=False)
+    try:
+        with bnb.Pool("held", dedicated=1, start_task=st, ledger=Ledger(tmp_path / "l.sqlite"),
+                      app_packages=[bnb.AppPackage("tool", "1", package.url)]) as pool:
+            job = pool.job("needs-tool", max_task_retries=0)
+            job.add_task("t", 'test -f "$AZ_BATCH_APP_PACKAGE_tool_1/tool.sh"')
+            assert package.asked.wait(20), "the node never fetched its package"
+            # The package is being fetched: the node takes no task yet.
+            assert {n.id: n.state for n in pool.nodes()} == {"dedicated-0": "starting"}
+            package.released.set()
+            assert job.wait(timeout=30).ok
+            wait_for(lambda: pool.extension(StartTaskExtension).results.get("dedicated-0"), 20, "the start task")
+    finally:
+        package.close()
+
+
+def test_a_bad_app_package_fails_the_node_even_without_wait_for_success(tmp_path, fast_nodes):
+    (tmp_path / "junk.zip").write_text("not an archive")
+    st = bnb.StartTask("true", wait_for_success=False)
+    with bnb.Pool("junk", dedicated=1, start_task=st, ledger=Ledger(tmp_path / "l.sqlite"),
+                  app_packages=[bnb.AppPackage("junk", "1", (tmp_path / "junk.zip").as_uri())]) as pool:
+        wait_for(lambda: {n.id: n.state for n in pool.nodes()}.get("dedicated-0") == "start_task_failed", 20,
+                 "dedicated-0 start_task_failed")
+        result = pool.extension(StartTaskExtension).results["dedicated-0"]
+    assert result.category == "preprocessing" and "not a zip or tar archive" in result.message
