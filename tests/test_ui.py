@@ -199,6 +199,28 @@ def test_front_end_modules_parse_and_import_nothing_remote(name, tmp_path):
     subprocess.run([node, "--check", str(tmp_path / "m.mjs")], check=True, capture_output=True, timeout=30)
 
 
+def test_front_ends_keep_their_controls_and_draw_once_per_sync(tmp_path):
+    # pool.js keeps its <input> (typed text, focus) across redraws; job.js, cost.js and
+    # pool.js draw once per sync of many traits, in the next frame (or turn without frames).
+    for name in ("job.js", "pool.js", "cost.js"):
+        shutil.copy(REPO / "widgets" / name, tmp_path / name)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    out = subprocess.run([shutil.which("node"), str(REPO / "tests" / "widgets_under_node.mjs"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_pool_model_drops_nodes_the_pool_no_longer_lists():
+    from batchnb.pool import NodeInfo
+    m = PoolModel("p", dedicated=2)
+    m.update_nodes([NodeInfo("dedicated-0", "dedicated", "idle", (), 1, 0),
+                    NodeInfo("dedicated-1", "dedicated", "running", ("a",), 1, 1)])
+    m.apply([NodeStateChanged("p", "dedicated-1", "dedicated", "offline", 1.0, "removed")])
+    assert [n["id"] for n in m.state()["nodes"]] == ["dedicated-0", "dedicated-1"]
+    m.update_nodes([NodeInfo("dedicated-0", "dedicated", "idle", (), 1, 0)])     # resized 2 -> 1
+    assert [n["id"] for n in m.state()["nodes"]] == ["dedicated-0"] and not m.where
+
+
 def test_import_batchnb_loads_no_widget_library():
     code = ("import sys, batchnb, batchnb.ui, batchnb.ui.progress, batchnb.ui.snapshot, batchnb.ui.model\n"
             "bad = [m for m in ('ipywidgets', 'anywidget', 'IPython') if m in sys.modules]\n"
@@ -279,3 +301,78 @@ def test_bundles_outside_a_kernel_are_static_html(pool1, unique):
     jb, pb = job._repr_mimebundle_(), pool1._repr_mimebundle_()
     assert set(jb) == {"text/plain", "text/html"} and "1 task: 1 succeeded" in jb["text/html"]
     assert set(pb) == {"text/plain", "text/html"} and "dedicated-0" in pb["text/html"]
+
+
+def test_a_default_pool_shows_its_real_targets_and_drops_removed_nodes():
+    import os
+
+    from batchnb.ui.snapshot import pool_html
+    from batchnb.ui.views import PoolView
+    cores = os.cpu_count() or 1
+    with temporary_pool("uidefault") as pool:      # no node count: one node per core
+        assert pool.spec.dedicated is None
+        view = PoolView(pool)
+        view.metrics_every = 0.2
+        assert view.targets == {"dedicated": cores, "spot": 0}
+        # so "+" asks for one node more, not for spec.dedicated (None -> 0) + 1
+        assert f"dedicated {len(pool.nodes())} up / target {cores}" in pool_html(PoolModel.from_pool(pool).state())
+        gone = threading.Event()
+        view.observe(lambda ch: gone.set() if len(ch["new"]) == 1 else None, names=["nodes"])
+        view.resize("dedicated", 1)
+        # removed nodes leave the view by the late reading, with no events after the last
+        assert gone.wait(30), [(n["id"], n["state"]) for n in view.nodes]
+        assert [n["id"] for n in view.nodes] == [n.id for n in pool.nodes()]
+        assert view.targets["dedicated"] == 1 and view.error == ""
+        view.close()
+
+
+def test_pool_view_reads_nodes_at_most_every_metrics_every(pool1):
+    from batchnb.ui.views import PoolView
+    bus = EventBus()
+    view = PoolView(pool1, bus=bus)
+    view.metrics_every = 0.4
+    calls, real = [], pool1.nodes
+    pool1.nodes = lambda: calls.append(time.monotonic()) or real()       # a spy on the real pool
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 1.2:
+            bus.publish(NodeStateChanged(pool1.name, "dedicated-0", "dedicated", "idle", time.time()))
+            time.sleep(0.02)
+        last = time.monotonic()
+        view.flush()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (not calls or calls[-1] < last):
+            time.sleep(0.05)
+    finally:
+        del pool1.nodes
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert calls and calls[-1] >= last, "one late reading follows the last events"
+    assert len(calls) <= 1.2 / 0.4 + 2 and all(g >= 0.4 - 0.02 for g in gaps), gaps
+    view.close()
+
+
+def test_views_end_their_subscriptions_when_closed_from_either_side(pool1):
+    import gc
+    import weakref
+
+    from batchnb.ui import live_pool_view
+    from batchnb.ui.views import CostView, PoolView
+    bus = EventBus()
+    pv, cv = PoolView(pool1, bus=bus), CostView(pool1, bus=bus)
+    pv.close()
+    assert pv._sub.closed and pv._late is None
+    # the front end closing the comm: a comm_close message to the kernel's comm manager
+    from comm import get_comm_manager
+    get_comm_manager().comm_close(None, None, {"content": {"comm_id": cv.comm.comm_id, "data": {}}})
+    assert cv._sub.closed and cv.comm is None and not bus._subs
+    gone = weakref.ref(cv)
+    del cv
+    gc.collect()
+    assert gone() is None, "a closed view is garbage: nothing holds it"
+    # a pool shown again shows its one open view, not one more subscriber
+    first = live_pool_view(pool1)
+    assert live_pool_view(pool1) is first
+    first.close()
+    second = live_pool_view(pool1)
+    assert second is not first and not second._sub.closed
+    second.close()

@@ -32,6 +32,29 @@ function money(x, currency) {
   return `${x.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })} ${currency}`;
 }
 
+/**
+ * Coalesce redraws: one sync from the kernel changes several traits, each firing its own
+ * change event; they draw once, in the next animation frame (or turn, where there are none).
+ * @param {() => void} draw
+ * @returns {{schedule: () => void, stop: () => void}}
+ */
+function coalesced(draw) {
+  const later = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb) => setTimeout(cb, 0);
+  let pending = false;
+  let alive = true;
+  return {
+    schedule() {
+      if (pending || !alive) return;
+      pending = true;
+      later(() => {
+        pending = false;
+        if (alive) draw();
+      });
+    },
+    stop() { alive = false; },
+  };
+}
+
 /** @param {{model: Model, el: HTMLElement}} ctx */
 function render({ model, el }) {
   const root = h("div", { class: "bnb bnb-cost" });
@@ -80,12 +103,14 @@ function render({ model, el }) {
   }
 
   const names = ["scope", "metered", "currency", "total", "rate", "budget", "groups", "as_of"];
-  const onChange = () => { receivedAt = Date.now(); draw(); };
+  const redraw = coalesced(draw);
+  const onChange = () => { receivedAt = Date.now(); redraw.schedule(); };
   for (const name of names) model.on(`change:${name}`, onChange);
   draw();
-  const timer = setInterval(draw, 1000);
+  const timer = setInterval(redraw.schedule, 1000);
   return () => {
     clearInterval(timer);
+    redraw.stop();
     for (const name of names) model.off(`change:${name}`, onChange);
   };
 }

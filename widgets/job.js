@@ -57,6 +57,29 @@ function failureRow(f) {
   ]);
 }
 
+/**
+ * Coalesce redraws: one sync from the kernel changes several traits, each firing its own
+ * change event; they draw once, in the next animation frame (or turn, where there are none).
+ * @param {() => void} draw
+ * @returns {{schedule: () => void, stop: () => void}}
+ */
+function coalesced(draw) {
+  const later = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb) => setTimeout(cb, 0);
+  let pending = false;
+  let alive = true;
+  return {
+    schedule() {
+      if (pending || !alive) return;
+      pending = true;
+      later(() => {
+        pending = false;
+        if (alive) draw();
+      });
+    },
+    stop() { alive = false; },
+  };
+}
+
 /** @param {{model: Model, el: HTMLElement}} ctx */
 function render({ model, el }) {
   const root = h("div", { class: "bnb bnb-job" });
@@ -138,7 +161,8 @@ function render({ model, el }) {
     }
   }
 
-  const onChange = () => { receivedAt = Date.now(); draw(); };
+  const redraw = coalesced(draw);
+  const onChange = () => { receivedAt = Date.now(); redraw.schedule(); };
   const names = ["counts", "total", "done", "job_state", "reason", "elapsed", "throughput", "eta",
                  "retries", "requeues", "failures", "failures_total"];
   for (const name of names) model.on(`change:${name}`, onChange);
@@ -146,10 +170,11 @@ function render({ model, el }) {
   // The clock ticks in the browser between updates; the kernel sends nothing for it.
   const timer = setInterval(() => {
     const s = model.get("job_state");
-    if (s !== "completed" && s !== "idle") draw();
+    if (s !== "completed" && s !== "idle") redraw.schedule();
   }, 1000);
   return () => {
     clearInterval(timer);
+    redraw.stop();
     for (const name of names) model.off(`change:${name}`, onChange);
   };
 }

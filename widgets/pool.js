@@ -58,11 +58,34 @@ function nodeCell(n) {
   ]);
 }
 
+/**
+ * Coalesce redraws: one sync from the kernel changes several traits, each firing its own
+ * change event; they draw once, in the next animation frame (or turn, where there are none).
+ * @param {() => void} draw
+ * @returns {{schedule: () => void, stop: () => void}}
+ */
+function coalesced(draw) {
+  const later = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb) => setTimeout(cb, 0);
+  let pending = false;
+  let alive = true;
+  return {
+    schedule() {
+      if (pending || !alive) return;
+      pending = true;
+      later(() => {
+        pending = false;
+        if (alive) draw();
+      });
+    },
+    stop() { alive = false; },
+  };
+}
+
 /** @param {{model: Model, el: HTMLElement}} ctx */
 function render({ model, el }) {
   const root = h("div", { class: "bnb bnb-pool" });
   el.append(root);
-  /** @type {Record<string, number>} counts typed into the inputs, kept across redraws */
+  /** @type {Record<string, number>} counts typed into the inputs, kept until the targets change */
   const wanted = {};
 
   /**
@@ -75,62 +98,89 @@ function render({ model, el }) {
     model.send({ type: "resize", group, count });
   }
 
+  // The controls are built once: a redraw (up to five a second while tasks run) replaces
+  // the grids and texts only, so what the user types and where the focus is stay put.
+  const title = h("span", { class: "bnb-title" });
+  const size = h("span", { class: "bnb-muted", "data-role": "count" });
+  const badge = h("span", { class: "bnb-badge" }, ["autoscale"]);
+  const reason = h("span", { class: "bnb-muted", "data-role": "target-reason" });
+  const head = h("div", { class: "bnb-head" }, [title, size, badge, reason]);
+  /** @type {Record<string, {box: HTMLElement, size: HTMLElement, controls: HTMLElement,
+   *                         input: HTMLInputElement, grid: HTMLElement}>} */
+  const parts = {};
+  for (const g of GROUPS) {
+    const target = () => (model.get("targets") || {})[g] ?? 0;
+    const input = /** @type {HTMLInputElement} */ (h("input", { type: "number", min: "0", step: "1",
+                                                               "aria-label": `${g} nodes` }));
+    input.addEventListener("input", () => {
+      const n = parseInt(input.value, 10);
+      if (Number.isInteger(n) && n >= 0) wanted[g] = n; else delete wanted[g];
+    });
+    input.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") resize(g, parseInt(input.value, 10));
+    });
+    const minus = h("button", { title: `one ${g} node fewer` }, ["−"]);
+    const plus = h("button", { title: `one ${g} node more` }, ["+"]);
+    const apply = h("button", { title: `resize the ${g} group` }, ["resize"]);
+    minus.addEventListener("click", () => resize(g, Math.max(0, (wanted[g] ?? target()) - 1)));
+    plus.addEventListener("click", () => resize(g, (wanted[g] ?? target()) + 1));
+    apply.addEventListener("click", () => resize(g, parseInt(input.value, 10)));
+    const groupSize = h("span", { "data-role": `size-${g}` });
+    const controls = h("span", { class: "bnb-controls" }, [minus, input, plus, apply]);
+    const grid = h("div", { class: "bnb-grid" });
+    const box = h("div", { class: "bnb-group", "data-group": g }, [
+      h("div", { class: "bnb-group-head" }, [h("b", {}, [g]), groupSize, controls]),
+      grid,
+    ]);
+    parts[g] = { box, size: groupSize, controls, input, grid };
+  }
+  const legend = h("div", { class: "bnb-legend" });
+  const error = h("div", { class: "bnb-error" });
+  root.append(head, ...GROUPS.map((g) => parts[g].box), legend, error);
+
   function draw() {
     /** @type {NodeRow[]} */
     const nodes = model.get("nodes") || [];
     const targets = model.get("targets") || {};
     const current = model.get("current") || {};
     const formula = model.get("autoscale");
-    const head = h("div", { class: "bnb-head" }, [
-      h("span", { class: "bnb-title" }, [`pool ${model.get("pool_name")}`]),
-      h("span", { class: "bnb-muted" }, [`${nodes.length} node${nodes.length === 1 ? "" : "s"}`]),
-    ]);
-    if (formula) {
-      head.append(h("span", { class: "bnb-badge", title: formula }, ["autoscale"]));
-      if (model.get("target_reason")) head.append(h("span", { class: "bnb-muted" }, [model.get("target_reason")]));
-    }
-    const parts = [head];
+    title.textContent = `pool ${model.get("pool_name")}`;
+    size.textContent = `${nodes.length} node${nodes.length === 1 ? "" : "s"}`;
+    badge.hidden = !formula;
+    badge.title = formula || "";
+    reason.hidden = !(formula && model.get("target_reason"));
+    reason.textContent = model.get("target_reason") || "";
     for (const g of GROUPS) {
+      const p = parts[g];
       const mine = nodes.filter((n) => n.group === g);
       const target = targets[g] ?? 0;
-      if (!mine.length && !target && g === "spot" && !formula) continue;
-      const input = /** @type {HTMLInputElement} */ (h("input", { type: "number", min: "0", step: "1",
-                                                                 "aria-label": `${g} nodes` }));
-      input.value = String(wanted[g] ?? target);
-      input.addEventListener("change", () => (wanted[g] = parseInt(input.value, 10)));
-      const minus = h("button", { title: `one ${g} node fewer` }, ["−"]);
-      const plus = h("button", { title: `one ${g} node more` }, ["+"]);
-      const apply = h("button", { title: `resize the ${g} group` }, ["resize"]);
-      minus.addEventListener("click", () => resize(g, Math.max(0, (wanted[g] ?? target) - 1)));
-      plus.addEventListener("click", () => resize(g, (wanted[g] ?? target) + 1));
-      apply.addEventListener("click", () => resize(g, parseInt(input.value, 10)));
-      const groupHead = h("div", { class: "bnb-group-head" }, [
-        h("b", {}, [g]),
-        h("span", { "data-role": `size-${g}` }, [`${current[g] ?? 0} up · target ${target}`]),
-      ]);
-      if (!formula) groupHead.append(minus, input, plus, apply);
-      parts.push(h("div", { class: "bnb-group", "data-group": g }, [
-        groupHead,
-        h("div", { class: "bnb-grid" }, mine.map(nodeCell)),
-      ]));
+      p.box.hidden = !mine.length && !target && g === "spot" && !formula;
+      p.controls.hidden = !!formula;
+      p.size.textContent = `${current[g] ?? 0} up · target ${target}`;
+      if (wanted[g] === undefined && p.input !== p.input.ownerDocument?.activeElement) {
+        p.input.value = String(target);
+      }
+      p.grid.replaceChildren(...mine.map(nodeCell));
     }
     const present = new Set(nodes.map((n) => n.state));
-    const legend = h("div", { class: "bnb-legend" }, NODE_STATES.filter((s) => present.has(s)).map((s) =>
+    legend.replaceChildren(...NODE_STATES.filter((s) => present.has(s)).map((s) =>
       h("span", { class: "bnb-chip" }, [h("span", { class: `bnb-dot bnb-s-${s}` }), s])));
-    parts.push(legend);
-    if (model.get("error")) parts.push(h("div", { class: "bnb-error" }, [model.get("error")]));
-    root.replaceChildren(...parts);
+    error.hidden = !model.get("error");
+    error.textContent = model.get("error") || "";
   }
 
+  const redraw = coalesced(draw);
   const names = ["nodes", "targets", "current", "autoscale", "target_reason", "error", "pool_name"];
-  const onChange = () => {
+  const onTargets = () => {
+    // New targets (a resize done, or autoscale) replace what was typed for them.
     for (const g of GROUPS) delete wanted[g];
-    draw();
+    redraw.schedule();
   };
-  for (const name of names) model.on(`change:${name}`, name === "targets" ? onChange : draw);
+  for (const name of names) model.on(`change:${name}`, name === "targets" ? onTargets : redraw.schedule);
   draw();
   return () => {
-    for (const name of names) model.off(`change:${name}`, name === "targets" ? onChange : draw);
+    redraw.stop();
+    for (const name of names) model.off(`change:${name}`, name === "targets" ? onTargets : redraw.schedule);
   };
 }
 

@@ -13,6 +13,7 @@ terminal, a plain Python ``repr``) it shows static HTML.
 from __future__ import annotations
 
 import importlib.util
+import weakref
 
 from .progress import in_kernel
 
@@ -54,8 +55,22 @@ def pool_bundle(pool) -> dict:
     if pool._closed:
         return {"text/plain": repr(pool)}
     if widgets_available():
-        from .views import PoolView
-        return _widget_bundle(PoolView(pool))
+        return _widget_bundle(live_pool_view(pool))
     from .model import PoolModel
     from .snapshot import pool_html
     return {"text/plain": repr(pool), "text/html": pool_html(PoolModel.from_pool(pool).state())}
+
+
+_pool_views: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # pool -> weakref to its open PoolView
+
+
+def live_pool_view(pool):
+    """The pool's open PoolView, made on first use: a pool shown again in another cell
+    shows the same widget (one subscription, one reading of its nodes), not one more."""
+    ref = _pool_views.get(pool)
+    view = ref() if ref is not None else None
+    if view is None or view.comm is None:          # never made, collected, or closed
+        from .views import PoolView
+        view = PoolView(pool)
+        _pool_views[pool] = weakref.ref(view)
+    return view

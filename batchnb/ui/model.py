@@ -192,10 +192,23 @@ class PoolModel:
         spec = pool.spec
         formula = spec.autoscale if isinstance(spec.autoscale, str) else (
             "python callable" if spec.autoscale is not None else None)
-        return cls(pool.name, pool.nodes(), dedicated=spec.dedicated or 0, spot=spec.spot or 0, autoscale=formula)
+        targets = requested_targets(pool)
+        if targets is None:
+            targets = {"dedicated": spec.dedicated or 0, "spot": spec.spot or 0}
+        return cls(pool.name, pool.nodes(), dedicated=targets["dedicated"], spot=targets["spot"], autoscale=formula)
 
     def update_nodes(self, infos: Iterable) -> None:
-        """Take state, slots, running tasks, CPU and memory from ``pool.nodes()``."""
+        """Take state, slots, running tasks, CPU and memory from ``pool.nodes()``.
+
+        ``infos`` is every node of the pool: one it does not list was removed
+        (scaled down, or replaced) and leaves the view.
+        """
+        infos = list(infos)
+        listed = {n.id for n in infos}
+        for node_id in [k for k in self.nodes if k not in listed]:
+            del self.nodes[node_id]
+            for key in [k for k, v in self.where.items() if v == node_id]:
+                del self.where[key]
         for n in infos:
             node = self._node(n.id, n.group)
             node.update(state=n.state, slots=n.slots, used=n.used_slots, cpu=n.cpu, memory=n.memory)
@@ -263,6 +276,22 @@ class PoolModel:
             nodes.append(shown)
         return {"pool": self.name, "nodes": nodes, "targets": dict(self.targets), "current": self.current(),
                 "autoscale": self.autoscale, "target_reason": self.target_reason}
+
+
+def requested_targets(pool) -> dict | None:
+    """The nodes per group the pool's backend was asked for, or None when it cannot scale.
+
+    This, not ``pool.spec``, is the target: a default pool's spec says no count
+    (the local backend starts one node per core), and a resize or an autoscale
+    evaluation changes the backend's request but never the spec.
+    """
+    backend = getattr(pool, "_backend", None)
+    if backend is None or not getattr(backend, "can_scale", False):
+        return None
+    out = {"dedicated": 0, "spot": 0}
+    for group in backend.requested().values():
+        out[group] = out.get(group, 0) + 1
+    return out
 
 
 def _natural(node_id: str):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import anywidget
@@ -37,25 +38,56 @@ def asset(name: str, package: Path | None = None) -> Path:
                             f"{here.parent / 'widgets'}; reinstall batchnb")
 
 
+def _text(name: str) -> str:
+    """A front-end file's text. Text, not its path: anywidget watches a path for changes
+    with a signal that holds every widget made from it, so no view would ever be freed."""
+    return asset(name).read_text(encoding="utf-8")
+
+
 def _interval() -> float:
     return _config.seconds("progress-interval")
 
 
 class _View(anywidget.AnyWidget):
-    _css = asset("theme.css")
+    _css = _text("theme.css")
+    _sub = None
 
     def _listen(self, bus, **filters) -> None:
-        self._sub = bus.subscribe(self._on_events, interval=_interval(), **filters) if bus is not None else None
+        """Subscribe to ``bus`` until the widget closes: by ``close()``, by its front end
+        closing the comm, or by being garbage (the bus holds the view only weakly)."""
+        if bus is None:
+            self._sub = None
+            return
+        method = weakref.WeakMethod(self._on_events)
+        holder: list = []
+
+        def deliver(events: list) -> None:
+            on_events = method()
+            if on_events is None:     # the view was collected without close(): stop delivering
+                holder[0].close()
+            else:
+                on_events(events)
+        self._sub = bus.subscribe(deliver, interval=_interval(), **filters)
+        holder.append(self._sub)
+        if self.comm is not None:
+            # The front end (or the kernel at shutdown) closing the widget's comm ends the view;
+            # weakly, as the kernel's comm manager holds the comm.
+            view = weakref.ref(self)
+            self.comm.on_close(lambda _msg: view() is not None and view().close())
 
     def flush(self) -> None:
         """Deliver pending events now (the views' final state at the end of a job)."""
-        if getattr(self, "_sub", None) is not None:
+        if self._sub is not None:
             self._sub.flush()
 
     def close(self) -> None:
-        if getattr(self, "_sub", None) is not None:
+        if self._sub is not None:
             self._sub.close()
+        self._stop()
         super().close()
+
+    def _stop(self) -> None:
+        """What a view started besides its subscription (timers), ended on close."""
 
     def _on_events(self, events: list) -> None:
         raise NotImplementedError
@@ -75,7 +107,7 @@ class JobView(_View):
     >>> # JobView(job)        # what `job` as the last expression of a cell shows
     """
 
-    _esm = asset("job.js")
+    _esm = _text("job.js")
     job_id = t.Unicode().tag(sync=True)
     counts = t.Dict().tag(sync=True)
     total = t.Int(0).tag(sync=True)
@@ -124,7 +156,7 @@ class PoolView(_View):
     >>> # PoolView(pool)      # what `pool` as the last expression of a cell shows
     """
 
-    _esm = asset("pool.js")
+    _esm = _text("pool.js")
     pool_name = t.Unicode().tag(sync=True)
     nodes = t.List().tag(sync=True)
     targets = t.Dict().tag(sync=True)
@@ -132,11 +164,13 @@ class PoolView(_View):
     autoscale = t.Unicode("").tag(sync=True)
     target_reason = t.Unicode("").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
-    metrics_every = 2.0      # seconds between CPU/memory readings, taken only when events arrive
+    metrics_every = 2.0      # seconds between readings of pool.nodes() (CPU, memory, removed nodes)
 
     def __init__(self, pool=None, *, model: PoolModel | None = None, bus=None, **kwargs):
         super().__init__(**kwargs)
         self.pool = pool
+        self._lock = threading.RLock()     # the bus's thread, the late reading's timer and resize() share the model
+        self._late: threading.Timer | None = None
         self.model = model if model is not None else PoolModel.from_pool(pool)
         self._read_at = time.monotonic()
         self._sync()
@@ -147,16 +181,46 @@ class PoolView(_View):
         return f"pool {self.model.name!r} ({len(self.model.nodes)} nodes)"
 
     def _on_events(self, events: list) -> None:
-        self.model.apply(events)
-        now = time.monotonic()
-        if self.pool is not None and not self.pool._closed and now - self._read_at >= self.metrics_every:
-            # CPU and memory are not events; read them along with events, never on a timer.
-            self._read_at = now
-            try:
-                self.model.update_nodes(self.pool.nodes())
-            except Exception as exc:  # the pool may be closing
-                log.debug("pool view: cannot read nodes: %s", exc)
-        self._sync()
+        with self._lock:
+            self.model.apply(events)
+            self._read_nodes()
+            self._sync()
+
+    def _read_nodes(self) -> None:
+        """Read ``pool.nodes()`` if the last reading is ``metrics_every`` old, else once when it is.
+
+        CPU, memory and removed nodes are not events; a reading is a dispatcher round trip,
+        so it is taken along with events at most every ``metrics_every`` seconds, and one
+        late reading follows the last events (the view ends on the pool's state, not on
+        a stale one, when events stop).
+        """
+        if self.pool is None or self.pool._closed or (self._sub is not None and self._sub.closed):
+            return
+        wait = self._read_at + self.metrics_every - time.monotonic()
+        if wait > 0:
+            if self._late is None:
+                self._late = threading.Timer(wait, self._late_read)
+                self._late.daemon = True
+                self._late.name = "batchnb-pool-view"
+                self._late.start()
+            return
+        self._read_at = time.monotonic()
+        try:
+            self.model.update_nodes(self.pool.nodes())
+        except Exception as exc:  # the pool may be closing
+            log.debug("pool view: cannot read nodes: %s", exc)
+
+    def _late_read(self) -> None:
+        with self._lock:
+            self._late = None
+            self._read_nodes()
+            self._sync()
+
+    def _stop(self) -> None:
+        with self._lock:
+            if self._late is not None:
+                self._late.cancel()
+                self._late = None
 
     def _sync(self) -> None:
         state = self.model.state()
@@ -179,9 +243,10 @@ class PoolView(_View):
         """What the scale controls call: ``pool.resize`` of one group; errors show in the view."""
         try:
             self.pool.resize(**{group: count})
-            self.error = ""
-            self.model.targets[group] = count
-            self._sync()
+            with self._lock:
+                self.error = ""
+                self.model.targets[group] = count
+                self._sync()
         except Exception as exc:  # shown to the user in the view, not lost in a thread
             self.error = f"resize {group} to {count}: {exc}"
 
@@ -193,7 +258,7 @@ class CostView(_View):
     >>> # CostView(pool) or CostView(pool, job=job)   # a job's view shows its budget
     """
 
-    _esm = asset("cost.js")
+    _esm = _text("cost.js")
     scope = t.Unicode().tag(sync=True)
     metered = t.Bool(False).tag(sync=True)
     currency = t.Unicode("USD").tag(sync=True)
