@@ -11,7 +11,9 @@ tests nothing.
 
 Options: ``preempt_rate`` (evictions per busy node-minute, > 0),
 ``groups`` (default ``("spot",)``), ``seed`` (for a repeatable run),
-``max_preemptions`` (stop after this many), ``tick`` (seconds, default 0.1).
+``max_preemptions`` (stop after this many: per ``with pool.chaos(...)``,
+each of which counts afresh), ``tick`` (seconds, default 0.1). Groups the
+backend cannot preempt (Azure evicts spot VMs only) are refused.
 
 >>> ChaosOptions.from_value({"preempt_rate": 6, "seed": 1}).preempt_rate
 6.0
@@ -67,6 +69,22 @@ class ChaosOptions:
         if isinstance(self.tick, bool) or not isinstance(self.tick, (int, float)) or not 0 < self.tick <= 60:
             raise SpecError("chaos.tick", self.tick, "expected seconds between 0 and 60")
 
+    def check_backend(self, backend) -> None:
+        """SpecError naming the first of ``groups`` that ``backend`` (a class or instance) cannot preempt.
+
+        >>> from batchnb.backends.azure import AzureBackend
+        >>> ChaosOptions(1, groups="dedicated").check_backend(AzureBackend)
+        Traceback (most recent call last):
+        ...
+        batchnb.errors.SpecError: chaos.groups: ('dedicated',) is invalid: backend 'azure' cannot preempt 'dedicated' nodes; it preempts: spot
+        """
+        can = preemptible_groups(backend)
+        for group in self.groups:
+            if group not in can:
+                raise SpecError("chaos.groups", self.groups,
+                                f"backend {backend.name!r} cannot preempt {group!r} nodes; "
+                                f"it preempts: {', '.join(can) or 'none'}")
+
     @classmethod
     def from_value(cls, value) -> "ChaosOptions | None":
         if value is None or isinstance(value, ChaosOptions):
@@ -81,6 +99,14 @@ class ChaosOptions:
         return cls(**value)
 
 
+def preemptible_groups(backend) -> tuple:
+    """The node groups ``backend`` can preempt: its ``preemptible_groups``, else all of them if it can preempt."""
+    groups = getattr(backend, "preemptible_groups", None)
+    if groups is not None:
+        return tuple(groups)
+    return ("dedicated", "spot") if getattr(backend, "can_preempt", False) else ()
+
+
 class ChaosExtension(PoolExtension):
     """Preempts busy nodes at random while chaos is on (a thread of its own, as evictions come from outside).
 
@@ -92,6 +118,10 @@ class ChaosExtension(PoolExtension):
         super().__init__(pool)
         self.options: ChaosOptions | None = ChaosOptions.from_value(getattr(pool, "_chaos_options", None))
         self.preemptions: list[tuple[float, str]] = []
+        # Preemptions under the current options (max_preemptions counts these), and which
+        # options those are: a preemption in flight when the options change counts for neither.
+        self._count = 0
+        self._generation = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -110,8 +140,14 @@ class ChaosExtension(PoolExtension):
         options = ChaosOptions.from_value(options)
         if options is not None and not self.pool._backend.can_preempt:
             raise BatchError(f"backend {self.pool._backend.name!r} cannot preempt nodes, so chaos cannot either")
+        if options is not None:
+            options.check_backend(self.pool._backend)
+        self._apply(options, 0)
+
+    def _apply(self, options, count: int) -> None:
         with self._lock:
-            self.options = options
+            self.options, self._count = options, count
+            self._generation += 1
             if options is not None and self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"batchnb-chaos-{self.pool.name}",
                                                 daemon=True)
@@ -121,7 +157,8 @@ class ChaosExtension(PoolExtension):
     def _run(self) -> None:
         rng, seeded = random.Random(), None
         while not self._stop.is_set():
-            opts = self.options
+            with self._lock:
+                opts, generation = self.options, self._generation
             if opts is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -130,34 +167,45 @@ class ChaosExtension(PoolExtension):
                 rng, seeded = random.Random(opts.seed), opts.seed
             if self._stop.wait(opts.tick):
                 return
-            if opts.max_preemptions is not None and len(self.preemptions) >= opts.max_preemptions:
-                continue
             p = 1.0 - math.exp(-opts.preempt_rate * opts.tick / 60.0)
             try:
                 busy = [n.id for n in self.pool.nodes() if n.group in opts.groups and n.state == "running"]
             except Exception:  # noqa: BLE001 - the pool is closing
                 return
             for node_id in busy:
-                if rng.random() < p and not self._stop.is_set():
-                    try:
-                        self.pool.preempt(node_id)
-                    except Exception as exc:  # noqa: BLE001 - chaos must not take the pool down
-                        log.debug("chaos could not preempt %s: %s", node_id, exc)
-                        continue
+                if self._stop.is_set() or not self._may_preempt(opts, generation):
+                    break       # the limit is checked per node: several may be busy in one tick
+                if rng.random() >= p:
+                    continue
+                try:
+                    self.pool.preempt(node_id)
+                except Exception as exc:  # noqa: BLE001 - chaos must not take the pool down
+                    log.debug("chaos could not preempt %s: %s", node_id, exc)
+                    continue
+                with self._lock:
                     self.preemptions.append((time.time(), node_id))
-                    log.info("chaos: preempted %s", node_id)
+                    if self._generation == generation:
+                        self._count += 1
+                log.info("chaos: preempted %s", node_id)
+
+    def _may_preempt(self, opts: ChaosOptions, generation: int) -> bool:
+        with self._lock:
+            return self._generation == generation and (opts.max_preemptions is None
+                                                       or self._count < opts.max_preemptions)
 
 
 class chaos_context:
-    """``with pool.chaos(preempt_rate=...):`` — chaos on inside, back to what it was after."""
+    """``with pool.chaos(preempt_rate=...):`` — chaos on inside (its ``max_preemptions`` counted
+    from zero), back to what it was after (with the count it had)."""
 
     def __init__(self, ext: ChaosExtension, options):
         self.ext = ext
-        self.before = ext.options
+        with ext._lock:
+            self.before = (ext.options, ext._count)
         ext.set(options)
 
     def __enter__(self):
         return self.ext
 
     def __exit__(self, *exc):
-        self.ext.set(self.before)
+        self.ext._apply(*self.before)

@@ -218,3 +218,12 @@ def test_removing_a_vm_deletes_its_own_disk_only_and_its_nic(tmp_path):
                 assert {vm for vm in sdk.disks.values() if vm} >= {vm_name(uuid, f"spot-{i}") for i in (10, 11)}
     finally:
         host.close()
+
+
+def test_chaos_on_groups_azure_cannot_evict_is_refused(azure):
+    from batchnb._chaos import ChaosExtension
+    pool, _, _ = azure
+    with pytest.raises(SpecError) as err:
+        pool.chaos(preempt_rate=1, groups=("spot", "dedicated"))
+    assert err.value.field == "chaos.groups" and "'dedicated'" in str(err.value)
+    assert pool.extension(ChaosExtension).options is None

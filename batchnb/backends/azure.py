@@ -169,6 +169,7 @@ class AzureBackend(SpecClusterBackend):
     name = "azure"
     can_scale = True
     can_preempt = True
+    preemptible_groups = ("spot",)       # Azure evicts spot VMs only (pool.preempt, chaos)
     start_task_in_bootstrap = True
 
     def __init__(self, spec, *, location=None, resource_group=None, vnet=None, subnet=None, security_group=None,

@@ -319,3 +319,25 @@ def test_a_bad_app_package_fails_the_node_even_without_wait_for_success(tmp_path
                  "dedicated-0 start_task_failed")
         result = pool.extension(StartTaskExtension).results["dedicated-0"]
     assert result.category == "preprocessing" and "not a zip or tar archive" in result.message
+
+
+def test_chaos_max_preemptions_holds_with_several_busy_nodes_and_counts_per_context(tmp_path, fast_nodes):
+    with bnb.Pool("capped", dedicated=0, spot=3, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        ext = pool.extension(ChaosExtension)
+        job = pool.job("capped", max_task_retries=0)
+
+        def all_busy(round_):
+            for i in range(3):
+                job.add_task(f"{round_}-{i}", "sleep 1.5")
+            wait_for(lambda: sum(n.state == "running" for n in pool.nodes()) == 3, 20, "3 busy spot nodes")
+        all_busy("a")
+        # p = 1 per busy node per tick: without the per-node check one tick would preempt all three
+        with pool.chaos(preempt_rate=1e6, max_preemptions=1, seed=1):
+            wait_for(lambda: ext.preemptions, 10, "a preemption")
+            assert job.wait(timeout=30).ok
+        assert len(ext.preemptions) == 1
+        all_busy("b")
+        with pool.chaos(preempt_rate=1e6, max_preemptions=1, seed=1):     # a new context counts afresh
+            wait_for(lambda: len(ext.preemptions) == 2, 10, "a preemption in the second context")
+            assert job.wait(timeout=30).ok
+        assert len(ext.preemptions) == 2
