@@ -284,15 +284,21 @@ class JobOps:
                 self.set_state(job, tr, state, now, reason=f"job ended: {reason}")
         self.complete(job, reason, now)
 
-    def _kill_running(self, job: JobRun) -> None:
-        """Kill the process trees of the job's running attempts on their nodes."""
+    def running_attempts(self, job: JobRun | None = None) -> dict[str, list]:
+        """Worker address -> (job id, task id, attempt) of the attempts in flight (of ``job``, or all)."""
         by_address: dict[str, list] = {}
         for fut, node_id, members, _ in self.inflight.values():
             node = self.nodes.nodes.get(node_id)
             for job_key, task_key, n in members:
-                if job_key == job.key and node is not None and node.address:
-                    by_address.setdefault(node.address, []).append((job.spec.id, job.tasks[task_key].spec.id, n))
-        for address, keys in by_address.items():
+                run = self.jobs.get(job_key)
+                if run is None or (job is not None and run is not job) or node is None or not node.address:
+                    continue
+                by_address.setdefault(node.address, []).append((run.spec.id, run.tasks[task_key].spec.id, n))
+        return by_address
+
+    def _kill_running(self, job: JobRun) -> None:
+        """Kill the process trees of the job's running attempts on their nodes."""
+        for address, keys in self.running_attempts(job).items():
             try:
                 from . import runner
                 self.client.run(runner.kill_attempts_soon, keys, workers=[address], wait=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,8 @@ class Pool:
             self._results_url = _config.get("results-url") or Path(home / "results").as_uri()
             self._closed = False
             self._extensions = make_extensions(self)
+            from ._reaper import TaskReaper
+            self.client.register_plugin(TaskReaper(), name=TaskReaper.name)
             self._dispatcher = Dispatcher(self, self.client, self.ledger, self.bus)
             self._dispatcher.start()
             for ext in self._extensions:
@@ -189,6 +192,9 @@ class Pool:
                 continue
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise SpecError(group, count, "expected a whole number of nodes, 0 or more")
+            if self.spec.autoscale is not None:
+                raise SpecError("resize", {group: count}, "the pool autoscales; change its formula instead "
+                                "(Azure refuses a resize of an autoscaling pool too)")
             self._scale_group(group, count)
 
     def close(self) -> None:
@@ -202,8 +208,10 @@ class Pool:
             # The dispatcher stops first, so that the tasks killed next stay 'running' in the
             # ledger (a resume runs them again) instead of being recorded as failures; and
             # its lease renewals stop before the leases are released.
+            running = self._dispatcher.call(self._dispatcher.running_attempts)
             self._dispatcher.close()
-            self._kill_task_processes(None)
+            for address, keys in running.items():   # only this pool's: a scheduler may be shared
+                self._kill_task_processes([address], keys)
             for job in list(self._dispatcher.jobs.values()):
                 self.ledger.release_lease(job.spec.id, self._owner)
         finally:
@@ -212,13 +220,20 @@ class Pool:
             finally:
                 self._backend.close()
 
-    def _kill_task_processes(self, addresses: list | None) -> None:
-        """Task processes run in sessions of their own, so a worker's death would not end them."""
+    def _kill_task_processes(self, addresses: list | None, keys: list | None = None) -> None:
+        """Task processes run in sessions of their own, so a worker's death would not end them.
+
+        With ``keys``, only those attempts (this pool's own: on a shared scheduler other
+        drivers' tasks run on the same workers); else every task process of the workers.
+        """
         from . import runner
-        if addresses == []:
+        if addresses == [] or keys == []:
             return
         try:
-            self.client.run(runner.kill_all, workers=addresses)
+            if keys is None:
+                self.client.run(runner.kill_all, workers=addresses)
+            else:
+                self.client.run(runner.kill_attempts, keys, workers=addresses)
         except Exception as exc:  # noqa: BLE001 - a worker already gone took its processes' parent along
             log.debug("could not reach workers to kill task processes: %s", exc)
 
@@ -261,7 +276,22 @@ class Pool:
         return self._backend.requested()
 
     def _scale_group(self, group: str, count: int) -> None:
-        self._backend.scale(group, count)
+        """Grow or shrink a group on the dispatcher's thread: idle nodes leave first, and the
+        tasks of a node that leaves are requeued (not counted as crashes) before it goes."""
+        from ._autoscale_ext import AutoscaleExtension
+        from .events import PoolTargets
+        ext = self.extension(AutoscaleExtension)
+
+        def resize():
+            now = time.time()
+            ext.resize(group, count, "requeue", now)
+            current = {"dedicated": 0, "spot": 0}
+            for g in self._backend.requested().values():
+                current[g] = current.get(g, 0) + 1
+            current[group] = count
+            self._dispatcher.events.append(PoolTargets(self.name, now, current["dedicated"], current["spot"],
+                                                       "resize"))
+        self._dispatcher.call(resize, timeout=None)
 
     # -- hooks: the dispatcher calls these on its thread; extensions do the work --
     def _node_joined(self, worker: WorkerInfo, now: float) -> bool:

@@ -500,3 +500,47 @@ def test_a_job_ended_by_another_process_is_dropped_not_taken_back(pool2, unique)
     assert pool2.ledger.job(unique)["state"] == "completed"
     assert pool2.ledger.lease(unique) is None
     assert job.task("slow").state == bnb.TaskState.CANCELLED
+
+
+def test_a_node_removed_by_resize_takes_its_task_processes_along(tmp_path):
+    from batchnb.ledger import Ledger
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with bnb.Pool("shrink", dedicated=2, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        job = pool.job("shrink")
+        job.add_tasks([bnb.TaskSpec(f"t{i}", f"sleep 3; touch {marks}/$AZ_BATCH_TASK_ID-$AZ_BATCH_TASK_ATTEMPT")
+                       for i in range(2)])
+        deadline = time.monotonic() + 20
+        while len([n for n in pool.nodes() if n.running]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pool.resize(dedicated=1)
+        result = job.wait(timeout=60, quiet=True)
+        assert [n.id for n in pool.nodes()] == ["dedicated-1"] or len(pool.nodes()) == 1
+        requeued = [t for t in job.tasks() if t.requeues]
+    assert result.counts == {"succeeded": 2}
+    assert len(requeued) == 1 and requeued[0].failure is None
+    # each task finished exactly once: the removed node's copy was killed, not left to finish
+    assert sorted(p.name.rsplit("-", 1)[0] for p in marks.iterdir()) == ["t0", "t1"]
+    with pytest.raises(bnb.SpecError, match="autoscales"):
+        with bnb.Pool("auto", autoscale="$TargetDedicatedNodes = 0;", ledger=Ledger(tmp_path / "m.sqlite")) as p:
+            p.resize(dedicated=2)
+
+
+def test_closing_a_pool_on_a_shared_scheduler_spares_other_drivers_tasks(tmp_path):
+    from distributed import LocalCluster
+    from batchnb.ledger import Ledger
+    with LocalCluster(n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0",
+                      resources={"slots": 2}) as cluster:
+        other = bnb.Pool("other", backend="address", address=cluster.scheduler_address,
+                         ledger=Ledger(tmp_path / "o.sqlite"))
+        theirs = other.job("theirs")
+        t = theirs.add_task("keeps-running", "sleep 2")
+        with bnb.Pool("mine", backend="address", address=cluster.scheduler_address,
+                      ledger=Ledger(tmp_path / "m.sqlite")) as mine:
+            mine.job("mine").add_task("mine", "sleep 30")
+            deadline = time.monotonic() + 20
+            while t.state != bnb.TaskState.RUNNING and time.monotonic() < deadline:
+                time.sleep(0.05)
+        theirs.wait(timeout=30, quiet=True)
+        assert t.state == bnb.TaskState.SUCCEEDED
+        other.close()
