@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import importlib
 
+# Load batchnb's defaults into dask.config at once: a `with dask.config.set({"batchnb.x": ...})`
+# entered before they were loaded would delete the whole batchnb section when it exits.
+from . import _config  # noqa: F401
 from . import spec
 from .errors import (BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld, LedgerError,
                      MissingDependency, SpecError, StagingError, TaskFailed, WaitTimeout)

@@ -84,6 +84,8 @@ class Pool:
                 raise SpecError("autoscale", autoscale, f"backend {backend!r} cannot scale its nodes")
         from ._chaos import ChaosOptions
         self._chaos_options = ChaosOptions.from_value(chaos)
+        if self._chaos_options is not None:   # refused before any node (or VM) starts
+            self._chaos_options.check_backend(get_backend(backend))
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
         self.bus = EventBus()
         self._owner = owner_id()
