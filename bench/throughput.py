@@ -96,7 +96,9 @@ def main() -> None:
         job.terminate()
         rss1 = proc.memory_info().rss
         t0 = time.perf_counter()
-        gate = client.submit(time.sleep, 3600, pure=False)
+        # A gate that never runs (pinned to a worker that does not exist) holds the futures
+        # pending without taking a worker thread, as batchnb's pending gate task does.
+        gate = client.submit(noop, 0, workers=["tcp://127.0.0.1:1"], allow_other_workers=False, pure=False)
         futures = [client.submit(noop, gate, i, pure=False) for i in range(n)]
         base = n / (time.perf_counter() - t0)
         base_mem = (proc.memory_info().rss - rss1) / n

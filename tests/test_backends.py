@@ -195,3 +195,31 @@ class TestAzureBackend(BackendConformance):
                 yield pool
         finally:
             host.close()
+
+
+def test_local_backend_close_ends_workers_that_will_not_close(caplog):
+    """A LocalCluster whose close times out (its scheduler too busy, or a worker stuck)
+    gets its worker processes killed and is closed again, instead of a Dask TimeoutError."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from batchnb.backends.local import LocalBackend
+    from batchnb.spec import PoolSpec
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+    class SlowCluster:         # a stand-in for the LocalCluster: its first close times out
+        def __init__(self):
+            self.closes = 0
+            self.workers = {"dedicated-0": SimpleNamespace(process=SimpleNamespace(pid=worker.pid))}
+
+        def close(self, timeout=None):
+            self.closes += 1
+            if self.closes == 1:
+                raise TimeoutError(f"timed out after {timeout} s.")
+    backend = LocalBackend(PoolSpec("p", dedicated=1))
+    backend.cluster = SlowCluster()
+    backend.close()
+    assert worker.wait(timeout=10) == -9 and backend.cluster.closes == 2
+    assert "did not close within" in caplog.text

@@ -544,3 +544,4 @@ def test_closing_a_pool_on_a_shared_scheduler_spares_other_drivers_tasks(tmp_pat
         theirs.wait(timeout=30, quiet=True)
         assert t.state == bnb.TaskState.SUCCEEDED
         other.close()
+

@@ -20,6 +20,9 @@ from ..errors import BackendError
 from .base import SpecClusterBackend
 
 
+log = logging.getLogger("batchnb.backends.local")
+
+
 class LocalBackend(SpecClusterBackend):
     """The embedded default: ``bnb.Pool("local")``.
 
@@ -109,5 +112,22 @@ class LocalBackend(SpecClusterBackend):
             time.sleep(0.05)
 
     def close(self) -> None:
-        if self.cluster is not None:
+        if self.cluster is None:
+            return
+        try:
             self.cluster.close(timeout=10)
+        except (TimeoutError, asyncio.TimeoutError):
+            # A worker thread stuck in a Python task (it cannot be interrupted) holds its
+            # worker open: end the worker processes, as Azure ends a pool's VMs.
+            log.warning("batchnb: local workers did not close within 10 s; killing them")
+            for nanny in list(self.cluster.workers.values()):
+                pid = getattr(getattr(nanny, "process", None), "pid", None)
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            try:
+                self.cluster.close(timeout=10)
+            except (TimeoutError, asyncio.TimeoutError):
+                log.warning("batchnb: the local cluster did not close cleanly")
