@@ -78,12 +78,7 @@ class LocalBackend(SpecClusterBackend):
                 raise BackendError(f"node {node_id!r} is not in this pool")
             # The spec goes first so that the nanny does not restart the worker.
             self.cluster.worker_spec.pop(node_id, None)
-        pid = getattr(getattr(nanny, "process", None), "pid", None)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_worker_process(nanny)
         self._apply()
 
     def restore(self, node_id: str) -> None:
@@ -117,17 +112,22 @@ class LocalBackend(SpecClusterBackend):
         try:
             self.cluster.close(timeout=10)
         except (TimeoutError, asyncio.TimeoutError):
-            # A worker thread stuck in a Python task (it cannot be interrupted) holds its
-            # worker open: end the worker processes, as Azure ends a pool's VMs.
+            # A worker thread stuck in a Python task (it cannot be interrupted) or a scheduler
+            # too busy to answer holds the close: end the worker processes, as Azure ends VMs.
             log.warning("batchnb: local workers did not close within 10 s; killing them")
             for nanny in list(self.cluster.workers.values()):
-                pid = getattr(getattr(nanny, "process", None), "pid", None)
-                if pid:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                _kill_worker_process(nanny)
             try:
                 self.cluster.close(timeout=10)
             except (TimeoutError, asyncio.TimeoutError):
                 log.warning("batchnb: the local cluster did not close cleanly")
+
+
+def _kill_worker_process(nanny) -> None:
+    """SIGKILL the worker process a nanny runs (as sudden as a spot eviction)."""
+    pid = getattr(getattr(nanny, "process", None), "pid", None)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

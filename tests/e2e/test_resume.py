@@ -168,10 +168,9 @@ def leftovers(job_id: str, attempt: str | None = None) -> list:
     return out
 
 
-def test_a_dead_drivers_task_processes_are_killed_before_the_task_runs_again(home, tmp_path):
-    """Task processes outlive a SIGKILLed driver (they have sessions of their own); the
-    resume ends them, so two copies of one task never run side by side."""
-    job_id, out = "leftovers-e2e", tmp_path / "ran.txt"
+def orphan_a_running_task(home, tmp_path, job_id: str, out) -> Ledger:
+    """Start a driver, wait until its task's process runs, SIGKILL the driver: the task's
+    processes (in sessions of their own) are left running. Returns the ledger."""
     script = tmp_path / "driver.py"
     script.write_text(LONG_DRIVER)
     led = Ledger(home / "ledger.sqlite")
@@ -183,6 +182,14 @@ def test_a_dead_drivers_task_processes_are_killed_before_the_task_runs_again(hom
         time.sleep(0.05)
     kill(proc)
     assert leftovers(job_id), "the task's processes died with the driver: nothing to test"
+    return led
+
+
+def test_a_dead_drivers_task_processes_are_killed_before_the_task_runs_again(home, tmp_path):
+    """Task processes outlive a SIGKILLed driver (they have sessions of their own); the
+    resume ends them, so two copies of one task never run side by side."""
+    job_id, out = "leftovers-e2e", tmp_path / "ran.txt"
+    orphan_a_running_task(home, tmp_path, job_id, out)
     with bnb.Pool("local", dedicated=1) as pool:
         job = bnb.Job.attach(job_id, pool=pool)
         first = job.task("long").attempts[0]
@@ -200,17 +207,7 @@ def test_terminating_a_dead_drivers_job_kills_its_task_processes(home, tmp_path)
     """``batchnb terminate`` (here: a read-only attach) on a job whose driver was SIGKILLed
     ends the task processes that outlived the driver, not only the ledger's record."""
     job_id, out = "orphans-terminated", tmp_path / "ran.txt"
-    script = tmp_path / "driver.py"
-    script.write_text(LONG_DRIVER)
-    led = Ledger(home / "ledger.sqlite")
-    proc = start_driver(script, job_id, out, home)
-    wait_ledger(led, job_id, lambda c: c.get("running", 0) == 1, proc)
-    deadline = time.monotonic() + 20
-    while not any("sleep" in " ".join(p.cmdline()) for p in leftovers(job_id)):
-        assert time.monotonic() < deadline, "the task's process never started"
-        time.sleep(0.05)
-    kill(proc)
-    assert leftovers(job_id), "the task's processes died with the driver: nothing to test"
+    led = orphan_a_running_task(home, tmp_path, job_id, out)
     bnb.Job.attach(job_id, ledger=led).terminate()
     assert led.job(job_id)["state"] == "completed"
     deadline = time.monotonic() + 10
