@@ -18,8 +18,8 @@ from . import _config  # noqa: F401
 from . import spec
 from .errors import (BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld, LedgerError,
                      MissingDependency, SpecError, StagingError, TaskFailed, WaitTimeout)
-from .spec import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile, Retry,
-                   StartTask, TaskIdRange, TaskSpec)
+from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile,
+                         Retry, StartTask, TaskIdRange, TaskSpec)
 from .states import JobState, NodeState, TaskState
 
 __version__ = "0.1.0"
@@ -27,10 +27,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pool": "batchnb.pool", "NodeInfo": "batchnb.pool",
     "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task",
-    "JobResult": "batchnb._jobrun", "Ledger": "batchnb.ledger",
+    "JobResult": "batchnb.engine.jobrun", "Ledger": "batchnb.engine.ledger",
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
-    "current_task": "batchnb._context", "TaskContext": "batchnb._context",
-    "jobs": "batchnb._api", "prune": "batchnb._api", "current_ledger": "batchnb._api",
+    "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
+    "jobs": "batchnb.engine.offline", "prune": "batchnb.engine.offline", "current_ledger": "batchnb.engine.offline",
 }
 
 __all__ = [

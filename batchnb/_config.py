@@ -31,5 +31,5 @@ def home() -> Path:
 
 
 def seconds(key: str) -> float:
-    from ._validate import duration
+    from .spec.validate import duration
     return duration(get(key), f"batchnb.{key}", allow_none=False)

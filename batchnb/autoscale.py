@@ -30,10 +30,10 @@ from datetime import datetime, timedelta, timezone  # noqa: F401 - the doctests 
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _formula_names as names
+from .formula import names as names
 from .errors import SpecError
 from .formula import DEALLOCATION_OPTIONS, DEFAULT_SAMPLE_PERIOD, Formula, parse
-from ._formula_values import as_utc
+from .formula.values import as_utc
 
 __all__ = ["CallablePolicy", "FormulaPolicy", "MetricHistory", "Metrics", "Policy", "Targets", "make_policy"]
 

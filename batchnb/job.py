@@ -15,10 +15,11 @@ import re
 import time
 from collections import Counter
 
-from . import _pycall, spec as specs
-from ._jobrun import JobResult
+from .node import pycall as _pycall
+from .spec import model as specs
+from .engine.jobrun import JobResult
 from .errors import LeaseHeld, SpecError, WaitTimeout
-from .ledger import Ledger
+from .engine.ledger import Ledger
 from .states import JobState, TaskState
 from .task import Task, TaskInfo, task_info
 
@@ -236,14 +237,14 @@ class Job:
         """
         if self.pool is not None:
             return self.pool._job_cost(self.id)
-        from .cost import cost_from_ledger
+        from .cost.meter import cost_from_ledger
         return cost_from_ledger(self.ledger, job_id=self.id)
 
     def forecast(self):
         """Projected total cost and finish time (:class:`bnb.cost.Forecast`) from the tasks
         left, the durations observed so far and the pool's slots; fields are None until
         a task has ended."""
-        from ._cost_ext import CostExtension
+        from .extensions.cost import CostExtension
         if self.pool is None:
             raise SpecError("job", self.id, "has no pool to forecast on; attach it with pool.job(id)")
         return self.pool.extension(CostExtension).forecast(self.id)
@@ -264,7 +265,7 @@ class Job:
             if disp.call(lambda: disp.jobs.get(self._run.key) is self._run):
                 disp.call(disp.terminate, self._run, reason, time.time(), timeout=None)
                 return
-        from ._api import terminate_job
+        from .engine.offline import terminate_job
         terminate_job(self.id, self.ledger, reason)
 
     cancel = terminate
@@ -293,7 +294,7 @@ class Job:
         row = ledger.job(job_id)
         if row is None:
             raise SpecError("job id", job_id, f"not in the ledger {ledger.path}")
-        from ._jobrun import JobRun
+        from .engine.jobrun import JobRun
         spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
         return cls(None, JobRun(spec, row["pool"], row["created"], state=JobState(row["state"])), ledger)
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from . import _config
 from .backends import WorkerInfo, get_backend, group_of
-from ._extensions import make_extensions
-from .dispatch import Dispatcher
+from .engine.extension import make_extensions
+from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
-from .events import EventBus
-from .ledger import Ledger, owner_id
-from .spec import JobSpec, PoolSpec
+from .engine.events import EventBus
+from .engine.ledger import Ledger, owner_id
+from .spec.model import JobSpec, PoolSpec
 from .states import NodeState
 
 log = logging.getLogger("batchnb.pool")
@@ -82,7 +82,7 @@ class Pool:
             make_policy(autoscale)
             if not get_backend(backend).can_scale:
                 raise SpecError("autoscale", autoscale, f"backend {backend!r} cannot scale its nodes")
-        from ._chaos import ChaosOptions
+        from .extensions.chaos import ChaosOptions
         self._chaos_options = ChaosOptions.from_value(chaos)
         if self._chaos_options is not None:   # refused before any node (or VM) starts
             self._chaos_options.check_backend(get_backend(backend))
@@ -91,7 +91,7 @@ class Pool:
         self._owner = owner_id()
         self._lease_ttl = _config.seconds("lease-ttl")
         self._storage_options = {**(_config.get("storage-options") or {}), **(storage_options or {})}
-        from ._prices import check_prices   # an unknown vm_size fails here, before any node starts
+        from .cost.prices import check_prices   # an unknown vm_size fails here, before any node starts
         self._price_table = check_prices(price_table, self.spec)
         self._backend = get_backend(backend)(self.spec, **backend_options)
         self.client = self._backend.start()
@@ -101,7 +101,7 @@ class Pool:
             self._results_url = _config.get("results-url") or Path(home / "results").as_uri()
             self._closed = False
             self._extensions = make_extensions(self)
-            from ._reaper import TaskReaper
+            from .node.reaper import TaskReaper
             self.client.register_plugin(TaskReaper(), name=TaskReaper.name)
             self._dispatcher = Dispatcher(self, self.client, self.ledger, self.bus)
             self._dispatcher.start()
@@ -117,7 +117,7 @@ class Pool:
     # -- the public surface ------------------------------------------------------
     def job(self, job_id: str | JobSpec, **options):
         """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
-        from ._prices import check_job_tags
+        from .cost.prices import check_job_tags
         from .job import open_job
         check_job_tags(job_id, options)
         return open_job(self, job_id, options)
@@ -125,13 +125,13 @@ class Pool:
     def cost(self, now: float | None = None):
         """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart.
 
-        None when the cost extension is not in ``batchnb._extensions.EXTENSIONS``."""
-        from ._cost_ext import CostExtension
+        None when the cost extension is not in ``batchnb.engine.extension.EXTENSIONS``."""
+        from .extensions.cost import CostExtension
         ext = self.extension(CostExtension)
         return ext.cost(now) if ext is not None else None
 
     def _job_cost(self, job_id: str, now: float | None = None):
-        from ._cost_ext import CostExtension
+        from .extensions.cost import CostExtension
         ext = self.extension(CostExtension)
         return ext.job_cost(job_id, now) if ext is not None else None
 
@@ -179,12 +179,12 @@ class Pool:
         Returns every variable the formula set, with ``$TargetDedicatedNodes``,
         ``$TargetLowPriorityNodes`` and ``$NodeDeallocationOption``.
         """
-        from ._autoscale_ext import AutoscaleExtension
+        from .extensions.autoscale import AutoscaleExtension
         return self.extension(AutoscaleExtension).evaluate(formula)
 
     def chaos(self, **options):
         """Spot evictions on purpose while inside ``with pool.chaos(preempt_rate=6):`` (see ``_chaos``)."""
-        from ._chaos import ChaosExtension, chaos_context
+        from .extensions.chaos import ChaosExtension, chaos_context
         return chaos_context(self.extension(ChaosExtension), options)
 
     def resize(self, dedicated: int | None = None, spot: int | None = None) -> None:
@@ -228,7 +228,7 @@ class Pool:
         With ``keys``, only those attempts (this pool's own: on a shared scheduler other
         drivers' tasks run on the same workers); else every task process of the workers.
         """
-        from . import runner
+        from .node import runner
         if addresses == [] or keys == []:
             return
         try:
@@ -280,8 +280,8 @@ class Pool:
     def _scale_group(self, group: str, count: int) -> None:
         """Grow or shrink a group on the dispatcher's thread: idle nodes leave first, and the
         tasks of a node that leaves are requeued (not counted as crashes) before it goes."""
-        from ._autoscale_ext import AutoscaleExtension
-        from .events import PoolTargets
+        from .extensions.autoscale import AutoscaleExtension
+        from .engine.events import PoolTargets
         ext = self.extension(AutoscaleExtension)
 
         def resize():

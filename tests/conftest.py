@@ -32,7 +32,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def ledger(home):
-    from batchnb.ledger import Ledger
+    from batchnb.engine.ledger import Ledger
     return Ledger(home / "ledger.sqlite")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 def temporary_pool(name: str, **options):
     """``bnb.Pool(name, **options)`` with its own ledger, closed (and its folder removed) after."""
     import batchnb as bnb
-    from batchnb.ledger import Ledger
+    from batchnb.engine.ledger import Ledger
     with tempfile.TemporaryDirectory() as tmp:
         pool = bnb.Pool(name, ledger=Ledger(Path(tmp) / "ledger.sqlite"), **options)
         try:

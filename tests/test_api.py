@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import batchnb as bnb
-from batchnb.ledger import Ledger
+from batchnb.engine.ledger import Ledger
 
 DAY = 86400.0
 

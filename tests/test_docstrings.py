@@ -10,7 +10,7 @@ import pytest
 
 import batchnb
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(batchnb.__path__, "batchnb."))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(batchnb.__path__, "batchnb.") if not m.name.endswith(".__main__"))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import PoolSpec
+from ..spec.model import PoolSpec
 
 GROUPS = ("dedicated", "spot")
 

@@ -5,7 +5,7 @@ then changes only by :meth:`apply` of event lists, so it is tested without a
 browser, a kernel or a cluster; the widgets in :mod:`batchnb.ui.views` copy
 its :meth:`state` into their synced traits.
 
->>> from batchnb.events import TasksAdded, TaskStateChanged
+>>> from batchnb.engine.events import TasksAdded, TaskStateChanged
 >>> m = JobModel("j", created=0.0)
 >>> m.apply([TasksAdded("j", 2, 0.0, {"active": 2}),
 ...          TaskStateChanged("j", "a", "running", "active", 1.0, 1, "dedicated-0"),
@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from ..events import CostSample, JobStateChanged, NodeStateChanged, PoolTargets, TasksAdded, TaskStateChanged
+from ..engine.events import CostSample, JobStateChanged, NodeStateChanged, PoolTargets, TasksAdded, TaskStateChanged
 from ..states import BILLED_NODE_STATES, TaskState
 
 STATES = tuple(s.value for s in TaskState)

@@ -22,7 +22,7 @@ import anywidget
 import traitlets as t
 
 from .. import _config
-from ..events import JobStateChanged, NodeStateChanged
+from ..engine.events import JobStateChanged, NodeStateChanged
 from .model import CostModel, JobModel, PoolModel, node_hours
 
 log = logging.getLogger("batchnb.ui")

@@ -11,9 +11,9 @@ import pytest
 
 import batchnb as bnb
 from waiting import wait_for
-from batchnb._autoscale_ext import AutoscaleExtension
-from batchnb.events import NodeStateChanged, PoolTargets
-from batchnb.ledger import Ledger
+from batchnb.extensions.autoscale import AutoscaleExtension
+from batchnb.engine.events import NodeStateChanged, PoolTargets
+from batchnb.engine.ledger import Ledger
 
 
 @pytest.fixture

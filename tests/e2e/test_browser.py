@@ -86,7 +86,7 @@ def lab(tmp_path):
 def test_quickstart_in_jupyterlab_shows_the_live_job_view(lab):
     from playwright.sync_api import expect, sync_playwright
 
-    from batchnb.ledger import Ledger
+    from batchnb.engine.ledger import Ledger
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "quickstart-browser.png"

@@ -19,10 +19,10 @@ import pytest
 
 import batchnb as bnb
 import batchnb._config  # noqa: F401 - its defaults are in dask.config before a dask.config.set of ours
-from batchnb._cli_cost import register, run as cli_run
+from batchnb.cli.cost import register, run as cli_run
 from batchnb.cost import cost_from_ledger
-from batchnb.events import CostSample, JobStateChanged, NodeStateChanged
-from batchnb.ledger import Batch, Ledger
+from batchnb.engine.events import CostSample, JobStateChanged, NodeStateChanged
+from batchnb.engine.ledger import Batch, Ledger
 
 PRICES = {"Standard_X": {"dedicated": 3.6, "spot": 0.36}}
 PER_SECOND = 0.001

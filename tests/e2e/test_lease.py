@@ -19,7 +19,7 @@ import time
 import pytest
 
 import batchnb as bnb
-from batchnb.ledger import Batch, Ledger
+from batchnb.engine.ledger import Batch, Ledger
 
 from .test_resume import by_state, driver_env, lines, wait_ledger
 

@@ -17,11 +17,11 @@ import pytest
 
 import batchnb as bnb
 from waiting import wait_for
-from batchnb._chaos import ChaosExtension
-from batchnb._nodehealth import NodeHealthExtension
-from batchnb._starttask import StartTaskExtension
-from batchnb.events import NodeStateChanged
-from batchnb.ledger import Ledger
+from batchnb.extensions.chaos import ChaosExtension
+from batchnb.extensions.nodehealth import NodeHealthExtension
+from batchnb.extensions.starttask import StartTaskExtension
+from batchnb.engine.events import NodeStateChanged
+from batchnb.engine.ledger import Ledger
 
 
 @pytest.fixture
@@ -115,11 +115,11 @@ def test_failing_start_task_marks_node_and_job_completes_elsewhere(tmp_path, fas
 
 def break_this_node():
     """Make the batchnb runner of this worker process fail: a broken node, not a broken task."""
-    import batchnb.runner
+    import batchnb.node.runner
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    batchnb.runner._run = broken
+    batchnb.node.runner._run = broken
 
 
 def test_node_with_consecutive_crashes_becomes_unusable_and_is_replaced(tmp_path, fast_nodes):
@@ -194,7 +194,7 @@ def test_scheduled_events_notice_on_a_local_pool_requeues_and_the_node_returns(t
     import http.server
     import json
 
-    from batchnb._spotnotice import ScheduledEventsPlugin, SpotNoticeExtension
+    from batchnb.extensions.spotnotice import ScheduledEventsPlugin, SpotNoticeExtension
     doc = {"DocumentIncarnation": 0, "Events": []}
 
     class Endpoint(http.server.BaseHTTPRequestHandler):

@@ -25,8 +25,8 @@ def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monke
     import papermill
     from nbconvert import HTMLExporter
 
-    from batchnb._api import jobs
-    from batchnb.ledger import Ledger
+    from batchnb.engine.offline import jobs
+    from batchnb.engine.ledger import Ledger
     from batchnb.ui.snapshot import counts_text
 
     # The kernel inherits this environment: its own ledger, node folders and results.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from batchnb.ledger import Ledger
+from batchnb.engine.ledger import Ledger
 
 from .test_resume import by_state, driver_env, lines, wait_ledger
 

@@ -21,7 +21,7 @@ import dask
 import pytest
 
 import batchnb as bnb
-from batchnb.ledger import Ledger
+from batchnb.engine.ledger import Ledger
 
 N_TASKS = 30
 

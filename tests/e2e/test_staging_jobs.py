@@ -21,8 +21,8 @@ import pytest
 
 import batchnb as bnb
 from waiting import wait_for
-from batchnb.events import BytesMoved
-from batchnb.ledger import Ledger
+from batchnb.engine.events import BytesMoved
+from batchnb.engine.ledger import Ledger
 
 WAIT = 45  # seconds: a bound on every job.wait(); the tests take a fraction of it
 
@@ -337,7 +337,7 @@ def test_credentials_stay_out_of_specs_ledger_logs_and_messages(pool, azurite, a
 
     secrets = secrets_of(azurite)
     # What goes to the nodes holds them, but does not show them (tracebacks, logs).
-    from batchnb.runner import AttemptRequest
+    from batchnb.node.runner import AttemptRequest
     shown = repr(AttemptRequest(unique, "t", 1, pool.name, storage_options=azurite.storage_options,
                                 secrets={"TOKEN": azurite.connection_string}))
     messages = [t.failure["message"] for t in (refused, missing)] + [f["message"] for f in result.failures]

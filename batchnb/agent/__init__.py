@@ -1,0 +1,1 @@
+"""The detached service: the engine beside a Dask scheduler (not built yet)."""

@@ -1,0 +1,2 @@
+"""The driver: events, the ledger (all SQL lives here), the dependency graph, the dispatcher,
+outcomes (pure decisions), job operations and the extension API."""

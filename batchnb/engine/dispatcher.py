@@ -1,0 +1,390 @@
+"""The engine: one dispatcher per pool, on its own thread.
+
+It keeps the ready queue (job priority, task priority, order of adding),
+dependencies, retries with backoff, exit conditions and requeues, and at
+most one Dask future per busy slot (a bundle of tiny tasks counts as one),
+so a million-task job costs the Dask scheduler what a thousand-task job does.
+Each turn of its loop writes what changed to the ledger in one transaction
+and only then publishes the events. User threads talk to it through
+:meth:`Dispatcher.call`, which runs a function on the dispatcher's thread
+and hands back its result or its exception.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from .. import _config
+from ..node import runner
+from .jobrun import JobRun, TaskRun
+from .nodes import NodeTable
+from .jobops import JobOps
+from .outcome import Outcomes
+from ..errors import BatchError
+from .events import EventBus, NodeStateChanged
+from .ledger import Batch, Ledger
+from ..states import NodeState
+
+log = logging.getLogger("batchnb.dispatch")
+
+
+class Dispatcher(Outcomes, JobOps):
+    def __init__(self, pool, client, ledger: Ledger, bus: EventBus):
+        self.pool = pool                  # gives name, spec, workers(), request_for()
+        self.client = client
+        self.ledger = ledger
+        self.bus = bus
+        self.jobs: dict[str, JobRun] = {}
+        self.nodes = NodeTable(pool.spec.node_fill)
+        self.ready: list = []             # heap of (-job prio, -task prio, seq, job key, task key)
+        self.timers: list = []            # heap of (when, n, callable)
+        self.inflight: dict[str, tuple] = {}   # future key -> (future, node id, [(job key, task key, n)], slots)
+        self.batch = Batch()
+        self.events: list = []
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._counter = itertools.count()
+        self._closing = False
+        self._node_poll = _config.seconds("node-poll")
+        self._next_poll = 0.0
+        self._bundle_target = _config.seconds("bundle-target")
+        self._avg_task_seconds: float | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"batchnb-dispatch-{pool.name}", daemon=True)
+
+    # -- the thread ----------------------------------------------------------
+    def start(self) -> None:
+        self._poll_nodes(time.time())
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.call(self._shutdown)
+            self._thread.join(timeout=30)
+
+    def call(self, fn: Callable, *args, timeout: float | None = 60.0, **kwargs) -> Any:
+        """Run ``fn`` on the dispatcher's thread; return its result or raise its exception."""
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+        if not self._thread.is_alive():
+            raise RuntimeError("the pool is closed; make a new bnb.Pool(...)")
+        reply: cf.Future = cf.Future()
+        self._q.put(("call", fn, args, kwargs, reply))
+        try:
+            return reply.result(timeout=timeout)
+        except BatchError as exc:
+            # The user's mistake: show it from the user's call, not from inside the engine.
+            raise exc.with_traceback(None) from None
+
+    def task_ids(self, future_key: str) -> list[str]:
+        """The ids of the tasks riding in one Dask future."""
+        entry = self.inflight.get(future_key)
+        if entry is None:
+            return []
+        return [self.jobs[j].tasks[t].spec.id for j, t, _ in entry[2] if j in self.jobs and t in self.jobs[j].tasks]
+
+    def at(self, when: float, fn: Callable) -> None:
+        heapq.heappush(self.timers, (when, next(self._counter), fn))
+
+    def _loop(self) -> None:
+        while not self._closing:
+            now = time.time()
+            wake = min([self._next_poll] + [self.timers[0][0]] if self.timers else [self._next_poll])
+            try:
+                items = [self._q.get(timeout=max(0.0, min(wake - now, 1.0)))]
+            except queue.Empty:
+                items = []
+            while len(items) < 5000:
+                try:
+                    items.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._turn(items)
+            except Exception:  # the loop must survive anything; the ledger has the truth
+                log.exception("batchnb dispatcher turn failed")
+                try:       # keep what this turn recorded before it failed
+                    self.flush()
+                except Exception:  # noqa: BLE001 - the ledger itself failed: drop the turn
+                    log.exception("batchnb could not record a failed turn")
+                    self.batch, self.events = Batch(), []
+        self._answer_late_calls()
+
+    def _answer_late_calls(self) -> None:
+        """Calls queued while the pool closed get an error, never a wait that cannot end."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if item[0] == "call" and item[4] is not None:
+                item[4].set_exception(RuntimeError("the pool was closed; make a new bnb.Pool(...)"))
+
+    def _turn(self, items: list) -> None:
+        done, replies = [], []
+        try:
+            for item in items:
+                if item[0] == "call":
+                    _, fn, args, kwargs, reply = item
+                    try:
+                        replies.append((reply, fn(*args, **kwargs), None))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        if reply is None:
+                            log.exception("batchnb: %s failed on the dispatcher", getattr(fn, "__name__", fn))
+                        replies.append((reply, None, exc))
+                elif item[0] == "done":
+                    done.append(item[1])
+            if done:
+                self._collect(done)
+        finally:
+            # Callers hear back only once the turn's writes are in the ledger, so what
+            # they read next shows them; if recording failed, they hear that.
+            try:
+                self.flush()
+                unrecorded = None
+            except Exception as exc:  # noqa: BLE001 - answered below, then raised to the loop
+                unrecorded = exc
+            for reply, result, exc in replies:
+                if reply is None or reply.done():
+                    continue
+                exc = exc or (unrecorded and RuntimeError(f"batchnb could not record this change: {unrecorded}"))
+                if exc is None:
+                    reply.set_result(result)
+                else:
+                    reply.set_exception(exc)
+            if unrecorded is not None:
+                raise unrecorded
+        now = time.time()
+        if now >= self._next_poll:
+            self._poll_nodes(now)
+        while self.timers and self.timers[0][0] <= now:
+            fn = heapq.heappop(self.timers)[2]
+            try:
+                fn()
+            except Exception:  # one timer's failure must not stop the others
+                log.exception("batchnb timer %r failed", fn)
+        self._schedule(now)
+        self.flush()
+
+    def _shutdown(self) -> None:
+        self._closing = True
+        for fut, *_ in self.inflight.values():
+            fut.cancel()
+        self.inflight.clear()
+
+    def flush(self) -> None:
+        """Commit this turn's changes, then show them: nothing is seen before it is recorded."""
+        if self.batch:
+            self.ledger.commit(self.batch)
+        if self.events:
+            events, self.events = self.events, []
+            self.bus.publish_many(events)
+            for job in {getattr(e, "job_id", None) for e in events}:
+                if job is not None and job.lower() in self.jobs:
+                    self.jobs[job.lower()].notify()
+
+    # -- nodes ---------------------------------------------------------------
+    def _poll_nodes(self, now: float) -> None:
+        self._next_poll = now + self._node_poll
+        try:
+            workers = self.pool._workers()
+        except Exception as exc:  # the scheduler may be briefly unreachable
+            log.debug("cannot list workers: %s", exc)
+            return
+        seen = set()
+        for w in workers:
+            seen.add(w.name)
+            node = self.nodes.nodes.get(w.name)
+            if node is not None and node.address is None and node.gone == w.address:
+                continue          # lost (e.g. preempted) and not yet dropped by the scheduler
+            if node is not None and node.address is not None and node.address != w.address:
+                # Restarted (e.g. its nanny after an out-of-memory kill) before we saw it go.
+                self.node_lost(node.node_id, NodeState.OFFLINE, "the worker process restarted")
+            if node is None or node.address != w.address:
+                ready = self.pool._node_joined(w, now)
+                node = self.nodes.up(w.name, w.address, w.group, w.slots, now, ready=ready)
+                node.resources = w.has_slots_resource
+                self._node_event(node, now)
+            node.cpu, node.memory = w.cpu, w.memory
+        for node in list(self.nodes.nodes.values()):
+            if node.address is not None and node.node_id not in seen:
+                self.node_lost(node.node_id, NodeState.OFFLINE, "the worker left the scheduler")
+        for name, group in self.pool._requested().items():
+            if name not in self.nodes.nodes:
+                node = self.nodes.up(name, None, group, self.pool.spec.task_slots_per_node, now, ready=False)
+                self.nodes.by_address.pop(None, None)
+                self._node_event(node, now)
+
+    def _node_event(self, node, now: float, reason: str | None = None) -> None:
+        self.batch.node(self.pool.name, node.node_id, node.group, node.state.value, now)
+        self.events.append(NodeStateChanged(self.pool.name, node.node_id, node.group, node.state.value, now, reason))
+        self.pool._node_changed(node, now)
+
+    def set_node_state(self, node_id: str, state: NodeState, reason: str | None = None) -> None:
+        now = time.time()
+        node = self.nodes.set_state(node_id, state, now)
+        if node is not None:
+            self._node_event(node, now, reason)
+
+    def forget_node(self, node_id: str) -> None:
+        node = self.nodes.nodes.pop(node_id, None)
+        if node is not None and node.address:
+            self.nodes.by_address.pop(node.address, None)
+
+    def node_lost(self, node_id: str, state: NodeState, reason: str) -> None:
+        """A node died (preempted, crashed, removed): requeue what ran there."""
+        now = time.time()
+        node = self.nodes.nodes.get(node_id)
+        if node is None:
+            return
+        self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED)
+        self.nodes.lost(node_id, state, now)
+        self._node_event(node, now, reason)
+
+    def requeue_node(self, node_id: str, reason: str, now: float | None = None, crash: bool = False) -> list:
+        """Requeue every attempt running on ``node_id`` (its Dask futures are cancelled)."""
+        now = time.time() if now is None else now
+        requeued = []
+        for key, (fut, nid, members, slots) in list(self.inflight.items()):
+            if nid == node_id:
+                del self.inflight[key]
+                fut.cancel()
+                self.nodes.give_back(node_id, key, slots, now)
+                for job_key, task_key, n in members:
+                    self.requeue(job_key, task_key, n, now, reason, crash=crash)
+                    requeued.append((job_key, task_key))
+        return requeued
+
+    def post(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the dispatcher's thread soon, without waiting (safe from Dask callbacks)."""
+        self._q.put(("call", fn, args, {}, None))
+
+    # -- dispatching -----------------------------------------------------------
+    def push_ready(self, job: JobRun, tr: TaskRun) -> None:
+        prio = tr.spec.priority or 0
+        heapq.heappush(self.ready, (-job.spec.priority, -prio, tr.seq, job.key, tr.key))
+
+    def _schedule(self, now: float) -> None:
+        skipped, held = [], []
+        while self.ready and self.nodes.free_slots() > 0:
+            entry = heapq.heappop(self.ready)
+            job, tr = self._lookup(entry[3], entry[4])
+            if tr is None or not self.dispatchable(job, tr):
+                continue
+            if not self.pool._may_dispatch(job, tr, now):
+                held.append(entry)
+                continue
+            node = self.nodes.place(tr.spec.required_slots)
+            if node is None:
+                skipped.append(entry)
+                if len(skipped) > 64:
+                    break
+                continue
+            members = [(job, tr)]
+            size = self._bundle_size()
+            while size > 1 and len(members) < size and self.ready:
+                nxt = self._lookup(self.ready[0][3], self.ready[0][4])
+                if nxt[1] is None or not self.dispatchable(*nxt):
+                    heapq.heappop(self.ready)
+                    continue
+                if not self.bundleable(nxt[1]) or not self.bundleable(tr):
+                    break
+                heapq.heappop(self.ready)
+                members.append(nxt)
+            self._submit(node, members, now)
+        for entry in skipped + held:
+            heapq.heappush(self.ready, entry)
+
+    def _lookup(self, job_key: str, task_key: str):
+        job = self.jobs.get(job_key)
+        return job, (job.tasks.get(task_key) if job else None)
+
+    def _bundle_size(self) -> int:
+        """Tasks per Dask task: 1 until tasks prove tiny, then enough to fill ~bundle_target."""
+        avg = self._avg_task_seconds
+        if avg is None or avg * 4 > self._bundle_target:
+            return 1
+        per_slot = -(-len(self.ready) // max(1, self.nodes.total_slots()))
+        return max(1, min(500, int(self._bundle_target / max(avg, 1e-4)), per_slot))
+
+    def _submit(self, node, members: list, now: float) -> None:
+        reqs, keys = [], []
+        slots = members[0][1].spec.required_slots if len(members) == 1 else 1
+        for job, tr in members:
+            req = self.make_request(job, tr, node, now, slots / len(members))
+            if req is None:
+                continue
+            reqs.append(req)
+            keys.append((job.key, tr.key, tr.n))
+        if not reqs:
+            return
+        if len(reqs) < len(members):   # some could not go (a missing secret): the rest share the slot
+            for req in reqs:
+                self.batch.attempt(req.job_id, req.task_id, req.attempt, slots=slots / len(reqs))
+        fn, arg = (runner.run_attempt, reqs[0]) if len(reqs) == 1 else (runner.run_bundle, reqs)
+        key = f"bnb-{reqs[0].job_id}-{reqs[0].task_id}-{reqs[0].attempt}-{next(self._counter)}"
+        fut = self.client.submit(fn, arg, key=key, workers=[node.address], allow_other_workers=False, pure=False,
+                                 resources={"slots": slots} if node.resources else None)
+        self.inflight[key] = (fut, node.node_id, keys, slots)
+        self.nodes.take(node, key, slots, now)
+        fut.add_done_callback(lambda f: self._q.put(("done", f)))
+
+    def _collect(self, futures: list) -> None:
+        now = time.time()
+        finished = []
+        for fut in futures:
+            entry = self.inflight.pop(fut.key, None)
+            if entry is None:
+                continue          # requeued or cancelled already
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+            if fut.status == "finished":
+                finished.append((fut, entry))
+            elif fut.status == "error":       # the Dask task itself failed (the runner never raises)
+                reason = self._error_text(fut)
+                for job_key, task_key, n in entry[2]:
+                    self.crashed(job_key, task_key, n, entry[1], reason, now)
+            else:                             # cancelled, or its result was lost with its worker
+                fut.cancel()
+                for job_key, task_key, n in entry[2]:
+                    self.requeue(job_key, task_key, n, now, f"the Dask task was {fut.status}")
+        if not finished:
+            return
+        try:
+            results = self.client.gather([f for f, _ in finished], errors="raise")
+        except Exception:  # noqa: BLE001 - one lost result: take them one by one
+            results = [self._gather_one(f) for f, _ in finished]
+        for (fut, entry), result in zip(finished, results):
+            if result is None:    # its worker died between finishing and our gather: run it again
+                fut.cancel()
+                for job_key, task_key, n in entry[2]:
+                    self.requeue(job_key, task_key, n, now, "the result was lost with its worker")
+                continue
+            for record in (result if isinstance(result, list) else [result]):
+                try:
+                    self.finished(record, now)
+                except Exception as exc:  # noqa: BLE001 - this task fails; the others go on
+                    log.exception("batchnb could not record the end of %s/%s", record.job_id, record.task_id)
+                    self.fail_hard(record.job_id.lower(), record.task_id.lower(), record.attempt,
+                                   f"batchnb could not record the attempt: {type(exc).__name__}: {exc}", now)
+                took = max(0.0, record.end - record.start)
+                a = self._avg_task_seconds
+                self._avg_task_seconds = took if a is None else 0.9 * a + 0.1 * took
+
+    def _gather_one(self, fut):
+        try:
+            return self.client.gather(fut, errors="raise")
+        except Exception:  # noqa: BLE001 - lost: the caller requeues it
+            return None
+
+    @staticmethod
+    def _error_text(fut) -> str:
+        try:
+            exc = fut.exception(timeout=1)
+        except Exception as err:  # noqa: BLE001
+            exc = err
+        return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,369 @@
+"""The durable record: jobs, tasks, attempts, events, node usage, audit.
+
+SQLite in WAL mode. The dispatcher gathers the changes of one turn of its
+loop in a :class:`Batch` and writes them in one transaction *before* it
+publishes the matching events, so what anyone has seen is on disk. A process
+that dies loses nothing that finished; a new one reads the same file and
+resumes (``running`` attempts of a dead driver become ``interrupted``).
+
+>>> import tempfile, os
+>>> led = Ledger(os.path.join(tempfile.mkdtemp(), "l.sqlite"))
+>>> led.create_job("j", {"id": "j"}, pool="local", now=0.0)
+>>> led.job("j")["state"]
+'active'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import LeaseHeld, LedgerError
+
+log = logging.getLogger("batchnb.ledger")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS jobs(
+  id TEXT PRIMARY KEY COLLATE NOCASE, spec TEXT NOT NULL, pool TEXT, state TEXT NOT NULL,
+  reason TEXT, created REAL, ended REAL, tags TEXT,
+  lease_owner TEXT, lease_expires REAL);
+CREATE TABLE IF NOT EXISTS tasks(
+  job_id TEXT NOT NULL COLLATE NOCASE, id TEXT NOT NULL COLLATE NOCASE, seq INTEGER NOT NULL,
+  spec TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  requeues INTEGER NOT NULL DEFAULT 0, exit_code INTEGER, node TEXT, failure TEXT,
+  result BLOB, result_url TEXT, created REAL, updated REAL, ended REAL,
+  PRIMARY KEY(job_id, id));
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(job_id, state);
+CREATE TABLE IF NOT EXISTS attempts(
+  job_id TEXT NOT NULL COLLATE NOCASE, task_id TEXT NOT NULL COLLATE NOCASE, n INTEGER NOT NULL,
+  node TEXT, state TEXT NOT NULL, dispatched REAL, start REAL, end REAL, exit_code INTEGER,
+  category TEXT, message TEXT, task_dir TEXT, bytes_in INTEGER, bytes_out INTEGER,
+  stage_in_seconds REAL, stage_out_seconds REAL, stdout_tail TEXT, stderr_tail TEXT, slots REAL,
+  PRIMARY KEY(job_id, task_id, n));
+CREATE TABLE IF NOT EXISTS events(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, job_id TEXT, task_id TEXT,
+  kind TEXT NOT NULL, state TEXT, data TEXT);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS nodes(
+  pool TEXT NOT NULL, node_id TEXT NOT NULL, grp TEXT, state TEXT NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit(time REAL NOT NULL, actor TEXT, action TEXT NOT NULL, job_id TEXT, detail TEXT);
+"""
+
+TASK_COLUMNS = ("state", "attempts", "requeues", "exit_code", "node", "failure", "result", "result_url",
+                "updated", "ended")
+ATTEMPT_COLUMNS = ("node", "state", "dispatched", "start", "end", "exit_code", "category", "message", "task_dir",
+                   "bytes_in", "bytes_out", "stage_in_seconds", "stage_out_seconds", "stdout_tail", "stderr_tail",
+                   "slots")
+
+
+def owner_id() -> str:
+    """A lease owner name for this process: ``host:pid:<random>``."""
+    import uuid
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_process(owner: str) -> tuple[str, int] | None:
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def holder_alive(owner: str) -> bool:
+    """False when ``owner`` names a process of this host that has died.
+
+    A driver killed with SIGKILL cannot release its lease; on the same host
+    its death is certain, so a resumer need not wait for the lease to expire.
+    A holder on another host (or of another form) counts as alive until its
+    lease expires.
+    """
+    proc = _owner_process(owner)
+    if proc is None or proc[0] != socket.gethostname():
+        return True
+    if proc[1] == os.getpid():
+        return True
+    import psutil
+    try:
+        return psutil.Process(proc[1]).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+
+
+def _foreign(owner: str | None) -> bool:
+    """True when a lease is held by another process (the fence of :meth:`Ledger.commit`)."""
+    proc = _owner_process(owner) if owner else None
+    return proc is not None and proc != (socket.gethostname(), os.getpid())
+
+
+def _lease_owner(con, job_id: str) -> str | None:
+    row = con.execute("SELECT lease_owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row[0] if row else None
+
+
+def default_path() -> Path:
+    from .. import _config
+    configured = _config.get("ledger")
+    return Path(configured).expanduser() if configured else _config.home() / "ledger.sqlite"
+
+
+class Batch:
+    """The writes of one turn of the dispatcher, committed together."""
+
+    def __init__(self):
+        self.statements: list[tuple[str, tuple]] = []
+        self.job_of: dict[int, str] = {}     # statement index -> job id, for the lease fence
+
+    def __bool__(self):
+        return bool(self.statements)
+
+    def _add(self, sql: str, params: tuple, job_id: str | None) -> None:
+        if job_id is not None:
+            self.job_of[len(self.statements)] = job_id
+        self.statements.append((sql, params))
+
+    def task(self, job_id: str, task_id: str, **cols: Any) -> None:
+        bad = set(cols) - set(TASK_COLUMNS)
+        if bad:
+            raise LedgerError(f"unknown task columns {sorted(bad)}")
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        self._add(f"UPDATE tasks SET {sets} WHERE job_id = ? AND id = ?", (*cols.values(), job_id, task_id), job_id)
+
+    def attempt(self, job_id: str, task_id: str, n: int, **cols: Any) -> None:
+        """Insert attempt ``n`` or update the columns given."""
+        bad = set(cols) - set(ATTEMPT_COLUMNS)
+        if bad:
+            raise LedgerError(f"unknown attempt columns {sorted(bad)}")
+        names = ", ".join(cols)
+        marks = ", ".join("?" for _ in cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
+        self._add(f"INSERT INTO attempts(job_id, task_id, n, {names}) VALUES (?, ?, ?, {marks}) "
+                  f"ON CONFLICT(job_id, task_id, n) DO UPDATE SET {updates}",
+                  (job_id, task_id, n, *cols.values()), job_id)
+
+    def event(self, t: float, kind: str, job_id: str | None = None, task_id: str | None = None,
+              state: str | None = None, data: dict | None = None) -> None:
+        self._add("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
+                  (t, job_id, task_id, kind, state, json.dumps(data) if data else None), job_id)
+
+    def job(self, job_id: str, **cols: Any) -> None:
+        allowed = {"state", "reason", "ended", "spec", "tags"}
+        if set(cols) - allowed:
+            raise LedgerError(f"unknown job columns {sorted(set(cols) - allowed)}")
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        self._add(f"UPDATE jobs SET {sets} WHERE id = ?", (*cols.values(), job_id), job_id)
+
+    def release_lease(self, job_id: str, owner: str) -> None:
+        """Release the job's lease with the rest of this batch (e.g. with its completion), so
+        no other process sees the job unleased and not yet completed."""
+        self._add("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND lease_owner = ?",
+                  (job_id, owner), None)
+
+    def node(self, pool: str, node_id: str, group: str, state: str, t: float) -> None:
+        self.statements.append(("INSERT INTO nodes(pool, node_id, grp, state, time) VALUES (?,?,?,?,?)",
+                                (pool, node_id, group, state, t)))
+
+
+class Ledger:
+    """One SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._tx() as con:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                con.execute(statement)
+            # Columns added since a ledger was made (CREATE IF NOT EXISTS leaves old tables as they are).
+            # attempts.slots: the slots an attempt held (1/n of one slot when n tasks rode in one Dask task).
+            have = {r[1] for r in con.execute("PRAGMA table_info(attempts)")}
+            if "slots" not in have:
+                con.execute("ALTER TABLE attempts ADD COLUMN slots REAL")
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    # -- connections -----------------------------------------------------
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            try:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from None
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash of the process (not of the OS) and
+            # is several times faster than FULL for the many small commits we make.
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            self._local.con = con
+        return con
+
+    class _Tx:
+        def __init__(self, ledger: "Ledger"):
+            self.ledger = ledger
+
+        def __enter__(self):
+            self.ledger._write_lock.acquire()
+            self.con = self.ledger._con()
+            try:
+                self.con.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.ledger._write_lock.release()
+                raise
+            return self.con
+
+        def __exit__(self, exc_type, exc, tb):
+            try:
+                self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.ledger._write_lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise LedgerError(f"ledger {self.ledger.path}: {exc}") from exc
+
+    def _tx(self) -> "_Tx":
+        return Ledger._Tx(self)
+
+    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            return self._con().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: {exc}") from None
+
+    def commit(self, batch: Batch) -> None:
+        """Write a batch in one transaction.
+
+        Statements about a job whose lease another process has taken are
+        skipped (a fence): a driver that was frozen past its lease and wakes
+        up must not overwrite what the new holder recorded.
+        """
+        if not batch:
+            return
+        with self._tx() as con:
+            fenced = {j for j in set(batch.job_of.values()) if _foreign(_lease_owner(con, j))}
+            for i, (sql, params) in enumerate(batch.statements):
+                if fenced and batch.job_of.get(i) in fenced:
+                    continue
+                con.execute(sql, params)
+        if fenced:
+            log.warning("batchnb: not recording changes to job(s) %s: another process holds their lease now",
+                        ", ".join(sorted(fenced)))
+        batch.statements.clear()
+        batch.job_of.clear()
+
+    # -- jobs ------------------------------------------------------------
+    def create_job(self, job_id: str, spec: dict, pool: str | None, now: float, tags: dict | None = None) -> None:
+        with self._tx() as con:
+            con.execute("INSERT INTO jobs(id, spec, pool, state, created, tags) VALUES (?,?,?,?,?,?)",
+                        (job_id, json.dumps(spec), pool, "active", now, json.dumps(tags or {})))
+            con.execute("INSERT INTO events(time, job_id, kind, state) VALUES (?,?,?,?)",
+                        (now, job_id, "job", "active"))
+
+    def job(self, job_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return dict(rows[0]) if rows else None
+
+    def jobs(self) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM jobs ORDER BY created")]
+
+    def task_counts(self, job_id: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._query(
+            "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,))}
+
+    # -- leases: one dispatching process per job -------------------------
+    def acquire_lease(self, job_id: str, owner: str, ttl: float, now: float | None = None) -> str | None:
+        """Take or renew the job's lease; return None on success, else the live holder."""
+        now = time.time() if now is None else now
+        with self._tx() as con:
+            row = con.execute("SELECT lease_owner, lease_expires FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"job {job_id!r} is not in the ledger {self.path}")
+            holder, expires = row
+            if holder and holder != owner and expires and expires > now and holder_alive(holder):
+                return holder
+            con.execute("UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE id = ?", (owner, now + ttl, job_id))
+        return None
+
+    def lease(self, job_id: str, now: float | None = None) -> str | None:
+        """The live holder of the job's lease, or None when nobody dispatches it."""
+        now = time.time() if now is None else now
+        row = self.job(job_id)
+        if row is None or not row["lease_owner"] or not row["lease_expires"] or row["lease_expires"] <= now:
+            return None
+        return row["lease_owner"] if holder_alive(row["lease_owner"]) else None
+
+    def release_lease(self, job_id: str, owner: str) -> None:
+        with self._tx() as con:
+            con.execute("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND lease_owner = ?",
+                        (job_id, owner))
+
+    # -- tasks -----------------------------------------------------------
+    def add_tasks(self, job_id: str, rows: Iterable[tuple[str, int, str, str]], now: float,
+                  replace_ids: Iterable[str] = ()) -> None:
+        """Insert ``(task_id, seq, spec_json, state)`` rows in one transaction."""
+        rows = list(rows)
+        with self._tx() as con:
+            holder = _lease_owner(con, job_id)
+            if _foreign(holder):
+                raise LeaseHeld(f"job {job_id!r} is dispatched by another process now ({holder}); "
+                                "this process may only watch it")
+            for task_id in replace_ids:
+                # The task row goes; its attempts stay (their numbers go on), so history and cost remain.
+                con.execute("DELETE FROM tasks WHERE job_id = ? AND id = ?", (job_id, task_id))
+            con.executemany(
+                "INSERT INTO tasks(job_id, id, seq, spec, state, created, updated) VALUES (?,?,?,?,?,?,?)",
+                [(job_id, tid, seq, spec, state, now, now) for tid, seq, spec, state in rows])
+            con.executemany("INSERT INTO events(time, job_id, task_id, kind, state) VALUES (?,?,?,?,?)",
+                            [(now, job_id, tid, "task", state) for tid, _, _, state in rows])
+
+    def tasks(self, job_id: str, columns: str = "*", where: str = "", params: tuple = ()) -> list[sqlite3.Row]:
+        sql = f"SELECT {columns} FROM tasks WHERE job_id = ? {('AND ' + where) if where else ''} ORDER BY seq"
+        return self._query(sql, (job_id, *params))
+
+    def task(self, job_id: str, task_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM tasks WHERE job_id = ? AND id = ?", (job_id, task_id))
+        return dict(rows[0]) if rows else None
+
+    def attempts(self, job_id: str, task_id: str | None = None) -> list[dict]:
+        if task_id is None:
+            rows = self._query("SELECT * FROM attempts WHERE job_id = ? ORDER BY task_id, n", (job_id,))
+        else:
+            rows = self._query("SELECT * FROM attempts WHERE job_id = ? AND task_id = ? ORDER BY n",
+                               (job_id, task_id))
+        return [dict(r) for r in rows]
+
+    def events(self, job_id: str | None = None, since: int = 0) -> list[dict]:
+        if job_id is None:
+            rows = self._query("SELECT * FROM events WHERE seq > ? ORDER BY seq", (since,))
+        else:
+            rows = self._query("SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, since))
+        return [dict(r) for r in rows]
+
+    def node_history(self, pool: str) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM nodes WHERE pool = ? ORDER BY time", (pool,))]
+
+    def audit(self, action: str, job_id: str | None = None, detail: str | None = None, actor: str | None = None):
+        with self._tx() as con:
+            con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
+                        (time.time(), actor or f"pid {os.getpid()}", action, job_id, detail))
+
+    def last_audit(self, job_id: str, action: str, since: float = 0.0) -> dict | None:
+        """The newest audit row of ``action`` for the job at or after ``since`` (requests between processes)."""
+        rows = self._query("SELECT * FROM audit WHERE job_id = ? AND action = ? AND time >= ? "
+                           "ORDER BY time DESC LIMIT 1", (job_id, action, since))
+        return dict(rows[0]) if rows else None
+
+    def delete_job(self, job_id: str) -> None:
+        with self._tx() as con:
+            for table, col in (("attempts", "job_id"), ("tasks", "job_id"), ("events", "job_id"), ("jobs", "id")):
+                con.execute(f"DELETE FROM {table} WHERE {col} = ?", (job_id,))

@@ -1,0 +1,132 @@
+"""Module-level functions of the public API: the ledger's history, pruning, and
+what the CLI needs to act on jobs that no process of its own drives."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ..errors import SpecError, WaitTimeout
+from .ledger import Ledger, owner_id
+
+LIVE = ("pending", "active", "running")
+
+
+def current_ledger() -> Ledger:
+    from ..pool import default_ledger
+    return default_ledger()
+
+
+def jobs(ledger: Ledger | None = None) -> list[dict]:
+    """Every job in the ledger, oldest first: id, pool, state, reason, created, ended, counts."""
+    ledger = ledger or current_ledger()
+    out = []
+    for row in ledger.jobs():
+        out.append({"id": row["id"], "pool": row["pool"], "state": row["state"], "reason": row["reason"],
+                    "created": row["created"], "ended": row["ended"], "counts": ledger.task_counts(row["id"])})
+    return out
+
+
+def prune(older_than="7d", ledger: Ledger | None = None, *, dry_run: bool = False) -> list[str]:
+    """Remove finished jobs that ended more than ``older_than`` ago (Azure keeps tasks 7 days).
+
+    Their task working directories, large Python results and ledger rows
+    go; tasks' own ``retention_time`` is applied in every job. A job that a
+    live process dispatches is never removed. Returns the removed job ids.
+
+    >>> # bnb.prune(older_than="7d")   # ['nightly-2026-11-01', ...]
+    """
+    from ..extensions.retention import prune as _prune
+    return _prune(older_than, ledger or current_ledger(), dry_run=dry_run)
+
+
+def job_row(ledger: Ledger, job_id: str) -> dict:
+    row = ledger.job(job_id)
+    if row is None:
+        raise SpecError("job id", job_id, f"not in the ledger {ledger.path}")
+    return row
+
+
+def summary(job_id: str, ledger: Ledger | None = None) -> dict:
+    """A job's state, counts, failures, wall time and lease holder, for ``batchnb show``."""
+    ledger = ledger or current_ledger()
+    row = job_row(ledger, job_id)
+    counts = ledger.task_counts(row["id"])
+    failures = []
+    for r in ledger.tasks(row["id"], where="state IN ('failed', 'blocked')"):
+        f = json.loads(r["failure"]) if r["failure"] else {}
+        failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"],
+                         "category": f.get("category"), "message": f.get("message")})
+    live = sum(counts.get(s, 0) for s in LIVE)
+    ends = ledger._query("SELECT MAX(ended) FROM tasks WHERE job_id = ?", (row["id"],))[0][0]
+    ended = row["ended"] or (ends if live == 0 and ends else None)
+    return {"id": row["id"], "pool": row["pool"], "state": row["state"], "reason": row["reason"],
+            "created": row["created"], "ended": ended, "finished": row["state"] == "completed" or (live == 0 and bool(counts)),
+            "wall_time": (ended or time.time()) - row["created"], "counts": counts, "total": sum(counts.values()),
+            "failures": failures, "dispatched_by": ledger.lease(row["id"])}
+
+
+def terminate_job(job_id: str, ledger: Ledger | None = None, reason: str = "terminated",
+                  timeout: float = 30.0) -> dict:
+    """End a job from any process.
+
+    When a live process dispatches the job, it is asked to (through the
+    ledger; it acts within ``min(lease-ttl / 3, 2 s)``) and kills the running
+    tasks; otherwise the job is ended in the ledger at once: unfinished tasks
+    are cancelled and its running attempts recorded as terminated. Returns
+    the job's summary.
+    """
+    ledger = ledger or current_ledger()
+    row = job_row(ledger, job_id)
+    if row["state"] == "completed":
+        return summary(job_id, ledger)
+    owner = owner_id()
+    deadline = time.monotonic() + timeout
+    asked = False
+    while True:
+        holder = ledger.acquire_lease(row["id"], owner, ttl=max(timeout, 30.0))
+        if holder is None:
+            try:
+                if ledger.job(row["id"])["state"] != "completed":
+                    _kill_orphans(ledger, row)
+                    _terminate_in_ledger(ledger, row["id"], reason)
+            finally:
+                ledger.release_lease(row["id"], owner)
+            return summary(row["id"], ledger)
+        if not asked:
+            ledger.audit("terminate-request", row["id"], reason, actor=owner)
+            asked = True
+        if ledger.job(row["id"])["state"] == "completed":
+            return summary(row["id"], ledger)
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"job {job_id!r} is dispatched by {holder}, which did not end it within {timeout}s")
+        time.sleep(0.1)   # the holder acts on its next lease renewal
+
+
+def _kill_orphans(ledger: Ledger, row: dict) -> None:
+    """The dead driver's task processes run in sessions of their own: end them with the job."""
+    from .jobops import kill_leftovers
+    running = {(a["task_id"].lower(), str(a["n"])) for a in ledger.attempts(row["id"]) if a["state"] == "running"}
+    if running:
+        kill_leftovers(row["pool"], row["id"], running)
+
+
+def _terminate_in_ledger(ledger: Ledger, job_id: str, reason: str) -> None:
+    """What the dispatcher's terminate records, for a job no process dispatches."""
+    now = time.time()
+    message = f"job ended: {reason}"
+    failure = json.dumps({"category": "cancelled", "message": message})
+    with ledger._tx() as con:
+        con.execute("UPDATE attempts SET state = 'terminated', end = ?, category = 'terminated', message = ? "
+                    "WHERE job_id = ? AND state = 'running'", (now, message, job_id))
+        ids = [r[0] for r in con.execute(f"SELECT id FROM tasks WHERE job_id = ? AND state IN {LIVE}", (job_id,))]
+        con.execute(f"UPDATE tasks SET state = 'cancelled', ended = ?, updated = ?, failure = ? "
+                    f"WHERE job_id = ? AND state IN {LIVE}", (now, now, failure, job_id))
+        con.executemany("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
+                        [(now, job_id, t, "task", "cancelled", json.dumps({"reason": message})) for t in ids])
+        con.execute("UPDATE jobs SET state = 'completed', reason = ?, ended = ? WHERE id = ?", (reason, now, job_id))
+        con.execute("INSERT INTO events(time, job_id, kind, state, data) VALUES (?,?,?,?,?)",
+                    (now, job_id, "job", "completed", json.dumps({"reason": reason})))
+        con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
+                    (now, f"pid {os.getpid()}", "terminate", job_id, f"{len(ids)} tasks cancelled"))

@@ -1,0 +1,165 @@
+"""The runner on its own: one attempt, no Dask (the worker part is exercised in test_dispatch)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import cloudpickle
+import psutil
+import pytest
+
+from batchnb.node import runner
+from batchnb.node.runner import AttemptRequest
+
+
+def request(tmp_path, **kw) -> AttemptRequest:
+    base = dict(job_id="j", task_id="t", attempt=1, pool_id="p", node_root=str(tmp_path / "nodes"))
+    base.update(kw)
+    return AttemptRequest(**base)
+
+
+def test_shell_command_runs_in_its_own_working_dir_with_azure_variables(tmp_path):
+    rec = runner.run_attempt(request(tmp_path, command='echo "$AZ_BATCH_TASK_ID $AZ_BATCH_JOB_ID"; pwd; '
+                                                      'echo "$AZ_BATCH_TASK_WORKING_DIR"; echo "$MINE"',
+                                     env={"MINE": "here"}))
+    assert rec.succeeded and rec.exit_code == 0
+    lines = rec.stdout_tail.splitlines()
+    assert lines[0] == "t j"
+    assert lines[1] == lines[2] == os.path.join(rec.task_dir, "wd")
+    assert lines[3] == "here"
+    assert rec.task_dir.endswith(os.path.join("workitems", "j", "t", "1"))
+    assert open(os.path.join(rec.task_dir, "stdout.txt")).read().startswith("t j")
+
+
+def test_every_azure_variable_is_set(tmp_path):
+    rec = runner.run_attempt(request(tmp_path, command="env | grep ^AZ_BATCH_ | sort"))
+    names = {line.split("=", 1)[0] for line in rec.stdout_tail.splitlines()}
+    for name in ("AZ_BATCH_TASK_WORKING_DIR", "AZ_BATCH_TASK_ID", "AZ_BATCH_JOB_ID", "AZ_BATCH_NODE_ID",
+                 "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_TASK_DIR", "AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE",
+                 "AZ_BATCH_IS_CURRENT_NODE_MASTER", "AZ_BATCH_POOL_ID", "AZ_BATCH_NODE_ROOT_DIR"):
+        assert name in names
+
+
+def test_argv_is_not_run_by_a_shell(tmp_path):
+    rec = runner.run_attempt(request(tmp_path, command=("echo", "$HOME", "a;b")))
+    assert rec.stdout_tail.strip() == "$HOME a;b"
+
+
+def test_nonzero_exit_is_a_failure_with_code_and_stderr(tmp_path):
+    rec = runner.run_attempt(request(tmp_path, command="echo oops >&2; exit 7"))
+    assert not rec.succeeded
+    assert (rec.exit_code, rec.category) == (7, runner.EXIT_CODE)
+    assert rec.stderr_tail.strip() == "oops"
+
+
+def test_missing_program_is_exit_127_not_a_crash(tmp_path):
+    rec = runner.run_attempt(request(tmp_path, command=("/no/such/program",)))
+    assert rec.exit_code == 127 and rec.category == runner.EXIT_CODE
+
+
+def test_wall_clock_kills_a_tree_that_ignores_sigterm(tmp_path):
+    # The shell ignores TERM, starts a child that ignores TERM and a grandchild
+    # that leaves the process group; all three must be dead after the limit.
+    pids = tmp_path / "pids"
+    cmd = (f"trap '' TERM; echo $$ >> {pids}; "
+           f"sh -c 'trap \"\" TERM; echo $$ >> {pids}; sleep 60' & "
+           f"setsid sh -c 'echo $$ >> {pids}; sleep 60' & wait")
+    t0 = time.monotonic()
+    rec = runner.run_attempt(request(tmp_path, command=cmd, max_wall_clock=1.0))
+    took = time.monotonic() - t0
+    assert rec.category == runner.TIMEOUT and rec.exit_code is None
+    assert 1.0 <= took < 15
+    found = [int(p) for p in pids.read_text().split()]
+    assert len(found) == 3
+    survivors = [p for p in found if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert survivors == []
+
+
+def test_python_call_inline_keeps_result_and_prints(tmp_path):
+    def f(a, b):
+        print("adding", a, b)
+        return a + b
+    rec = runner.run_attempt(request(tmp_path, python=cloudpickle.dumps((f, (2, 3), {}))))
+    assert rec.succeeded
+    assert cloudpickle.loads(rec.result) == 5
+    assert rec.stdout_tail == "adding 2 3\n"
+
+
+def test_python_exception_is_the_tasks_failure(tmp_path):
+    def f():
+        raise KeyError("nope")
+    rec = runner.run_attempt(request(tmp_path, python=cloudpickle.dumps((f, (), {}))))
+    assert rec.category == runner.PYTHON and "KeyError" in rec.message
+    assert "Traceback" in rec.stderr_tail
+
+
+def test_python_call_with_wall_clock_runs_in_a_killable_process(tmp_path):
+    def slow():
+        import time as t
+        t.sleep(60)
+    t0 = time.monotonic()
+    rec = runner.run_attempt(request(tmp_path, python=cloudpickle.dumps((slow, (), {})), max_wall_clock=1.5))
+    assert rec.category == runner.TIMEOUT
+    assert time.monotonic() - t0 < 15
+
+    def quick(x):
+        import os as o
+        return x * 2, o.environ["AZ_BATCH_TASK_ID"]
+    rec = runner.run_attempt(request(tmp_path, attempt=2, python=cloudpickle.dumps((quick, (21,), {})),
+                                     max_wall_clock=30))
+    assert rec.succeeded and cloudpickle.loads(rec.result) == (42, "t")
+
+
+def test_dependency_results_replace_task_refs(tmp_path):
+    from batchnb.node.pycall import TaskRef
+    payload = cloudpickle.dumps((sum, ([TaskRef("A"), TaskRef("b")],), {}))
+    rec = runner.run_attempt(request(tmp_path, python=payload,
+                                     dep_results={"a": cloudpickle.dumps(4), "B": cloudpickle.dumps(5)}))
+    assert cloudpickle.loads(rec.result) == 9
+
+
+def test_large_result_goes_to_the_result_url(tmp_path):
+    url = (tmp_path / "results" / "r.pkl").as_uri()
+    rec = runner.run_attempt(request(tmp_path, python=cloudpickle.dumps((bytes, (2000,), {})),
+                                     result_inline_max=100, result_url=url))
+    assert rec.result is None and rec.result_url == url
+    assert cloudpickle.loads((tmp_path / "results" / "r.pkl").read_bytes()) == bytes(2000)
+
+
+def test_runner_failure_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_run", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    rec = runner.run_attempt(request(tmp_path, command="true"))
+    assert rec.category == runner.CRASH and "boom" in rec.message
+
+
+@pytest.mark.parametrize("bad", [None, 5])
+def test_kill_attempts_unknown_keys_is_harmless(bad):
+    assert runner.kill_attempts([("j", "t", bad)]) == 0
+
+
+def test_python_tasks_see_their_context_inline_and_in_a_process(tmp_path):
+    def where():
+        import batchnb as bnb
+        ctx = bnb.current_task()
+        ctx.working_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.working_dir / "out.txt").write_text(ctx.task_id)
+        return ctx.job_id, ctx.task_id, ctx.attempt, ctx["AZ_BATCH_TASK_ID"], str(ctx.working_dir)
+    for attempt, limit in ((1, None), (2, 30)):
+        rec = runner.run_attempt(request(tmp_path, attempt=attempt, python=cloudpickle.dumps((where, (), {})),
+                                         max_wall_clock=limit))
+        job, task, n, env_id, wd = cloudpickle.loads(rec.result)
+        assert (job, task, n, env_id) == ("j", "t", attempt, "t")
+        assert wd.endswith(os.path.join("t", str(attempt), "wd"))
+        assert open(os.path.join(wd, "out.txt")).read() == "t"
+    import batchnb as bnb
+    assert bnb.current_task() is None
+
+
+def test_a_kill_that_arrives_before_the_process_still_kills_it(tmp_path):
+    runner.kill_attempts([("j", "t", 1)])      # terminate() got here first
+    t0 = time.monotonic()
+    rec = runner.run_attempt(request(tmp_path, command="sleep 30"))
+    assert rec.category == runner.TERMINATED and time.monotonic() - t0 < 5
+    rec = runner.run_attempt(request(tmp_path, attempt=2, command="true"))  # other attempts are unaffected
+    assert rec.succeeded
