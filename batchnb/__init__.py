@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pool": "batchnb.pool", "NodeInfo": "batchnb.pool",
     "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task",
-    "JobResult": "batchnb.engine.jobrun", "Ledger": "batchnb.engine.ledger",
+    "JobResult": "batchnb.result", "Ledger": "batchnb.engine.ledger",
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
     "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
     "jobs": "batchnb.engine.offline", "prune": "batchnb.engine.offline", "current_ledger": "batchnb.engine.offline",

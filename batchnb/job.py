@@ -16,8 +16,9 @@ import time
 from collections import Counter
 
 from .node import pycall as _pycall
-from .spec import model as specs
-from .engine.jobrun import JobResult
+from . import spec as specs
+from .result import JobResult
+from ._display import drawer
 from .errors import LeaseHeld, SpecError, WaitTimeout
 from .engine.ledger import Ledger
 from .states import JobState, TaskState
@@ -189,9 +190,8 @@ class Job:
         """Block until every task has ended (or the job ended); return a :class:`JobResult`.
 
         In a terminal, progress is drawn while waiting unless ``quiet``."""
-        from .ui.progress import waiting
         deadline = None if timeout is None else time.monotonic() + timeout
-        with waiting(self, quiet):
+        with drawer("waiting")(self, quiet):
             while not self._done():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -237,7 +237,7 @@ class Job:
         """
         if self.pool is not None:
             return self.pool._job_cost(self.id)
-        from .cost.meter import cost_from_ledger
+        from .cost import cost_from_ledger
         return cost_from_ledger(self.ledger, job_id=self.id)
 
     def forecast(self):
@@ -276,20 +276,18 @@ class Job:
         return f"<batchnb.Job {self.id!r} {self.state.value}: {dict(counts)}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .ui import job_bundle
-        return job_bundle(self)
+        return drawer("job_bundle")(self)
 
     def view(self):
         """The live :class:`~batchnb.ui.JobView` of this job (needs ``batchnb[notebook]``)."""
-        from .ui.views import JobView
-        return JobView(self)
+        return drawer("JobView")(self)
 
     @classmethod
     def attach(cls, job_id: str, pool=None, ledger: Ledger | None = None) -> "Job":
         """A job from the ledger: resumed on ``pool`` if given, else read-only."""
         if pool is not None:
             return pool.job(job_id, **_recorded_options(pool.ledger, job_id))
-        from .pool import default_ledger
+        from .engine.ledger import default_ledger
         ledger = ledger or default_ledger()
         row = ledger.job(job_id)
         if row is None:

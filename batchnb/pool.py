@@ -15,30 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _config
-from .backends import WorkerInfo, get_backend, group_of
-from .engine.extension import make_extensions
+from ._display import drawer
+from .backends import get_backend
+from .engine.extension import EngineHandle, make_extensions
 from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
 from .engine.events import EventBus
-from .engine.ledger import Ledger, owner_id
+from .engine.ledger import Ledger, default_ledger, owner_id
 from .spec.model import JobSpec, PoolSpec
 from .states import NodeState
 
 log = logging.getLogger("batchnb.pool")
 _open_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
-_default_ledger: Ledger | None = None
-_ledger_lock = threading.Lock()
-
-
-def default_ledger() -> Ledger:
-    """The ledger at ``<home>/ledger.sqlite`` (shared by pools of this process)."""
-    global _default_ledger
-    with _ledger_lock:
-        if _default_ledger is None or _default_ledger.path != Ledger(None).path:
-            _default_ledger = Ledger(None)
-        return _default_ledger
-
-
 @dataclass(frozen=True)
 class NodeInfo:
     """A node as ``pool.nodes()`` shows it."""
@@ -83,34 +71,36 @@ class Pool:
             if not get_backend(backend).can_scale:
                 raise SpecError("autoscale", autoscale, f"backend {backend!r} cannot scale its nodes")
         from .extensions.chaos import ChaosOptions
-        self._chaos_options = ChaosOptions.from_value(chaos)
-        if self._chaos_options is not None:   # refused before any node (or VM) starts
-            self._chaos_options.check_backend(get_backend(backend))
+        chaos_options = ChaosOptions.from_value(chaos)
+        if chaos_options is not None:   # refused before any node (or VM) starts
+            chaos_options.check_backend(get_backend(backend))
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
         self.bus = EventBus()
-        self._owner = owner_id()
-        self._lease_ttl = _config.seconds("lease-ttl")
-        self._storage_options = {**(_config.get("storage-options") or {}), **(storage_options or {})}
+        storage = {**(_config.get("storage-options") or {}), **(storage_options or {})}
         from .cost.prices import check_prices   # an unknown vm_size fails here, before any node starts
-        self._price_table = check_prices(price_table, self.spec)
-        self._backend = get_backend(backend)(self.spec, **backend_options)
-        self.client = self._backend.start()
+        prices = check_prices(price_table, self.spec)
+        backend_obj = get_backend(backend)(self.spec, **backend_options)
+        self.client = backend_obj.start()
         try:
             home = _config.home()
-            self._node_root = self._backend.node_root or str(home / "nodes" / self.name)
-            self._results_url = _config.get("results-url") or Path(home / "results").as_uri()
-            self._closed = False
-            self._extensions = make_extensions(self)
+            # What the engine and the extensions know of this pool: they get this handle, never the Pool.
+            self._engine = EngineHandle(
+                name=self.name, spec=self.spec, ledger=self.ledger, bus=self.bus, client=self.client,
+                backend=backend_obj, owner=owner_id(), lease_ttl=_config.seconds("lease-ttl"),
+                node_root=backend_obj.node_root or str(home / "nodes" / self.name), storage_options=storage,
+                results_url=_config.get("results-url") or Path(home / "results").as_uri(), price_table=prices,
+                chaos_options=chaos_options, preempt=self.preempt, nodes=self.nodes)
+            make_extensions(self._engine)
             from .node.reaper import TaskReaper
             self.client.register_plugin(TaskReaper(), name=TaskReaper.name)
-            self._dispatcher = Dispatcher(self, self.client, self.ledger, self.bus)
-            self._dispatcher.start()
-            for ext in self._extensions:
+            self._engine.dispatcher = Dispatcher(self._engine, self.client, self.ledger, self.bus)
+            self._engine.dispatcher.start()
+            for ext in self._engine.extensions:
                 ext.start()
         except BaseException:
             # Nothing may keep running behind a Pool(...) that raised.
             self.client.close()
-            self._backend.close()
+            backend_obj.close()
             raise
         _open_pools.add(self)
 
@@ -203,8 +193,8 @@ class Pool:
         """Stop dispatching, end the nodes, release the jobs' leases."""
         if self._closed:
             return
-        self._closed = True
-        for ext in reversed(self._extensions):
+        self._engine.closed = True
+        for ext in reversed(self._engine.extensions):
             ext.stop()
         try:
             # The dispatcher stops first, so that the tasks killed next stay 'running' in the
@@ -250,32 +240,19 @@ class Pool:
         return f"<batchnb.Pool {self.name!r} backend={self.spec.backend!r} {state}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .ui import pool_bundle
-        return pool_bundle(self)
+        return drawer("pool_bundle")(self)
 
     def view(self, what: str = "nodes", job=None):
         """A live view of the pool: ``"nodes"`` (PoolView) or ``"cost"`` (CostView, of ``job`` if given)."""
-        from .ui import views
         if what == "nodes":
-            return views.PoolView(self)
+            return drawer("PoolView")(self)
         if what == "cost":
-            return views.CostView(self, job=job)
+            return drawer("CostView")(self, job=job)
         raise SpecError("what", what, "expected 'nodes' or 'cost'")
 
-    # -- what the dispatcher asks of the pool -----------------------------------
-    def _workers(self) -> list[WorkerInfo]:
-        info = self.client.scheduler_info(n_workers=-1)
-        out = []
-        for address, w in info.get("workers", {}).items():
-            resources = w.get("resources") or {}
-            metrics = w.get("metrics") or {}
-            out.append(WorkerInfo(str(w.get("name", address)), address, group_of(w.get("name", "")),
-                                  int(resources.get("slots", w.get("nthreads", 1))), "slots" in resources,
-                                  metrics.get("cpu"), metrics.get("memory")))
-        return out
-
-    def _requested(self) -> dict[str, str]:
-        return self._backend.requested()
+    def extension(self, cls):
+        """The pool's extension of class ``cls`` (or None)."""
+        return self._engine.extension(cls)
 
     def _scale_group(self, group: str, count: int) -> None:
         """Grow or shrink a group on the dispatcher's thread: idle nodes leave first, and the
@@ -295,37 +272,30 @@ class Pool:
                                                        "resize"))
         self._dispatcher.call(resize, timeout=None)
 
-    # -- hooks: the dispatcher calls these on its thread; extensions do the work --
-    def _node_joined(self, worker: WorkerInfo, now: float) -> bool:
-        """A worker appeared; True when it may take tasks at once."""
-        return all([ext.node_joined(worker, now) for ext in self._extensions])
+    # -- the engine's parts, for this module and the tests ---------------------------
+    @property
+    def _dispatcher(self):
+        return self._engine.dispatcher
 
-    def _node_changed(self, node, now: float) -> None:
-        for ext in self._extensions:
-            ext.node_changed(node, now)
+    @property
+    def _backend(self):
+        return self._engine.backend
 
-    def _node_unusable(self, node_id: str) -> None:
-        for ext in self._extensions:
-            ext.node_unusable(node_id)
+    @property
+    def _closed(self) -> bool:
+        return self._engine.closed
 
-    def _task_started(self, job, tr, node, now: float) -> None:
-        for ext in self._extensions:
-            ext.task_started(job, tr, node, now)
+    @property
+    def _owner(self) -> str:
+        return self._engine.owner
 
-    def _task_ended(self, job, tr, now: float) -> None:
-        for ext in self._extensions:
-            ext.task_ended(job, tr, now)
+    @property
+    def _lease_ttl(self) -> float:
+        return self._engine.lease_ttl
 
-    def _may_dispatch(self, job, tr, now: float) -> bool:
-        return all(ext.may_dispatch(job, tr, now) for ext in self._extensions)
-
-    def _job_ended(self, job, now: float) -> None:
-        for ext in self._extensions:
-            ext.job_ended(job, now)
-
-    def extension(self, cls):
-        """The pool's extension of class ``cls`` (or None)."""
-        return next((e for e in self._extensions if isinstance(e, cls)), None)
+    @property
+    def _node_root(self) -> str:
+        return self._engine.node_root
 
 
 def _natural(node_id: str):

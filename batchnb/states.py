@@ -53,6 +53,21 @@ class NodeState(_Described):
     OFFLINE = ("offline", "Gone, or taken out of scheduling.")
 
 
+class NodeGroup(_Described):
+    """Which of a pool's two kinds of node a node is (Azure's dedicated and low-priority/spot)."""
+
+    DEDICATED = ("dedicated", "Kept until the pool lets it go; billed at the dedicated price.")
+    SPOT = ("spot", "Cheaper; Azure may take it back at any time (preemption).")
+
+
+def group_of(name: str) -> str:
+    """The node group a worker name implies (``spot-*`` is spot; anything else dedicated).
+
+    Only for records that carry no group of their own: backends declare each node's group.
+    """
+    return NodeGroup.SPOT.value if str(name).startswith("spot") else NodeGroup.DEDICATED.value
+
+
 TERMINAL_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED})
 TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED})
 #: Nodes that may be given tasks.

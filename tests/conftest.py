@@ -25,8 +25,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), os.envir
 def home(tmp_path, monkeypatch):
     """A fresh batchnb home for one test."""
     monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
-    import batchnb.pool
-    monkeypatch.setattr(batchnb.pool, "_default_ledger", None)
+    import batchnb.engine.ledger
+    monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
     return tmp_path / "home"
 
 

@@ -54,8 +54,8 @@ import threading
 import dask.config
 from dask_cloudprovider.azure.azurevm import AzureVMCluster, AzureVMWorker
 
-from ..extensions.spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
-from ..extensions.starttask import bootstrap_script
+from ..node.spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
+from ..node.starttask import bootstrap_script
 from ..errors import BackendError, SpecError
 from ._azure_rest import RestShapedCompute, RestShapedNetwork
 from .base import SpecClusterBackend

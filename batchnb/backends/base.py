@@ -8,29 +8,12 @@ eviction does. The pool and the dispatcher do everything else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from ..engine.nodes import WorkerInfo  # noqa: F401 - what a backend reports of each worker
 from ..spec.model import PoolSpec
+from ..states import group_of  # noqa: F401 - part of the backends' API
 
 GROUPS = ("dedicated", "spot")
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """A worker the scheduler knows: the node behind it."""
-
-    name: str
-    address: str
-    group: str
-    slots: int
-    has_slots_resource: bool
-    cpu: float | None = None
-    memory: int | None = None
-
-
-def group_of(name: str) -> str:
-    """The node group from a worker's name (``spot-*`` is spot; anything else dedicated)."""
-    return "spot" if str(name).startswith("spot") else "dedicated"
 
 
 class Backend:

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 def _ledger(args):
     from ..engine.ledger import Ledger
-    from ..pool import default_ledger
+    from ..engine.ledger import default_ledger
     path = getattr(args, "ledger", None)
     return Ledger(path) if path else default_ledger()
 

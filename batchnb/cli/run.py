@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..spec import model as specs
+from .. import spec as specs
 from ..errors import SpecError
 
 
@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from ..engine.offline import job_row
     from ..engine.ledger import Ledger
-    from ..pool import default_ledger
+    from ..engine.ledger import default_ledger
     import batchnb as bnb
     ledger = Ledger(args.ledger) if args.ledger else default_ledger()
     row = job_row(ledger, args.job)

@@ -23,18 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .value import JOB_COLUMNS, TASK_COLUMNS, Cost
+from .value import Cost, check_tags
 from .prices import GROUPS, RETAIL_PRICES_URL, PriceRefreshError, PriceTable
 from ..errors import SpecError
 
 __all__ = ["BudgetGuard", "Cost", "CostMeter", "Forecast", "PriceRefreshError", "PriceTable",
-           "RETAIL_PRICES_URL", "cost_from_ledger", "forecast"]
-
-
-def cost_from_ledger(ledger, **options) -> Cost:
-    """A job's or a pool's cost rebuilt from the ledger; see :func:`batchnb.cost.replay.cost_from_ledger`."""
-    from .replay import cost_from_ledger as rebuild
-    return rebuild(ledger, **options)
+           "RETAIL_PRICES_URL", "forecast"]
 
 
 class _Span:
@@ -94,20 +88,6 @@ class _Total:
                 "dedicated": self.dedicated, "spot": self.spot, "cost": self.dedicated + self.spot}
 
 
-_RESERVED = sorted({*TASK_COLUMNS, *JOB_COLUMNS})  # tags become columns of Cost.frame()
-
-
-def _check_tags(field: str, tags: Mapping[str, str] | None) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise SpecError(field, tags, "expected a mapping of tag names to values, e.g. {'team': 'vision'}")
-    for key, value in tags.items():
-        if not isinstance(key, str) or not key or key in _RESERVED:
-            raise SpecError(field, key, f"a tag name must be a non-empty string other than {', '.join(_RESERVED)}")
-        if not isinstance(value, str):
-            raise SpecError(f"{field}[{key!r}]", value, "a tag value must be a string")
-    return dict(tags)
 
 
 class CostMeter:
@@ -141,7 +121,7 @@ class CostMeter:
             prices = PriceTable.load()
         self.prices, self.vm_size, self.region = prices, vm_size, region
         self.currency = prices.currency if prices is not None else "USD"
-        self.tags = _check_tags("tags", tags)
+        self.tags = check_tags("tags", tags)
         if vm_size is not None:
             self.hourly_price("dedicated")  # an unknown size fails at Pool(...), not at the first node
         self._lock = threading.Lock()
@@ -219,7 +199,7 @@ class CostMeter:
 
     def set_tags(self, job_id: str, tags: Mapping[str, str]) -> None:
         """Tag a job (its tags go over the pool's)."""
-        checked = _check_tags("tags", tags)
+        checked = check_tags("tags", tags)
         with self._lock:
             self._job_tags[job_id] = checked
 

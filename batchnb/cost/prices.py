@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BatchError, SpecError
+from .value import check_tags
 
 RETAIL_PRICES_URL = "https://prices.azure.com/api/retail/prices"
 GROUPS = ("dedicated", "spot")
@@ -255,8 +256,7 @@ def check_prices(price_table, spec) -> PriceTable | None:
     if table is not None and spec.vm_size is None:
         raise SpecError("vm_size", None, "a price_table was given but no vm_size: name the size the pool's nodes "
                         "are (or would be in the cloud), e.g. vm_size='Standard_D4s_v5'")
-    from .meter import _check_tags   # the tag rules live with the meter
-    _check_tags("tags", spec.tags)
+    check_tags("tags", spec.tags)
     if spec.vm_size is not None:
         try:
             table.price(spec.vm_size, "dedicated", spec.region)
@@ -274,9 +274,8 @@ def check_prices(price_table, spec) -> PriceTable | None:
 
 def check_job_tags(job_id, options: Mapping) -> None:
     """``pool.job(..., tags=...)``: tag names become columns of cost reports and must not shadow theirs."""
-    from .meter import _check_tags
     tags = options.get("tags") if "tags" in options else getattr(job_id, "tags", None)
-    _check_tags("tags", tags)
+    check_tags("tags", tags)
 
 
 def _text(value: Any) -> str | None:

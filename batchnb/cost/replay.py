@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import time
 
-from ..backends.base import group_of
 from .meter import Cost, CostMeter, PriceTable
 from ..errors import SpecError
-from ..states import BILLED_NODE_STATES, NodeState
+from ..states import BILLED_NODE_STATES, NodeState, group_of
 
 _BILLED = {s.value for s in BILLED_NODE_STATES}
 _RELEASED = {NodeState.PREEMPTED.value, NodeState.OFFLINE.value}

@@ -6,8 +6,11 @@ Private module; ``Cost`` is re-exported by :mod:`batchnb.cost`.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import SpecError
 
 # Fixed columns of Cost.frame(); tag keys must not shadow them.
 TASK_COLUMNS = ("job_id", "task_id", "attempts", "seconds", "slot_seconds", "node_seconds",
@@ -129,3 +132,20 @@ def merge(before: Cost, after: Cost) -> Cost:
                 node_seconds=add(before.node_seconds, after.node_seconds), busy=total, idle=0.0,
                 by_job={after.job_id: total}, by_task=by_task, rate_per_hour=after.rate_per_hour,
                 tags=after.tags, job_id=after.job_id, at=after.at, rows=tuple(rows.values()))
+
+
+_RESERVED = sorted({*TASK_COLUMNS, *JOB_COLUMNS})  # tags become columns of Cost.frame()
+
+
+def check_tags(field: str, tags: Mapping[str, str] | None) -> dict[str, str]:
+    """The tags of a pool or job, checked: string names that are not Cost.frame()'s own columns."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise SpecError(field, tags, "expected a mapping of tag names to values, e.g. {'team': 'vision'}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or key in _RESERVED:
+            raise SpecError(field, key, f"a tag name must be a non-empty string other than {', '.join(_RESERVED)}")
+        if not isinstance(value, str):
+            raise SpecError(f"{field}[{key!r}]", value, "a tag value must be a string")
+    return dict(tags)

@@ -36,13 +36,13 @@ log = logging.getLogger("batchnb.dispatch")
 
 
 class Dispatcher(Outcomes, JobOps):
-    def __init__(self, pool, client, ledger: Ledger, bus: EventBus):
-        self.pool = pool                  # gives name, spec, workers(), request_for()
+    def __init__(self, engine, client, ledger: Ledger, bus: EventBus):
+        self.engine = engine              # the EngineHandle: the pool's settings, workers and hooks
         self.client = client
         self.ledger = ledger
         self.bus = bus
         self.jobs: dict[str, JobRun] = {}
-        self.nodes = NodeTable(pool.spec.node_fill)
+        self.nodes = NodeTable(engine.spec.node_fill)
         self.ready: list = []             # heap of (-job prio, -task prio, seq, job key, task key)
         self.timers: list = []            # heap of (when, n, callable)
         self.inflight: dict[str, tuple] = {}   # future key -> (future, node id, [(job key, task key, n)], slots)
@@ -55,7 +55,7 @@ class Dispatcher(Outcomes, JobOps):
         self._next_poll = 0.0
         self._bundle_target = _config.seconds("bundle-target")
         self._avg_task_seconds: float | None = None
-        self._thread = threading.Thread(target=self._loop, name=f"batchnb-dispatch-{pool.name}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"batchnb-dispatch-{engine.name}", daemon=True)
 
     # -- the thread ----------------------------------------------------------
     def start(self) -> None:
@@ -192,7 +192,7 @@ class Dispatcher(Outcomes, JobOps):
     def _poll_nodes(self, now: float) -> None:
         self._next_poll = now + self._node_poll
         try:
-            workers = self.pool._workers()
+            workers = self.engine.workers()
         except Exception as exc:  # the scheduler may be briefly unreachable
             log.debug("cannot list workers: %s", exc)
             return
@@ -206,7 +206,7 @@ class Dispatcher(Outcomes, JobOps):
                 # Restarted (e.g. its nanny after an out-of-memory kill) before we saw it go.
                 self.node_lost(node.node_id, NodeState.OFFLINE, "the worker process restarted")
             if node is None or node.address != w.address:
-                ready = self.pool._node_joined(w, now)
+                ready = self.engine.node_joined(w, now)
                 node = self.nodes.up(w.name, w.address, w.group, w.slots, now, ready=ready)
                 node.resources = w.has_slots_resource
                 self._node_event(node, now)
@@ -214,16 +214,16 @@ class Dispatcher(Outcomes, JobOps):
         for node in list(self.nodes.nodes.values()):
             if node.address is not None and node.node_id not in seen:
                 self.node_lost(node.node_id, NodeState.OFFLINE, "the worker left the scheduler")
-        for name, group in self.pool._requested().items():
+        for name, group in self.engine.requested().items():
             if name not in self.nodes.nodes:
-                node = self.nodes.up(name, None, group, self.pool.spec.task_slots_per_node, now, ready=False)
+                node = self.nodes.up(name, None, group, self.engine.spec.task_slots_per_node, now, ready=False)
                 self.nodes.by_address.pop(None, None)
                 self._node_event(node, now)
 
     def _node_event(self, node, now: float, reason: str | None = None) -> None:
-        self.batch.node(self.pool.name, node.node_id, node.group, node.state.value, now)
-        self.events.append(NodeStateChanged(self.pool.name, node.node_id, node.group, node.state.value, now, reason))
-        self.pool._node_changed(node, now)
+        self.batch.node(self.engine.name, node.node_id, node.group, node.state.value, now)
+        self.events.append(NodeStateChanged(self.engine.name, node.node_id, node.group, node.state.value, now, reason))
+        self.engine.node_changed(node, now)
 
     def set_node_state(self, node_id: str, state: NodeState, reason: str | None = None) -> None:
         now = time.time()
@@ -276,7 +276,7 @@ class Dispatcher(Outcomes, JobOps):
             job, tr = self._lookup(entry[3], entry[4])
             if tr is None or not self.dispatchable(job, tr):
                 continue
-            if not self.pool._may_dispatch(job, tr, now):
+            if not self.engine.may_dispatch(job, tr, now):
                 held.append(entry)
                 continue
             node = self.nodes.place(tr.spec.required_slots)

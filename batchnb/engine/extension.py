@@ -1,15 +1,23 @@
-"""Pool extensions: features that watch the engine without living in it.
+"""The extension API: the engine handle, and the pool extensions that get it.
 
-The dispatcher calls the pool's hooks; the pool passes each call to its
+A :class:`Pool <batchnb.pool.Pool>` (a layer above) builds one
+:class:`EngineHandle` and hands it down: the dispatcher reads the pool's
+settings and asks for its workers through it, and every extension gets it
+instead of the Pool, so neither reaches into the Pool's privates. The
+dispatcher calls the handle's hooks; the handle passes each call to the
 extensions in order. Cost metering, autoscale and start tasks are each one
-extension in a module of their own, so the engine stays small and each
-feature is tested on its own. An extension is listed in :data:`EXTENSIONS`
-by dotted path and made with the pool.
+extension in a module of their own (:mod:`batchnb.extensions`), so the
+engine stays small and each feature is tested on its own. An extension is
+listed in :data:`EXTENSIONS` by dotted path and made with the pool.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any, Callable
+
+from ..states import group_of
+from .nodes import WorkerInfo
 
 #: Extensions every pool gets, in the order their hooks run.
 EXTENSIONS: list[str] = [
@@ -23,11 +31,91 @@ EXTENSIONS: list[str] = [
 ]
 
 
-class PoolExtension:
-    """Base class: every hook does nothing."""
+class EngineHandle:
+    """What the engine and the extensions know of the pool they serve.
 
-    def __init__(self, pool):
-        self.pool = pool
+    Settings (``name``, ``spec``, ``owner``, ``lease_ttl``, ``node_root``,
+    ``storage_options``, ``results_url``, ``price_table``), the shared parts
+    (``ledger``, ``bus``, ``client``, ``backend``), the ``dispatcher`` once it
+    runs, and two of the pool's own acts that extensions may take
+    (``preempt(node_id)`` and ``nodes()``). The hooks below fan out to the
+    extensions, in the order of :data:`EXTENSIONS`.
+    """
+
+    def __init__(self, *, name: str, spec, ledger, bus, client, backend, owner: str, lease_ttl: float,
+                 node_root: str, storage_options: dict, results_url: str, price_table=None,
+                 chaos_options=None, preempt: Callable[[str], None] | None = None,
+                 nodes: Callable[[], list] | None = None):
+        self.name, self.spec, self.ledger, self.bus, self.client, self.backend = name, spec, ledger, bus, client, backend
+        self.owner, self.lease_ttl = owner, lease_ttl
+        self.node_root, self.storage_options, self.results_url = node_root, storage_options, results_url
+        self.price_table, self.chaos_options = price_table, chaos_options
+        self._preempt, self._nodes = preempt, nodes
+        self.dispatcher: Any = None
+        self.extensions: list[PoolExtension] = []
+        self.closed = False
+
+    # -- what the dispatcher asks ------------------------------------------------
+    def workers(self) -> list[WorkerInfo]:
+        """The workers the scheduler knows now, each with its node group and slots."""
+        info = self.client.scheduler_info(n_workers=-1)
+        out = []
+        for address, w in info.get("workers", {}).items():
+            resources = w.get("resources") or {}
+            metrics = w.get("metrics") or {}
+            out.append(WorkerInfo(str(w.get("name", address)), address, group_of(w.get("name", "")),
+                                  int(resources.get("slots", w.get("nthreads", 1))), "slots" in resources,
+                                  metrics.get("cpu"), metrics.get("memory")))
+        return out
+
+    def requested(self) -> dict[str, str]:
+        """Node id -> group of every node the backend was asked for."""
+        return self.backend.requested()
+
+    def preempt(self, node_id: str) -> None:
+        self._preempt(node_id)
+
+    def nodes(self) -> list:
+        return self._nodes()
+
+    def extension(self, cls):
+        """The extension of class ``cls`` (or None)."""
+        return next((e for e in self.extensions if isinstance(e, cls)), None)
+
+    # -- hooks: the dispatcher calls these on its thread; extensions do the work --
+    def node_joined(self, worker: WorkerInfo, now: float) -> bool:
+        """A worker appeared; True when it may take tasks at once."""
+        return all([ext.node_joined(worker, now) for ext in self.extensions])
+
+    def node_changed(self, node, now: float) -> None:
+        for ext in self.extensions:
+            ext.node_changed(node, now)
+
+    def node_unusable(self, node_id: str) -> None:
+        for ext in self.extensions:
+            ext.node_unusable(node_id)
+
+    def task_started(self, job, tr, node, now: float) -> None:
+        for ext in self.extensions:
+            ext.task_started(job, tr, node, now)
+
+    def task_ended(self, job, tr, now: float) -> None:
+        for ext in self.extensions:
+            ext.task_ended(job, tr, now)
+
+    def may_dispatch(self, job, tr, now: float) -> bool:
+        return all(ext.may_dispatch(job, tr, now) for ext in self.extensions)
+
+    def job_ended(self, job, now: float) -> None:
+        for ext in self.extensions:
+            ext.job_ended(job, now)
+
+
+class PoolExtension:
+    """Base class: every hook does nothing. ``self.engine`` is the pool's :class:`EngineHandle`."""
+
+    def __init__(self, engine: EngineHandle):
+        self.engine = engine
 
     def start(self) -> None:
         """The pool's dispatcher runs; start timers or threads here."""
@@ -59,9 +147,11 @@ class PoolExtension:
         """The job completed (any reason)."""
 
 
-def make_extensions(pool) -> list[PoolExtension]:
+def make_extensions(engine: EngineHandle) -> list[PoolExtension]:
+    """Make the extensions of :data:`EXTENSIONS` for ``engine`` (and keep them on it)."""
     out = []
     for path in EXTENSIONS:
         module, _, name = path.rpartition(".")
-        out.append(getattr(importlib.import_module(module), name)(pool))
+        out.append(getattr(importlib.import_module(module), name)(engine))
+    engine.extensions = out
     return out

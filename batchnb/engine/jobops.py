@@ -13,7 +13,7 @@ import os
 import time
 from collections import Counter
 
-from ..spec import model as specs
+from .. import spec as specs
 from .jobrun import JobRun, TaskRun
 from ..errors import LeaseHeld, SpecError
 from .events import JobStateChanged, TasksAdded
@@ -62,8 +62,8 @@ class JobOps:
     def create_job(self, spec: specs.JobSpec, owner: str) -> JobRun:
         now = time.time()
         body = specs.to_dict(dataclasses.replace(spec, tasks=()))
-        self.ledger.create_job(spec.id, body, self.pool.name, now, spec.tags)
-        job = JobRun(spec, self.pool.name, now)
+        self.ledger.create_job(spec.id, body, self.engine.name, now, spec.tags)
+        job = JobRun(spec, self.engine.name, now)
         self._adopt(job, owner, now)
         self.events.append(JobStateChanged(spec.id, JobState.ACTIVE.value, now))
         return job
@@ -80,7 +80,7 @@ class JobOps:
     def _renew_lease(self, job: JobRun) -> None:
         if job.state == JobState.COMPLETED or self.jobs.get(job.key) is not job:
             return
-        ttl = self.pool._lease_ttl
+        ttl = self.engine.lease_ttl
         now = time.time()
         try:
             row = self.ledger.job(job.spec.id)
@@ -112,7 +112,7 @@ class JobOps:
         self._kill_running(job)
         for tr in job.tasks.values():
             if tr.state == TaskState.RUNNING:
-                self.pool._task_ended(job, tr, now)
+                self.engine.task_ended(job, tr, now)
         del self.jobs[job.key]
         job.notify()
 
@@ -120,7 +120,7 @@ class JobOps:
         """Rebuild a job from the ledger; attempts that were running become ``interrupted``."""
         now = time.time()
         spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
-        job = JobRun(spec, row["pool"] or self.pool.name, row["created"], state=JobState(row["state"]),
+        job = JobRun(spec, row["pool"] or self.engine.name, row["created"], state=JobState(row["state"]),
                      reason=row["reason"], ended=row["ended"])
         rows = self.ledger.tasks(spec.id)
         items = []
@@ -192,7 +192,7 @@ class JobOps:
             if all(old is not None and old.spec == t for old, t in zip(same, new)):
                 return same
             raise SpecError("job", job.spec.id, f"is {job.state.value} ({job.reason}); it accepts no more tasks")
-        slots = self.pool.spec.task_slots_per_node
+        slots = self.engine.spec.task_slots_per_node
         out: list = [None] * len(new)       # handles in the order given, no-ops included
         adding, replacing = [], []
         for i, spec in enumerate(new):
@@ -202,7 +202,7 @@ class JobOps:
                                 "run mpiexec inside one task (required_slots up to task_slots_per_node)")
             if spec.required_slots > slots:
                 raise SpecError("required_slots", spec.required_slots,
-                                f"task {spec.id!r} needs more slots than a node of pool {self.pool.name!r} has "
+                                f"task {spec.id!r} needs more slots than a node of pool {self.engine.name!r} has "
                                 f"(task_slots_per_node={slots}); it could never run")
             for name, ref in spec.secrets.items():
                 if ref[4:] not in os.environ:
@@ -278,7 +278,7 @@ class JobOps:
         for tr in job.tasks.values():
             if tr.state not in TERMINAL_TASK_STATES:
                 if tr.state == TaskState.RUNNING:
-                    self.pool._task_ended(job, tr, now)
+                    self.engine.task_ended(job, tr, now)
                     self.batch.attempt(job.spec.id, tr.spec.id, tr.n, state="terminated", end=now,
                                        category="terminated", message=f"job ended: {reason}")
                 self.set_state(job, tr, state, now, reason=f"job ended: {reason}")
@@ -310,5 +310,5 @@ class JobOps:
         self.batch.job(job.spec.id, state=job.state.value, reason=reason, ended=now)
         self.batch.event(now, "job", job.spec.id, None, job.state.value, {"reason": reason})
         self.events.append(JobStateChanged(job.spec.id, job.state.value, now, reason))
-        self.batch.release_lease(job.spec.id, job.owner or self.pool._owner)
-        self.pool._job_ended(job, now)
+        self.batch.release_lease(job.spec.id, job.owner or self.engine.owner)
+        self.engine.job_ended(job, now)

@@ -74,48 +74,5 @@ class JobRun:
             self.changed.notify_all()
 
 
-@dataclass
-class JobResult:
-    """What ``job.wait()`` returns: counts by state, failures, cost, wall time and why it ended.
-
-    >>> r = JobResult("j", "completed", "all_tasks_complete", {"succeeded": 3}, [], 1.5)
-    >>> r.ok
-    True
-    """
-
-    job_id: str
-    state: str
-    reason: str | None
-    counts: dict
-    failures: list
-    wall_time: float
-    cost: object = None
-    results: dict | None = None
-
-    @property
-    def ok(self) -> bool:
-        bad = sum(self.counts.get(s, 0) for s in ("failed", "blocked", "cancelled"))
-        return bad == 0 and self.reason in ("all_tasks_complete", None)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def __str__(self) -> str:
-        parts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
-        text = f"job {self.job_id}: {self.reason or self.state} in {self.wall_time:.1f}s ({parts or 'no tasks'})"
-        total = getattr(self.cost, "total", None)
-        if total:  # an unpriced pool (no vm_size) has nothing to say here
-            text += f", cost {total:.4g} {getattr(self.cost, 'currency', '')}".rstrip()
-        for f in self.failures[:10]:
-            text += f"\n  {f['task_id']}: {f['state']}" + (f" exit {f['exit_code']}" if f.get("exit_code") is not None else "") \
-                + (f" — {f['message']}" if f.get("message") else "")
-        return text
-
-    def _repr_html_(self) -> str:
-        from ..ui.snapshot import job_result_html
-        return job_result_html(self)
-
-
 def now() -> float:
     return time.time()

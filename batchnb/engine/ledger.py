@@ -367,3 +367,16 @@ class Ledger:
         with self._tx() as con:
             for table, col in (("attempts", "job_id"), ("tasks", "job_id"), ("events", "job_id"), ("jobs", "id")):
                 con.execute(f"DELETE FROM {table} WHERE {col} = ?", (job_id,))
+
+
+_default_ledger: Ledger | None = None
+_ledger_lock = threading.Lock()
+
+
+def default_ledger() -> Ledger:
+    """The ledger at ``<home>/ledger.sqlite`` (shared by pools of this process)."""
+    global _default_ledger
+    with _ledger_lock:
+        if _default_ledger is None or _default_ledger.path != Ledger(None).path:
+            _default_ledger = Ledger(None)
+        return _default_ledger

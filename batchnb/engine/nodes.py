@@ -47,6 +47,19 @@ class Node:
         return self.state in SCHEDULABLE_NODE_STATES and not self.draining and self.address is not None
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker the scheduler knows: the node behind it."""
+
+    name: str
+    address: str
+    group: str
+    slots: int
+    has_slots_resource: bool
+    cpu: float | None = None
+    memory: int | None = None
+
+
 class NodeTable:
     def __init__(self, fill: str = "spread"):
         self.fill = fill

@@ -8,13 +8,13 @@ import os
 import time
 
 from ..errors import SpecError, WaitTimeout
-from .ledger import Ledger, owner_id
+from .ledger import Ledger, default_ledger, owner_id
 
 LIVE = ("pending", "active", "running")
 
 
 def current_ledger() -> Ledger:
-    from ..pool import default_ledger
+    """The ledger this process uses by default (``<home>/ledger.sqlite``)."""
     return default_ledger()
 
 
@@ -37,7 +37,7 @@ def prune(older_than="7d", ledger: Ledger | None = None, *, dry_run: bool = Fals
 
     >>> # bnb.prune(older_than="7d")   # ['nightly-2026-11-01', ...]
     """
-    from ..extensions.retention import prune as _prune
+    from .retention import prune as _prune
     return _prune(older_than, ledger or current_ledger(), dry_run=dry_run)
 
 

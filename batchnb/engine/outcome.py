@@ -66,19 +66,19 @@ class Outcomes:
                 return None
             secrets[name] = value
         req = AttemptRequest(
-            job_id=job.spec.id, task_id=spec.id, attempt=tr.n, pool_id=self.pool.name,
+            job_id=job.spec.id, task_id=spec.id, attempt=tr.n, pool_id=self.engine.name,
             command=spec.command, python=spec.python.payload if spec.python else None,
             env=spec.env, secrets=secrets, inputs=spec.inputs, outputs=spec.outputs,
-            max_wall_clock=spec.max_wall_clock, node_root=self.pool._node_root,
-            storage_options=self.pool._storage_options,
-            result_url=f"{self.pool._results_url}/{job.spec.id}/{spec.id}/{tr.n}.pkl",
+            max_wall_clock=spec.max_wall_clock, node_root=self.engine.node_root,
+            storage_options=self.engine.storage_options,
+            result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{tr.n}.pkl",
             result_inline_max=int(_config.get("result-inline-max")),
             dep_results=self._dep_results(job, spec) if spec.python else {},
-            app_packages=tuple((p.name, p.version, None) for p in self.pool.spec.app_packages))
+            app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages))
         self.set_state(job, tr, TaskState.RUNNING, now, attempts=tr.n, node=tr.node)
         self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now,
                            slots=spec.required_slots if slots is None else slots)
-        self.pool._task_started(job, tr, node, now)
+        self.engine.task_started(job, tr, node, now)
         return req
 
     def _dep_results(self, job, spec) -> dict:
@@ -96,7 +96,7 @@ class Outcomes:
         job, tr = self._lookup(record.job_id.lower(), record.task_id.lower())
         if tr is None or tr.n != record.attempt or tr.state != TaskState.RUNNING:
             return  # stale: the attempt was requeued or its job terminated
-        self.pool._task_ended(job, tr, now)
+        self.engine.task_ended(job, tr, now)
         tr.exit_code = record.exit_code
         ok = record.succeeded
         self.batch.attempt(job.spec.id, tr.spec.id, record.attempt, state="succeeded" if ok else "failed",
@@ -154,7 +154,7 @@ class Outcomes:
             if node.infra_failures >= int(_config.get("unusable-after")) and node.state != NodeState.UNUSABLE:
                 self.set_node_state(node.node_id, NodeState.UNUSABLE,
                                     f"{node.infra_failures} consecutive failures not of the tasks' own making")
-                self.pool._node_unusable(node.node_id)
+                self.engine.node_unusable(node.node_id)
         else:
             node.infra_failures = 0
 
@@ -198,12 +198,12 @@ class Outcomes:
         if crash:
             tr.losses += 1
             if tr.losses > int(_config.get("max-node-losses")):
-                self.pool._task_ended(job, tr, now)
+                self.engine.task_ended(job, tr, now)
                 self.fail_hard(job_key, task_key, n, f"its node was lost under it {tr.losses} times "
                                f"(last: {reason}); does the task kill its worker, e.g. by running out of memory?",
                                now)
                 return
-        self.pool._task_ended(job, tr, now)
+        self.engine.task_ended(job, tr, now)
         self.batch.attempt(job.spec.id, tr.spec.id, n, state="requeued", end=now, category=runner.NODE_LOST,
                            message=reason)
         tr.requeues += 1

@@ -61,15 +61,15 @@ class AutoscaleExtension(PoolExtension):
     >>> # ext = pool.extension(AutoscaleExtension); ext.history.latest("$PendingTasks")
     """
 
-    def __init__(self, pool):
-        super().__init__(pool)
+    def __init__(self, engine):
+        super().__init__(engine)
         self.sample_every = _config.seconds("autoscale-sample")
         self.sample_period = timedelta(seconds=self.sample_every)
         self.history = MetricHistory(retention=timedelta(seconds=_config.seconds("autoscale-retention")))
         self.max_nodes = int(_config.get("autoscale-max-nodes"))
-        spec = pool.spec.autoscale
+        spec = engine.spec.autoscale
         self.policy = None if spec is None else make_policy(spec, sample_period=self.sample_period)
-        self.interval = float(pool.spec.autoscale_interval)
+        self.interval = float(engine.spec.autoscale_interval)
         self.last_targets: Targets | None = None
         self.last_error: str | None = None
         #: (time, dedicated, spot, deallocation or error) of the latest evaluations
@@ -80,13 +80,13 @@ class AutoscaleExtension(PoolExtension):
 
     # -- timers on the dispatcher's thread ----------------------------------------
     def start(self) -> None:
-        self.pool._dispatcher.call(self._tick)
+        self.engine.dispatcher.call(self._tick)
 
     def stop(self) -> None:
         self._stopped = True
 
     def _tick(self) -> None:
-        if self._stopped or self.pool._closed:
+        if self._stopped or self.engine.closed:
             return
         now = time.time()
         try:
@@ -96,23 +96,23 @@ class AutoscaleExtension(PoolExtension):
                 self._next_eval = now + self.interval
                 self.apply(now)
         except Exception:  # noqa: BLE001 - never let autoscale break the dispatcher's turn
-            log.exception("pool %s: autoscale failed; it tries again at the next sample", self.pool.name)
+            log.exception("pool %s: autoscale failed; it tries again at the next sample", self.engine.name)
         finally:
-            self.pool._dispatcher.at(now + self.sample_every, self._tick)
+            self.engine.dispatcher.at(now + self.sample_every, self._tick)
 
     # -- sampling --------------------------------------------------------------
     def current(self) -> dict:
         """``$CurrentDedicatedNodes``, ``$CurrentLowPriorityNodes`` and ``$TaskSlotsPerNode`` now."""
         counts = {g: 0 for g in GROUPS}
-        for node_id, group in self.pool._backend.requested().items():
+        for node_id, group in self.engine.backend.requested().items():
             if node_id not in self.draining:
                 counts[group] = counts.get(group, 0) + 1
         return {"$CurrentDedicatedNodes": counts["dedicated"], "$CurrentLowPriorityNodes": counts["spot"],
-                "$TaskSlotsPerNode": self.pool.spec.task_slots_per_node}
+                "$TaskSlotsPerNode": self.engine.spec.task_slots_per_node}
 
     def sample(self, now: float) -> dict:
         """Record one sample of every metric (dispatcher thread); return it."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         tasks = collections.Counter()
         for job in disp.jobs.values():
             tasks.update({s: n for s, n in job.counts.items() if job.state == JobState.ACTIVE
@@ -141,7 +141,7 @@ class AutoscaleExtension(PoolExtension):
     # -- deciding and applying -------------------------------------------------------
     def evaluate(self, policy=None, now: float | None = None) -> dict:
         """Evaluate ``policy`` (a formula, a callable, or the pool's own) against a fresh sample; apply nothing."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         now = time.time() if now is None else now
         disp.call(self.sample, now)
         if policy is None:
@@ -161,16 +161,16 @@ class AutoscaleExtension(PoolExtension):
 
     def apply(self, now: float) -> Targets | None:
         """Decide and resize (dispatcher thread). A failing policy keeps the pool as it is."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         try:
             targets = self.policy.decide(self.history, _utc(now), self.current())
         except Exception as exc:  # noqa: BLE001 - Azure keeps the pool's size when evaluation fails
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.log.append((now, None, None, self.last_error))
-            log.warning("pool %s: autoscale evaluation failed, keeping the current size: %s", self.pool.name,
+            log.warning("pool %s: autoscale evaluation failed, keeping the current size: %s", self.engine.name,
                         self.last_error)
             cur = self.current()
-            disp.events.append(PoolTargets(self.pool.name, now, cur["$CurrentDedicatedNodes"],
+            disp.events.append(PoolTargets(self.engine.name, now, cur["$CurrentDedicatedNodes"],
                                            cur["$CurrentLowPriorityNodes"], f"autoscale failed: {self.last_error}"))
             return None
         self.last_error = None
@@ -180,12 +180,12 @@ class AutoscaleExtension(PoolExtension):
         self.last_targets = Targets(wanted["dedicated"], wanted["spot"], targets.deallocation)
         self.log.append((now, wanted["dedicated"], wanted["spot"], targets.deallocation))
         if len(self.log) < 2 or self.log[-2][1:3] != (wanted["dedicated"], wanted["spot"]):
-            disp.events.append(PoolTargets(self.pool.name, now, wanted["dedicated"], wanted["spot"], "autoscale"))
+            disp.events.append(PoolTargets(self.engine.name, now, wanted["dedicated"], wanted["spot"], "autoscale"))
         return self.last_targets
 
     def resize(self, group: str, target: int, deallocation: str, now: float) -> None:
         """Make ``group`` have ``target`` nodes that are not leaving (dispatcher thread)."""
-        backend, table = self.pool._backend, self.pool._dispatcher.nodes.nodes
+        backend, table = self.engine.backend, self.engine.dispatcher.nodes.nodes
         members = [n for n, g in backend.requested().items() if g == group]
         staying = [n for n in members if n not in self.draining]
         if target > len(staying):
@@ -210,7 +210,7 @@ class AutoscaleExtension(PoolExtension):
 
     def remove_node(self, node_id: str, deallocation: str, now: float) -> None:
         """Take one node out of the pool the way ``deallocation`` says (dispatcher thread)."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         node = disp.nodes.nodes.get(node_id)
         reason = f"removed by autoscale ({deallocation})"
         if node is not None and node.running and deallocation in ("taskcompletion", "retaineddata"):
@@ -225,9 +225,9 @@ class AutoscaleExtension(PoolExtension):
         self._release(node_id, reason)
 
     def _release(self, node_id: str, reason: str) -> None:
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         self.draining.discard(node_id)
-        self.pool._backend.remove([node_id])
+        self.engine.backend.remove([node_id])
         node = disp.nodes.nodes.get(node_id)
         if node is None:
             return
@@ -236,7 +236,7 @@ class AutoscaleExtension(PoolExtension):
         disp.set_node_state(node_id, NodeState.LEAVING if node.address else NodeState.OFFLINE, reason)
 
     def _drain(self, now: float) -> None:
-        table = self.pool._dispatcher.nodes.nodes
+        table = self.engine.dispatcher.nodes.nodes
         for node_id in list(self.draining):
             node = table.get(node_id)
             if node is None or not node.running:
@@ -256,7 +256,7 @@ def terminate_node_tasks(disp, node_id: str, message: str, now: float) -> int:
             job, tr = disp._lookup(job_key, task_key)
             if tr is None or tr.n != n or tr.state != TaskState.RUNNING:
                 continue
-            disp.pool._task_ended(job, tr, now)
+            disp.engine.task_ended(job, tr, now)
             disp.batch.attempt(job.spec.id, tr.spec.id, n, state="failed", end=now, category=runner.TERMINATED,
                                message=message)
             tr.failure = message

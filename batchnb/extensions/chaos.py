@@ -114,9 +114,9 @@ class ChaosExtension(PoolExtension):
     >>> # pool.extension(ChaosExtension).preemptions   # [(time, node id), ...]
     """
 
-    def __init__(self, pool):
-        super().__init__(pool)
-        self.options: ChaosOptions | None = ChaosOptions.from_value(getattr(pool, "_chaos_options", None))
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.options: ChaosOptions | None = ChaosOptions.from_value(engine.chaos_options)
         self.preemptions: list[tuple[float, str]] = []
         # Preemptions under the current options (max_preemptions counts these), and which
         # options those are: a preemption in flight when the options change counts for neither.
@@ -138,10 +138,10 @@ class ChaosExtension(PoolExtension):
     def set(self, options) -> None:
         """Turn chaos on with these options (a dict or ChaosOptions), or off with None."""
         options = ChaosOptions.from_value(options)
-        if options is not None and not self.pool._backend.can_preempt:
-            raise BatchError(f"backend {self.pool._backend.name!r} cannot preempt nodes, so chaos cannot either")
+        if options is not None and not self.engine.backend.can_preempt:
+            raise BatchError(f"backend {self.engine.backend.name!r} cannot preempt nodes, so chaos cannot either")
         if options is not None:
-            options.check_backend(self.pool._backend)
+            options.check_backend(self.engine.backend)
         self._apply(options, 0)
 
     def _apply(self, options, count: int) -> None:
@@ -149,7 +149,7 @@ class ChaosExtension(PoolExtension):
             self.options, self._count = options, count
             self._generation += 1
             if options is not None and self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"batchnb-chaos-{self.pool.name}",
+                self._thread = threading.Thread(target=self._run, name=f"batchnb-chaos-{self.engine.name}",
                                                 daemon=True)
                 self._thread.start()
         self._wake.set()
@@ -169,7 +169,7 @@ class ChaosExtension(PoolExtension):
                 return
             p = 1.0 - math.exp(-opts.preempt_rate * opts.tick / 60.0)
             try:
-                busy = [n.id for n in self.pool.nodes() if n.group in opts.groups and n.state == "running"]
+                busy = [n.id for n in self.engine.nodes() if n.group in opts.groups and n.state == "running"]
             except Exception:  # noqa: BLE001 - the pool is closing
                 return
             for node_id in busy:
@@ -178,7 +178,7 @@ class ChaosExtension(PoolExtension):
                 if rng.random() >= p:
                     continue
                 try:
-                    self.pool.preempt(node_id)
+                    self.engine.preempt(node_id)
                 except Exception as exc:  # noqa: BLE001 - chaos must not take the pool down
                     log.debug("chaos could not preempt %s: %s", node_id, exc)
                     continue

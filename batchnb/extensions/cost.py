@@ -56,10 +56,10 @@ class CostExtension(PoolExtension):
     >>> # pool.extension(CostExtension).meter.cost().total
     """
 
-    def __init__(self, pool):
-        super().__init__(pool)
-        spec = pool.spec
-        table = pool._price_table    # None: no vm_size, or a cloud size without a price (metered at 0)
+    def __init__(self, engine):
+        super().__init__(engine)
+        spec = engine.spec
+        table = engine.price_table    # None: no vm_size, or a cloud size without a price (metered at 0)
         self.meter = CostMeter(table, spec.vm_size if table is not None else None, spec.region, tags=spec.tags)
         self.created = time.time()
         self._lock = threading.Lock()      # guards _pending
@@ -80,7 +80,7 @@ class CostExtension(PoolExtension):
 
     # -- what the meter priced with, for cost_from_ledger ------------------------------
     def _record_prices(self) -> None:
-        spec, meter = self.pool.spec, self.meter
+        spec, meter = self.engine.spec, self.meter
         prices = {}
         for group in ("dedicated", "spot"):
             try:
@@ -88,22 +88,22 @@ class CostExtension(PoolExtension):
             except SpecError:
                 prices[group] = None    # no spot price for this size: such nodes are billed at 0
         table = meter.prices
-        data = {"pool": self.pool.name, "backend": spec.backend, "vm_size": spec.vm_size, "region": spec.region,
+        data = {"pool": self.engine.name, "backend": spec.backend, "vm_size": spec.vm_size, "region": spec.region,
                 "slots": spec.task_slots_per_node, "prices": prices, "currency": meter.currency,
                 "price_date": getattr(table, "date", None), "price_source": getattr(table, "source", None),
                 "tags": dict(spec.tags)}
         batch = Batch()
         batch.event(self.created, "pool", None, None, "priced", data)
-        self.pool.ledger.commit(batch)
+        self.engine.ledger.commit(batch)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         disp.call(lambda: disp.at(time.time() + self._check_every, self._tick))
 
     def stop(self) -> None:
         """The pool closes: its nodes stop billing now (recorded as ``offline``)."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         try:
             disp.call(self._release_all, True, timeout=30)
         except Exception:  # noqa: BLE001 - the dispatcher is gone: write the release ourselves
@@ -113,19 +113,19 @@ class CostExtension(PoolExtension):
         self._stopped = True
         now = time.time()
         self._flush()
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         batch = disp.batch if on_dispatcher else Batch()
         for node_id, group in list(self._billed.items()):
-            batch.node(self.pool.name, node_id, group, NodeState.OFFLINE.value, now)
+            batch.node(self.engine.name, node_id, group, NodeState.OFFLINE.value, now)
             if on_dispatcher:
-                disp.events.append(NodeStateChanged(self.pool.name, node_id, group, NodeState.OFFLINE.value, now,
+                disp.events.append(NodeStateChanged(self.engine.name, node_id, group, NodeState.OFFLINE.value, now,
                                                     "the pool closed"))
             self.meter.node_released(node_id, now)
         self._billed.clear()
         if on_dispatcher:
             self._samples(now, force=True)
         else:
-            self.pool.ledger.commit(batch)
+            self.engine.ledger.commit(batch)
 
     # -- nodes -----------------------------------------------------------------------
     @_hook
@@ -145,7 +145,7 @@ class CostExtension(PoolExtension):
             if group not in self._no_price:
                 self._no_price.add(group)
                 log.warning("batchnb: vm_size %r has no %s price; %s nodes of pool %r are metered at 0",
-                            self.pool.spec.vm_size, group, group, self.pool.name)
+                            self.engine.spec.vm_size, group, group, self.engine.name)
             self.meter.node_requested(node_id, group, now, slots=max(1, int(slots)), price_per_hour=0.0)
         self._billed[node_id] = group
 
@@ -191,12 +191,12 @@ class CostExtension(PoolExtension):
         key = job_id.lower()
         if key in self._prior:
             return self._prior[key]
-        rows = self.pool.ledger._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",
+        rows = self.engine.ledger._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",
                                        (job_id, self.created))
         prior = None
         if rows:
             from ..cost.replay import cost_from_ledger
-            prior = cost_from_ledger(self.pool.ledger, job_id=job_id, until=self.created)
+            prior = cost_from_ledger(self.engine.ledger, job_id=job_id, until=self.created)
         self._prior[key] = prior
         return prior
 
@@ -210,7 +210,7 @@ class CostExtension(PoolExtension):
             done = self._done.setdefault(job.key, [0.0, 0])
             done[0] += max(0.0, now - start)
             done[1] += 1
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         if job.key in self._stopping:
             disp.at(now, lambda: self._end_if_drained(job))
         counts = job.counts
@@ -232,7 +232,7 @@ class CostExtension(PoolExtension):
                 prices.append(self.meter.hourly_price(g))
             except SpecError:
                 prices.append(0.0)
-        return max(prices) / self.pool.spec.task_slots_per_node
+        return max(prices) / self.engine.spec.task_slots_per_node
 
     def spent(self, job, now: float) -> float:
         prior = self._prior_cost(job.spec.id)
@@ -267,7 +267,7 @@ class CostExtension(PoolExtension):
             log.warning("batchnb: job %r dispatches no more tasks: spent %.6g + projected %.6g %s would pass "
                         "its budget %.6g", job.spec.id, spent, committed - spent, self.meter.currency,
                         job.spec.budget)
-            self.pool._dispatcher.at(now, lambda: self._end_if_drained(job))
+            self.engine.dispatcher.at(now, lambda: self._end_if_drained(job))
             return False
         memo[2] = committed
         if verdict == "warn":
@@ -278,7 +278,7 @@ class CostExtension(PoolExtension):
         if job.budget_warned:
             return
         job.budget_warned = True
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         budget = job.spec.budget
         log.warning("batchnb: job %r has committed %.6g of its budget %.6g %s (warning at %g%%)", job.spec.id,
                     committed, budget, self.meter.currency, 100 * job.spec.budget_warn_fraction)
@@ -292,7 +292,7 @@ class CostExtension(PoolExtension):
             self._end(job, time.time(), "its running tasks ended after dispatching stopped")
 
     def _end(self, job, now: float, why: str) -> None:
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         spent = self.spent(job, now)
         disp.batch.event(now, "cost", job.spec.id, None, "budget",
                          {"spent": spent, "budget": job.spec.budget, "why": why})
@@ -308,7 +308,7 @@ class CostExtension(PoolExtension):
         wake = now + self._check_every
         try:
             self._flush()
-            for job in list(self.pool._dispatcher.jobs.values()):
+            for job in list(self.engine.dispatcher.jobs.values()):
                 if job.state != JobState.ACTIVE or job.spec.budget is None:
                     continue
                 verdict, spent, committed = self._verdict(job, now)
@@ -323,24 +323,24 @@ class CostExtension(PoolExtension):
             self._samples(now)
         except Exception:  # noqa: BLE001 - keep ticking
             log.exception("batchnb cost meter: tick failed")
-        self.pool._dispatcher.at(wake, self._tick)
+        self.engine.dispatcher.at(wake, self._tick)
 
     def _samples(self, now: float, force: bool = False) -> None:
         if now < self._next_sample and not force:
             return
         self._next_sample = now + self._sample_every
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         if not self._stopped:
             # A node asked for and given up before its worker joined (a quick scale down) stays
             # `starting` in the dispatcher's table; the backend no longer lists it: it bills no more.
-            requested = self.pool._requested()
+            requested = self.engine.requested()
             for node_id in list(self._billed):
                 node = disp.nodes.nodes.get(node_id)
                 if node is not None and node.address is None and node.state == NodeState.STARTING \
                         and node_id not in requested:
                     disp.set_node_state(node_id, NodeState.OFFLINE, "released before it joined")
         pool_cost = self.meter.cost(now, detail=False)
-        disp.events.append(CostSample(self.pool.name, now, pool_cost.total, pool_cost.rate_per_hour,
+        disp.events.append(CostSample(self.engine.name, now, pool_cost.total, pool_cost.rate_per_hour,
                                       self.meter.currency))
         for job in disp.jobs.values():
             if job.state != JobState.COMPLETED:
@@ -353,7 +353,7 @@ class CostExtension(PoolExtension):
     def _job_sample(self, job, now: float) -> None:
         c = self.meter.cost(now, job.spec.id, detail=False)
         prior = self._prior_cost(job.spec.id)
-        self.pool._dispatcher.events.append(CostSample(self.pool.name, now, c.total + (prior.total if prior else 0),
+        self.engine.dispatcher.events.append(CostSample(self.engine.name, now, c.total + (prior.total if prior else 0),
                                                        c.rate_per_hour, self.meter.currency, job.spec.id))
 
     @_hook
@@ -367,7 +367,7 @@ class CostExtension(PoolExtension):
     # -- what the user asks (any thread) ---------------------------------------------
     def _sync(self) -> None:
         """Put attempts just dispatched into the meter (on the dispatcher's thread, between turns)."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         try:
             disp.call(self._flush, timeout=10)
         except Exception:  # noqa: BLE001 - closed pool: nothing is pending
@@ -385,14 +385,14 @@ class CostExtension(PoolExtension):
 
     def forecast(self, job_id: str) -> Forecast:
         """Projected total cost and finish time of a job from its tasks left and observed durations."""
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
 
         def compute():
             now = time.time()
             self._flush()
             job = disp.jobs.get(job_id.lower())
             if job is None:
-                raise SpecError("job id", job_id, f"is not dispatched by pool {self.pool.name!r}")
+                raise SpecError("job id", job_id, f"is not dispatched by pool {self.engine.name!r}")
             left = job.counts[TaskState.PENDING] + job.counts[TaskState.ACTIVE]
             running = job.counts[TaskState.RUNNING]
             if job.state != JobState.ACTIVE:

@@ -29,27 +29,27 @@ class NodeHealthExtension(PoolExtension):
     >>> # bnb.Pool("local", dedicated=2)  # an unusable node is replaced by dedicated-2
     """
 
-    def __init__(self, pool):
-        super().__init__(pool)
+    def __init__(self, engine):
+        super().__init__(engine)
         #: (unusable node id, new node id or None)
         self.replaced: list[tuple[str, str | None]] = []
 
     def node_unusable(self, node_id: str) -> None:
-        pool = self.pool
-        disp = pool._dispatcher
-        backend = pool._backend
+        engine = self.engine
+        disp = engine.dispatcher
+        backend = engine.backend
         if not (_config.get("replace-unusable") and backend.can_scale):
             return  # stays unusable, as in Azure, until someone removes it
         disp.requeue_node(node_id, f"node {node_id} is unusable")
         try:
             new = backend.replace(node_id)
         except BatchError as exc:
-            log.warning("pool %s: cannot replace unusable node %s: %s", pool.name, node_id, exc)
+            log.warning("pool %s: cannot replace unusable node %s: %s", engine.name, node_id, exc)
             return
         self.replaced.append((node_id, new))
-        log.warning("pool %s: node %s is unusable; replaced by %s", pool.name, node_id, new)
+        log.warning("pool %s: node %s is unusable; replaced by %s", engine.name, node_id, new)
 
     def node_changed(self, node, now: float) -> None:
         if node.state == NodeState.OFFLINE and node.address is None \
-                and node.node_id not in self.pool._backend.requested():
-            self.pool._dispatcher.forget_node(node.node_id)
+                and node.node_id not in self.engine.backend.requested():
+            self.engine.dispatcher.forget_node(node.node_id)

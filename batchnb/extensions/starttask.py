@@ -1,17 +1,6 @@
-"""Start tasks: a command run on every node as it joins, before it gets any task.
+"""Start tasks, the pool's side: run the start task on each node as it joins, hold the results.
 
-As in Azure Batch, the start task runs in ``<node root>/startup/wd`` with
-the node's ``AZ_BATCH_*`` variables (``AZ_BATCH_TASK_DIR`` is the startup
-folder, where ``stdout.txt`` and ``stderr.txt`` stay), is retried up to its
-own ``max_retries`` on a non-zero exit, and — with ``wait_for_success``
-(Azure's default) — keeps the node ``starting`` until it succeeds. A node
-whose start task fails for good is ``start_task_failed`` and gets no tasks;
-the rest of the pool carries on. It runs again whenever a node rejoins
-(a spot node coming back after preemption is a new machine).
-
-The attempt itself reuses the runner's pieces (node folders, Azure's
-environment, the process-tree runner), so a start task sees the same
-world as a task.
+What runs on the node is :mod:`batchnb.node.starttask`.
 
 >>> # pool = bnb.Pool("local", dedicated=2, start_task=bnb.StartTask("pip install pillow", max_retries=1))
 >>> # pool.extension(StartTaskExtension).results["dedicated-0"].succeeded
@@ -20,208 +9,15 @@ world as a task.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from ..node import proctree as _proctree, runner
 from ..engine.extension import PoolExtension
-from ..errors import StagingError
-from ..spec.model import StartTask  # noqa: F401 - for the doctest
+from ..node import runner
+from ..node.starttask import StartTaskResult, off_the_loop, prepare_node
 from ..states import NodeState
 
 log = logging.getLogger("batchnb.starttask")
-
-
-@dataclass(frozen=True)
-class StartTaskResult:
-    """How a node's start task went (``pool.start_task_results()[node_id]``).
-
-    >>> StartTaskResult("spot-0", 0, 1, None, None, "", "", 0.0, 1.0).succeeded
-    True
-    """
-
-    node_id: str
-    exit_code: int | None
-    attempts: int
-    category: str | None          # None, or a runner category (exit_code, timeout, preprocessing, crash, terminated)
-    message: str | None
-    stdout_tail: str
-    stderr_tail: str
-    start: float
-    end: float
-    task_dir: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.category is None and self.exit_code == 0
-
-
-def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env: dict, attempt: int,
-                           app_packages: tuple = ()) -> dict:
-    """The runner's Azure variables for a start task: no job, no task id, no host list."""
-    req = runner.AttemptRequest(job_id="", task_id="", attempt=attempt, pool_id=pool_id, env=dict(env),
-                                app_packages=tuple(app_packages))
-    out = runner.task_environment(req, node_id, dirs, dirs["startup"], wd)
-    for name in ("AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE",
-                 "AZ_BATCH_IS_CURRENT_NODE_MASTER"):
-        out.pop(name, None)
-    return out
-
-
-def prepare_node(start_task, app_packages, pool_id: str, node_root: str, storage_options: dict | None,
-                 node_id: str, from_bootstrap: bool = False) -> StartTaskResult:
-    """On a joining node: unpack the app packages, then run the start task (or read how the VM's bootstrap ran it)."""
-    from ..node.apppackages import install
-    t0 = time.time()
-    dirs = runner.node_dirs(node_root, node_id)
-    try:
-        installed = install(app_packages, dirs, storage_options)
-    except StagingError as exc:
-        return StartTaskResult(node_id, None, 0, runner.PREPROCESSING, str(exc), "", "", t0, time.time(),
-                               str(dirs["startup"]))
-    if start_task is None:
-        return StartTaskResult(node_id, 0, 0, None, None, "", "", t0, time.time())
-    if from_bootstrap:
-        return read_bootstrap_result(node_root, node_id)
-    return run_start_task(start_task, pool_id, node_root, storage_options, node_id, installed)
-
-
-#: First item of a start task's key in ``runner._running`` (task keys are (job, task, attempt)).
-START_KEY = "__start__"
-
-
-def _register(key):
-    def register(proc):
-        with runner._running_lock:
-            runner._running[key] = proc
-    return register
-
-
-def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None,
-                   node_id: str | None = None, app_packages: tuple = ()) -> StartTaskResult:
-    """Run ``start_task`` on this node with its retries; never raises (runs on a worker)."""
-    node_id = node_id or runner._node_id()
-    t0 = time.time()
-    dirs = runner.node_dirs(node_root, node_id)
-    startup, wd = dirs["startup"], dirs["startup"] / "wd"
-    attempts, code, category, message = 0, None, runner.CRASH, "the start task did not run"
-    try:
-        wd.mkdir(parents=True, exist_ok=True)
-        dirs["shared"].mkdir(parents=True, exist_ok=True)
-        if start_task.inputs:
-            from .. import staging
-            try:
-                staging.stage_in(start_task.inputs, wd, storage_options=storage_options or {},
-                                 cache_dir=dirs["root"] / "cache")
-            except StagingError as exc:
-                return StartTaskResult(node_id, None, 0, runner.PREPROCESSING, str(exc), "", "", t0, time.time(),
-                                       str(startup))
-        command = start_task.command
-        argv, shell = (command, True) if isinstance(command, str) else (list(command), False)
-        for attempts in range(1, start_task.max_retries + 2):
-            env = dict(os.environ)
-            env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts, app_packages))
-            # Registered with the runner's task processes, so that runner.kill_all (the pool
-            # closing, the node preempted) kills it too: it runs in a session of its own and
-            # would outlive its worker.
-            key = (START_KEY, node_id, attempts)
-            try:
-                code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
-                                                stdout_path=str(startup / "stdout.txt"),
-                                                stderr_path=str(startup / "stderr.txt"),
-                                                timeout=start_task.max_wall_clock, on_start=_register(key))
-            except OSError as exc:
-                code, timed_out = 127, False
-                category, message = runner.EXIT_CODE, f"cannot start {argv!r}: {exc.strerror}"
-                continue
-            finally:
-                with runner._running_lock:
-                    runner._running.pop(key, None)
-                    killed = key in runner._terminated
-                    runner._terminated.discard(key)
-            if killed:          # no retry: the node is going away
-                category, message = runner.TERMINATED, "killed: the node was preempted or its pool closed"
-                break
-            if timed_out:
-                category = runner.TIMEOUT
-                message = f"killed at max_wall_clock of {start_task.max_wall_clock:g}s"
-            elif code != 0:
-                category, message = runner.EXIT_CODE, f"exit code {code}"
-            else:
-                category, message = None, None
-                break
-    except BaseException as exc:  # noqa: BLE001 - report, never raise into Dask
-        category, message = runner.CRASH, f"batchnb start task runner failed: {type(exc).__name__}: {exc}"
-    return StartTaskResult(node_id, code, attempts, category, message, runner._tail(startup / "stdout.txt"),
-                           runner._tail(startup / "stderr.txt"), t0, time.time(), str(startup))
-
-
-def bootstrap_script(start_task, pool_id: str, node_id: str, node_root: str) -> str:
-    """The start task as a POSIX shell script for a VM's bootstrap (cloud-init), with Azure's semantics.
-
-    It runs before the node's worker starts, in ``<node root>/<node>/startup/wd``
-    with the node's ``AZ_BATCH_*`` variables, retries up to ``max_retries``, and
-    leaves ``stdout.txt``, ``stderr.txt`` and ``result.json`` in the startup
-    folder, where :func:`read_bootstrap_result` finds them once the worker runs.
-
-    >>> "AZ_BATCH_NODE_ID=spot-0" in bootstrap_script(StartTask("true"), "p", "spot-0", "/mnt/batch/tasks")
-    True
-    """
-    import shlex
-    dirs = runner.node_dirs(node_root, node_id)
-    wd = dirs["startup"] / "wd"
-    env = start_task_environment(pool_id, node_id, dirs, wd, start_task.env, 1)
-    env.pop("AZ_BATCH_TASK_ATTEMPT", None)
-    command = start_task.command if isinstance(start_task.command, str) else shlex.join(start_task.command)
-    limit = f"timeout {start_task.max_wall_clock:g}s " if start_task.max_wall_clock else ""
-    return "\n".join([
-        "#!/bin/sh",
-        "# batchnb start task: runs on the node before its Dask worker starts",
-        *(f"export {k}={shlex.quote(str(v))}" for k, v in env.items()),
-        'mkdir -p "$AZ_BATCH_TASK_WORKING_DIR" "$AZ_BATCH_NODE_SHARED_DIR" && cd "$AZ_BATCH_TASK_WORKING_DIR" || exit 1',
-        f"max={start_task.max_retries + 1}; n=0; started=$(date +%s)",
-        "while :; do",
-        "  n=$((n + 1)); export AZ_BATCH_TASK_ATTEMPT=$n",
-        f'  {limit}/bin/sh -c {shlex.quote(command)} > "$AZ_BATCH_TASK_DIR/stdout.txt" '
-        '2> "$AZ_BATCH_TASK_DIR/stderr.txt" < /dev/null',
-        "  rc=$?",
-        '  if [ "$rc" -eq 0 ] || [ "$n" -ge "$max" ]; then break; fi',
-        "done",
-        "printf '{\"exit_code\": %d, \"attempts\": %d, \"start\": %s, \"end\": %s, \"timeout\": %s}\\n' "
-        f'"$rc" "$n" "$started" "$(date +%s)" "{"true" if limit else "false"}" > "$AZ_BATCH_TASK_DIR/result.json"',
-        "",
-    ])
-
-
-def read_bootstrap_result(node_root: str, node_id: str | None = None) -> StartTaskResult:
-    """On a worker: how the start task of its VM's bootstrap went (see :func:`bootstrap_script`)."""
-    import json
-    node_id = node_id or runner._node_id()
-    startup = runner.node_dirs(node_root, node_id)["startup"]
-    now = time.time()
-    try:
-        info = json.loads((startup / "result.json").read_text())
-    except (OSError, ValueError) as exc:
-        return StartTaskResult(node_id, None, 0, runner.CRASH, f"no start task result in {startup}: {exc}",
-                               "", "", now, now, str(startup))
-    code = int(info["exit_code"])
-    category = message = None
-    if code == 124 and info.get("timeout"):
-        category, message = runner.TIMEOUT, "killed at the start task's max_wall_clock"
-    elif code != 0:
-        category, message = runner.EXIT_CODE, f"exit code {code}"
-    return StartTaskResult(node_id, code, int(info["attempts"]), category, message,
-                           runner._tail(startup / "stdout.txt"), runner._tail(startup / "stderr.txt"),
-                           float(info.get("start") or now), float(info.get("end") or now), str(startup))
-
-
-async def _off_the_loop(fn, *args):
-    """Run ``fn`` on a worker in a thread of its own (for ``client.run``, which awaits coroutines)."""
-    import asyncio
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 class StartTaskExtension(PoolExtension):
@@ -234,29 +30,29 @@ class StartTaskExtension(PoolExtension):
     >>> # bnb.Pool("local", dedicated=2, start_task="echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready")
     """
 
-    def __init__(self, pool):
-        super().__init__(pool)
-        self.spec = pool.spec.start_task
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.spec = engine.spec.start_task
         #: node id -> the latest StartTaskResult
         self.results: dict[str, StartTaskResult] = {}
         self._waits = self.spec.wait_for_success if self.spec is not None else True
 
     def node_joined(self, worker, now: float) -> bool:
-        pool = self.pool
-        packages = pool.spec.app_packages
+        engine = self.engine
+        packages = engine.spec.app_packages
         if self.spec is None and not packages:
             return True
         # A backend that boots nodes from a script (Azure's cloud-init) ran the start task there;
         # then only its result is read on the node.
-        common = (pool.name, pool._node_root, pool._storage_options, worker.name)
-        bootstrap = bool(getattr(pool._backend, "start_task_in_bootstrap", False))
-        disp = pool._dispatcher
+        common = (engine.name, engine.node_root, engine.storage_options, worker.name)
+        bootstrap = bool(getattr(engine.backend, "start_task_in_bootstrap", False))
+        disp = engine.dispatcher
 
         def on_node(fn, *args):
             # Through client.run, off the worker's task threads: the start task takes no task
             # slot, so with wait_for_success=False tasks run beside it, as in Azure.
             try:
-                out = pool.client.run(_off_the_loop, fn, *args, workers=[worker.address])
+                out = engine.client.run(off_the_loop, fn, *args, workers=[worker.address])
                 return out.get(worker.address), None
             except Exception as exc:  # noqa: BLE001 - a lost node or result is a failed start task
                 return None, f"{type(exc).__name__}: {exc}"
@@ -278,18 +74,18 @@ class StartTaskExtension(PoolExtension):
 
     def _packages_done(self, node_id: str, address: str, result, problem, fatal) -> None:
         """On the dispatcher's thread: the app packages of ``node_id`` are unpacked; its start task runs."""
-        node = self.pool._dispatcher.nodes.nodes.get(node_id)
+        node = self.engine.dispatcher.nodes.nodes.get(node_id)
         if node is None or node.address != address:
             return
         if not self._waits and node.state == NodeState.STARTING:
-            self.pool._dispatcher.set_node_state(node_id, NodeState.IDLE, "application packages installed")
+            self.engine.dispatcher.set_node_state(node_id, NodeState.IDLE, "application packages installed")
 
     def _done(self, node_id: str, address: str, result, problem, fatal: bool = False) -> None:
         """On the dispatcher's thread: the start task of ``node_id`` at ``address`` ended.
 
         ``fatal``: a failure fails the node even without ``wait_for_success`` (app packages).
         """
-        disp = self.pool._dispatcher
+        disp = self.engine.dispatcher
         node = disp.nodes.nodes.get(node_id)
         if node is None or node.address != address:
             return  # the node went away (preempted, removed) while its start task ran

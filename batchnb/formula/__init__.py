@@ -29,11 +29,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from . import names
-from .evaluator import Context, Stop
+from .evaluator import Context
 from .names import DEALLOCATION_OPTIONS, READ_ONLY, SETTABLE
 from .parser import Method, Name, Node, Statement, parse_statements
 from .samples import History
-from .values import TimeInterval, as_utc, format_value, from_python, type_name
+from .values import Stop, TimeInterval, as_utc, format_value, from_python, type_name
 from ..errors import FormulaError, SpecError
 
 __all__ = [

@@ -12,17 +12,14 @@ import random
 from datetime import datetime, timedelta
 from typing import Callable
 
-from . import names as names
+from . import names
 from .parser import Call, Chain, Member, Method, Name, Node, Num, Str, Ternary, Unary
 from .samples import History, call_method
+from .functions import call_function
 from .values import MAX_TICKS, TimeInterval, type_name
 from ..errors import FormulaError
 
 Value = object  # float | tuple[float, ...] | str | datetime | TimeInterval
-
-
-class Stop(Exception):
-    """``stop()`` was called: end evaluation, keep what was assigned so far."""
 
 
 class Context:
@@ -225,8 +222,6 @@ def _method(ctx: Context, node: Method) -> Value:
 
 
 def _call(ctx: Context, node: Call) -> Value:
-    from .functions import call_function  # the function table imports from here
-
     return call_function(ctx, node)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable
 
-from .values import parse_time, type_name
+from .values import Stop, parse_time, type_name
 
 if TYPE_CHECKING:
     from .evaluator import Context
@@ -73,7 +73,7 @@ _ELEMENTWISE: dict[str, Callable[[float], float | None]] = {
 
 
 def call_function(ctx: "Context", node: "Call") -> object:
-    """Evaluate a function call; stop() raises :class:`~batchnb.formula.evaluator.Stop`."""
+    """Evaluate a function call; stop() raises :class:`~batchnb.formula.values.Stop`."""
     try:
         return _call(ctx, node)
     except OverflowError:  # fsum and ** raise rather than give inf
@@ -83,8 +83,6 @@ def call_function(ctx: "Context", node: "Call") -> object:
 def _call(ctx: "Context", node: "Call") -> object:
     name = node.name
     if name == "stop":
-        from .evaluator import Stop
-
         raise Stop()
     if name == "rand":
         return ctx.rng.random()

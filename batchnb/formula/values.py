@@ -25,6 +25,10 @@ from .names import _TICKS_PER_SECOND
 MAX_TICKS = 2**63 - 1
 
 
+class Stop(Exception):
+    """``stop()`` was called: end evaluation, keep what was assigned so far."""
+
+
 @dataclass(frozen=True, order=True)
 class TimeInterval:
     """A formula ``timeinterval``: a signed count of 100 ns ticks.

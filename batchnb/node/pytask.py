@@ -16,7 +16,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from .runner import CRASH, EXIT_CODE, PYTHON, TAIL_BYTES, AttemptRecord, AttemptRequest, node_dirs, task_environment
+from .attempt import CRASH, EXIT_CODE, PYTHON, TAIL_BYTES, AttemptRecord, AttemptRequest, node_dirs, task_environment
 
 
 class _ThreadStreams(io.TextIOBase):

@@ -39,6 +39,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from . import model as s
+from .codec import to_dict
 from ..errors import SpecError
 
 
@@ -413,7 +414,6 @@ def _job(j: Mapping, ctx: _Ctx, tasks: Any) -> s.JobSpec:
         auto = info["autoPoolSpecification"]
         ctx.take(auto, where, {"pool"}, "poolInfo.autoPoolSpecification.")
         spec = _pool({"id": j["id"], **(auto.get("pool") or {})}, ctx, f"{where} autoPool")
-        from .codec import to_dict
         pool = to_dict(spec)
     env = _env(j.get("commonEnvironmentSettings"), f"{where}.commonEnvironmentSettings")
     specs = ()

@@ -30,7 +30,6 @@ DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata"
 __all__ = [
     "ResourceFile", "OutputFile", "Retry", "ExitOptions", "ExitConditions", "MultiInstance",
     "StartTask", "AppPackage", "PythonCall", "TaskSpec", "JobSpec", "PoolSpec", "TaskIdRange",
-    "load", "dump", "loads", "dumps", "from_azure",
 ]
 
 @dataclass(frozen=True)
@@ -325,48 +324,3 @@ class PoolSpec:
     @property
     def total_slots(self) -> int:
         return ((self.dedicated or 0) + self.spot) * self.task_slots_per_node
-
-
-def _io():
-    from . import codec as _specio
-    return _specio
-
-
-def load(path) -> JobSpec:
-    """Read a batchnb job file (YAML or JSON) into a :class:`JobSpec` with its tasks."""
-    return _io().load(path)
-
-
-def loads(text: str) -> JobSpec:
-    """Parse a batchnb job file's text (YAML or JSON)."""
-    return _io().loads(text)
-
-
-def dump(spec: JobSpec, path=None) -> str:
-    """Write ``spec`` as a job file (YAML, or JSON for a ``.json`` path); returns the text."""
-    return _io().dump(spec, path)
-
-
-def dumps(spec: JobSpec, fmt: str = "yaml") -> str:
-    return _io().dumps(spec, fmt)
-
-
-def from_azure(obj, *, tasks=None, strict: bool = False):
-    """Specs from Azure Batch REST JSON: a job, a task, ``{"value": [tasks]}`` or a pool.
-
-    ``tasks`` (with a job) are converted into the JobSpec; ``strict`` makes a
-    field batchnb cannot keep an error instead of a warning.
-    """
-    from . import azure as _azure_import
-    return _azure_import.from_azure(obj, tasks=tasks, strict=strict)
-
-
-def to_dict(spec) -> dict:
-    """The JSON form of any spec (what the ledger stores)."""
-    return _io().to_dict(spec)
-
-
-def from_dict(cls, data: Mapping):
-    return _io().from_dict(cls, data)
-
-

@@ -4,7 +4,7 @@
 Inline styles only (no stylesheet survives nbconvert's sanitising on code
 hosts), with colours that read on light and dark backgrounds.
 
->>> from batchnb.engine.jobrun import JobResult
+>>> from batchnb.result import JobResult
 >>> html = job_result_html(JobResult("j", "completed", "all_tasks_complete", {"succeeded": 3}, [], 1.5))
 >>> "3 succeeded" in html
 True

@@ -94,7 +94,7 @@ class BackendConformance:
         nodes = {n.id: n for n in up.nodes()}
         assert {i: (n.group, n.slots) for i, n in nodes.items()} == {"dedicated-0": ("dedicated", 1),
                                                                      "spot-0": ("spot", 1)}
-        assert sorted(w.name for w in up._workers()) == ["dedicated-0", "spot-0"]
+        assert sorted(w.name for w in up._engine.workers()) == ["dedicated-0", "spot-0"]
 
     def test_a_job_runs_on_every_node(self, up, unique):
         job = up.job(unique, max_task_retries=0)

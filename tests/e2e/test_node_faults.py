@@ -194,7 +194,8 @@ def test_scheduled_events_notice_on_a_local_pool_requeues_and_the_node_returns(t
     import http.server
     import json
 
-    from batchnb.extensions.spotnotice import ScheduledEventsPlugin, SpotNoticeExtension
+    from batchnb.extensions.spotnotice import SpotNoticeExtension
+    from batchnb.node.spotnotice import ScheduledEventsPlugin
     doc = {"DocumentIncarnation": 0, "Events": []}
 
     class Endpoint(http.server.BaseHTTPRequestHandler):

@@ -161,7 +161,7 @@ def test_node_hours_and_cost_rates_per_group():
 
 
 def test_static_html_keeps_counts_failures_and_cost():
-    from batchnb.engine.jobrun import JobResult
+    from batchnb.result import JobResult
     from batchnb.cost import Cost
     r = JobResult("j<1>", "completed", "all_tasks_complete", {"succeeded": 20, "failed": 1, "blocked": 1},
                   [{"task_id": "bad", "state": "failed", "exit_code": 3, "node": "dedicated-1",

@@ -6,7 +6,7 @@ import pytest
 
 import batchnb as bnb
 from batchnb.extensions.chaos import ChaosOptions
-from batchnb.extensions.starttask import run_start_task
+from batchnb.node.starttask import run_start_task
 from batchnb.errors import SpecError
 from waiting import wait_for
 
@@ -86,7 +86,7 @@ def make_zip(path, files: dict) -> str:
 
 def test_app_packages_unpack_once_before_the_start_task(node, tmp_path):
     import tarfile
-    from batchnb.extensions.starttask import prepare_node
+    from batchnb.node.starttask import prepare_node
     url = make_zip(tmp_path / "tool.zip", {"bin/hello.sh": "echo hello from tool"})
     tgz = tmp_path / "data.tar.gz"
     (tmp_path / "payload.txt").write_text("42")
@@ -103,7 +103,7 @@ def test_app_packages_unpack_once_before_the_start_task(node, tmp_path):
 
 
 def test_a_bad_app_package_fails_the_node_preparation(node, tmp_path):
-    from batchnb.extensions.starttask import prepare_node
+    from batchnb.node.starttask import prepare_node
     (tmp_path / "junk.zip").write_text("not an archive")
     res = prepare_node(None, (bnb.AppPackage("junk", "1", (tmp_path / "junk.zip").as_uri()),), "p1", str(node), {},
                        "spot-7")
@@ -117,7 +117,7 @@ def test_a_bad_app_package_fails_the_node_preparation(node, tmp_path):
 def test_zip_app_package_keeps_the_execute_bit(node, tmp_path):
     import stat
     import zipfile
-    from batchnb.extensions.starttask import prepare_node
+    from batchnb.node.starttask import prepare_node
     with zipfile.ZipFile(tmp_path / "tool.zip", "w") as zf:
         prog = zipfile.ZipInfo("bin/hello")
         prog.external_attr = (stat.S_IFREG | 0o755) << 16
@@ -134,7 +134,7 @@ def test_zip_app_package_keeps_the_execute_bit(node, tmp_path):
 def test_kill_all_ends_the_start_task_without_a_retry(node):
     import threading
     from batchnb.node import runner
-    from batchnb.extensions.starttask import START_KEY
+    from batchnb.node.starttask import START_KEY
     box = {}
     st = bnb.StartTask("sleep 300", max_retries=2)
     thread = threading.Thread(target=lambda: box.setdefault("res", run_start_task(st, "p1", str(node))))
