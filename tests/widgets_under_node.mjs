@@ -1,5 +1,7 @@
 // Renders widgets/*.js under node with a stand-in DOM and anywidget model (no browser):
-// run by tests/test_ui.py as `node widgets_under_node.mjs <folder of the widgets>`; exits non-zero on a failed check.
+// run by tests/ui/test_ui.py as `node widgets_under_node.mjs <folder of the widgets>`, on the files
+// as they are (importing ./_dom.js) and on the module texts the views ship (_dom.js inlined);
+// exits non-zero on a failed check.
 // What a real browser draws is checked by tests/e2e/test_browser.py.
 import assert from "node:assert/strict";
 
@@ -46,6 +48,8 @@ const dir = process.argv[2];
 const load = async (name) => (await import(`${dir}/${name}`)).default;
 const byAttr = (root, k, v) => all(root, (e) => e.getAttribute(k) === v);
 const text = (root, k, v) => byAttr(root, k, v)[0].textContent;
+const byClass = (root, c) => all(root, (e) => e.className.split(" ").includes(c));
+const unsubscribed = (model) => Object.values(model.cbs).every((cbs) => cbs.length === 0);
 
 // -- pool.js: controls built once; typing and focus survive redraws; one draw per sync
 {
@@ -58,6 +62,12 @@ const text = (root, k, v) => byAttr(root, k, v)[0].textContent;
   const stop = pool.render({ model, el });
   const grid = all(el, (e) => e.className === "bnb-grid")[0];
   assert.equal(byAttr(el, "data-node", "dedicated-1").length, 1);
+  const cell = byAttr(el, "data-node", "dedicated-0")[0];
+  const [cpu] = byClass(cell, "bnb-meter");
+  assert.equal(cpu.className, "bnb-meter"); assert.equal(cpu.getAttribute("title"), "CPU 10%");
+  assert.equal(cpu.children[0].getAttribute("style"), "width:10%");
+  const [idle] = byClass(el, "bnb-chip");
+  assert.equal(idle.children[0].className, "bnb-dot bnb-s-idle"); assert.equal(idle.textContent, "idle");
   assert.equal(text(el, "data-role", "size-dedicated"), "2 up · target 2");
   const inputs = all(el, (e) => e.tagName === "INPUT");
   assert.equal(inputs.length, 2);
@@ -83,7 +93,11 @@ const text = (root, k, v) => byAttr(root, k, v)[0].textContent;
   assert.equal(byAttr(el, "data-node", "dedicated-1").length, 0);
   model.sync({ autoscale: "$TargetDedicatedNodes = 1;" }); frame();
   assert.ok(all(el, (e) => e.className === "bnb-controls").every((c) => c.hidden), "autoscale hides the controls");
+  model.sync({ nodes: [{ ...node(0), cpu: 150 }] }); frame();
+  assert.equal(byClass(el, "bnb-meter")[0].className, "bnb-meter bnb-over");
+  assert.equal(byClass(el, "bnb-meter")[0].children[0].getAttribute("style"), "width:100%");
   stop();
+  assert.ok(unsubscribed(model), "stop() ends every trait subscription");
   model.sync({ nodes: [] }); frame();
   assert.equal(byAttr(el, "data-node", "dedicated-0").length, 1, "no draw after the view is removed");
 }
@@ -103,7 +117,11 @@ const text = (root, k, v) => byAttr(root, k, v)[0].textContent;
   frame();
   assert.equal(root.replaced, before + 1, "six trait changes, one redraw");
   assert.equal(text(root, "data-role", "done"), "2/3");
+  assert.equal(text(root, "data-state", "succeeded"), "2");
+  const chip = byAttr(root, "data-state", "succeeded")[0];
+  assert.equal(all(root, (e) => e.children.includes(chip))[0].textContent, "succeeded 2");
   stop();
+  assert.ok(unsubscribed(model), "stop() ends every trait subscription");
 
   const cost = await load("cost.js");
   const cm = new Model({ scope: "pool p", metered: true, currency: "USD", total: 1, rate: 3.6, budget: null,
@@ -115,7 +133,12 @@ const text = (root, k, v) => byAttr(root, k, v)[0].textContent;
   cm.sync({ total: 2, rate: 4, groups: { dedicated: { spent: 2, rate: 4, node_hours: 1, nodes_up: 1 } }, as_of: 5 });
   frame();
   assert.equal(croot.replaced, cbefore + 1, "four trait changes, one redraw");
+  cm.sync({ budget: 4 }); frame();
+  const [spent] = byClass(croot, "bnb-meter");
+  assert.equal(spent.className, "bnb-meter");
+  assert.match(spent.children[0].getAttribute("style"), /^width:5\d(\.\d+)?%$/);   // 2 of 4, and the clock moves on
   cstop();
+  assert.ok(unsubscribed(cm), "stop() ends every trait subscription");
 }
 
 // -- without requestAnimationFrame the redraw waits one turn (setTimeout 0)

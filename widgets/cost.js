@@ -1,26 +1,13 @@
 // batchnb CostView: spend so far and rate per hour per node group, and the
 // budget; node-hours when the pool has no price table. Between updates the
 // numbers move on in the browser at the last known rate (no kernel traffic).
-// A plain ES module for anywidget: no bundler, no imports from a CDN.
+// A plain ES module for anywidget: no bundler, no imports from a CDN; batchnb.ui.views
+// inlines the shared ./_dom.js into the text it ships.
+
+import { drawOnChanges, h, meter } from "./_dom.js";
 
 /** @typedef {{spent: (number|null), rate: (number|null), node_hours: number, nodes_up: number}} Group */
-/** @typedef {{get: (name: string) => any, on: (event: string, cb: () => void) => void,
- *             off: (event?: string, cb?: () => void) => void}} Model */
-
-/**
- * @param {string} tag
- * @param {Record<string, string>} [attrs]
- * @param {(Node|string)[]} [children]
- * @returns {HTMLElement}
- */
-function h(tag, attrs = {}, children = []) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v; else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c);
-  return e;
-}
+/** @typedef {import("./_dom.js").Model} Model */
 
 /**
  * @param {number|null} x
@@ -30,29 +17,6 @@ function h(tag, attrs = {}, children = []) {
 function money(x, currency) {
   if (x === null || x === undefined) return "—";
   return `${x.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })} ${currency}`;
-}
-
-/**
- * Coalesce redraws: one sync from the kernel changes several traits, each firing its own
- * change event; they draw once, in the next animation frame (or turn, where there are none).
- * @param {() => void} draw
- * @returns {{schedule: () => void, stop: () => void}}
- */
-function coalesced(draw) {
-  const later = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb) => setTimeout(cb, 0);
-  let pending = false;
-  let alive = true;
-  return {
-    schedule() {
-      if (pending || !alive) return;
-      pending = true;
-      later(() => {
-        pending = false;
-        if (alive) draw();
-      });
-    },
-    stop() { alive = false; },
-  };
 }
 
 /** @param {{model: Model, el: HTMLElement}} ctx */
@@ -81,8 +45,7 @@ function render({ model, el }) {
     if (budget !== null && budget !== undefined && metered) {
       const used = budget > 0 ? (total || 0) / budget : 1;
       parts.push(h("div", { class: "bnb-muted" }, [`budget ${money(budget, cur)} · ${(100 * used).toFixed(0)}% spent`]),
-                 h("div", { class: `bnb-meter${used >= 1 ? " bnb-over" : ""}` },
-                   [h("div", { style: `width:${Math.min(100, 100 * used)}%` })]));
+                 meter(100 * used, used >= 1));
     }
     const rows = [h("tr", {}, [h("th", {}, ["group"]), h("th", { class: "bnb-num" }, ["spent"]),
                               h("th", { class: "bnb-num" }, ["rate/h"]), h("th", { class: "bnb-num" }, ["node-hours"]),
@@ -103,16 +66,10 @@ function render({ model, el }) {
   }
 
   const names = ["scope", "metered", "currency", "total", "rate", "budget", "groups", "as_of"];
-  const redraw = coalesced(draw);
-  const onChange = () => { receivedAt = Date.now(); redraw.schedule(); };
-  for (const name of names) model.on(`change:${name}`, onChange);
-  draw();
-  const timer = setInterval(redraw.schedule, 1000);
-  return () => {
-    clearInterval(timer);
-    redraw.stop();
-    for (const name of names) model.off(`change:${name}`, onChange);
-  };
+  return drawOnChanges(model, names, draw, {
+    changed: () => { receivedAt = Date.now(); },
+    ticking: () => true,       // spend moves on at the last known rate between kernel readings
+  });
 }
 
 export default { render };

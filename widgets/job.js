@@ -1,11 +1,13 @@
 // batchnb JobView: one bar split by state, counts, throughput, elapsed, ETA,
 // retries and requeues, and the failed tasks (exit code, node, stderr tail).
-// A plain ES module for anywidget: no bundler, no imports from a CDN.
+// A plain ES module for anywidget: no bundler, no imports from a CDN; batchnb.ui.views
+// inlines the shared ./_dom.js into the text it ships.
+
+import { chip, drawOnChanges, h } from "./_dom.js";
 
 /** @typedef {{task_id: string, state: string, exit_code: (number|null), node: (string|null),
  *             message: (string|null), category?: (string|null), stderr?: string, attempt?: number}} Failure */
-/** @typedef {{get: (name: string) => any, on: (event: string, cb: () => void) => void,
- *             off: (event?: string, cb?: () => void) => void}} Model */
+/** @typedef {import("./_dom.js").Model} Model */
 
 const STATES = ["pending", "active", "running", "succeeded", "failed", "blocked", "cancelled"];
 const SHOWN = new Set(["pending", "active", "running", "succeeded", "failed", "blocked"]);
@@ -21,21 +23,6 @@ function duration(s) {
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
   return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-}
-
-/**
- * @param {string} tag
- * @param {Record<string, string>} [attrs]
- * @param {(Node|string)[]} [children]
- * @returns {HTMLElement}
- */
-function h(tag, attrs = {}, children = []) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v; else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c);
-  return e;
 }
 
 /**
@@ -55,29 +42,6 @@ function failureRow(f) {
     h("td", {}, [f.node || ""]),
     cell,
   ]);
-}
-
-/**
- * Coalesce redraws: one sync from the kernel changes several traits, each firing its own
- * change event; they draw once, in the next animation frame (or turn, where there are none).
- * @param {() => void} draw
- * @returns {{schedule: () => void, stop: () => void}}
- */
-function coalesced(draw) {
-  const later = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb) => setTimeout(cb, 0);
-  let pending = false;
-  let alive = true;
-  return {
-    schedule() {
-      if (pending || !alive) return;
-      pending = true;
-      later(() => {
-        pending = false;
-        if (alive) draw();
-      });
-    },
-    stop() { alive = false; },
-  };
 }
 
 /** @param {{model: Model, el: HTMLElement}} ctx */
@@ -116,10 +80,7 @@ function render({ model, el }) {
     for (const s of STATES) {
       const n = counts[s] || 0;
       if (!SHOWN.has(s) && !n) continue;
-      legend.append(h("span", { class: "bnb-chip" }, [
-        h("span", { class: `bnb-dot bnb-s-${s}` }), `${s} `,
-        h("b", { class: "bnb-count", "data-state": s }, [String(n)]),
-      ]));
+      legend.append(chip(s, `${s} `, h("b", { class: "bnb-count", "data-state": s }, [String(n)])));
     }
 
     const stats = h("div", { class: "bnb-stats" }, [
@@ -161,22 +122,13 @@ function render({ model, el }) {
     }
   }
 
-  const redraw = coalesced(draw);
-  const onChange = () => { receivedAt = Date.now(); redraw.schedule(); };
   const names = ["counts", "total", "done", "job_state", "reason", "elapsed", "throughput", "eta",
                  "retries", "requeues", "failures", "failures_total"];
-  for (const name of names) model.on(`change:${name}`, onChange);
-  draw();
-  // The clock ticks in the browser between updates; the kernel sends nothing for it.
-  const timer = setInterval(() => {
-    const s = model.get("job_state");
-    if (s !== "completed" && s !== "idle") redraw.schedule();
-  }, 1000);
-  return () => {
-    clearInterval(timer);
-    redraw.stop();
-    for (const name of names) model.off(`change:${name}`, onChange);
-  };
+  return drawOnChanges(model, names, draw, {
+    changed: () => { receivedAt = Date.now(); },
+    // The clock ticks in the browser between updates; the kernel sends nothing for it.
+    ticking: () => { const s = model.get("job_state"); return s !== "completed" && s !== "idle"; },
+  });
 }
 
 export default { render };

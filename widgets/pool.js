@@ -1,31 +1,18 @@
 // batchnb PoolView: the nodes as a grid coloured by state, dedicated and spot
 // apart, each with its running tasks, CPU and memory; the autoscale target
 // against the current size; scale controls that call pool.resize in the kernel.
-// A plain ES module for anywidget: no bundler, no imports from a CDN.
+// A plain ES module for anywidget: no bundler, no imports from a CDN; batchnb.ui.views
+// inlines the shared ./_dom.js into the text it ships.
+
+import { chip, drawOnChanges, h, meter } from "./_dom.js";
 
 /** @typedef {{id: string, group: string, state: string, running: string[], more: number, slots: number,
  *             used: number, cpu: (number|null), memory: (number|null), reason: string}} NodeRow */
-/** @typedef {{get: (name: string) => any, on: (event: string, cb: () => void) => void,
- *             off: (event?: string, cb?: () => void) => void, send: (msg: object) => void}} Model */
+/** @typedef {import("./_dom.js").Model} Model */
 
 const GROUPS = ["dedicated", "spot"];
 const NODE_STATES = ["starting", "idle", "running", "preempted", "unusable", "start_task_failed", "leaving",
                      "offline"];
-
-/**
- * @param {string} tag
- * @param {Record<string, string>} [attrs]
- * @param {(Node|string)[]} [children]
- * @returns {HTMLElement}
- */
-function h(tag, attrs = {}, children = []) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v; else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c);
-  return e;
-}
 
 /**
  * @param {number|null} bytes
@@ -42,9 +29,8 @@ function mib(bytes) {
  */
 function nodeCell(n) {
   const cpu = n.cpu === null || n.cpu === undefined ? null : n.cpu;
-  const meter = h("div", { class: `bnb-meter${cpu !== null && cpu > 100 ? " bnb-over" : ""}`,
-                           title: `CPU ${cpu === null ? "unknown" : cpu.toFixed(0) + "%"}` },
-                  [h("div", { style: `width:${Math.min(100, cpu || 0)}%` })]);
+  const load = meter(cpu || 0, cpu !== null && cpu > 100,
+                     { title: `CPU ${cpu === null ? "unknown" : cpu.toFixed(0) + "%"}` });
   const tasks = n.running.length
     ? n.running.join(", ") + (n.more ? ` +${n.more}` : "")
     : "";
@@ -53,32 +39,9 @@ function nodeCell(n) {
     h("div", {}, [h("span", { class: "bnb-node-id" }, [n.id]), " ", h("span", { class: "bnb-muted" }, [n.state])]),
     h("div", { class: "bnb-muted" }, [
       `slots ${n.used}/${n.slots} · CPU ${cpu === null ? "—" : cpu.toFixed(0) + "%"} · ${mib(n.memory)}`]),
-    meter,
+    load,
     h("div", { class: "bnb-tasks" }, [tasks]),
   ]);
-}
-
-/**
- * Coalesce redraws: one sync from the kernel changes several traits, each firing its own
- * change event; they draw once, in the next animation frame (or turn, where there are none).
- * @param {() => void} draw
- * @returns {{schedule: () => void, stop: () => void}}
- */
-function coalesced(draw) {
-  const later = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (cb) => setTimeout(cb, 0);
-  let pending = false;
-  let alive = true;
-  return {
-    schedule() {
-      if (pending || !alive) return;
-      pending = true;
-      later(() => {
-        pending = false;
-        if (alive) draw();
-      });
-    },
-    stop() { alive = false; },
-  };
 }
 
 /** @param {{model: Model, el: HTMLElement}} ctx */
@@ -163,25 +126,18 @@ function render({ model, el }) {
       p.grid.replaceChildren(...mine.map(nodeCell));
     }
     const present = new Set(nodes.map((n) => n.state));
-    legend.replaceChildren(...NODE_STATES.filter((s) => present.has(s)).map((s) =>
-      h("span", { class: "bnb-chip" }, [h("span", { class: `bnb-dot bnb-s-${s}` }), s])));
+    legend.replaceChildren(...NODE_STATES.filter((s) => present.has(s)).map((s) => chip(s, s)));
     error.hidden = !model.get("error");
     error.textContent = model.get("error") || "";
   }
 
-  const redraw = coalesced(draw);
   const names = ["nodes", "targets", "current", "autoscale", "target_reason", "error", "pool_name"];
-  const onTargets = () => {
-    // New targets (a resize done, or autoscale) replace what was typed for them.
-    for (const g of GROUPS) delete wanted[g];
-    redraw.schedule();
-  };
-  for (const name of names) model.on(`change:${name}`, name === "targets" ? onTargets : redraw.schedule);
-  draw();
-  return () => {
-    redraw.stop();
-    for (const name of names) model.off(`change:${name}`, name === "targets" ? onTargets : redraw.schedule);
-  };
+  return drawOnChanges(model, names, draw, {
+    changed: (name) => {
+      // New targets (a resize done, or autoscale) replace what was typed for them.
+      if (name === "targets") for (const g of GROUPS) delete wanted[g];
+    },
+  });
 }
 
 export default { render };

@@ -12,7 +12,9 @@ first display.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 import time
 import weakref
@@ -42,6 +44,53 @@ def _text(name: str) -> str:
     """A front-end file's text. Text, not its path: anywidget watches a path for changes
     with a signal that holds every widget made from it, so no view would ever be freed."""
     return asset(name).read_text(encoding="utf-8")
+
+
+_SHARED = "_dom.js"
+_IMPORT = re.compile(r'^import\s*\{([^}]*)\}\s*from\s*"\./_dom\.js";?[ \t]*$', re.M)
+_EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|const|let|class)\b)", re.M)
+_EXPORTED = re.compile(r"^export\s+(?:async\s+)?(?:function\*?|const|let|class)\s+([A-Za-z_$][\w$]*)", re.M)
+
+
+@functools.cache
+def _shared() -> tuple[str, frozenset[str]]:
+    """``widgets/_dom.js`` as plain declarations (``export`` dropped, and its header comment,
+    which speaks of the file) and the names it exports. Read once per process."""
+    text = _text(_SHARED)
+    names = frozenset(_EXPORTED.findall(text))
+    body = _EXPORT.sub("", re.sub(r"\A(?://[^\n]*\n)+", "", text)).strip()
+    if re.search(r"^\s*(?:export|import)\b", body, re.M):
+        raise ValueError(f"widgets/{_SHARED}: only `export function`/`export const` declarations and no "
+                         "imports, so that it can be inlined")
+    return body, names
+
+
+@functools.cache
+def _module(name: str) -> str:
+    """A widget's module text as anywidget gets it: one module, with ``./_dom.js`` inlined.
+
+    anywidget loads ``_esm`` from a string, where ``import {...} from "./_dom.js"`` cannot
+    resolve, and the front end has no bundler. So that import becomes the shared module's
+    body in a function scope that hands back the imported names: its other names stay
+    private, as in a module. The files on disk stay valid ES modules (tests run them in node).
+    """
+    text = _text(name)
+
+    def inline(match: re.Match) -> str:
+        body, exported = _shared()
+        wanted = [n.strip() for n in match.group(1).split(",") if n.strip()]
+        if not wanted or not set(wanted) <= exported:
+            raise ValueError(f"widgets/{name} imports {wanted} from {_SHARED}, which exports only "
+                             f"{sorted(exported)} (and no `x as y`)")
+        names = ", ".join(wanted)
+        return (f"// widgets/{_SHARED}, inlined by batchnb.ui.views\n"
+                f"const {{ {names} }} = (() => {{\n{body}\nreturn {{ {names} }};\n}})();")
+
+    text, found = _IMPORT.subn(inline, text)
+    if found > 1 or re.search(r"^\s*import\b", text, re.M):
+        raise ValueError(f"widgets/{name}: a widget imports only from {_SHARED}, in one "
+                         f"`import {{ ... }} from \"./_dom.js\";`")
+    return text
 
 
 def _interval() -> float:
@@ -107,7 +156,7 @@ class JobView(_View):
     >>> # JobView(job)        # what `job` as the last expression of a cell shows
     """
 
-    _esm = _text("job.js")
+    _esm = _module("job.js")
     job_id = t.Unicode().tag(sync=True)
     counts = t.Dict().tag(sync=True)
     total = t.Int(0).tag(sync=True)
@@ -156,7 +205,7 @@ class PoolView(_View):
     >>> # PoolView(pool)      # what `pool` as the last expression of a cell shows
     """
 
-    _esm = _text("pool.js")
+    _esm = _module("pool.js")
     pool_name = t.Unicode().tag(sync=True)
     nodes = t.List().tag(sync=True)
     targets = t.Dict().tag(sync=True)
@@ -258,7 +307,7 @@ class CostView(_View):
     >>> # CostView(pool) or CostView(pool, job=job)   # a job's view shows its budget
     """
 
-    _esm = _text("cost.js")
+    _esm = _module("cost.js")
     scope = t.Unicode().tag(sync=True)
     metered = t.Bool(False).tag(sync=True)
     currency = t.Unicode("USD").tag(sync=True)

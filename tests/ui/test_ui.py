@@ -188,21 +188,68 @@ def test_asset_prefers_the_wheel_then_the_repo(tmp_path):
     assert '"widgets" = "batchnb/_static"' in pyproject
 
 
-@pytest.mark.parametrize("name", ["job.js", "pool.js", "cost.js"])
+WIDGETS = ("job.js", "pool.js", "cost.js")
+SHARED = ("h", "chip", "meter", "coalesced", "drawOnChanges")       # what widgets/_dom.js exports
+
+
+def shipped(name: str) -> str:
+    """The module text a view hands anywidget (``_esm``), ``widgets/_dom.js`` inlined."""
+    from batchnb.ui import views
+    return {"job.js": views.JobView, "pool.js": views.PoolView, "cost.js": views.CostView}[name]._esm
+
+
+@pytest.mark.parametrize("name", WIDGETS)
 def test_front_end_modules_parse_and_import_nothing_remote(name, tmp_path):
-    text = (REPO / "widgets" / name).read_text()
+    on_disk = (REPO / "widgets" / name).read_text()
+    imports = [line for line in on_disk.splitlines() if line.startswith("import ")]
+    assert imports and all(line.endswith(' from "./_dom.js";') for line in imports), imports
+    text = shipped(name)
     assert "export default" in text and "http" not in text and "import " not in text
     node = shutil.which("node")
     assert node, "node is part of this machine's toolchain"
-    (tmp_path / "m.mjs").write_text(text)
-    subprocess.run([node, "--check", str(tmp_path / "m.mjs")], check=True, capture_output=True, timeout=30)
+    for i, module in enumerate((text, (REPO / "widgets" / "_dom.js").read_text())):
+        (tmp_path / f"m{i}.mjs").write_text(module)
+        subprocess.run([node, "--check", str(tmp_path / f"m{i}.mjs")], check=True, capture_output=True, timeout=30)
 
 
-def test_front_ends_keep_their_controls_and_draw_once_per_sync(tmp_path):
+@pytest.mark.parametrize("name", WIDGETS)
+def test_shipped_modules_inline_the_shared_helpers_once(name):
+    import re
+    text = shipped(name)
+    assert "./_dom.js\"" not in text.replace('import("./_dom.js")', "")     # only JSDoc type references stay
+    assert not re.search(r"^\s*(import|export)\b(?! default)", text, re.M)
+    for helper in SHARED:
+        assert len(re.findall(rf"^function {helper}\(", text, re.M)) == 1, helper
+    # the widget no longer defines them itself, and the disk file imports what it uses
+    on_disk = (REPO / "widgets" / name).read_text()
+    assert not re.search(rf"^function ({'|'.join(SHARED)})\(", on_disk, re.M)
+    from batchnb.ui import views
+    assert views._module(name) is text, "inlined once per process"
+    assert set(re.findall(r"^export (?:function|const) (\w+)", (REPO / "widgets" / "_dom.js").read_text(), re.M)) \
+        == set(SHARED)
+
+
+def test_a_widget_importing_what_dom_js_lacks_fails_at_load(tmp_path, monkeypatch):
+    from batchnb.ui import views
+    (tmp_path / "x.js").write_text('import { h, nope } from "./_dom.js";\nexport default {};\n')
+    monkeypatch.setattr(views, "_text", lambda n: (tmp_path / n).read_text() if n == "x.js" else
+                        (REPO / "widgets" / n).read_text())
+    with pytest.raises(ValueError, match="nope"):
+        views._module.__wrapped__("x.js")
+
+
+@pytest.mark.parametrize("form", ["modules", "shipped"])
+def test_front_ends_keep_their_controls_and_draw_once_per_sync(form, tmp_path):
     # pool.js keeps its <input> (typed text, focus) across redraws; job.js, cost.js and
-    # pool.js draw once per sync of many traits, in the next frame (or turn without frames).
-    for name in ("job.js", "pool.js", "cost.js"):
-        shutil.copy(REPO / "widgets" / name, tmp_path / name)
+    # pool.js draw once per sync of many traits, in the next frame (or turn without frames):
+    # as files importing ./_dom.js, and as the texts the views ship, with no _dom.js beside them.
+    for name in WIDGETS:
+        if form == "modules":
+            shutil.copy(REPO / "widgets" / name, tmp_path / name)
+        else:
+            (tmp_path / name).write_text(shipped(name))
+    if form == "modules":
+        shutil.copy(REPO / "widgets" / "_dom.js", tmp_path / "_dom.js")
     (tmp_path / "package.json").write_text('{"type": "module"}')
     out = subprocess.run([shutil.which("node"), str(REPO / "tests" / "widgets_under_node.mjs"), str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
