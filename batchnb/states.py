@@ -61,9 +61,16 @@ class NodeGroup(_Described):
 
 
 def group_of(name: str) -> str:
-    """The node group a worker name implies (``spot-*`` is spot; anything else dedicated).
+    """The node group an old name convention implies (``spot-*`` is spot; anything else dedicated).
 
-    Only for records that carry no group of their own: backends declare each node's group.
+    A fallback only, where nothing declares a group: ledger rows written before
+    nodes carried their group (:mod:`batchnb.cost.replay`), requests made
+    without one (a start task's), and the address backend's default for
+    workers it was given no ``groups`` for. Everywhere else a node's group is
+    what its backend declares (``Backend.group``); node names carry no meaning.
+
+    >>> group_of("spot-3"), group_of("vm-7")
+    ('spot', 'dedicated')
     """
     return NodeGroup.SPOT.value if str(name).startswith("spot") else NodeGroup.DEDICATED.value
 

@@ -1,7 +1,9 @@
 """Backends: the ways a pool gets nodes, found by name.
 
 Built-in names import lazily and say which extra to install; third parties
-register more under the entry-point group ``batchnb.backends``.
+register more under the entry-point group ``batchnb.backends``, and check
+theirs with the conformance suite :mod:`batchnb.backends.testing` (imported
+by test suites only: it needs pytest).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import importlib
 from importlib.metadata import entry_points
 
 from ..errors import MissingDependency, SpecError
-from .base import Backend, WorkerInfo, group_of
+from .base import Backend, WorkerInfo
 
-__all__ = ["Backend", "WorkerInfo", "group_of", "get_backend", "registry", "register"]
+__all__ = ["Backend", "WorkerInfo", "get_backend", "registry", "register"]
 
 registry: dict[str, dict] = {
     "local": {"class": "batchnb.backends.local.LocalBackend", "err": "pip install batchnb"},

@@ -1,9 +1,11 @@
 """What a way of getting nodes must do.
 
-A backend gives a Dask scheduler with workers named by node id
-(``dedicated-0``, ``spot-3``...), grows and shrinks each node group on
-request, and, where the platform can, takes a node away at once as a spot
-eviction does. The pool and the dispatcher do everything else.
+A backend gives a Dask scheduler whose workers are named by node id, says
+which group (``dedicated`` or ``spot``) each node is in (:meth:`Backend.group`;
+the engine asks it, and node names carry no meaning), grows and shrinks each
+node group on request, and, where the platform can, takes a node away at once
+as a spot eviction does. The pool and the dispatcher do everything else.
+:mod:`batchnb.backends.testing` checks all of it through a real pool.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 from ..engine.nodes import WorkerInfo  # noqa: F401 - what a backend reports of each worker
 from ..spec.model import PoolSpec
-from ..states import group_of  # noqa: F401 - part of the backends' API
+from ..states import NodeGroup
 
-GROUPS = ("dedicated", "spot")
+GROUPS = tuple(g.value for g in NodeGroup)      # ("dedicated", "spot")
 
 
 class Backend:
@@ -41,6 +43,18 @@ class Backend:
     def requested(self) -> dict[str, str]:
         """Nodes asked for and not yet released: node id -> group."""
         return {}
+
+    def group(self, node_id: str) -> str:
+        """The group of node ``node_id``: ``"dedicated"`` or ``"spot"``.
+
+        The engine asks this of every worker it sees; the answer goes to the
+        node table, the views, the cost meter and the task's
+        ``AZ_BATCH_NODE_IS_DEDICATED``. It is what the node was asked for
+        (:meth:`requested`), never guessed from its name; a node this backend
+        does not list is dedicated. Override it where nodes come from
+        elsewhere (see the address backend).
+        """
+        return self.requested().get(node_id, NodeGroup.DEDICATED.value)
 
     def scale(self, group: str, count: int) -> list[str]:
         """Make ``group`` have ``count`` nodes; return the ids of new nodes."""
@@ -85,8 +99,9 @@ class SpecClusterBackend(Backend):
     ``worker_spec``, keyed by node id (the local and Azure backends).
 
     Subclasses make ``self.cluster`` in ``start`` and say what one node's
-    worker spec is in :meth:`_worker_spec`; growing, shrinking and the
-    record of what was requested are shared here.
+    worker spec is in :meth:`_worker_spec` (and, if they like, how a new
+    node is named, in :meth:`_new_id`); growing, shrinking, the record of
+    what was requested and each node's group are shared here.
     """
 
     can_scale = True
@@ -98,6 +113,9 @@ class SpecClusterBackend(Backend):
         self._counters = {g: itertools.count() for g in GROUPS}
         self._lock = threading.Lock()
         self._nodes: dict[str, str] = {}          # node id -> group, as requested
+        # node id -> group of every node ever asked for: a released node's worker may still be
+        # listed by the scheduler for a moment, and must not change group meanwhile.
+        self._groups: dict[str, str] = {}
         self.cluster = None
 
     def _worker_spec(self, group: str, node_id: str) -> dict:
@@ -107,11 +125,20 @@ class SpecClusterBackend(Backend):
         with self._lock:
             return dict(self._nodes)
 
+    def group(self, node_id: str) -> str:
+        with self._lock:
+            return self._groups.get(node_id, NodeGroup.DEDICATED.value)
+
+    def _new_id(self, group: str) -> str:
+        """The id of a new node of ``group`` (Azure Batch's style; any unique name will do)."""
+        return f"{group}-{next(self._counters[group])}"
+
     def _add(self, group: str, node_id: str | None = None) -> str:
-        node_id = node_id or f"{group}-{next(self._counters[group])}"
+        node_id = node_id or self._new_id(group)
         with self._lock:
             self.cluster.worker_spec[node_id] = self._worker_spec(group, node_id)
             self._nodes[node_id] = group
+            self._groups[node_id] = group
         return node_id
 
     def _apply(self, wait: bool = False) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from ..states import group_of
 from .nodes import WorkerInfo
 
 #: Extensions every pool gets, in the order their hooks run.
@@ -57,13 +56,15 @@ class EngineHandle:
 
     # -- what the dispatcher asks ------------------------------------------------
     def workers(self) -> list[WorkerInfo]:
-        """The workers the scheduler knows now, each with its node group and slots."""
+        """The workers the scheduler knows now, each with its slots and the node group
+        its backend declares (``backend.group``; never read from the worker's name)."""
         info = self.client.scheduler_info(n_workers=-1)
         out = []
         for address, w in info.get("workers", {}).items():
             resources = w.get("resources") or {}
             metrics = w.get("metrics") or {}
-            out.append(WorkerInfo(str(w.get("name", address)), address, group_of(w.get("name", "")),
+            name = str(w.get("name", address))
+            out.append(WorkerInfo(name, address, self.backend.group(name),
                                   int(resources.get("slots", w.get("nthreads", 1))), "slots" in resources,
                                   metrics.get("cpu"), metrics.get("memory")))
         return out

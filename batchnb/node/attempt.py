@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..states import NodeGroup, group_of
 from . import proctree as _proctree
 
 TAIL_BYTES = 4096
@@ -55,6 +56,9 @@ class AttemptRequest:
     result_inline_max: int = 1 << 20
     host_list: tuple = ()
     app_packages: tuple = ()
+    #: the group its backend declares for the node ("dedicated" | "spot"); None in a request
+    #: made without one (a start task's), where the node's name is the fallback
+    node_group: str | None = None
 
 
 @dataclass
@@ -136,13 +140,14 @@ def node_dirs(node_root: str, node_id: str) -> dict[str, Path]:
 def task_environment(req: AttemptRequest, node_id: str, dirs: dict, task_dir: Path, wd: Path) -> dict:
     """Azure Batch's variables with their Azure meanings, then the task's own."""
     hosts = list(req.host_list) or [node_id]
+    group = req.node_group or group_of(node_id)
     env = {
         "AZ_BATCH_POOL_ID": req.pool_id,
         "AZ_BATCH_NODE_ID": node_id,
         "AZ_BATCH_NODE_ROOT_DIR": str(dirs["root"]),
         "AZ_BATCH_NODE_SHARED_DIR": str(dirs["shared"]),
         "AZ_BATCH_NODE_STARTUP_DIR": str(dirs["startup"]),
-        "AZ_BATCH_NODE_IS_DEDICATED": "false" if node_id.startswith("spot") else "true",
+        "AZ_BATCH_NODE_IS_DEDICATED": "false" if group == NodeGroup.SPOT.value else "true",
         "AZ_BATCH_JOB_ID": req.job_id,
         "AZ_BATCH_TASK_ID": req.task_id,
         "AZ_BATCH_TASK_DIR": str(task_dir),

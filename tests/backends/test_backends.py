@@ -1,36 +1,31 @@
-"""The backend registry, and a conformance suite every backend inherits (as fsspec's tests/abstract).
+"""The backend registry, and every shipped backend through the conformance suite
+:class:`batchnb.backends.testing.BackendConformance` (as fsspec's tests/abstract).
 
-A backend's test class gives a class-scoped ``pool`` of one dedicated and one
-spot node of one slot each and says what the backend can do; the suite checks
-the contract of ``batchnb/backends/base.py`` through a real pool: node names and
-groups, a job on every node, scaling, preemption with requeue, option checks.
+Each ``Test*Backend`` class makes a pool of one dedicated and one spot node of
+one slot each and says what the backend can do; the suite checks the contract
+of ``batchnb/backends/base.py`` through it. Two more pools name their nodes
+with no group words, so their groups can only come from the backend.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import contextlib
 
-import dask
 import pytest
 
 import batchnb as bnb
-from waiting import wait_for
 from batchnb import backends
 from batchnb.backends import get_backend, register
 from batchnb.backends.address import AddressBackend
 from batchnb.backends.azure import AzureBackend
 from batchnb.backends.local import LocalBackend
-from batchnb.errors import BackendError, MissingDependency, SpecError
+from batchnb.backends.testing import BackendConformance, states, wait_for
+from batchnb.errors import MissingDependency, SpecError
 from batchnb.engine.ledger import Ledger
 from batchnb.spec import PoolSpec
 
 from azure_standin import LocalVMHost, RecordingAzureSDK
 from test_azure_backend import azure_options
-
-
-def states(pool) -> dict:
-    return {n.id: n.state for n in pool.nodes()}
 
 
 # -- the registry -------------------------------------------------------------------
@@ -70,84 +65,64 @@ def test_register_a_class(monkeypatch):
         backends.registry.pop("mine2", None)
 
 
-# -- the conformance suite ------------------------------------------------------------
-class BackendConformance:
-    """What every backend must do. Subclasses: a class-scoped ``pool`` fixture, ``name``, ``can_*``, ``bad_options``."""
-
-    name = ""
-    can_scale = True
-    can_preempt = True
-    bad_options: dict = {"no_such_option": 1}
-    startup = 30.0
-
-    @pytest.fixture
-    def up(self, pool):
-        wait_for(lambda: states(pool) == {"dedicated-0": "idle", "spot-0": "idle"}, self.startup,
-                 "dedicated-0 and spot-0 idle")
-        return pool
-
-    def test_registry_gives_this_backend(self, up):
-        assert get_backend(self.name) is type(up._backend)
-        assert up._backend.can_scale is self.can_scale and up._backend.can_preempt is self.can_preempt
-
-    def test_nodes_are_named_by_id_with_their_group(self, up):
-        nodes = {n.id: n for n in up.nodes()}
-        assert {i: (n.group, n.slots) for i, n in nodes.items()} == {"dedicated-0": ("dedicated", 1),
-                                                                     "spot-0": ("spot", 1)}
-        assert sorted(w.name for w in up._engine.workers()) == ["dedicated-0", "spot-0"]
-
-    def test_a_job_runs_on_every_node(self, up, unique):
-        job = up.job(unique, max_task_retries=0)
-        tasks = [job.add_task(f"t{i}", "sleep 0.2; echo $AZ_BATCH_NODE_ID") for i in range(4)]
-        assert job.wait(timeout=60).ok
-        ran = {t.stdout().strip() for t in tasks}
-        assert ran == {"dedicated-0", "spot-0"} == {t.node for t in job.tasks()}
-
-    def test_scale_up_and_down(self, up):
-        if not self.can_scale:
-            with pytest.raises(BackendError, match="cannot scale"):
-                up.resize(dedicated=2)
-            return
-        up.resize(dedicated=2)
-        wait_for(lambda: states(up).get("dedicated-1") == "idle", self.startup, "dedicated-1 to join")
-        up.resize(dedicated=1)
-        wait_for(lambda: "dedicated-1" not in states(up), self.startup, "dedicated-1 to leave")
-        assert set(states(up)) == {"dedicated-0", "spot-0"}
-
-    def test_preempt_requeues_and_the_node_comes_back(self, up, unique):
-        if not self.can_preempt:
-            with pytest.raises(BackendError, match="cannot preempt"):
-                up.preempt("spot-0")
-            return
-        job = up.job(unique, max_task_retries=0)
-        for i in range(2):
-            job.add_task(f"t{i}", "sleep 1")
-        wait_for(lambda: states(up)["spot-0"] == "running", 20, "spot-0 running")
-        up.preempt("spot-0")
-        assert states(up)["spot-0"] == "preempted"
-        assert job.wait(timeout=60).ok
-        assert sum(t.requeues for t in job.tasks()) == 1
-        wait_for(lambda: states(up).get("spot-0") == "idle", self.startup, "spot-0 back")
-
-    def test_unknown_options_are_refused(self):
-        with pytest.raises((SpecError, BackendError), match=next(iter(self.bad_options))):
-            get_backend(self.name)(PoolSpec("x", backend=self.name), **self.bad_options)
-
-
-@pytest.fixture(scope="class")
-def fast_return():
-    with dask.config.set({"batchnb.preempt-return-after": 0.3}):
-        yield
-
-
+# -- the conformance suite (batchnb.backends.testing), for each shipped backend -----------
 class TestLocalBackend(BackendConformance):
     name = "local"
 
-    @pytest.fixture(scope="class")
-    def pool(self, fast_return):
-        with tempfile.TemporaryDirectory() as tmp:
-            with bnb.Pool("conf-local", dedicated=1, spot=1, ledger=Ledger(Path(tmp) / "l.sqlite")) as pool:
-                yield pool
+    def make_pool(self, tmp_path):
+        return bnb.Pool("conf-local", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite"))
+
+
+class PlainNamesBackend(LocalBackend):
+    """The local backend with node ids that say nothing of their group: its groups must come
+    from what it was asked for (name inference would call ``vm-1`` dedicated)."""
+
+    name = "local-plain-names"
+
+    def _new_id(self, group: str) -> str:
+        return f"vm-{len(self._groups)}"
+
+
+class TestBackendDeclaresGroups(BackendConformance):
+    name = PlainNamesBackend.name
+    node_groups = {"vm-0": "dedicated", "vm-1": "spot"}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def registered(self):
+        register(self.name, PlainNamesBackend)
+        yield
+        backends.registry.pop(self.name, None)
+
+    def make_pool(self, tmp_path):
+        return bnb.Pool("conf-plain", backend=self.name, dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite"))
+
+    def test_a_new_node_gets_the_group_it_was_asked_for(self, up):
+        up.resize(spot=2)
+        try:
+            new = wait_for(lambda: [i for i, s in states(up).items() if i not in self.node_groups and s == "idle"],
+                           self.startup, "a new spot node to join")
+            assert len(new) == 1 and new[0].startswith("vm-") and up._backend.group(new[0]) == "spot"
+            assert {n.id: n.group for n in up.nodes()}[new[0]] == "spot"
+        finally:
+            up.resize(spot=1)
+        wait_for(lambda: not set(states(up)) - set(self.node_groups), self.startup, "the new node to leave")
+
+
+@contextlib.contextmanager
+def address_pool(name: str, workers, tmp_path, **options):
+    """A pool on a scheduler batchnb did not start, with one-slot workers of these names."""
+    from distributed import LocalCluster
+    cluster = LocalCluster(n_workers=0, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                           resources={"slots": 1})
+    for worker in workers:
+        cluster.worker_spec[worker] = dict(cluster.new_spec)
+    cluster.sync(cluster._correct_state)
+    try:
+        with bnb.Pool(name, backend="address", address=cluster.scheduler_address,
+                      ledger=Ledger(tmp_path / "l.sqlite"), **options) as pool:
+            yield pool
+    finally:
+        cluster.close()
 
 
 class TestAddressBackend(BackendConformance):
@@ -155,26 +130,52 @@ class TestAddressBackend(BackendConformance):
     can_scale = False
     can_preempt = False
 
-    @pytest.fixture(scope="class")
-    def pool(self, fast_return):
-        from distributed import LocalCluster
-        cluster = LocalCluster(n_workers=0, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                               resources={"slots": 1})
-        for name in ("dedicated-0", "spot-0"):         # workers named as nodes: the address backend's convention
-            cluster.worker_spec[name] = dict(cluster.new_spec)
-        cluster.sync(cluster._correct_state)
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                with bnb.Pool("conf-addr", backend="address", address=cluster.scheduler_address,
-                              ledger=Ledger(Path(tmp) / "l.sqlite")) as pool:
-                    yield pool
-        finally:
-            cluster.close()
+    def make_pool(self, tmp_path):
+        # workers named as nodes: the address backend's default convention (no groups=)
+        return address_pool("conf-addr", self.node_groups, tmp_path)
 
     def test_address_is_checked(self):
         with pytest.raises(SpecError) as err:
             AddressBackend(PoolSpec("x", backend="address"), address="localhost:8786")
         assert err.value.field == "address"
+
+
+class TestAddressBackendGroups(BackendConformance):
+    """Workers whose names say nothing (one even says the wrong thing): ``groups=`` says which is which."""
+
+    name = "address"
+    can_scale = False
+    can_preempt = False
+    node_groups = {"spot-a": "dedicated", "w-b": "spot"}
+
+    def make_pool(self, tmp_path):
+        return address_pool("conf-addr-groups", self.node_groups, tmp_path, groups={"w-b": "spot"})
+
+
+def test_address_groups_are_checked():
+    spec = PoolSpec("x", backend="address")
+    with pytest.raises(SpecError) as err:
+        AddressBackend(spec, address="tcp://127.0.0.1:1", groups={"w0": "lowpri"})
+    assert err.value.field == "groups['w0']"
+    with pytest.raises(SpecError) as err:
+        AddressBackend(spec, address="tcp://127.0.0.1:1", groups=["w0"])
+    assert err.value.field == "groups"
+    named = AddressBackend(spec, address="tcp://127.0.0.1:1", groups={"spot-0": "dedicated", "n1": "spot"})
+    assert (named.group("spot-0"), named.group("n1"), named.group("other")) == ("dedicated", "spot", "dedicated")
+    assert AddressBackend(spec, address="tcp://127.0.0.1:1").group("spot-0") == "spot"     # its default convention
+
+
+def test_a_spec_cluster_backend_remembers_a_released_nodes_group():
+    """A released node's worker may linger a moment in the scheduler: it keeps its group."""
+    from types import SimpleNamespace
+    backend = PlainNamesBackend(PoolSpec("p", dedicated=0))
+    backend.cluster = SimpleNamespace(worker_spec={}, loop=SimpleNamespace(add_callback=lambda *a: None),
+                                      _correct_state=None)
+    backend._worker_spec = lambda group, node_id: {}
+    assert backend.scale("spot", 1) == ["vm-0"] and backend.group("vm-0") == "spot"
+    backend.remove(["vm-0"])
+    assert backend.requested() == {} and backend.group("vm-0") == "spot"
+    assert backend.group("never-asked-for") == "dedicated"
 
 
 class TestAzureBackend(BackendConformance):
@@ -184,14 +185,13 @@ class TestAzureBackend(BackendConformance):
     bad_options = {"regionn": "westeurope"}
     startup = 60.0
 
-    @pytest.fixture(scope="class")
-    def pool(self, fast_return, tmp_path_factory):
-        tmp = tmp_path_factory.mktemp("conf-azure")
+    @contextlib.contextmanager
+    def make_pool(self, tmp_path):
         host = LocalVMHost(evict_after=0.5)
         sdk = RecordingAzureSDK(host)
         try:
-            with bnb.Pool("conf-az", backend="azure", dedicated=1, spot=1, ledger=Ledger(tmp / "l.sqlite"),
-                          **azure_options(host, sdk, tmp)) as pool:
+            with bnb.Pool("conf-az", backend="azure", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite"),
+                          **azure_options(host, sdk, tmp_path)) as pool:
                 yield pool
         finally:
             host.close()
