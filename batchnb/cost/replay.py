@@ -10,6 +10,9 @@ slots per node, tags). Replaying them through a :class:`CostMeter` gives the
 same amounts as the live meter, to within the few milliseconds between an
 attempt's end on the worker and the dispatcher collecting it.
 
+``ledger`` is a :class:`batchnb.engine.ledger.Ledger`, used only through its
+public query methods (this layer sits below the engine and does not import it).
+
 >>> # cost_from_ledger(bnb.current_ledger(), job_id="sweep").frame()
 >>> # cost_from_ledger(ledger, pool="local", vm_size="Standard_D8s_v5")   # what if it had run on D8s?
 """
@@ -31,19 +34,15 @@ _NEW_POOL, _NODE_UP, _START, _END, _NODE_DOWN = range(5)
 
 def priced_pools(ledger) -> list[str]:
     """Names of the pools that recorded their prices in ``ledger``, oldest first."""
-    rows = ledger._query("SELECT data FROM events WHERE job_id IS NULL AND kind = 'pool' AND state = 'priced' "
-                         "ORDER BY seq")
     names: dict[str, None] = {}
-    for r in rows:
+    for r in ledger.priced_pool_events():
         names[json.loads(r["data"])["pool"]] = None
     return list(names)
 
 
 def _priced(ledger, pool: str) -> list[tuple[float, dict]]:
-    rows = ledger._query("SELECT time, data FROM events WHERE job_id IS NULL AND kind = 'pool' AND state = 'priced' "
-                         "ORDER BY time")
     out = []
-    for r in rows:
+    for r in sorted(ledger.priced_pool_events(), key=lambda r: r["time"]):
         data = json.loads(r["data"])
         if data.get("pool") == pool:
             out.append((r["time"], data))
@@ -58,22 +57,12 @@ def _attempts(ledger, job_id: str | None, pool: str) -> list[dict]:
     state was recorded (the first ``events`` row of that attempt other than
     ``running``). That time is used where it exists, so that both agree.
     """
-    sql = ("SELECT a.job_id, a.task_id, a.n, a.node, a.dispatched, a.start, a.end, a.slots AS held, "
-           "COALESCE(json_extract(t.spec, '$.required_slots'), 1) AS slots "
-           "FROM attempts a JOIN tasks t ON t.job_id = a.job_id AND t.id = a.task_id ")
-    ends = ("SELECT job_id, task_id, CAST(json_extract(data, '$.attempt') AS INTEGER) AS n, MIN(time) AS t "
-            "FROM events WHERE kind = 'task' AND state != 'running' AND data IS NOT NULL AND ")
-    if job_id is not None:
-        rows = ledger._query(sql + "WHERE a.job_id = ?", (job_id,))
-        seen = ledger._query(ends + "job_id = ? GROUP BY job_id, task_id, n", (job_id,))
-    else:
-        rows = ledger._query(sql + "JOIN jobs j ON j.id = a.job_id WHERE j.pool = ?", (pool,))
-        seen = ledger._query(ends + "job_id IN (SELECT id FROM jobs WHERE pool = ?) GROUP BY job_id, task_id, n",
-                             (pool,))
+    by = {"job_id": job_id} if job_id is not None else {"pool": pool}
+    rows = ledger.metered_attempts(**by)
+    seen = ledger.attempt_collected_times(**by)
     collected = {(r["job_id"].lower(), r["task_id"].lower(), r["n"]): r["t"] for r in seen}
     out = []
-    for r in rows:
-        a = dict(r)
+    for a in rows:
         t = collected.get((a["job_id"].lower(), a["task_id"].lower(), a["n"]))
         if a["end"] is not None and t is not None and t >= a["end"]:
             a["end"] = t
@@ -113,8 +102,7 @@ def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = No
     priced = _priced(ledger, pool)
     nodes = ledger.node_history(pool)
     attempts = _attempts(ledger, job_id, pool)
-    jobs = [job_row] if job_row is not None else \
-        [dict(r) for r in ledger._query("SELECT * FROM jobs WHERE pool = ?", (pool,))]
+    jobs = [job_row] if job_row is not None else ledger.jobs(pool=pool)
     if job_row is None and not (priced or nodes or jobs):
         known = ", ".join(priced_pools(ledger)) or "none"
         raise SpecError("pool", pool, f"not in the ledger {ledger.path} (pools with prices: {known})")

@@ -26,38 +26,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import LeaseHeld, LedgerError
+from .ledger_queries import LedgerQueries
+from .schema import SCHEMA_VERSION, check_version, file_version, migrate
 
 log = logging.getLogger("batchnb.ledger")
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS jobs(
-  id TEXT PRIMARY KEY COLLATE NOCASE, spec TEXT NOT NULL, pool TEXT, state TEXT NOT NULL,
-  reason TEXT, created REAL, ended REAL, tags TEXT,
-  lease_owner TEXT, lease_expires REAL);
-CREATE TABLE IF NOT EXISTS tasks(
-  job_id TEXT NOT NULL COLLATE NOCASE, id TEXT NOT NULL COLLATE NOCASE, seq INTEGER NOT NULL,
-  spec TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-  requeues INTEGER NOT NULL DEFAULT 0, exit_code INTEGER, node TEXT, failure TEXT,
-  result BLOB, result_url TEXT, created REAL, updated REAL, ended REAL,
-  PRIMARY KEY(job_id, id));
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks(job_id, state);
-CREATE TABLE IF NOT EXISTS attempts(
-  job_id TEXT NOT NULL COLLATE NOCASE, task_id TEXT NOT NULL COLLATE NOCASE, n INTEGER NOT NULL,
-  node TEXT, state TEXT NOT NULL, dispatched REAL, start REAL, end REAL, exit_code INTEGER,
-  category TEXT, message TEXT, task_dir TEXT, bytes_in INTEGER, bytes_out INTEGER,
-  stage_in_seconds REAL, stage_out_seconds REAL, stdout_tail TEXT, stderr_tail TEXT, slots REAL,
-  PRIMARY KEY(job_id, task_id, n));
-CREATE TABLE IF NOT EXISTS events(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, job_id TEXT, task_id TEXT,
-  kind TEXT NOT NULL, state TEXT, data TEXT);
-CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
-CREATE TABLE IF NOT EXISTS nodes(
-  pool TEXT NOT NULL, node_id TEXT NOT NULL, grp TEXT, state TEXT NOT NULL, time REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS audit(time REAL NOT NULL, actor TEXT, action TEXT NOT NULL, job_id TEXT, detail TEXT);
-"""
 
 TASK_COLUMNS = ("state", "attempts", "requeues", "exit_code", "node", "failure", "result", "result_url",
                 "updated", "ended")
@@ -174,23 +146,33 @@ class Batch:
                                 (pool, node_id, group, state, t)))
 
 
-class Ledger:
-    """One SQLite file; safe to share between threads and processes."""
+class Ledger(LedgerQueries):
+    """One SQLite file; safe to share between threads and processes.
+
+    Every SQL statement of batchnb is in this module, :mod:`.ledger_queries`
+    (the questions of the cost replay, retention and offline tools, inherited
+    from :class:`~.ledger_queries.LedgerQueries`) and :mod:`.schema` (the
+    tables and their migrations, applied when the file is opened); callers
+    use named methods.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path).expanduser() if path is not None else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        with self._tx() as con:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                con.execute(statement)
-            # Columns added since a ledger was made (CREATE IF NOT EXISTS leaves old tables as they are).
-            # attempts.slots: the slots an attempt held (1/n of one slot when n tasks rode in one Dask task).
-            have = {r[1] for r in con.execute("PRAGMA table_info(attempts)")}
-            if "slots" not in have:
-                con.execute("ALTER TABLE attempts ADD COLUMN slots REAL")
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        # The schema version is read outside a transaction: a ledger that is up to date (nearly
+        # always) is opened without taking the write lock.
+        try:
+            version = file_version(self._con())
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from None
+        check_version(version, self.path)
+        if version != SCHEMA_VERSION:
+            with self._tx() as con:
+                before, after = migrate(con, self.path)
+            if before:
+                log.info("batchnb: ledger %s upgraded from schema version %d to %d", self.path, before, after)
 
     # -- connections -----------------------------------------------------
     def _con(self) -> sqlite3.Connection:
@@ -198,14 +180,16 @@ class Ledger:
         if con is None:
             try:
                 con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                con.row_factory = sqlite3.Row
+                con.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a crash of the process (not of the OS) and
+                # is several times faster than FULL for the many small commits we make.
+                con.execute("PRAGMA synchronous=NORMAL")
+                con.execute("PRAGMA busy_timeout=30000")
             except sqlite3.Error as exc:
+                if con is not None:       # it opened, then failed (e.g. not a database)
+                    con.close()
                 raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from None
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a crash of the process (not of the OS) and
-            # is several times faster than FULL for the many small commits we make.
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("PRAGMA busy_timeout=30000")
             self._local.con = con
         return con
 
@@ -273,8 +257,11 @@ class Ledger:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return dict(rows[0]) if rows else None
 
-    def jobs(self) -> list[dict]:
-        return [dict(r) for r in self._query("SELECT * FROM jobs ORDER BY created")]
+    def jobs(self, pool: str | None = None) -> list[dict]:
+        """Every job, or those of one pool, oldest first."""
+        if pool is None:
+            return [dict(r) for r in self._query("SELECT * FROM jobs ORDER BY created")]
+        return [dict(r) for r in self._query("SELECT * FROM jobs WHERE pool = ? ORDER BY created", (pool,))]
 
     def task_counts(self, job_id: str) -> dict[str, int]:
         return {r[0]: r[1] for r in self._query(
@@ -326,7 +313,14 @@ class Ledger:
             con.executemany("INSERT INTO events(time, job_id, task_id, kind, state) VALUES (?,?,?,?,?)",
                             [(now, job_id, tid, "task", state) for tid, _, _, state in rows])
 
-    def tasks(self, job_id: str, columns: str = "*", where: str = "", params: tuple = ()) -> list[sqlite3.Row]:
+    def tasks(self, job_id: str, columns: str = "*", where: str = "", params: tuple = (),
+              *, states: Iterable[str] | None = None) -> list[sqlite3.Row]:
+        """The job's task rows in the order they were added; only those in ``states`` when given."""
+        if states is not None:
+            states = [getattr(s, "value", s) for s in states]
+            among = f"state IN ({', '.join('?' * len(states))})"
+            where = f"({where}) AND {among}" if where else among
+            params = (*params, *states)
         sql = f"SELECT {columns} FROM tasks WHERE job_id = ? {('AND ' + where) if where else ''} ORDER BY seq"
         return self._query(sql, (job_id, *params))
 

@@ -4,7 +4,6 @@ what the CLI needs to act on jobs that no process of its own drives."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from ..errors import SpecError, WaitTimeout
@@ -54,12 +53,12 @@ def summary(job_id: str, ledger: Ledger | None = None) -> dict:
     row = job_row(ledger, job_id)
     counts = ledger.task_counts(row["id"])
     failures = []
-    for r in ledger.tasks(row["id"], where="state IN ('failed', 'blocked')"):
+    for r in ledger.tasks(row["id"], states=("failed", "blocked")):
         f = json.loads(r["failure"]) if r["failure"] else {}
         failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"],
                          "category": f.get("category"), "message": f.get("message")})
     live = sum(counts.get(s, 0) for s in LIVE)
-    ends = ledger._query("SELECT MAX(ended) FROM tasks WHERE job_id = ?", (row["id"],))[0][0]
+    ends = ledger.last_task_end(row["id"])
     ended = row["ended"] or (ends if live == 0 and ends else None)
     return {"id": row["id"], "pool": row["pool"], "state": row["state"], "reason": row["reason"],
             "created": row["created"], "ended": ended, "finished": row["state"] == "completed" or (live == 0 and bool(counts)),
@@ -114,19 +113,4 @@ def _kill_orphans(ledger: Ledger, row: dict) -> None:
 
 def _terminate_in_ledger(ledger: Ledger, job_id: str, reason: str) -> None:
     """What the dispatcher's terminate records, for a job no process dispatches."""
-    now = time.time()
-    message = f"job ended: {reason}"
-    failure = json.dumps({"category": "cancelled", "message": message})
-    with ledger._tx() as con:
-        con.execute("UPDATE attempts SET state = 'terminated', end = ?, category = 'terminated', message = ? "
-                    "WHERE job_id = ? AND state = 'running'", (now, message, job_id))
-        ids = [r[0] for r in con.execute(f"SELECT id FROM tasks WHERE job_id = ? AND state IN {LIVE}", (job_id,))]
-        con.execute(f"UPDATE tasks SET state = 'cancelled', ended = ?, updated = ?, failure = ? "
-                    f"WHERE job_id = ? AND state IN {LIVE}", (now, now, failure, job_id))
-        con.executemany("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
-                        [(now, job_id, t, "task", "cancelled", json.dumps({"reason": message})) for t in ids])
-        con.execute("UPDATE jobs SET state = 'completed', reason = ?, ended = ? WHERE id = ?", (reason, now, job_id))
-        con.execute("INSERT INTO events(time, job_id, kind, state, data) VALUES (?,?,?,?,?)",
-                    (now, job_id, "job", "completed", json.dumps({"reason": reason})))
-        con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
-                    (now, f"pid {os.getpid()}", "terminate", job_id, f"{len(ids)} tasks cancelled"))
+    ledger.terminate_job_records(job_id, reason, time.time())

@@ -24,8 +24,6 @@ from .ledger import Ledger, default_ledger
 
 log = logging.getLogger("batchnb.retention")
 
-TERMINAL = ("succeeded", "failed", "blocked", "cancelled")
-
 
 def task_dir_path(path: str | None) -> Path | None:
     """``path`` if it is shaped like a task directory, else None (never remove anything else)."""
@@ -61,29 +59,17 @@ async def remove_task_dirs_soon(paths) -> int:
 
 def expired(ledger: Ledger, now: float, job_id: str | None = None, task_id: str | None = None) -> list[dict]:
     """Attempts with a directory whose task ended more than its ``retention_time`` ago."""
-    sql = ("SELECT a.job_id, a.task_id, a.n, a.task_dir, t.spec, t.ended FROM attempts a JOIN tasks t "
-           "ON t.job_id = a.job_id AND t.id = a.task_id WHERE a.task_dir IS NOT NULL AND t.ended IS NOT NULL "
-           f"AND t.state IN ({', '.join('?' * len(TERMINAL))})")
-    params: list = list(TERMINAL)
-    if job_id is not None:
-        sql += " AND a.job_id = ?"
-        params.append(job_id)
-    if task_id is not None:
-        sql += " AND a.task_id = ?"
-        params.append(task_id)
     out = []
-    for row in ledger._query(sql, tuple(params)):
+    for row in ledger.ended_task_dirs(job_id, task_id):
         keep = json.loads(row["spec"]).get("retention_time")
         if keep is not None and row["ended"] + keep <= now:
-            out.append(dict(row))
+            out.append(row)
     return out
 
 
 def forget_dirs(ledger: Ledger, rows: list[dict]) -> None:
     """Record that these attempts' directories are gone (logs fall back to the recorded tails)."""
-    with ledger._tx() as con:
-        con.executemany("UPDATE attempts SET task_dir = NULL WHERE job_id = ? AND task_id = ? AND n = ?",
-                        [(r["job_id"], r["task_id"], r["n"]) for r in rows])
+    ledger.forget_task_dirs((r["job_id"], r["task_id"], r["n"]) for r in rows)
 
 
 def apply_retention(ledger: Ledger, now: float | None = None, job_id: str | None = None,
@@ -108,7 +94,7 @@ def _finished_at(ledger: Ledger, row: dict) -> float | None:
     counts = ledger.task_counts(row["id"])
     if any(counts.get(s) for s in ("pending", "active", "running")):
         return None
-    ends = ledger._query("SELECT MAX(ended) FROM tasks WHERE job_id = ?", (row["id"],))[0][0]
+    ends = ledger.last_task_end(row["id"])
     return ends if ends is not None else row["created"]
 
 

@@ -191,10 +191,8 @@ class CostExtension(PoolExtension):
         key = job_id.lower()
         if key in self._prior:
             return self._prior[key]
-        rows = self.engine.ledger._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",
-                                       (job_id, self.created))
         prior = None
-        if rows:
+        if self.engine.ledger.dispatched_before(job_id, self.created):
             from ..cost.replay import cost_from_ledger
             prior = cost_from_ledger(self.engine.ledger, job_id=job_id, until=self.created)
         self._prior[key] = prior

@@ -73,5 +73,5 @@ def test_papermill_run_cut_short_then_executed_again(home, tmp_path):
                    for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
     assert f"distinct parts counted: {N_TASKS} of {N_TASKS}" in text
     assert f"{len(running)} task(s) were running when an earlier run stopped" in text
-    resumes = led._query("SELECT COUNT(*) FROM audit WHERE job_id = 'nightly' AND action = 'resume'")[0][0]
+    resumes = len(led.audit_trail("nightly", action="resume"))
     assert resumes == 1

@@ -139,7 +139,7 @@ def test_sigkilled_driver_resumes_in_new_processes(home, tmp_path):
         assert led.task(job_id, tid)["requeues"] >= 1
         assert 1 <= ran[tid] <= 3
     # Each resume is in the audit trail.
-    resumes = led._query("SELECT COUNT(*) FROM audit WHERE job_id = ? AND action = 'resume'", (job_id,))[0][0]
+    resumes = len(led.audit_trail(job_id, action="resume"))
     assert resumes == 2
 
 

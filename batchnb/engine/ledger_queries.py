@@ -1,0 +1,161 @@
+"""The ledger's named questions and changes for readers other than the dispatcher.
+
+The cost replay (:mod:`batchnb.cost.replay`), retention and pruning
+(:mod:`batchnb.engine.retention`) and the offline job operations
+(:mod:`batchnb.engine.offline`) ask these of a :class:`~batchnb.engine.ledger.Ledger`;
+it inherits them from :class:`LedgerQueries`, so that no SQL is written
+outside the ledger's modules.
+
+>>> import tempfile, os
+>>> from batchnb.engine.ledger import Ledger
+>>> led = Ledger(os.path.join(tempfile.mkdtemp(), "l.sqlite"))
+>>> led.create_job("j", {"id": "j"}, pool="local", now=0.0)
+>>> led.add_tasks("j", [("a", 0, "{}", "active")], now=0.0)
+>>> led.terminate_job_records("j", "terminated", now=5.0)
+['a']
+>>> led.last_task_end("j"), led.job("j")["state"]
+(5.0, 'completed')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+
+from ..states import TERMINAL_TASK_STATES
+
+# The states of a task that has not ended.
+_LIVE = ("pending", "active", "running")
+_ENDED = tuple(sorted(s.value for s in TERMINAL_TASK_STATES))
+
+
+def _one_of(job_id: str | None, pool: str | None) -> tuple[str, str]:
+    """The WHERE clause (and its parameter) for one job or every job of a pool."""
+    if (job_id is None) == (pool is None):
+        raise TypeError("name a job (job_id=...) or a pool (pool=...), not both or neither")
+    if job_id is not None:
+        return "job_id = ?", job_id
+    return "job_id IN (SELECT id FROM jobs WHERE pool = ?)", pool
+
+
+class LedgerQueries:
+    """Mixed into :class:`~batchnb.engine.ledger.Ledger`: it provides ``_query`` and ``_tx``."""
+
+    # -- jobs that no process dispatches --------------------------------
+    def last_task_end(self, job_id: str) -> float | None:
+        """When the job's last task ended (the latest ``tasks.ended``), or None when none has."""
+        return self._query("SELECT MAX(ended) FROM tasks WHERE job_id = ?", (job_id,))[0][0]
+
+    def terminate_job_records(self, job_id: str, reason: str, now: float | None = None,
+                              actor: str | None = None) -> list[str]:
+        """Record the end of a job that no process dispatches, as the dispatcher's terminate would.
+
+        In one transaction: the job's running attempts become ``terminated``,
+        its unfinished tasks ``cancelled`` (an event each), the job
+        ``completed`` with ``reason`` (an event), and the audit trail says how
+        many tasks were cancelled. Returns the ids of the cancelled tasks.
+        """
+        now = time.time() if now is None else now
+        message = f"job ended: {reason}"
+        failure = json.dumps({"category": "cancelled", "message": message})
+        live = f"({', '.join('?' * len(_LIVE))})"
+        with self._tx() as con:
+            con.execute("UPDATE attempts SET state = 'terminated', end = ?, category = 'terminated', message = ? "
+                        "WHERE job_id = ? AND state = 'running'", (now, message, job_id))
+            ids = [r[0] for r in con.execute(f"SELECT id FROM tasks WHERE job_id = ? AND state IN {live}",
+                                             (job_id, *_LIVE))]
+            con.execute(f"UPDATE tasks SET state = 'cancelled', ended = ?, updated = ?, failure = ? "
+                        f"WHERE job_id = ? AND state IN {live}", (now, now, failure, job_id, *_LIVE))
+            con.executemany("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
+                            [(now, job_id, t, "task", "cancelled", json.dumps({"reason": message})) for t in ids])
+            con.execute("UPDATE jobs SET state = 'completed', reason = ?, ended = ? WHERE id = ?",
+                        (reason, now, job_id))
+            con.execute("INSERT INTO events(time, job_id, kind, state, data) VALUES (?,?,?,?,?)",
+                        (now, job_id, "job", "completed", json.dumps({"reason": reason})))
+            con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
+                        (now, actor or f"pid {os.getpid()}", "terminate", job_id, f"{len(ids)} tasks cancelled"))
+        return ids
+
+    def audit_trail(self, job_id: str | None = None, action: str | None = None) -> list[dict]:
+        """The audit rows (time, actor, action, job_id, detail), oldest first, of one job and/or action."""
+        where, params = [], []
+        for column, value in (("job_id", job_id), ("action", action)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time"
+        return [dict(r) for r in self._query(sql, tuple(params))]
+
+    # -- retention -------------------------------------------------------
+    def ended_task_dirs(self, job_id: str | None = None, task_id: str | None = None) -> list[dict]:
+        """Attempts that still have a working directory, of tasks that have ended.
+
+        Each row: ``job_id``, ``task_id``, ``n``, ``task_dir``, and the task's
+        ``spec`` (JSON text) and ``ended`` time; of every job, one job, or one
+        task of it.
+        """
+        sql = ("SELECT a.job_id, a.task_id, a.n, a.task_dir, t.spec, t.ended FROM attempts a JOIN tasks t "
+               "ON t.job_id = a.job_id AND t.id = a.task_id WHERE a.task_dir IS NOT NULL AND t.ended IS NOT NULL "
+               f"AND t.state IN ({', '.join('?' * len(_ENDED))})")
+        params: list = list(_ENDED)
+        if job_id is not None:
+            sql += " AND a.job_id = ?"
+            params.append(job_id)
+        if task_id is not None:
+            sql += " AND a.task_id = ?"
+            params.append(task_id)
+        return [dict(r) for r in self._query(sql, tuple(params))]
+
+    def forget_task_dirs(self, attempts: Iterable[tuple[str, str, int]]) -> None:
+        """Record that these attempts' (``(job_id, task_id, n)``) working directories are gone."""
+        with self._tx() as con:
+            con.executemany("UPDATE attempts SET task_dir = NULL WHERE job_id = ? AND task_id = ? AND n = ?",
+                            list(attempts))
+
+    # -- cost ------------------------------------------------------------
+    def priced_pool_events(self) -> list[dict]:
+        """The ``priced`` events of pools, in the order they were written: ``time`` and ``data``.
+
+        ``data`` (JSON text) is what a pool priced its nodes with when it
+        started: pool name, vm size, region, hourly prices, slots per node, tags.
+        """
+        return [dict(r) for r in self._query(
+            "SELECT time, data FROM events WHERE job_id IS NULL AND kind = 'pool' AND state = 'priced' "
+            "ORDER BY seq")]
+
+    def metered_attempts(self, job_id: str | None = None, pool: str | None = None) -> list[dict]:
+        """The attempts of a job, or of every job of a pool, with what the cost meter needs.
+
+        Each row: ``job_id``, ``task_id``, ``n``, ``node``, ``dispatched``,
+        ``start``, ``end``, ``held`` (the slots it held; None in ledgers made
+        before that was recorded) and ``slots`` (its task's ``required_slots``).
+        """
+        _one_of(job_id, pool)
+        sql = ("SELECT a.job_id, a.task_id, a.n, a.node, a.dispatched, a.start, a.end, a.slots AS held, "
+               "COALESCE(json_extract(t.spec, '$.required_slots'), 1) AS slots "
+               "FROM attempts a JOIN tasks t ON t.job_id = a.job_id AND t.id = a.task_id ")
+        if job_id is not None:
+            rows = self._query(sql + "WHERE a.job_id = ?", (job_id,))
+        else:
+            rows = self._query(sql + "JOIN jobs j ON j.id = a.job_id WHERE j.pool = ?", (pool,))
+        return [dict(r) for r in rows]
+
+    def attempt_collected_times(self, job_id: str | None = None, pool: str | None = None) -> list[dict]:
+        """When the dispatcher collected each attempt of a job, or of every job of a pool.
+
+        That is the time of the first task event naming the attempt
+        (``data.attempt``) whose state is not ``running``. Each row:
+        ``job_id``, ``task_id``, ``n``, ``t``.
+        """
+        where, param = _one_of(job_id, pool)
+        return [dict(r) for r in self._query(
+            "SELECT job_id, task_id, CAST(json_extract(data, '$.attempt') AS INTEGER) AS n, MIN(time) AS t "
+            f"FROM events WHERE kind = 'task' AND state != 'running' AND data IS NOT NULL AND {where} "
+            "GROUP BY job_id, task_id, n", (param,))]
+
+    def dispatched_before(self, job_id: str, t: float) -> bool:
+        """True when an attempt of the job was dispatched before ``t`` (by an earlier pool or process)."""
+        return bool(self._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",
+                                (job_id, t)))
