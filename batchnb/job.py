@@ -1,8 +1,12 @@
 """``Job``: tasks added to it are dispatched at once; ``wait()`` or ``await`` for the end.
 
->>> # job = pool.job("mc", max_task_retries=2)
->>> # parts = job.map(estimate_pi, range(50)); total = job.submit(sum, parts)
->>> # job.wait(); total.result()
+A job lives in the ledger: ``bnb.Job.attach(id)`` reads one back, from any process.
+
+>>> import batchnb as bnb
+>>> bnb.Job.attach("no-such-job")
+Traceback (most recent call last):
+...
+batchnb.SpecError: job id: 'no-such-job' is invalid: not in the ledger .../ledger.sqlite
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import re
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from .node import pycall as _pycall
 from . import spec as specs
@@ -23,6 +28,16 @@ from .errors import LeaseHeld, SpecError, WaitTimeout
 from .engine.ledger import Ledger
 from .states import JobState, TaskState
 from .task import Task, TaskInfo, task_info
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+    from typing import Any
+
+    import pandas
+
+    import batchnb          # the Pool is a layer above: named as users name it, bnb.Pool
+    from .cost import Cost, Forecast
+    from .engine.jobrun import JobRun
 
 # Keyword arguments of submit()/map() that configure the task rather than go to the function.
 TASK_OPTIONS = ("task_id", "depends_on", "retry", "max_wall_clock", "priority", "required_slots", "inputs",
@@ -72,9 +87,24 @@ def _fn_name(fn) -> str:
 
 
 class Job:
-    """A job on a pool: add tasks, watch them, wait for the end."""
+    """A job on a pool: add tasks, watch them, wait for the end.
 
-    def __init__(self, pool, run, ledger: Ledger | None = None):
+    >>> import batchnb as bnb, statistics
+    >>> def estimate_pi(seed, n=20_000):
+    ...     import random
+    ...     rng = random.Random(seed)
+    ...     return 4 * sum(rng.random() ** 2 + rng.random() ** 2 <= 1 for _ in range(n)) / n
+    >>> with bnb.Pool("doc", dedicated=1, task_slots_per_node=2) as pool:
+    ...     job = pool.job("mc", max_task_retries=2)
+    ...     parts = job.map(estimate_pi, range(8))           # one task per item
+    ...     mean = job.submit(statistics.mean, parts)        # tasks in the arguments: dependencies
+    ...     print(job.wait())
+    ...     print(round(mean.result(), 2), job.counts()["succeeded"], parts[0].task_id)
+    job mc: all_tasks_complete in ...s (9 succeeded)
+    3.14 9 estimate_pi-0
+    """
+
+    def __init__(self, pool: batchnb.Pool | None, run: JobRun, ledger: Ledger | None = None) -> None:
         self.pool = pool
         self._run = run
         self.ledger = ledger or pool.ledger
@@ -87,18 +117,19 @@ class Job:
             raise SpecError("job", self.id, "is not attached to an open pool; use pool.job(id) to resume it")
         return self.pool._dispatcher
 
-    def add_task(self, task_id, command=None, *, replace: bool = False, **options) -> Task:
+    def add_task(self, task_id: str | int, command: str | Sequence[str] | None = None, *, replace: bool = False,
+                 **options: Any) -> Task:
         """Add one command-line task (a string runs under /bin/sh -c, a list as argv)."""
         return self.add_tasks([specs.TaskSpec(task_id, command, **options)], replace=replace)[0]
 
-    def add_tasks(self, tasks, *, replace: bool = False) -> list[Task]:
+    def add_tasks(self, tasks: Iterable[specs.TaskSpec | Mapping[str, Any]], *, replace: bool = False) -> list[Task]:
         """Add many tasks at once (TaskSpecs or dicts); dependencies may point within the batch."""
         items = [t if isinstance(t, specs.TaskSpec) else specs.from_dict(specs.TaskSpec, t) for t in tasks]
         disp = self._dispatcher()
         runs = disp.call(disp.add_tasks, self._run.key, items, replace, timeout=None)
         return [Task(self, tr.spec.id) for tr in runs]
 
-    def submit(self, fn, *args, **kwargs) -> Task:
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
         """Run ``fn(*args, **kwargs)`` as a task; Task handles in the arguments become
         dependencies and are replaced by their results. Task options (``task_id``,
         ``retry``, ``max_wall_clock``, ``depends_on``...) are taken out of ``kwargs``."""
@@ -107,7 +138,7 @@ class Job:
         opts = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
         return self.add_tasks([self._python_spec(fn, args, kwargs, opts)], replace=opts.get("replace", False))[0]
 
-    def map(self, fn, *iterables, **kwargs) -> list[Task]:
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Task]:
         """One task per item (as ``map``); task options as in :meth:`submit`."""
         opts = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
         if "task_id" in opts:
@@ -173,7 +204,7 @@ class Job:
             rows = self.ledger.tasks(self.id, where="state = ?", params=(TaskState(state).value,))
         return [task_info(r) for r in rows]
 
-    def frame(self):
+    def frame(self) -> pandas.DataFrame:
         """The tasks as a pandas DataFrame."""
         import pandas as pd
         return pd.DataFrame([dataclasses.asdict(t) for t in self.tasks()])
@@ -228,7 +259,7 @@ class Job:
         return JobResult(self.id, "completed" if done else row["state"], reason, counts, failures,
                          ended - row["created"], cost)
 
-    def cost(self):
+    def cost(self) -> Cost | None:
         """The job's cost so far (:class:`bnb.Cost`): its tasks' shares of node time x price.
 
         ``job.cost().frame()`` has one row per task, with the pool's and the
@@ -240,7 +271,7 @@ class Job:
         from .cost import cost_from_ledger
         return cost_from_ledger(self.ledger, job_id=self.id)
 
-    def forecast(self):
+    def forecast(self) -> Forecast:
         """Projected total cost and finish time (:class:`bnb.cost.Forecast`) from the tasks
         left, the durations observed so far and the pool's slots; fields are None until
         a task has ended."""
@@ -249,7 +280,7 @@ class Job:
             raise SpecError("job", self.id, "has no pool to forecast on; attach it with pool.job(id)")
         return self.pool.extension(CostExtension).forecast(self.id)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, JobResult]:
         # wait() blocks, so it runs in the loop's executor: the loop stays free.
         return asyncio.get_running_loop().run_in_executor(None, lambda: self.wait(quiet=True)).__await__()
 
@@ -278,12 +309,12 @@ class Job:
     def _repr_mimebundle_(self, include=None, exclude=None):
         return drawer("job_bundle")(self)
 
-    def view(self):
+    def view(self) -> Any:
         """The live :class:`~batchnb.ui.JobView` of this job (needs ``batchnb[notebook]``)."""
         return drawer("JobView")(self)
 
     @classmethod
-    def attach(cls, job_id: str, pool=None, ledger: Ledger | None = None) -> "Job":
+    def attach(cls, job_id: str, pool: batchnb.Pool | None = None, ledger: Ledger | None = None) -> Job:
         """A job from the ledger: resumed on ``pool`` if given, else read-only."""
         if pool is not None:
             return pool.job(job_id, **_recorded_options(pool.ledger, job_id))

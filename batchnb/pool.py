@@ -1,7 +1,12 @@
 """``bnb.Pool``: nodes from a backend, one dispatcher, the jobs that run on them.
 
->>> # with bnb.Pool("local", dedicated=2) as pool:
->>> #     job = pool.job("hello"); job.add_task("t1", "echo hi"); job.wait()
+A pool checks what it is given before it starts any node:
+
+>>> import batchnb as bnb
+>>> bnb.Pool("doc", dedicated=-1)
+Traceback (most recent call last):
+...
+batchnb.SpecError: dedicated: -1 is invalid: must be at least 0
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _config
 from ._display import drawer
@@ -24,6 +30,20 @@ from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
 from .spec.model import JobSpec, PoolSpec
 from .states import NodeState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from datetime import timedelta
+    from typing import Any, TypeVar
+
+    from .autoscale import Metrics
+    from .cost import Cost, PriceTable
+    from .engine.extension import PoolExtension
+    from .extensions.chaos import ChaosOptions, chaos_context
+    from .job import Job
+    from .spec.model import AppPackage, StartTask
+
+    _Extension = TypeVar("_Extension", bound=PoolExtension)
 
 log = logging.getLogger("batchnb.pool")
 _open_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
@@ -50,14 +70,28 @@ class Pool:
     task's staging and are never recorded. Other keyword arguments go to
     the backend.
 
-    >>> # pool = bnb.Pool("local", dedicated=2, task_slots_per_node=2)
-    >>> # pool.nodes()[0].state
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1, task_slots_per_node=2) as pool:
+    ...     print([(n.id, n.state, n.slots) for n in pool.nodes()])
+    ...     job = pool.job("hello")
+    ...     t = job.add_task("t1", "echo hi")
+    ...     print(job.wait())
+    ...     print(t.stdout(), end="")
+    [('dedicated-0', 'idle', 2)]
+    job hello: all_tasks_complete in ...s (1 succeeded)
+    hi
     """
 
-    def __init__(self, name: str = "local", backend: str = "local", *, vm_size=None, dedicated=None, spot=0,
-                 autoscale=None, autoscale_interval="30s", task_slots_per_node=1, node_fill="spread",
-                 start_task=None, app_packages=(), price_table=None, storage_options=None, tags=None,
-                 region=None, ledger: Ledger | str | None = None, chaos=None, **backend_options):
+    def __init__(self, name: str = "local", backend: str = "local", *, vm_size: str | None = None,
+                 dedicated: int | None = None, spot: int = 0,
+                 autoscale: str | Callable[[Metrics], Any] | None = None,
+                 autoscale_interval: str | float | timedelta = "30s", task_slots_per_node: int = 1,
+                 node_fill: str = "spread", start_task: StartTask | str | Sequence[str] | None = None,
+                 app_packages: Iterable[AppPackage] = (),
+                 price_table: PriceTable | Mapping[str, Mapping[str, float]] | str | Path | None = None,
+                 storage_options: dict[str, dict[str, Any]] | None = None, tags: dict[str, str] | None = None,
+                 region: str | None = None, ledger: Ledger | str | None = None,
+                 chaos: dict[str, Any] | ChaosOptions | None = None, **backend_options: Any) -> None:
         self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,
                              autoscale=autoscale, autoscale_interval=autoscale_interval,
                              task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
@@ -105,14 +139,14 @@ class Pool:
         _open_pools.add(self)
 
     # -- the public surface ------------------------------------------------------
-    def job(self, job_id: str | JobSpec, **options):
+    def job(self, job_id: str | JobSpec, **options: Any) -> Job:
         """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
         from .cost.prices import check_job_tags
         from .job import open_job
         check_job_tags(job_id, options)
         return open_job(self, job_id, options)
 
-    def cost(self, now: float | None = None):
+    def cost(self, now: float | None = None) -> Cost | None:
         """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart.
 
         None when the cost extension is not in ``batchnb.engine.extension.EXTENSIONS``."""
@@ -162,7 +196,7 @@ class Pool:
         timer.daemon = True
         timer.start()
 
-    def evaluate_autoscale(self, formula=None) -> dict:
+    def evaluate_autoscale(self, formula: str | Callable[[Metrics], Any] | None = None) -> dict[str, Any]:
         """Evaluate an autoscale formula (or callable, or the pool's own policy) against the
         pool's live samples, as Azure's "evaluate autoscale"; nothing is applied.
 
@@ -172,7 +206,7 @@ class Pool:
         from .extensions.autoscale import AutoscaleExtension
         return self.extension(AutoscaleExtension).evaluate(formula)
 
-    def chaos(self, **options):
+    def chaos(self, **options: Any) -> chaos_context:
         """Spot evictions on purpose while inside ``with pool.chaos(preempt_rate=6):`` (see ``_chaos``)."""
         from .extensions.chaos import ChaosExtension, chaos_context
         return chaos_context(self.extension(ChaosExtension), options)
@@ -229,10 +263,10 @@ class Pool:
         except Exception as exc:  # noqa: BLE001 - a worker already gone took its processes' parent along
             log.debug("could not reach workers to kill task processes: %s", exc)
 
-    def __enter__(self):
+    def __enter__(self) -> Pool:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self):
@@ -242,7 +276,7 @@ class Pool:
     def _repr_mimebundle_(self, include=None, exclude=None):
         return drawer("pool_bundle")(self)
 
-    def view(self, what: str = "nodes", job=None):
+    def view(self, what: str = "nodes", job: Job | None = None) -> Any:
         """A live view of the pool: ``"nodes"`` (PoolView) or ``"cost"`` (CostView, of ``job`` if given)."""
         if what == "nodes":
             return drawer("PoolView")(self)
@@ -250,7 +284,7 @@ class Pool:
             return drawer("CostView")(self, job=job)
         raise SpecError("what", what, "expected 'nodes' or 'cost'")
 
-    def extension(self, cls):
+    def extension(self, cls: type[_Extension]) -> _Extension | None:
         """The pool's extension of class ``cls`` (or None)."""
         return self._engine.extension(cls)
 

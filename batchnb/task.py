@@ -1,6 +1,10 @@
 """``Task``: a handle on one task of a job, read from the ledger.
 
->>> # t = job.add_task("t1", "echo hi"); t.wait(); t.stdout()
+``t.wait()`` returns once the task is in a terminal state:
+
+>>> from batchnb.states import TERMINAL_TASK_STATES
+>>> sorted(s.value for s in TERMINAL_TASK_STATES)
+['blocked', 'cancelled', 'failed', 'succeeded']
 """
 
 from __future__ import annotations
@@ -9,9 +13,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import JobTerminated, TaskFailed, WaitTimeout
 from .states import TERMINAL_TASK_STATES, TaskState
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    import batchnb          # the Job is a layer above: named as users name it, bnb.Job
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,22 @@ def task_info(row) -> TaskInfo:
 
 
 class Task:
-    """A task of a job. Properties read the ledger, so they are always current."""
+    """A task of a job. Properties read the ledger, so they are always current.
 
-    def __init__(self, job, task_id: str):
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1) as pool:
+    ...     job = pool.job("tasks", max_task_retries=1)
+    ...     t = job.add_task("t1", "echo hi")
+    ...     bad = job.add_task("t2", "echo oops >&2; exit 3")
+    ...     print(t.wait().value, t.exit_code, t.stdout().strip())
+    ...     print(bad.wait().value, bad.exit_code, len(bad.attempts), bad.stderr().strip(), bad.failure["message"])
+    ...     print(job.submit(pow, 2, 10).result())
+    succeeded 0 hi
+    failed 3 2 oops exit code 3
+    1024
+    """
+
+    def __init__(self, job: batchnb.Job, task_id: str) -> None:
         self.job = job
         self.task_id = task_id
 
@@ -102,7 +125,7 @@ class Task:
             else:
                 time.sleep(wait)
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> Any:
         """The Python task's return value (waits for it); TaskFailed if it did not succeed."""
         state = self.wait(timeout)
         row = self._row()

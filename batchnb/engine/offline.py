@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import SpecError, WaitTimeout
 from .ledger import Ledger, default_ledger, owner_id
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 LIVE = ("pending", "active", "running")
 
@@ -27,7 +31,8 @@ def jobs(ledger: Ledger | None = None) -> list[dict]:
     return out
 
 
-def prune(older_than="7d", ledger: Ledger | None = None, *, dry_run: bool = False) -> list[str]:
+def prune(older_than: str | float | timedelta = "7d", ledger: Ledger | None = None, *,
+          dry_run: bool = False) -> list[str]:
     """Remove finished jobs that ended more than ``older_than`` ago (Azure keeps tasks 7 days).
 
     Their task working directories, large Python results and ledger rows

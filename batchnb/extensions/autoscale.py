@@ -20,9 +20,17 @@ back to the queue, the node goes now), ``terminate`` (running tasks fail
 with category ``terminated``), ``taskcompletion`` and ``retaineddata`` (the
 node is drained — no new tasks — and removed once idle). Idle nodes go first.
 
->>> # pool = bnb.Pool("local", autoscale="$TargetDedicatedNodes = min(4, $PendingTasks)",
->>> #                 autoscale_interval="10s")
->>> # pool.evaluate_autoscale("$TargetDedicatedNodes = $ActiveTasks / 2")["$TargetDedicatedNodes"]
+An autoscaling pool starts with no nodes (no ``dedicated=``) and grows with its tasks;
+``pool.evaluate_autoscale`` tries a formula on its live samples and applies nothing:
+
+>>> import batchnb as bnb
+>>> pool = bnb.Pool("doc", autoscale="$TargetDedicatedNodes = min(4, $PendingTasks.GetSample(1))",
+...                 autoscale_interval="10s")
+>>> pool.nodes()
+[]
+>>> pool.evaluate_autoscale("$TargetDedicatedNodes = max(1, $ActiveTasks.GetSample(1) / 2)")
+{'$TargetDedicatedNodes': 1.0, '$TargetLowPriorityNodes': 0.0, '$NodeDeallocationOption': 'requeue'}
+>>> pool.close()
 """
 
 from __future__ import annotations
@@ -58,7 +66,11 @@ def _utc(t: float) -> datetime:
 class AutoscaleExtension(PoolExtension):
     """Samples the pool's metrics always; applies targets when the pool has ``autoscale=``.
 
-    >>> # ext = pool.extension(AutoscaleExtension); ext.history.latest("$PendingTasks")
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=0) as pool:
+    ...     ext = pool.extension(AutoscaleExtension)
+    ...     print(ext.history.latest("$PendingTasks"), ext.current())
+    0.0 {'$CurrentDedicatedNodes': 0, '$CurrentLowPriorityNodes': 0, '$TaskSlotsPerNode': 1}
     """
 
     def __init__(self, engine):

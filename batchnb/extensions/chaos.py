@@ -43,7 +43,7 @@ class ChaosOptions:
     >>> ChaosOptions(preempt_rate=0)
     Traceback (most recent call last):
     ...
-    batchnb.errors.SpecError: chaos.preempt_rate: 0 is invalid: expected a positive number of evictions per busy node-minute
+    batchnb.SpecError: chaos.preempt_rate: 0 is invalid: expected a positive number of evictions per busy node-minute
     """
 
     preempt_rate: float
@@ -76,7 +76,7 @@ class ChaosOptions:
         >>> ChaosOptions(1, groups="dedicated").check_backend(AzureBackend)
         Traceback (most recent call last):
         ...
-        batchnb.errors.SpecError: chaos.groups: ('dedicated',) is invalid: backend 'azure' cannot preempt 'dedicated' nodes; it preempts: spot
+        batchnb.SpecError: chaos.groups: ('dedicated',) is invalid: backend 'azure' cannot preempt 'dedicated' nodes; it preempts: spot
         """
         can = preemptible_groups(backend)
         for group in self.groups:
@@ -110,8 +110,15 @@ def preemptible_groups(backend) -> tuple:
 class ChaosExtension(PoolExtension):
     """Preempts busy nodes at random while chaos is on (a thread of its own, as evictions come from outside).
 
-    >>> # with pool.chaos(preempt_rate=6, seed=1): job.wait()
-    >>> # pool.extension(ChaosExtension).preemptions   # [(time, node id), ...]
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1, spot=1) as pool:
+    ...     job = pool.job("under-fire", max_task_retries=0)
+    ...     t = job.add_task("t1", "sleep 1.5")
+    ...     with pool.chaos(preempt_rate=600, groups=("dedicated", "spot"), max_preemptions=1, seed=1):
+    ...         print(job.wait())
+    ...     print(len(pool.extension(ChaosExtension).preemptions), [a["state"] for a in t.attempts])
+    job under-fire: all_tasks_complete in ...s (1 succeeded)
+    1 ['requeued', 'succeeded']
     """
 
     def __init__(self, engine):

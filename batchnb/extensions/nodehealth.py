@@ -1,14 +1,21 @@
 """Node health: replace unusable nodes, and drop removed nodes from the table.
 
 The dispatcher marks a node ``unusable`` after ``batchnb.unusable-after``
-consecutive failures that are not the tasks' own (staging, crash, lost
-node). Then this extension requeues whatever still runs there, asks the
+consecutive failures that are not the tasks' own (crashes and lost nodes;
+a staging failure counts against the task). Then this extension requeues whatever still runs there, asks the
 backend for a fresh node of the same group in its place (when the backend
 can scale and ``batchnb.replace-unusable`` is on) and lets the bad one go.
 A node that the backend no longer holds leaves ``pool.nodes()`` once its
 worker is gone.
 
->>> # pool.extension(NodeHealthExtension).replaced   # [(old id, new id), ...]
+Which failures count, and the settings (``dask.config``) that rule them:
+
+>>> import dask.config
+>>> from batchnb.node.runner import NOT_TASK_FAULT
+>>> sorted(str(category) for category in NOT_TASK_FAULT)
+['crash', 'node_lost']
+>>> dask.config.get("batchnb.unusable-after"), dask.config.get("batchnb.replace-unusable")
+(3, True)
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ log = logging.getLogger("batchnb.nodes")
 class NodeHealthExtension(PoolExtension):
     """Replaces unusable nodes; forgets nodes the backend released.
 
-    >>> # bnb.Pool("local", dedicated=2)  # an unusable node is replaced by dedicated-2
+    ``replaced`` lists ``(unusable node id, new node id)``: in a pool of
+    ``dedicated-0`` and ``dedicated-1``, an unusable ``dedicated-1`` gives
+    ``[("dedicated-1", "dedicated-2")]``.
+
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=0) as pool:
+    ...     pool.extension(NodeHealthExtension).replaced
+    []
     """
 
     def __init__(self, engine):

@@ -23,7 +23,25 @@ log = logging.getLogger("batchnb.spot")
 class SpotNoticeExtension(PoolExtension):
     """Hears eviction notices from workers and requeues their nodes' tasks at once.
 
-    >>> # pool.extension(SpotNoticeExtension).notices   # [{"node_id": ..., "event_type": "Preempt", ...}]
+    Here the workers read Azure's scheduled events from a file (on Azure
+    they poll the metadata service, as ``ScheduledEventsPlugin()`` does by default):
+
+    >>> import json, pathlib, time
+    >>> import batchnb as bnb
+    >>> from batchnb.node.spotnotice import ScheduledEventsPlugin
+    >>> events = pathlib.Path("scheduledevents.json").absolute()
+    >>> _ = events.write_text(json.dumps({"Events": [{
+    ...     "EventId": "e1", "EventType": "Preempt", "Resources": ["spot-0"], "EventStatus": "Scheduled",
+    ...     "NotBefore": "Wed, 25 Nov 2026 08:00:00 GMT"}]}))
+    >>> with bnb.Pool("doc", dedicated=0, spot=1) as pool:
+    ...     ext = pool.extension(SpotNoticeExtension)
+    ...     _ = pool.client.register_plugin(ScheduledEventsPlugin(events.as_uri(), vm_name_template="{node_id}",
+    ...                                                           poll_interval=0.1, grace=0.2))
+    ...     while not ext.notices:
+    ...         time.sleep(0.1)
+    ...     _ = events.write_text('{"Events": []}')        # the evicted VM's events go with it
+    ...     print(ext.notices[0]["node_id"], ext.notices[0]["event_type"], [n.state for n in pool.nodes()])
+    spot-0 Preempt ['preempted']
     """
 
     def __init__(self, engine):

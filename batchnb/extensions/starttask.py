@@ -2,8 +2,11 @@
 
 What runs on the node is :mod:`batchnb.node.starttask`.
 
->>> # pool = bnb.Pool("local", dedicated=2, start_task=bnb.StartTask("pip install pillow", max_retries=1))
->>> # pool.extension(StartTaskExtension).results["dedicated-0"].succeeded
+A start task has Azure's defaults: no retries, and the node takes no task until it succeeded.
+
+>>> import batchnb as bnb
+>>> bnb.StartTask("pip install pillow")
+StartTask(command='pip install pillow', max_retries=0, wait_for_success=True, env={}, inputs=(), max_wall_clock=None)
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ class StartTaskExtension(PoolExtension):
     Azure, whatever the start task's ``wait_for_success``; a package that
     cannot be installed makes the node ``start_task_failed``.
 
-    >>> # bnb.Pool("local", dedicated=2, start_task="echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready")
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1, start_task="echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready") as pool:
+    ...     job = pool.job("after-start")
+    ...     t = job.add_task("t1", "cat $AZ_BATCH_NODE_SHARED_DIR/ready")
+    ...     result = job.wait()
+    ...     started = pool.extension(StartTaskExtension).results["dedicated-0"]
+    ...     print(started.succeeded, started.exit_code, started.attempts, t.stdout().strip())
+    True 0 1 ready
     """
 
     def __init__(self, engine):

@@ -8,7 +8,14 @@ start task; its folder is in ``AZ_BATCH_APP_PACKAGE_<name>_<version>``
 not fetched again. Zip members keep their Unix modes (a packaged program
 stays executable), as tar members do.
 
->>> # install([AppPackage("ffmpeg", "6.1", "az://packages/ffmpeg-6.1.zip")], dirs, {})
+>>> import zipfile
+>>> from batchnb import AppPackage
+>>> with zipfile.ZipFile("tool-1.0.zip", "w") as zf:
+...     zf.writestr("bin/tool", "echo tool 1.0")
+>>> install([AppPackage("tool", "1.0", "tool-1.0.zip")], {"applications": "apps"})
+(('tool', '1.0', 'apps/tool_1.0'),)
+>>> open("apps/tool_1.0/bin/tool").read()
+'echo tool 1.0'
 """
 
 from __future__ import annotations

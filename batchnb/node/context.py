@@ -5,9 +5,15 @@ runs inside the worker process cannot get variables of its own (the process
 is shared by the node's slots), so the runner keeps the same values per
 thread, and this function gives them to the task's code.
 
->>> # def work():
->>> #     ctx = bnb.current_task()
->>> #     (ctx.working_dir / "out.txt").write_text(ctx.task_id)
+>>> import batchnb as bnb
+>>> def work():
+...     ctx = bnb.current_task()
+...     return ctx.job_id, ctx.task_id, ctx.attempt, ctx.node_id, ctx["AZ_BATCH_TASK_ID"], ctx.working_dir.name
+>>> with bnb.Pool("doc", dedicated=1) as pool:
+...     pool.job("ctx").submit(work, task_id="w1").result()
+('ctx', 'w1', 1, 'dedicated-0', 'w1', 'wd')
+>>> bnb.current_task() is None          # outside any task
+True
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ _local = threading.local()
 
 @dataclass(frozen=True)
 class TaskContext:
+    """Who and where a running Python task is, as ``bnb.current_task()`` gives it.
+
+    >>> ctx = TaskContext("render", "t1", 1, "dedicated-0", Path("wd"), Path("."), {"AZ_BATCH_TASK_ID": "t1"})
+    >>> ctx["AZ_BATCH_TASK_ID"], ctx.attempt
+    ('t1', 1)
+    """
+
     job_id: str
     task_id: str
     attempt: int

@@ -60,7 +60,13 @@ class ScheduledEventsPlugin(WorkerPlugin):
     poll_interval, grace : float
         Seconds between polls; seconds between the notice and the worker's close.
 
-    >>> # client.register_plugin(ScheduledEventsPlugin(vm_name_template="bnb-1a2b3c4d-{node_id}"))
+    Register it on a pool's workers with ``pool.client.register_plugin(plugin)``.
+
+    >>> plugin = ScheduledEventsPlugin(vm_name_template="bnb-1a2b3c4d-{node_id}", grace=5)
+    >>> plugin.url == AZURE_SCHEDULED_EVENTS_URL, plugin.kinds
+    (True, ('Preempt', 'Terminate'))
+    >>> plugin.vm_name_template.format(node_id="spot-0")        # the worker named spot-0 watches this VM
+    'bnb-1a2b3c4d-spot-0'
     """
 
     name = "batchnb-scheduled-events"

@@ -6,8 +6,17 @@ loads the widget stack. In a Jupyter kernel with anywidget installed, a job
 or pool that is a cell's value shows its live view; anywhere else (a
 terminal, a plain Python ``repr``) it shows static HTML.
 
->>> # from batchnb.ui import JobView, PoolView, CostView
->>> # JobView(job); PoolView(pool); CostView(pool, job=job)
+>>> import batchnb as bnb
+>>> from batchnb.ui import JobView, PoolView, CostView, widgets_available
+>>> widgets_available()             # not in a Jupyter kernel here: static HTML, not widgets
+False
+>>> with bnb.Pool("doc", dedicated=0) as pool:
+...     job = pool.job("shown")
+...     print(sorted(job._repr_mimebundle_()), sorted(pool._repr_mimebundle_()))
+['text/html', 'text/plain'] ['text/html', 'text/plain']
+
+In a kernel, ``JobView(job)``, ``PoolView(pool)`` and ``CostView(pool, job=job)``
+are the live views that ``job``, ``pool`` and ``pool.view("cost", job)`` show.
 """
 
 from __future__ import annotations
