@@ -1,11 +1,15 @@
 """batchnb: Azure Batch's model — pools, jobs, tasks — in notebooks, on Dask.
 
 >>> import batchnb as bnb
->>> # with bnb.Pool("local") as pool:
->>> #     job = pool.job("hello"); job.add_task("t1", "echo hi"); print(job.wait())
+>>> spec = bnb.TaskSpec("t1", "echo hi", retry=bnb.Retry(max=2))
+>>> spec.id, spec.retry.max
+('t1', 2)
+>>> bnb.TaskState("succeeded") in {bnb.TaskState.SUCCEEDED}
+True
 
 Heavy parts (Dask, the pool) load on first use, so ``import batchnb`` is quick
-and never loads a widget library.
+and never loads a widget library. Every public class and function shows
+``batchnb`` as its module: that is where to find it, whichever folder holds it.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import importlib
 # entered before they were loaded would delete the whole batchnb section when it exits.
 from . import _config  # noqa: F401
 from . import spec
-from .errors import (BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld, LedgerError,
-                     MissingDependency, SpecError, StagingError, TaskFailed, WaitTimeout)
+from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld,
+                     LedgerError, MissingDependency, PriceRefreshError, SpecError, StagingError, TaskFailed,
+                     WaitTimeout)
 from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile,
                          Retry, StartTask, TaskIdRange, TaskSpec)
-from .states import JobState, NodeState, TaskState
+from .states import JobState, NodeGroup, NodeState, TaskState
 
 __version__ = "0.1.0"
 
@@ -34,22 +39,44 @@ _LAZY = {
 }
 
 __all__ = [
-    "AppPackage", "BackendError", "BatchError", "Cost", "ExitOptions", "FormulaError", "Job", "JobResult",
-    "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
-    "MultiInstance", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PriceTable", "ResourceFile",
-    "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed", "TaskIdRange", "TaskInfo",
-    "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger", "current_task", "jobs", "prune", "spec",
+    "AppPackage", "AzureImportWarning", "BackendError", "BatchError", "Cost", "ExitOptions", "FormulaError", "Job",
+    "JobResult", "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
+    "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PriceRefreshError",
+    "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed",
+    "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
+    "current_task", "jobs", "prune", "spec",
 ]
+
+#: public name -> the module that defines it (doctests and tools find the source there).
+_DEFINED_IN: dict[str, str] = {}
+
+
+def _as_public(name: str, value):
+    """Show ``value`` as ``batchnb.<name>``: where users import it from (httpx does the same).
+
+    Pickle still finds it, since ``batchnb.<name>`` is the object itself.
+    """
+    module = getattr(value, "__module__", None)
+    if isinstance(module, str) and module.startswith("batchnb.") and (isinstance(value, type) or callable(value)):
+        _DEFINED_IN[name] = module
+        value.__module__ = "batchnb"
+    return value
+
+
+for _name in __all__:
+    if _name in globals():
+        _as_public(_name, globals()[_name])
+del _name
 
 
 def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'batchnb' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = _as_public(name, getattr(importlib.import_module(module), name))
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted([*__all__, "__version__"])

@@ -17,6 +17,8 @@
     ├── JobTerminated               waiting on a job that was terminated/cancelled
     └── WaitTimeout (TimeoutError)  ``wait(timeout=...)`` ran out
 
+    AzureImportWarning (UserWarning)  a field of Azure Batch JSON that was not converted
+
 Every message says what was wrong, with the offending field and value, and
 what to do about it.
 """
@@ -77,6 +79,14 @@ class MissingDependency(BackendError, ImportError):
     """An optional extra is needed, e.g. ``pip install batchnb[azure]``."""
 
 
+class PriceRefreshError(BatchError):
+    """Azure's retail prices API could not be read; the table is unchanged.
+
+    >>> str(PriceRefreshError("no answer within 2.0 s"))
+    'no answer within 2.0 s'
+    """
+
+
 class StagingError(BatchError):
     """An input could not be fetched or an output could not be uploaded."""
 
@@ -96,3 +106,7 @@ class JobTerminated(BatchError):
 
 class WaitTimeout(BatchError, TimeoutError):
     """``wait(timeout=...)`` ran out before the job or task finished."""
+
+
+class AzureImportWarning(UserWarning):
+    """A field of Azure Batch JSON that batchnb did not convert (``strict=True`` makes it an error)."""

@@ -26,7 +26,7 @@ from .result import JobResult
 from ._display import drawer
 from .errors import LeaseHeld, SpecError, WaitTimeout
 from .engine.ledger import Ledger
-from .states import JobState, TaskState
+from .states import LIVE_TASK_STATES, JobState, TaskState
 from .task import Task, TaskInfo, task_info
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class Job:
         if row["state"] == JobState.COMPLETED.value:
             return True
         counts = self.ledger.task_counts(self.id)
-        live = sum(n for s, n in counts.items() if s in ("pending", "active", "running"))
+        live = sum(n for s, n in counts.items() if s in LIVE_TASK_STATES)
         return live == 0  # a job with no tasks has nothing to wait for
 
     def wait(self, timeout: float | None = None, *, quiet: bool | None = None) -> JobResult:

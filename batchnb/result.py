@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._display import drawer
+from .states import UNSUCCESSFUL_TASK_STATES
 
 
 @dataclass
@@ -27,7 +28,7 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        bad = sum(self.counts.get(s, 0) for s in ("failed", "blocked", "cancelled"))
+        bad = sum(self.counts.get(s.value, 0) for s in UNSUCCESSFUL_TASK_STATES)
         return bad == 0 and self.reason in ("all_tasks_complete", None)
 
     @property

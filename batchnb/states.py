@@ -75,8 +75,35 @@ def group_of(name: str) -> str:
     return NodeGroup.SPOT.value if str(name).startswith("spot") else NodeGroup.DEDICATED.value
 
 
+class FailureCategory(_Described):
+    """Why an attempt failed; the dispatcher maps each to retries, requeues and exit conditions."""
+
+    EXIT_CODE = ("exit_code", "The command exited non-zero.")
+    TIMEOUT = ("timeout", "Killed at its max_wall_clock.")
+    PREPROCESSING = ("preprocessing", "An input could not be staged; the command never ran.")
+    UPLOAD = ("upload", "An output could not be uploaded (Azure's file_upload_error).")
+    PYTHON = ("python_exception", "A Python task raised.")
+    CRASH = ("crash", "The runner itself failed: not the task's fault.")
+    NODE_LOST = ("node_lost", "The node died under the attempt.")
+    TERMINATED = ("terminated", "Killed by job.terminate(), a job's wall clock or its budget.")
+
+
+#: Every task state in the order a view lists them: waiting, running, ended.
+TASK_STATE_ORDER = (TaskState.PENDING, TaskState.ACTIVE, TaskState.RUNNING, TaskState.SUCCEEDED,
+                    TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED)
 TERMINAL_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED})
+#: Tasks not yet ended: what a job still waits for.
+LIVE_TASK_STATES = frozenset({TaskState.PENDING, TaskState.ACTIVE, TaskState.RUNNING})
+#: Ended without success: a job that has any of these is not ``ok``.
+UNSUCCESSFUL_TASK_STATES = frozenset({TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED})
+#: Ended because of their own failure (or a dependency's): what a failure list shows.
+FAILED_TASK_STATES = frozenset({TaskState.FAILED, TaskState.BLOCKED})
 TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED})
+#: The node groups, dedicated first.
+NODE_GROUPS = (NodeGroup.DEDICATED.value, NodeGroup.SPOT.value)
+#: Failures that count against the node (batchnb.unusable-after). Not PREPROCESSING:
+#: a missing input or a storage outage says nothing about the node.
+NOT_TASK_FAULT = frozenset({FailureCategory.CRASH, FailureCategory.NODE_LOST})
 #: Nodes that may be given tasks.
 SCHEDULABLE_NODE_STATES = frozenset({NodeState.IDLE, NodeState.RUNNING})
 #: Nodes that are paid for (counted by the cost meter).

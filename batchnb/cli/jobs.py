@@ -16,8 +16,9 @@ import sys
 import time
 
 from ..errors import SpecError
+from ..states import TASK_STATE_ORDER, UNSUCCESSFUL_TASK_STATES
 
-FINAL_BAD = ("failed", "blocked", "cancelled")
+FINAL_BAD = tuple(s.value for s in TASK_STATE_ORDER if s in UNSUCCESSFUL_TASK_STATES)
 
 
 def register(sub) -> None:
@@ -70,7 +71,7 @@ def _table(rows: list[list], headers: list[str]) -> str:
 
 
 def _counts_text(counts: dict) -> str:
-    order = ("succeeded", "failed", "blocked", "cancelled", "running", "active", "pending")
+    order = tuple(s.value for s in (*TASK_STATE_ORDER[3:], *TASK_STATE_ORDER[2::-1]))
     return " ".join(f"{s}={counts[s]}" for s in order if counts.get(s)) or "no tasks"
 
 

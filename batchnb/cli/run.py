@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import spec as specs
 from ..errors import SpecError
+from ..states import LIVE_TASK_STATES
 
 
 def register(sub) -> None:
@@ -148,7 +149,7 @@ def cmd_resume(args) -> int:
         job = bnb.Job.attach(row["id"], pool=pool)
         if not (args.quiet or args.json):
             counts = job.counts()
-            left = sum(counts[s] for s in ("pending", "active", "running"))
+            left = sum(counts[s.value] for s in LIVE_TASK_STATES)
             print(f"job {row['id']}: {left} of {sum(counts.values())} tasks left; resuming on pool "
                   f"{pool.name!r} (pid {os.getpid()})", file=sys.stderr)
         return _finish(job, args)

@@ -18,21 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import BatchError, SpecError
+from ..errors import PriceRefreshError, SpecError
+from ..states import NodeGroup
 from .value import check_tags
 
 RETAIL_PRICES_URL = "https://prices.azure.com/api/retail/prices"
-GROUPS = ("dedicated", "spot")
+GROUPS = tuple(g.value for g in NodeGroup)
 # Region key of prices given without a region: they apply in every region.
 ANY_REGION = "*"
-
-
-class PriceRefreshError(BatchError):
-    """Azure's retail prices API could not be read; the table is unchanged.
-
-    >>> str(PriceRefreshError("no answer within 2.0 s"))
-    'no answer within 2.0 s'
-    """
 
 
 def _key(vm_size: str) -> str:

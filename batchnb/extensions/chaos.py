@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ..engine.extension import PoolExtension
 from ..errors import BatchError, SpecError
+from ..states import NODE_GROUPS
 
 log = logging.getLogger("batchnb.chaos")
 
@@ -58,7 +59,7 @@ class ChaosOptions:
             raise SpecError("chaos.preempt_rate", rate, "expected a positive number of evictions per busy node-minute")
         object.__setattr__(self, "preempt_rate", float(rate))
         groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups or ())
-        if not groups or any(g not in ("dedicated", "spot") for g in groups):
+        if not groups or any(g not in NODE_GROUPS for g in groups):
             raise SpecError("chaos.groups", self.groups, "expected 'spot', 'dedicated' or both")
         object.__setattr__(self, "groups", groups)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
@@ -104,7 +105,7 @@ def preemptible_groups(backend) -> tuple:
     groups = getattr(backend, "preemptible_groups", None)
     if groups is not None:
         return tuple(groups)
-    return ("dedicated", "spot") if getattr(backend, "can_preempt", False) else ()
+    return NODE_GROUPS if getattr(backend, "can_preempt", False) else ()
 
 
 class ChaosExtension(PoolExtension):

@@ -9,9 +9,9 @@ functions of Azure's tables, and the sample methods of the metrics
 Values map to Python as: double -> ``float``, doubleVec -> ``tuple`` of floats,
 string -> ``str``, timestamp -> aware UTC ``datetime``, timeinterval ->
 :class:`TimeInterval`. Every problem, at parse or at evaluation, raises
-:class:`~batchnb.errors.FormulaError` with the 1-based line and column of the
+:class:`~batchnb.FormulaError` with the 1-based line and column of the
 offending token; invalid ``metrics``/``variables``/``now`` arguments raise
-:class:`~batchnb.errors.SpecError` naming the argument.
+:class:`~batchnb.SpecError` naming the argument.
 
 Where Azure's documentation is silent, this module chooses (and
 ``tests/test_formula.py`` pins down): division by zero, logs of non-positive
@@ -145,7 +145,7 @@ def parse(text: str) -> Formula:
     >>> parse("$TargetDedicatedNodes = max(0, $PendingTasks.GetSample(1)")
     Traceback (most recent call last):
     ...
-    batchnb.errors.FormulaError: autoscale formula, line 1, column 58: expected ')' to close the arguments of max(), found end of formula
+    batchnb.FormulaError: autoscale formula, line 1, column 58: expected ')' to close the arguments of max(), found end of formula
     """
     return Formula(text, parse_statements(text))
 

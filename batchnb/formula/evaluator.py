@@ -2,7 +2,7 @@
 
 Operator and function rules follow Azure's tables ("Operations", "Functions");
 sample retrieval lives in :mod:`batchnb.formula.samples`. Every failure is a
-:class:`~batchnb.errors.FormulaError` at the position of the offending node.
+:class:`~batchnb.FormulaError` at the position of the offending node.
 """
 
 from __future__ import annotations

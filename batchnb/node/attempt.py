@@ -16,22 +16,19 @@ from typing import Any
 
 from ..states import NodeGroup, group_of
 from . import proctree as _proctree
+from ..states import NOT_TASK_FAULT, FailureCategory  # noqa: F401 - NOT_TASK_FAULT is part of this vocabulary
 
 TAIL_BYTES = 4096
 
-# Failure categories (the dispatcher maps them to retries and exit conditions).
-EXIT_CODE = "exit_code"            # the command exited non-zero
-TIMEOUT = "timeout"                # killed at max_wall_clock
-PREPROCESSING = "preprocessing"    # an input could not be staged; the command never ran
-UPLOAD = "upload"                  # an output could not be uploaded (Azure's file_upload_error)
-PYTHON = "python_exception"        # a Python task raised
-CRASH = "crash"                    # the runner itself failed (not the task's fault)
-NODE_LOST = "node_lost"            # the node died under the attempt (set by the dispatcher)
-TERMINATED = "terminated"          # killed by job.terminate()
-# Failures that count against the node (batchnb.unusable-after). Not PREPROCESSING:
-# a missing input or a storage outage says nothing about the node, and counting
-# it would mark every node unusable (and replace it) during an outage.
-NOT_TASK_FAULT = frozenset({CRASH, NODE_LOST})
+# Failure categories, by the names the runner has always used (defined in batchnb.states).
+EXIT_CODE = FailureCategory.EXIT_CODE
+TIMEOUT = FailureCategory.TIMEOUT
+PREPROCESSING = FailureCategory.PREPROCESSING
+UPLOAD = FailureCategory.UPLOAD
+PYTHON = FailureCategory.PYTHON
+CRASH = FailureCategory.CRASH
+NODE_LOST = FailureCategory.NODE_LOST
+TERMINATED = FailureCategory.TERMINATED
 
 
 @dataclass

@@ -19,7 +19,7 @@ A SAS token is never kept (specs are recorded in the ledger): give
 credentials in the pool's ``storage_options``. Every field that is not
 converted - unsupported, or a read-only status field of a listed object -
 is named in an :class:`AzureImportWarning`; ``strict=True`` makes an
-unsupported field a :class:`~batchnb.errors.SpecError` instead.
+unsupported field a :class:`~batchnb.SpecError` instead.
 
 >>> spec = from_azure({"id": "t1", "commandLine": "/bin/sh -c 'echo hi'",
 ...                    "constraints": {"maxWallClockTime": "PT1H30M"}})
@@ -40,11 +40,7 @@ from urllib.parse import urlsplit
 
 from . import model as s
 from .codec import to_dict
-from ..errors import SpecError
-
-
-class AzureImportWarning(UserWarning):
-    """A field of Azure Batch JSON that batchnb did not convert."""
+from ..errors import AzureImportWarning, SpecError
 
 
 # Status of a listed object (GET responses), not part of what was asked for.

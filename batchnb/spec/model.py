@@ -1,7 +1,7 @@
 """Frozen specifications of pools, jobs and tasks, validated when made.
 
 A spec is plain data: it knows nothing of Dask. Every field is checked in
-``__post_init__`` and a bad one raises :class:`~batchnb.errors.SpecError`
+``__post_init__`` and a bad one raises :class:`~batchnb.SpecError`
 naming the field and the value. ``to_dict``/``from_dict`` give the JSON form
 the ledger stores and job files use; :func:`load`, :func:`dump` and
 :func:`from_azure` read and write job files and Azure Batch REST JSON.

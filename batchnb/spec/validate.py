@@ -1,6 +1,6 @@
 """Small parsers shared by the specs: durations, ids, choices.
 
-Every function raises :class:`~batchnb.errors.SpecError` naming the field and
+Every function raises :class:`~batchnb.SpecError` naming the field and
 the value, so the caller's error says exactly what to fix.
 """
 

@@ -21,10 +21,10 @@ from collections import deque
 from typing import Callable, Iterable
 
 from ..engine.events import CostSample, JobStateChanged, NodeStateChanged, PoolTargets, TasksAdded, TaskStateChanged
-from ..states import BILLED_NODE_STATES, TaskState
+from ..states import BILLED_NODE_STATES, TASK_STATE_ORDER, TERMINAL_TASK_STATES, TaskState
 
 STATES = tuple(s.value for s in TaskState)
-TERMINAL = ("succeeded", "failed", "blocked", "cancelled")
+TERMINAL = tuple(s.value for s in TASK_STATE_ORDER if s in TERMINAL_TASK_STATES)
 MAX_FAILURES = 50          # failures kept in full; the rest are counted
 MAX_RUNNING_SHOWN = 8      # task ids listed per node; the rest are counted
 WINDOW = 10.0              # seconds of completions the throughput is measured over

@@ -15,10 +15,13 @@ import contextlib
 import logging
 import sys
 
+from ..states import TASK_STATE_ORDER, TERMINAL_TASK_STATES, TaskState
+
 log = logging.getLogger("batchnb")
 
-ORDER = ("running", "active", "pending", "succeeded", "failed", "blocked", "cancelled")
-ENDED = ("succeeded", "failed", "blocked", "cancelled")
+# What moves first, then what waits, then what ended: a one-line summary reads from the left.
+ORDER = tuple(s.value for s in (TaskState.RUNNING, TaskState.ACTIVE, TaskState.PENDING, *TASK_STATE_ORDER[3:]))
+ENDED = tuple(s.value for s in TASK_STATE_ORDER if s in TERMINAL_TASK_STATES)
 
 
 def in_kernel() -> bool:

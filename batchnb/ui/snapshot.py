@@ -16,11 +16,13 @@ import html
 import json
 import sys
 
+from ..states import TASK_STATE_ORDER
+
 COLOURS = {"pending": "#9e9e9e", "active": "#42a5f5", "running": "#1565c0", "succeeded": "#2e7d32",
            "failed": "#c62828", "blocked": "#ef6c00", "cancelled": "#6d4c41",
            "idle": "#66bb6a", "starting": "#90caf9", "preempted": "#ef6c00", "unusable": "#c62828",
            "start_task_failed": "#e57373", "leaving": "#9e9e9e", "offline": "#9e9e9e"}
-ORDER = ("pending", "active", "running", "succeeded", "failed", "blocked", "cancelled")
+ORDER = tuple(s.value for s in TASK_STATE_ORDER)
 BOX = "font-family:sans-serif;font-size:13px;border:1px solid #8884;border-radius:4px;padding:6px 10px;max-width:760px"
 MAX_FAILURES_SHOWN = 20
 # JupyterLab right-aligns rendered tables and stripes them: say how ours read.
