@@ -180,13 +180,15 @@ class Pool:
             raise SpecError("node_id", node_id, f"backend {self._backend.name!r} can preempt spot nodes only")
         def evict():
             # Requeue first, then kill, on the dispatcher's thread: no result of this node is
-            # gathered from a dead worker in between (that would count as a failure).
+            # gathered from a dead worker in between (that would count as a failure), and no
+            # requeued task starts elsewhere while its first process still runs. The kill is
+            # bounded: a worker already dead would make it wait out Dask's connect timeout.
             node = self._dispatcher.nodes.nodes.get(node_id)
             address = node.address if node is not None else None
             self._dispatcher.node_lost(node_id, NodeState.PREEMPTED, "preempted")
-            self._kill_task_processes([address] if address else [])
-            self._backend.preempt(node_id)
+            self._kill_task_processes([address] if address else [], deadline=_config.seconds("kill-timeout"))
         self._dispatcher.call(evict)
+        self._backend.preempt(node_id)
         delay = _config.seconds("preempt-return-after")
 
         def back():
@@ -246,22 +248,32 @@ class Pool:
             finally:
                 self._backend.close()
 
-    def _kill_task_processes(self, addresses: list | None, keys: list | None = None) -> None:
+    def _kill_task_processes(self, addresses: list | None, keys: list | None = None,
+                             deadline: float | None = None) -> None:
         """Task processes run in sessions of their own, so a worker's death would not end them.
 
         With ``keys``, only those attempts (this pool's own: on a shared scheduler other
         drivers' tasks run on the same workers); else every task process of the workers.
+        With ``deadline``, give up waiting after that many seconds (the kill goes on).
         """
         from .node import runner
         if addresses == [] or keys == []:
             return
-        try:
-            if keys is None:
-                self.client.run(runner.kill_all, workers=addresses)
-            else:
-                self.client.run(runner.kill_attempts, keys, workers=addresses)
-        except Exception as exc:  # noqa: BLE001 - a worker already gone took its processes' parent along
-            log.debug("could not reach workers to kill task processes: %s", exc)
+
+        def kill():
+            try:
+                if keys is None:
+                    self.client.run(runner.kill_all, workers=addresses)
+                else:
+                    self.client.run(runner.kill_attempts, keys, workers=addresses)
+            except Exception as exc:  # noqa: BLE001 - a worker already gone took its processes' parent along
+                log.debug("could not reach workers to kill task processes: %s", exc)
+        if deadline is None:
+            kill()
+            return
+        worker = threading.Thread(target=kill, name=f"batchnb-kill-{self.name}", daemon=True)
+        worker.start()
+        worker.join(deadline)
 
     def __enter__(self) -> Pool:
         return self

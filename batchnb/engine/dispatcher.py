@@ -55,6 +55,12 @@ class Dispatcher(Outcomes, JobOps):
         self._next_poll = 0.0
         self._bundle_target = _config.seconds("bundle-target")
         self._avg_task_seconds: float | None = None
+        # Fetching results and cancelling futures talk to workers that may be dead: they run on
+        # threads of their own, so the dispatcher's thread never waits on the network.
+        self._result_timeout = _config.seconds("result-timeout")
+        self._gathering: dict[int, list] = {}      # token -> [(future, inflight entry)] being fetched
+        self._gatherer = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-gather-{engine.name}")
+        self._releaser = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-release-{engine.name}")
         self._thread = threading.Thread(target=self._loop, name=f"batchnb-dispatch-{engine.name}", daemon=True)
 
     # -- the thread ----------------------------------------------------------
@@ -139,6 +145,8 @@ class Dispatcher(Outcomes, JobOps):
                         replies.append((reply, None, exc))
                 elif item[0] == "done":
                     done.append(item[1])
+                elif item[0] == "gathered":
+                    self._record_gathered(item[1], item[2])
             if done:
                 self._collect(done)
         finally:
@@ -173,9 +181,25 @@ class Dispatcher(Outcomes, JobOps):
 
     def _shutdown(self) -> None:
         self._closing = True
-        for fut, *_ in self.inflight.values():
-            fut.cancel()
+        self.release([fut for fut, *_ in self.inflight.values()])
         self.inflight.clear()
+        self._gathering.clear()
+        self._gatherer.shutdown(wait=False, cancel_futures=True)
+        self._releaser.shutdown(wait=False)
+
+    def release(self, futures: list) -> None:
+        """Cancel these Dask futures without waiting on the scheduler (off this thread)."""
+        if futures:
+            try:
+                self._releaser.submit(self._release_now, list(futures))
+            except RuntimeError:      # closed: the client's close releases them anyway
+                pass
+
+    def _release_now(self, futures: list) -> None:
+        try:
+            self.client.cancel(futures)
+        except Exception as exc:  # noqa: BLE001 - a closing client or a gone scheduler: nothing to release
+            log.debug("could not cancel %d futures: %s", len(futures), exc)
 
     def flush(self) -> None:
         """Commit this turn's changes, then show them: nothing is seen before it is recorded."""
@@ -253,7 +277,7 @@ class Dispatcher(Outcomes, JobOps):
         for key, (fut, nid, members, slots) in list(self.inflight.items()):
             if nid == node_id:
                 del self.inflight[key]
-                fut.cancel()
+                self.release([fut])
                 self.nodes.give_back(node_id, key, slots, now)
                 for job_key, task_key, n in members:
                     self.requeue(job_key, task_key, n, now, reason, crash=crash)
@@ -341,26 +365,59 @@ class Dispatcher(Outcomes, JobOps):
             entry = self.inflight.pop(fut.key, None)
             if entry is None:
                 continue          # requeued or cancelled already
-            self.nodes.give_back(entry[1], fut.key, entry[3], now)
             if fut.status == "finished":
+                # Its slot stays held until the result is recorded: the attempt has not ended
+                # for the ledger, the views or the cost meter before then.
                 finished.append((fut, entry))
-            elif fut.status == "error":       # the Dask task itself failed (the runner never raises)
+                continue
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+            if fut.status == "error":       # the Dask task itself failed (the runner never raises)
                 reason = self._error_text(fut)
                 for job_key, task_key, n in entry[2]:
                     self.crashed(job_key, task_key, n, entry[1], reason, now)
             else:                             # cancelled, or its result was lost with its worker
-                fut.cancel()
+                self.release([fut])
                 for job_key, task_key, n in entry[2]:
                     self.requeue(job_key, task_key, n, now, f"the Dask task was {fut.status}")
         if not finished:
             return
+        # Results are fetched off this thread: a result pinned to a worker that just died would
+        # make a gather wait for good ("no-worker"). They come back as a "gathered" item; those
+        # not back within result-timeout are run again.
+        token = next(self._counter)
+        self._gathering[token] = finished
+        self._gatherer.submit(self._gather, token, [f for f, _ in finished])
+        self.at(now + self._result_timeout, lambda: self._gather_expired(token))
+
+    def _gather(self, token: int, futures: list) -> None:
         try:
-            results = self.client.gather([f for f, _ in finished], errors="raise")
+            results = self.client.gather(futures, errors="raise")
         except Exception:  # noqa: BLE001 - one lost result: take them one by one
-            results = [self._gather_one(f) for f, _ in finished]
+            results = [self._gather_one(f) for f in futures]
+        self._q.put(("gathered", token, results))
+
+    def _gather_expired(self, token: int) -> None:
+        finished = self._gathering.pop(token, None)
+        if finished is None:
+            return
+        now = time.time()
+        self.release([f for f, _ in finished])
+        for fut, entry in finished:
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+            for job_key, task_key, n in entry[2]:
+                self.requeue(job_key, task_key, n, now, f"its result could not be fetched within "
+                             f"{self._result_timeout:g}s (batchnb.result-timeout): its node is gone")
+
+    def _record_gathered(self, token: int, results: list) -> None:
+        finished = self._gathering.pop(token, None)
+        if finished is None:
+            return                # expired meanwhile: already requeued
+        now = time.time()
+        for fut, entry in finished:
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
         for (fut, entry), result in zip(finished, results):
             if result is None:    # its worker died between finishing and our gather: run it again
-                fut.cancel()
+                self.release([fut])
                 for job_key, task_key, n in entry[2]:
                     self.requeue(job_key, task_key, n, now, "the result was lost with its worker")
                 continue

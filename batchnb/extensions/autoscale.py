@@ -47,11 +47,11 @@ from ..engine.extension import PoolExtension
 from ..autoscale import FormulaPolicy, MetricHistory, Targets, make_policy
 from ..engine.events import PoolTargets
 from ..formula import Formula
-from ..states import JobState, NodeState, TaskState
+from ..states import NODE_GROUPS, JobState, NodeState, TaskState
 
 log = logging.getLogger("batchnb.autoscale")
 
-GROUPS = ("dedicated", "spot")
+GROUPS = NODE_GROUPS
 _UP = (NodeState.IDLE, NodeState.RUNNING)
 # Which nodes go first when a group shrinks: those doing nothing useful.
 _REMOVAL_ORDER = {NodeState.START_TASK_FAILED: 0, NodeState.UNUSABLE: 0, NodeState.OFFLINE: 0,
@@ -262,7 +262,7 @@ def terminate_node_tasks(disp, node_id: str, message: str, now: float) -> int:
         if nid != node_id:
             continue
         del disp.inflight[key]
-        fut.cancel()
+        disp.release([fut])
         disp.nodes.give_back(node_id, key, slots, now)
         for job_key, task_key, n in members:
             job, tr = disp._lookup(job_key, task_key)
