@@ -21,7 +21,7 @@ import importlib
 from . import _config  # noqa: F401
 from . import spec
 from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld,
-                     LedgerError, MissingDependency, PriceRefreshError, SpecError, StagingError, TaskFailed,
+                     LedgerError, MissingDependency, PoolStalled, PriceRefreshError, SpecError, StagingError, TaskFailed,
                      WaitTimeout)
 from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile,
                          Retry, StartTask, TaskIdRange, TaskSpec)
@@ -41,7 +41,8 @@ _LAZY = {
 __all__ = [
     "AppPackage", "AzureImportWarning", "BackendError", "BatchError", "Cost", "ExitOptions", "FormulaError", "Job",
     "JobResult", "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
-    "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PriceRefreshError",
+    "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PoolStalled",
+    "PriceRefreshError",
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "current_task", "jobs", "prune", "spec",

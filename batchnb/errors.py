@@ -13,6 +13,8 @@
     ├── StagingError                an input or output could not be moved
     ├── PriceRefreshError           Azure's retail prices API could not be read
     │                               (offline, timeout); the price table is unchanged
+    ├── PoolStalled                 tasks wait and the pool has no node that can run them
+    │                               (all unusable or gone, none coming): ``job.wait()`` says so
     ├── TaskFailed                  ``task.result()`` of a task that did not succeed
     ├── JobTerminated               waiting on a job that was terminated/cancelled
     └── WaitTimeout (TimeoutError)  ``wait(timeout=...)`` ran out
@@ -94,6 +96,14 @@ class StagingError(BatchError):
         self.url = url
         self.transient = transient
         super().__init__(message)
+
+
+class PoolStalled(BatchError):
+    """Tasks wait and the pool has no node that can run them, nor one on its way.
+
+    ``job.wait()`` raises it once the pool has been so for ``batchnb.stall-grace``,
+    instead of waiting for good; the log says it when it starts.
+    """
 
 
 class TaskFailed(BatchError):

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 from .node import pycall as _pycall
 from . import spec as specs
 from .result import JobResult
+from . import _config
 from ._display import drawer
-from .errors import LeaseHeld, SpecError, WaitTimeout
+from .errors import LeaseHeld, PoolStalled, SpecError, WaitTimeout
 from .engine.ledger import Ledger
 from .states import LIVE_TASK_STATES, JobState, TaskState
 from .task import Task, TaskInfo, task_info
@@ -230,6 +231,10 @@ class Job:
                 if self.pool is not None and self.pool._closed:
                     raise WaitTimeout(f"the pool of job {self.id!r} was closed before the job finished; "
                                       f"resume it with pool.job({self.id!r})")
+                stalled = self.pool._dispatcher.stalled if self._dispatched_here() else None
+                if stalled is not None and time.time() - stalled[0] > _config.seconds("stall-grace"):
+                    raise PoolStalled(f"job {self.id!r} cannot make progress: {stalled[1]} "
+                                      f"({self.counts()}); resize the pool or close it")
                 if not self._dispatched_here() and self.ledger.lease(self.id) is None and not self._done():
                     # Only watching, and nobody dispatches it any more: it would never end.
                     raise WaitTimeout(f"job {self.id!r} is not finished and no live process dispatches it "

@@ -93,6 +93,8 @@ function render({ model, el }) {
     ]);
 
     root.replaceChildren(head, bar, legend, stats);
+    const problem = model.get("problem");
+    if (problem) root.append(h("div", { class: "bnb-problem", role: "alert", "data-role": "problem" }, [problem]));
 
     /** @type {Failure[]} */
     const failures = model.get("failures") || [];
@@ -123,7 +125,7 @@ function render({ model, el }) {
   }
 
   const names = ["counts", "total", "done", "job_state", "reason", "elapsed", "throughput", "eta",
-                 "retries", "requeues", "failures", "failures_total"];
+                 "retries", "requeues", "failures", "failures_total", "problem"];
   return drawOnChanges(model, names, draw, {
     changed: () => { receivedAt = Date.now(); },
     // The clock ticks in the browser between updates; the kernel sends nothing for it.

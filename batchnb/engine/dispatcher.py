@@ -28,11 +28,14 @@ from .nodes import NodeTable
 from .jobops import JobOps
 from .outcome import Outcomes
 from ..errors import BatchError
-from .events import EventBus, NodeStateChanged
+from .events import EventBus, NodeStateChanged, PoolStalledChanged
 from .ledger import Batch, Ledger
-from ..states import NodeState
+from ..states import JobState, NodeState
 
 log = logging.getLogger("batchnb.dispatch")
+
+# Nodes asked for that have no worker yet: starting up, restarting, or back from preemption.
+_WAITING_FOR_WORKER = frozenset({NodeState.STARTING, NodeState.OFFLINE, NodeState.PREEMPTED})
 
 
 class Dispatcher(Outcomes, JobOps):
@@ -58,6 +61,9 @@ class Dispatcher(Outcomes, JobOps):
         # Fetching results and cancelling futures talk to workers that may be dead: they run on
         # threads of their own, so the dispatcher's thread never waits on the network.
         self._result_timeout = _config.seconds("result-timeout")
+        self._node_start_timeout = _config.seconds("node-start-timeout")
+        #: (since, why) while no node can run the tasks that wait, else None; job.wait() reads it
+        self.stalled: tuple[float, str] | None = None
         self._gathering: dict[int, list] = {}      # token -> [(future, inflight entry)] being fetched
         self._gatherer = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-gather-{engine.name}")
         self._releaser = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-release-{engine.name}")
@@ -238,11 +244,40 @@ class Dispatcher(Outcomes, JobOps):
         for node in list(self.nodes.nodes.values()):
             if node.address is not None and node.node_id not in seen:
                 self.node_lost(node.node_id, NodeState.OFFLINE, "the worker left the scheduler")
-        for name, group in self.engine.requested().items():
+        requested = self.engine.requested()
+        for name, group in requested.items():
             if name not in self.nodes.nodes:
                 node = self.nodes.up(name, None, group, self.engine.spec.task_slots_per_node, now, ready=False)
                 self.nodes.by_address.pop(None, None)
                 self._node_event(node, now)
+        for node in list(self.nodes.nodes.values()):
+            # A node asked for whose worker has not (re)joined in node-start-timeout is as good
+            # as gone: unusable, so that node health replaces it instead of the job waiting on it.
+            if node.address is None and node.node_id in requested and node.state in _WAITING_FOR_WORKER \
+                    and now - node.since > self._node_start_timeout:
+                self.set_node_state(node.node_id, NodeState.UNUSABLE, f"its worker has not joined for "
+                                    f"{now - node.since:.0f}s (batchnb.node-start-timeout)")
+                self.engine.node_unusable(node.node_id)
+        self._check_progress(now)
+
+    def _check_progress(self, now: float) -> None:
+        """Note (and log once) when tasks wait and no node is up or on its way to run them."""
+        waiting = any(job.state == JobState.ACTIVE and not job.idle for job in self.jobs.values())
+        coming = [n for n in self.nodes.nodes.values()
+                  if n.schedulable or n.state in _WAITING_FOR_WORKER]
+        if not waiting or coming or self.engine.spec.autoscale is not None:
+            if self.stalled is not None:
+                log.warning("pool %s: a node can run tasks again", self.engine.name)
+                self.events.append(PoolStalledChanged(self.engine.name, now, ""))
+            self.stalled = None
+            return
+        if self.stalled is None:
+            states = ", ".join(f"{n.node_id} {n.state.value}" for n in self.nodes.nodes.values())
+            why = (f"pool {self.engine.name!r} has no node that can run its tasks"
+                   + (f" ({states})" if states else " (it has no nodes: resize it)"))
+            log.warning("%s; its jobs cannot make progress", why)
+            self.stalled = (now, why)
+            self.events.append(PoolStalledChanged(self.engine.name, now, why))
 
     def _node_event(self, node, now: float, reason: str | None = None) -> None:
         self.batch.node(self.engine.name, node.node_id, node.group, node.state.value, now)
@@ -261,7 +296,10 @@ class Dispatcher(Outcomes, JobOps):
             self.nodes.by_address.pop(node.address, None)
 
     def node_lost(self, node_id: str, state: NodeState, reason: str) -> None:
-        """A node died (preempted, crashed, removed): requeue what ran there."""
+        """A node died (preempted, crashed, removed): requeue what ran there.
+
+        A loss that is not a preemption counts against the node's health, as in Azure: a
+        node whose worker keeps dying becomes unusable and is replaced."""
         now = time.time()
         node = self.nodes.nodes.get(node_id)
         if node is None:
@@ -269,6 +307,17 @@ class Dispatcher(Outcomes, JobOps):
         self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED)
         self.nodes.lost(node_id, state, now)
         self._node_event(node, now, reason)
+        if state != NodeState.PREEMPTED:
+            self.infra_failure(node, f"its worker was lost: {reason}")
+
+    def infra_failure(self, node, what: str) -> None:
+        """One more failure not of the tasks' own making on ``node``; unusable past the limit."""
+        node.infra_failures += 1
+        if node.infra_failures >= int(_config.get("unusable-after")) and node.state != NodeState.UNUSABLE:
+            self.set_node_state(node.node_id, NodeState.UNUSABLE,
+                                f"{node.infra_failures} consecutive failures not of the tasks' own making "
+                                f"(last: {what})")
+            self.engine.node_unusable(node.node_id)
 
     def requeue_node(self, node_id: str, reason: str, now: float | None = None, crash: bool = False) -> list:
         """Requeue every attempt running on ``node_id`` (its Dask futures are cancelled)."""

@@ -93,8 +93,17 @@ class PoolTargets:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStalledChanged:
+    """Tasks wait and no node of the pool can run them (``reason``), or again can (``reason`` "")."""
+
+    pool: str
+    time: float
+    reason: str = ""
+
+
 Event = (TaskStateChanged | TasksAdded | JobStateChanged | NodeStateChanged | BytesMoved | CostSample
-         | PoolTargets)
+         | PoolTargets | PoolStalledChanged)
 
 
 class Subscription:

@@ -75,8 +75,15 @@ class NodeTable:
         if node.address and node.address != address:
             self.by_address.pop(node.address, None)
         node.address, node.group, node.slots = address, group, slots
-        node.used, node.running, node.infra_failures, node.draining = 0, set(), 0, False
-        node.state, node.since = (NodeState.IDLE if ready else NodeState.STARTING), now
+        # A preempted spot node comes back as a new machine with a clean record; a node whose
+        # worker died and restarted is the same machine: its failures still count, and an
+        # unusable one stays unusable (node health replaces it).
+        if node.state == NodeState.PREEMPTED:
+            node.infra_failures = 0
+        node.used, node.running, node.draining = 0, set(), False
+        if node.state != NodeState.UNUSABLE:
+            node.state = NodeState.IDLE if ready else NodeState.STARTING
+        node.since = now
         self.by_address[address] = node_id
         return node
 

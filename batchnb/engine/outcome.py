@@ -13,7 +13,7 @@ from .. import _config
 from ..node import runner
 from .events import BytesMoved, TaskStateChanged
 from ..node.runner import AttemptRecord, AttemptRequest
-from ..states import TERMINAL_TASK_STATES, JobState, NodeState, TaskState
+from ..states import TERMINAL_TASK_STATES, JobState, TaskState
 
 
 def dependency_action(spec, succeeded: bool, exit_code, category) -> tuple[str, str]:
@@ -151,11 +151,7 @@ class Outcomes:
         if node is None:
             return
         if record.category in runner.NOT_TASK_FAULT:
-            node.infra_failures += 1
-            if node.infra_failures >= int(_config.get("unusable-after")) and node.state != NodeState.UNUSABLE:
-                self.set_node_state(node.node_id, NodeState.UNUSABLE,
-                                    f"{node.infra_failures} consecutive failures not of the tasks' own making")
-                self.engine.node_unusable(node.node_id)
+            self.infra_failure(node, f"{record.category}: {record.message}")
         else:
             node.infra_failures = 0
 

@@ -20,8 +20,10 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from ..engine.events import CostSample, JobStateChanged, NodeStateChanged, PoolTargets, TasksAdded, TaskStateChanged
-from ..states import BILLED_NODE_STATES, TASK_STATE_ORDER, TERMINAL_TASK_STATES, TaskState
+from ..engine.events import (CostSample, JobStateChanged, NodeStateChanged, PoolStalledChanged, PoolTargets, TasksAdded,
+                             TaskStateChanged)
+from ..states import (BILLED_NODE_STATES, FAILED_TASK_STATES, NODE_GROUPS, SCHEDULABLE_NODE_STATES,
+                      TASK_STATE_ORDER, TERMINAL_TASK_STATES, TaskState)
 
 STATES = tuple(s.value for s in TaskState)
 TERMINAL = tuple(s.value for s in TASK_STATE_ORDER if s in TERMINAL_TASK_STATES)
@@ -64,6 +66,8 @@ class JobModel:
         self._tail = stderr_tail
         self.failures: dict[str, dict] = {}
         self.failures_total = 0
+        #: why the job cannot make progress now (its pool has no node that can run it), or ""
+        self.problem = ""
         for f in failures:
             self._fail(dict(f))
         self._ends: deque = deque()            # times tasks ended, inside WINDOW
@@ -113,6 +117,8 @@ class JobModel:
                     self.ended = ev.time
 
     def _task(self, ev: TaskStateChanged) -> None:
+            elif isinstance(ev, PoolStalledChanged):
+                self.problem = ev.reason
         if ev.state in TERMINAL and ev.previous not in TERMINAL:
             self._ends.append(ev.time)
         if ev.previous in self.counts and self.counts[ev.previous] > 0:
@@ -158,7 +164,10 @@ class JobModel:
         return {"job_id": self.job_id, "counts": dict(self.counts), "total": self.total, "done": self.done,
                 "job_state": self.job_state if (live or self.job_state != "active") else "idle",
                 "reason": self.reason or "", "elapsed": elapsed,
-                "throughput": round(rate, 3), "eta": (live / rate) if (rate > 0 and live) else None,
+                "throughput": round(rate, 3),
+                # A stalled job has no honest ETA: nothing will end until a node can run it.
+                "eta": (live / rate) if (rate > 0 and live and not self.problem) else None,
+                "problem": self.problem if live else "",
                 "retries": self.retries, "requeues": self.requeues,
                 "failures": list(self.failures.values()), "failures_total": self.failures_total}
 

@@ -195,6 +195,7 @@ class JobView(_View):
         state = self.model.state(time.time())
         with self.hold_sync():
             for name, value in state.items():
+    problem = t.Unicode("").tag(sync=True)
                 setattr(self, name, value)
 
 
