@@ -115,10 +115,10 @@ class JobModel:
                 self.job_state, self.reason = ev.state, ev.reason or self.reason
                 if ev.state == "completed":
                     self.ended = ev.time
-
-    def _task(self, ev: TaskStateChanged) -> None:
             elif isinstance(ev, PoolStalledChanged):
                 self.problem = ev.reason
+
+    def _task(self, ev: TaskStateChanged) -> None:
         if ev.state in TERMINAL and ev.previous not in TERMINAL:
             self._ends.append(ev.time)
         if ev.previous in self.counts and self.counts[ev.previous] > 0:

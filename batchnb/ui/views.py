@@ -170,6 +170,7 @@ class JobView(_View):
     requeues = t.Int(0).tag(sync=True)
     failures = t.List().tag(sync=True)
     failures_total = t.Int(0).tag(sync=True)
+    problem = t.Unicode("").tag(sync=True)
 
     def __init__(self, job=None, *, model: JobModel | None = None, bus=None, **kwargs):
         super().__init__(**kwargs)
@@ -195,7 +196,6 @@ class JobView(_View):
         state = self.model.state(time.time())
         with self.hold_sync():
             for name, value in state.items():
-    problem = t.Unicode("").tag(sync=True)
                 setattr(self, name, value)
 
 

@@ -1,0 +1,123 @@
+"""Results: finished Dask futures, collected without the dispatcher ever waiting on a worker.
+
+A mixin of :class:`~batchnb.engine.dispatcher.Dispatcher`, run on its thread. Fetching a
+result and cancelling a future talk to workers that may be dead (a result pinned to a worker
+that died makes a gather wait for good, "no-worker"): both run on threads of their own, and
+what they learn comes back to the dispatcher's queue as a ``"gathered"`` item.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+log = logging.getLogger("batchnb.dispatch")
+
+
+class Results:
+    """Needs the dispatcher's ``client``, ``nodes``, ``inflight``, ``_q``, ``_gatherer``,
+    ``_releaser``, ``_gathering``, ``_counter``, ``_result_timeout`` and the outcome methods."""
+
+    def release(self, futures: list) -> None:
+        """Cancel these Dask futures without waiting on the scheduler (off this thread)."""
+        if futures:
+            try:
+                self._releaser.submit(self._release_now, list(futures))
+            except RuntimeError:      # closed: the client's close releases them anyway
+                pass
+
+    def _release_now(self, futures: list) -> None:
+        try:
+            self.client.cancel(futures)
+        except Exception as exc:  # noqa: BLE001 - a closing client or a gone scheduler: nothing to release
+            log.debug("could not cancel %d futures: %s", len(futures), exc)
+
+
+    def _collect(self, futures: list) -> None:
+        now = time.time()
+        finished = []
+        for fut in futures:
+            entry = self.inflight.pop(fut.key, None)
+            if entry is None:
+                continue          # requeued or cancelled already
+            if fut.status == "finished":
+                # Its slot stays held until the result is recorded: the attempt has not ended
+                # for the ledger, the views or the cost meter before then.
+                finished.append((fut, entry))
+                continue
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+            if fut.status == "error":       # the Dask task itself failed (the runner never raises)
+                reason = self._error_text(fut)
+                for job_key, task_key, n in entry[2]:
+                    self.crashed(job_key, task_key, n, entry[1], reason, now)
+            else:                             # cancelled, or its result was lost with its worker
+                self.release([fut])
+                for job_key, task_key, n in entry[2]:
+                    self.requeue(job_key, task_key, n, now, f"the Dask task was {fut.status}")
+        if not finished:
+            return
+        # Results are fetched off this thread: a result pinned to a worker that just died would
+        # make a gather wait for good ("no-worker"). They come back as a "gathered" item; those
+        # not back within result-timeout are run again.
+        token = next(self._counter)
+        self._gathering[token] = finished
+        self._gatherer.submit(self._gather, token, [f for f, _ in finished])
+        self.at(now + self._result_timeout, lambda: self._gather_expired(token))
+
+    def _gather(self, token: int, futures: list) -> None:
+        try:
+            results = self.client.gather(futures, errors="raise")
+        except Exception:  # noqa: BLE001 - one lost result: take them one by one
+            results = [self._gather_one(f) for f in futures]
+        self._q.put(("gathered", token, results))
+
+    def _gather_expired(self, token: int) -> None:
+        finished = self._gathering.pop(token, None)
+        if finished is None:
+            return
+        now = time.time()
+        self.release([f for f, _ in finished])
+        for fut, entry in finished:
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+            for job_key, task_key, n in entry[2]:
+                self.requeue(job_key, task_key, n, now, f"its result could not be fetched within "
+                             f"{self._result_timeout:g}s (batchnb.result-timeout): its node is gone")
+
+    def _record_gathered(self, token: int, results: list) -> None:
+        finished = self._gathering.pop(token, None)
+        if finished is None:
+            return                # expired meanwhile: already requeued
+        now = time.time()
+        for fut, entry in finished:
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+        for (fut, entry), result in zip(finished, results):
+            if result is None:    # its worker died between finishing and our gather: run it again
+                self.release([fut])
+                for job_key, task_key, n in entry[2]:
+                    self.requeue(job_key, task_key, n, now, "the result was lost with its worker")
+                continue
+            for record in (result if isinstance(result, list) else [result]):
+                try:
+                    self.finished(record, now)
+                except Exception as exc:  # noqa: BLE001 - this task fails; the others go on
+                    log.exception("batchnb could not record the end of %s/%s", record.job_id, record.task_id)
+                    self.fail_hard(record.job_id.lower(), record.task_id.lower(), record.attempt,
+                                   f"batchnb could not record the attempt: {type(exc).__name__}: {exc}", now)
+                took = max(0.0, record.end - record.start)
+                a = self._avg_task_seconds
+                self._avg_task_seconds = took if a is None else 0.9 * a + 0.1 * took
+
+    def _gather_one(self, fut):
+        try:
+            return self.client.gather(fut, errors="raise")
+        except Exception:  # noqa: BLE001 - lost: the caller requeues it
+            return None
+
+    @staticmethod
+    def _error_text(fut) -> str:
+        try:
+            exc = fut.exception(timeout=1)
+        except Exception as err:  # noqa: BLE001
+            exc = err
+        return f"{type(exc).__name__}: {exc}"
