@@ -241,7 +241,9 @@ def _histories(metrics: Samples | None) -> dict[str, History]:
     histories: dict[str, History] = {}
     for name, samples in metrics.items():
         if not (isinstance(name, str) and names.is_read_only(name)):
-            raise SpecError("metrics", name, "not a sampled service variable; use one of " + ", ".join(READ_ONLY))
+            near = names.near_miss(name, READ_ONLY) if isinstance(name, str) else None
+            raise SpecError("metrics", name, "not a sampled service variable; " + (
+                f"did you mean {near}?" if near else "use one of " + ", ".join(READ_ONLY)))
         checked = []
         try:
             for sample in samples:
@@ -266,7 +268,9 @@ def _scalars(variables: Mapping[str, Any] | None) -> dict[str, object]:
     scalars: dict[str, object] = {}
     for name, raw in variables.items():
         if not (isinstance(name, str) and (names.is_read_only(name) or names.is_settable(name))):
-            raise SpecError("variables", name, "not a service variable; use e.g. $CurrentDedicatedNodes")
+            near = names.near_miss(name, (*READ_ONLY, *SETTABLE)) if isinstance(name, str) else None
+            raise SpecError("variables", name, f"not a service variable; did you mean {near}?" if near else
+                            "not a service variable; use e.g. $CurrentDedicatedNodes")
         key = names.canonical(name)
         value = from_python(raw)
         if key == names.DEALLOCATION:

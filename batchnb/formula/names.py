@@ -143,6 +143,45 @@ def near_builtin(name: str) -> str | None:
     return found if found is not None and found != name else None
 
 
+def _distance(a: str, b: str, cap: int) -> int:
+    """Edits (insert, delete, replace, swap of neighbours) from ``a`` to ``b``; ``cap + 1`` once past ``cap``."""
+    if abs(len(a) - len(b)) > cap:
+        return cap + 1
+    before, row = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (ca != cb))
+            if before is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, before[j - 2] + 1)
+            current.append(cost)
+        if min(current) > cap:
+            return cap + 1
+        before, row = row, current
+    return row[-1]
+
+
+def near_miss(name: str, candidates) -> str | None:
+    """The one candidate ``name`` is a likely typo of: one or two edits away, case aside.
+
+    Two edits only for names of ten characters or more, so that short user
+    variables (``$x``, ``$n2``) are never taken for typos of each other.
+
+    >>> near_miss("$TargetDedicatedNode", SETTABLE)
+    '$TargetDedicatedNodes'
+    >>> near_miss("$TargetDedicatedNodesMax", SETTABLE) is None
+    True
+    """
+    cap = 2 if len(name) >= 10 else 1
+    found = sorted((_distance(name.lower(), c.lower(), cap), c) for c in candidates if c != name)
+    return found[0][1] if found and found[0][0] <= cap else None
+
+
+#: Every name a formula knows without assigning it.
+BUILTIN_NAMES: tuple[str, ...] = (*READ_ONLY, *READ_ONLY_ALIASES, *SETTABLE, *SETTABLE_ALIASES, *TIME_INTERVALS,
+                                  *DEALLOCATION_OPTIONS)
+
+
 def snake_name(name: str) -> str:
     """``$PendingTasks`` -> ``pending_tasks``; ``$CPUPercent`` -> ``cpu_percent``."""
     bare = name.lstrip("$")

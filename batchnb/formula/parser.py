@@ -126,6 +126,7 @@ class Parser:
         self.i = 0
         self.nesting = 0
         self.assigned: set[str] = set()
+        self.target: str | None = None  # of the statement being parsed
 
     # -- helpers ---------------------------------------------------------
     @property
@@ -182,7 +183,11 @@ class Parser:
         if first.kind == "name" and nxt.kind == "op" and nxt.text == "=":
             self.check_target(first)
             self.i += 2
+            target = self.target = names.canonical(first.text)
             expr = self.expr()
+            self.target = None
+            if target == names.DEALLOCATION:
+                self.check_deallocation(expr)
             self.assigned.add(first.text)
             return Statement(first.pos, first.text, expr)
         expr = self.expr()
@@ -203,6 +208,20 @@ class Parser:
         if names.is_constant(name):
             raise self.error(f"{name} is a constant and cannot be assigned", tok)
         self.check_case(tok)
+        near = None if names.is_settable(name) else names.near_miss(name, (*names.SETTABLE, *names.SETTABLE_ALIASES))
+        if near:
+            # Setting a near miss makes a user variable and silently scales nothing.
+            raise self.error(f"unknown system variable {name}: did you mean {near}? (a formula sets "
+                             "$TargetDedicatedNodes, $TargetLowPriorityNodes and $NodeDeallocationOption)", tok)
+
+    def check_deallocation(self, expr: Node) -> None:
+        """A literal value of $NodeDeallocationOption is checked now, not at the first evaluation."""
+        if isinstance(expr, Str) and expr.value.lower() not in names.DEALLOCATION_OPTIONS:
+            raise self.error(f"$NodeDeallocationOption must be one of {', '.join(names.DEALLOCATION_OPTIONS)}, "
+                             f"not {expr.value!r}" + _did_you_mean(expr.value, names.DEALLOCATION_OPTIONS), expr.pos)
+        if isinstance(expr, Num):
+            raise self.error(f"$NodeDeallocationOption must be one of {', '.join(names.DEALLOCATION_OPTIONS)}, "
+                             "not a number", expr.pos)
 
     def check_case(self, tok: Token) -> None:
         near = names.near_builtin(tok.text)
@@ -332,8 +351,18 @@ class Parser:
             return Name(tok.pos, text, "constant")
         self.check_case(tok)
         if text not in self.assigned:
-            raise self.error(f"variable '{text}' is used before it is assigned", tok)
+            if self.target == names.DEALLOCATION and not text.startswith("$"):
+                raise self.error(f"'{text}' is not a node deallocation option; $NodeDeallocationOption is one of "
+                                 + ", ".join(names.DEALLOCATION_OPTIONS)
+                                 + _did_you_mean(text, names.DEALLOCATION_OPTIONS), tok)
+            raise self.error(f"variable '{text}' is used before it is assigned"
+                             + _did_you_mean(text, (*names.BUILTIN_NAMES, *self.assigned)), tok)
         return Name(tok.pos, text, "user")
+
+
+def _did_you_mean(name: str, candidates) -> str:
+    near = names.near_miss(name, candidates)
+    return f"; did you mean {near}?" if near else ""
 
 
 def _count(low: int, high: int | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -519,6 +520,18 @@ def test_bad_arguments_are_spec_errors_naming_the_argument(kwargs, field):
     ("x = \u00e9", 1, 5, "unexpected character"),
     ("x = 1;\n$TargetDedicatedNodes == 5", 2, 1, "did you mean '=' instead of '=='?"),
     ("x = 1; 1 + 2", 1, 8, "a statement must assign a value"),
+    ("$NodeDeallocationOption = deleteall", 1, 27,
+     "'deleteall' is not a node deallocation option; $NodeDeallocationOption is one of requeue, terminate, "
+     "taskcompletion, retaineddata"),
+    ("$NodeDeallocationOption = retainedata", 1, 27, "did you mean retaineddata?"),
+    ('x = 1;\n$NodeDeallocationOption = "requeu"', 2, 27, "must be one of requeue, terminate, taskcompletion, "
+     "retaineddata, not 'requeu'; did you mean requeue?"),
+    ("$TargetDedicatedNode = 2", 1, 1, "unknown system variable $TargetDedicatedNode: did you mean "
+     "$TargetDedicatedNodes?"),
+    ("x = 1\n  $TargetLowPriorityNode = x", 2, 3, "did you mean $TargetLowPriorityNodes?"),
+    ("x = $PendingTask.GetSample(1)", 1, 5, "'$PendingTask' is used before it is assigned; did you mean "
+     "$PendingTasks?"),
+    ("$nodes = 2; x = $node + 1", 1, 17, "did you mean $nodes?"),
 ])
 def test_parse_error_positions(text, line, column, message):
     with pytest.raises(FormulaError) as err:
@@ -526,6 +539,23 @@ def test_parse_error_positions(text, line, column, message):
     assert (err.value.line, err.value.column) == (line, column), str(err.value)
     assert message in str(err.value)
     assert str(err.value).startswith(f"autoscale formula, line {line}, column {column}: ")
+
+
+def test_user_variables_near_system_ones_are_left_alone():
+    # Only one or two edits away is a typo; a longer name of one's own is not.
+    out = run("$TargetDedicatedNodesMax = 3; $totalDedicatedNodes = 2; $TargetDedicatedNodes = "
+              "min($TargetDedicatedNodesMax, $totalDedicatedNodes)")
+    assert out["$TargetDedicatedNodes"] == 2.0
+    assert run("$TargetDedicated = 4")["$TargetDedicatedNodes"] == 4.0      # Azure's alias, not a typo
+
+
+@pytest.mark.parametrize("kwargs, hint", [
+    ({"variables": {"$CurrentDedicatedNode": 1}}, "did you mean $CurrentDedicatedNodes?"),
+    ({"metrics": {"$PendingTask": []}}, "did you mean $PendingTasks?"),
+])
+def test_misspelt_variables_and_metrics_arguments_suggest_the_name(kwargs, hint):
+    with pytest.raises(SpecError, match=re.escape(hint)):
+        evaluate("x = 1", **kwargs)
 
 
 def test_runtime_error_position():
