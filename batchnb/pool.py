@@ -246,7 +246,12 @@ class Pool:
             try:
                 self.client.close(timeout=10)
             finally:
-                self._backend.close()
+                try:
+                    self._backend.close()
+                finally:
+                    # Views show their last state and let go of the pool; the bus's thread ends.
+                    self.bus.close()
+                    _open_pools.discard(self)
 
     def _kill_task_processes(self, addresses: list | None, keys: list | None = None,
                              deadline: float | None = None) -> None:

@@ -110,11 +110,12 @@ class Subscription:
     """A subscriber's handle; ``close()`` stops delivery."""
 
     def __init__(self, bus: "EventBus", callback: Callable[[list], None], interval: float | None,
-                 accept: Callable[[object], bool] | None):
+                 accept: Callable[[object], bool] | None, on_close: Callable[[], None] | None = None):
         self._bus = bus
         self.callback = callback
         self.interval = interval
         self.accept = accept
+        self.on_close = on_close           # called once when the bus closes (its pool closed)
         self.pending: list = []
         self.last_flush = 0.0
         self.closed = False
@@ -142,9 +143,11 @@ class EventBus:
         self._subs: list[Subscription] = []
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._closed = False
 
     def subscribe(self, callback: Callable[[list], None], *, interval: float | None = None,
-                  job_id: str | None = None, kinds: tuple[type, ...] | None = None) -> Subscription:
+                  job_id: str | None = None, kinds: tuple[type, ...] | None = None,
+                  on_close: Callable[[], None] | None = None) -> Subscription:
         """Call ``callback(events)`` with lists of events.
 
         ``interval`` None delivers on the publisher's thread at once (keep the
@@ -155,8 +158,11 @@ class EventBus:
             if kinds is not None and not isinstance(ev, kinds):
                 return False
             return job_id is None or getattr(ev, "job_id", job_id) in (job_id, None)
-        sub = Subscription(self, callback, interval, accept if (job_id or kinds) else None)
+        sub = Subscription(self, callback, interval, accept if (job_id or kinds) else None, on_close)
         with self._lock:
+            if self._closed:           # nothing will be published any more
+                sub.closed = True
+                return sub
             self._subs.append(sub)
             if interval is not None and self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_loop, name="batchnb-events", daemon=True)
@@ -182,6 +188,22 @@ class EventBus:
                 with self._lock:
                     sub.pending.extend(chosen)
                 self._wake.set()
+
+    def close(self) -> None:
+        """The pool closed: deliver what is pending, end every subscription (telling each
+        subscriber, so views let go of the pool) and let the flusher thread end."""
+        with self._lock:
+            self._closed = True
+            subs, self._subs = list(self._subs), []
+        for sub in subs:
+            self._flush_one(sub, force=True)
+            sub.closed = True
+            if sub.on_close is not None:
+                try:
+                    sub.on_close()
+                except Exception:  # a broken view must not stop a pool closing
+                    log.exception("batchnb event subscriber %r failed to close", sub.callback)
+        self._wake.set()
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:

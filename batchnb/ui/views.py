@@ -116,7 +116,12 @@ class _View(anywidget.AnyWidget):
                 holder[0].close()
             else:
                 on_events(events)
-        self._sub = bus.subscribe(deliver, interval=_interval(), **filters)
+        view = weakref.ref(self)
+
+        def pool_closed() -> None:
+            if view() is not None:
+                view()._release()
+        self._sub = bus.subscribe(deliver, interval=_interval(), on_close=pool_closed, **filters)
         holder.append(self._sub)
         if self.comm is not None:
             # The front end (or the kernel at shutdown) closing the widget's comm ends the view;
@@ -137,6 +142,17 @@ class _View(anywidget.AnyWidget):
 
     def _stop(self) -> None:
         """What a view started besides its subscription (timers), ended on close."""
+
+    def _release(self) -> None:
+        """Its pool closed: keep showing the last state, but hold nothing of the pool (its
+        jobs, ledger readers, timers), so that a closed pool can be collected."""
+        self._stop()
+        for name in ("pool", "job"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, None)
+        model = getattr(self, "model", None)
+        if model is not None and hasattr(model, "_tail"):
+            model._tail = None
 
     def _on_events(self, events: list) -> None:
         raise NotImplementedError
