@@ -126,7 +126,10 @@ class Pool:
                 chaos_options=chaos_options, preempt=self.preempt, nodes=self.nodes)
             make_extensions(self._engine)
             from .node.reaper import TaskReaper
-            self.client.register_plugin(TaskReaper(), name=TaskReaper.name)
+            # A name of this pool's own: registering a plugin under a name taken replaces the
+            # old one, whose teardown would kill every task of the workers, another pool's on a
+            # shared scheduler too.
+            self.client.register_plugin(TaskReaper(), name=f"{TaskReaper.name}-{self._engine.owner}-{self.name}")
             self._engine.dispatcher = Dispatcher(self._engine, self.client, self.ledger, self.bus)
             self._engine.dispatcher.start()
             for ext in self._engine.extensions:
