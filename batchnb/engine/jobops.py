@@ -10,14 +10,16 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter
 
+from .. import _config
 from .. import spec as specs
 from .jobrun import JobRun, TaskRun
 from ..errors import LeaseHeld, SpecError
 from .events import JobStateChanged, TasksAdded
-from ..states import TERMINAL_TASK_STATES, JobState, TaskState
+from ..states import TERMINAL_TASK_STATES, JobState, NodeState, TaskState
 
 log = logging.getLogger("batchnb.dispatch")
 
@@ -297,13 +299,82 @@ class JobOps:
         return by_address
 
     def _kill_running(self, job: JobRun) -> None:
-        """Kill the process trees of the job's running attempts on their nodes."""
+        """Stop the job's running attempts on their nodes (off this thread: see ``_stop_on``)."""
         for address, keys in self.running_attempts(job).items():
-            try:
-                from ..node import runner
-                self.client.run(runner.kill_attempts_soon, keys, workers=[address], wait=False)
-            except Exception:  # the node may be gone already; its processes with it
-                pass
+            threading.Thread(target=self._stop_on, args=(address, self.nodes.by_address.get(address), keys),
+                             name=f"batchnb-stop-{self.engine.name}", daemon=True).start()
+
+    def _stop_on(self, address: str, node_id: str | None, keys: list) -> None:
+        """Kill attempts on one worker; restart it when a Python call's thread outlives the kill.
+
+        Command tasks die with their process trees. A Python call running in a worker
+        thread gets an exception raised in that thread, which stops Python code at
+        once; a thread blocked in C code (a sleep, a read, a long numpy call) still
+        runs after ``batchnb.kill-grace``, and only the end of its process stops it
+        (Azure's terminate kills; a cancelled task that writes its file later would
+        be a lie). Its nanny (or the local backend) starts the worker again; the
+        node's other attempts are requeued, neither failed nor counted as retries.
+        The task shows ``cancelled`` from the terminate on; its slot stays held
+        until its thread or its process has ended. Runs on a thread of its own: it
+        waits on the worker, which the dispatcher's thread never does.
+        """
+        from ..node import runner
+        try:
+            answer = self.client.run(runner.stop_attempts_soon, keys, _config.seconds("kill-grace"),
+                                     workers=[address], on_error="return").get(address)
+        except Exception as exc:  # noqa: BLE001 - the pool closes, or the worker is gone and its threads with it
+            log.debug("could not stop attempts on %s: %s", address, exc)
+            return
+        if not isinstance(answer, (tuple, list)) or not answer[0]:
+            return                # stopped (or the worker is gone, its threads with it)
+        stuck, restartable = answer
+        names = ", ".join(f"{j}/{t}" for j, t, _ in stuck)
+        if not restartable:
+            log.warning("batchnb: %s did not stop within batchnb.kill-grace and worker %s has nothing to "
+                        "restart it: it runs on, its slot held until it ends", names, address)
+            return
+        try:
+            doomed = self.call(self._restarting, node_id, address, names)
+        except Exception:  # noqa: BLE001 - the pool closed meanwhile: its workers end with it
+            return
+        if doomed is None:
+            return
+        try:
+            self.client.run(runner.restart_worker, workers=[address], on_error="return")
+        except Exception as exc:  # noqa: BLE001 - it died before answering, as it should
+            log.debug("restart of %s: %s", address, exc)
+        self.post(self._restarted, node_id, doomed)
+
+    def _restarting(self, node_id: str | None, address: str, names: str) -> list | None:
+        """The node's worker is about to be restarted: it gets no new task meanwhile.
+
+        Returns its Dask tasks in flight (requeued by ``_restarted`` once the worker is
+        dead, so that no task runs twice), or None if it is gone already."""
+        node = self.nodes.nodes.get(node_id) if node_id is not None else None
+        if node is None or node.address != address:
+            return None
+        now = time.time()
+        reason = f"its worker restarts: {names} did not stop within batchnb.kill-grace"
+        doomed = [key for key, entry in self.inflight.items() if entry[1] == node_id]
+        # Until the nanny's fresh worker joins (under a new address), as after a preemption.
+        self.nodes.lost(node_id, NodeState.UNUSABLE if node.state == NodeState.UNUSABLE else NodeState.STARTING,
+                        now)
+        self._node_event(node, now, reason)
+        log.warning("batchnb: node %s %s", node_id, reason)
+        return doomed
+
+    def _restarted(self, node_id: str, doomed: list) -> None:
+        now = time.time()
+        for key in doomed:
+            entry = self.inflight.pop(key, None)
+            if entry is None:
+                continue          # it ended before the restart
+            fut, _, members, slots = entry
+            self.release([fut])
+            self.nodes.give_back(node_id, key, slots, now)
+            for job_key, task_key, n in members:   # a terminated task is ended already: skipped
+                self.requeue(job_key, task_key, n, now, "its worker restarted to stop a terminated task",
+                             crash=False)
 
     def complete(self, job: JobRun, reason: str, now: float) -> None:
         job.state, job.reason, job.ended = JobState.COMPLETED, reason, now

@@ -9,7 +9,9 @@ Apart from :mod:`batchnb.node.runner` so that the Python-task code
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,14 +86,68 @@ class AttemptRecord:
         return self.category is None and self.exit_code == 0
 
 
-# -- registry of running processes, so that terminate() can kill them -------
+# -- registry of running attempts, so that terminate() can kill them --------
+# key (job, task, attempt) -> the attempt's Popen, or an _Inline for a Python call in a worker thread
 _running: dict[tuple[str, str, int], Any] = {}
 _running_lock = threading.Lock()
 _terminated: set[tuple[str, str, int]] = set()
 
 
+class _Inline:
+    """A Python attempt running in a worker thread: no process to kill, a thread to interrupt."""
+
+    __slots__ = ("done", "ident", "signalled")
+
+    def __init__(self, ident: int):
+        self.ident, self.signalled, self.done = ident, False, threading.Event()
+
+
+def _raise_in(ident: int, exc) -> None:
+    """Have thread ``ident`` raise ``exc`` at its next bytecode (``None``: forget a pending one)."""
+    import ctypes
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                               None if exc is None else ctypes.py_object(exc))
+
+
+def call_killable(key, fn, args, kwargs):
+    """``fn(*args, **kwargs)`` in this thread, where ``kill_attempts([key])`` can stop it.
+
+    The kill raises SystemExit in this thread: a BaseException, so a task's own
+    ``except Exception`` does not swallow it. A thread blocked in C code (a sleep,
+    a read) sees it only when that call returns, which is why :func:`stop_attempts`
+    reports such a thread and the driver then restarts its worker process.
+    """
+    key = tuple(key)
+    entry = _Inline(threading.get_ident())
+    try:
+        try:
+            with _running_lock:
+                if key in _terminated:
+                    raise SystemExit("killed by job.terminate() before it started")
+                _running[key] = entry
+            return fn(*args, **kwargs)
+        finally:
+            _leave(key, entry)
+    except BaseException:
+        # The kill's exception is raised at most once, anywhere up to _leave's end: had it cut
+        # the finally above short, this leaves the registry (and drops a pending one) instead.
+        _leave(key, entry)
+        raise
+
+
+def _leave(key, entry: _Inline) -> None:
+    with _running_lock:
+        if _running.get(key) is entry:
+            del _running[key]
+        if entry.signalled and not entry.done.is_set():
+            # Not landed yet: it must not land later, in the worker's own code or the next task.
+            _raise_in(entry.ident, None)
+        entry.done.set()
+
+
 def kill_attempts(keys) -> int:
-    """Kill the process trees of these (job, task, attempt) keys on this worker."""
+    """Kill these (job, task, attempt) keys on this worker: their process trees, and an
+    exception raised in the threads of their Python calls (without waiting for those)."""
     killed = 0
     for key in keys:
         key = tuple(key)
@@ -100,6 +156,13 @@ def kill_attempts(keys) -> int:
                 _terminated.clear()
             _terminated.add(key)
             proc = _running.get(key)
+            if isinstance(proc, _Inline):
+                # Under the lock, so that it is never raised after the call has left (_leave).
+                if not proc.signalled and not proc.done.is_set():
+                    proc.signalled = True
+                    _raise_in(proc.ident, SystemExit)
+                killed += 1
+                continue
         if proc is not None:
             _proctree.kill_tree(proc)
             killed += 1
@@ -118,6 +181,55 @@ async def kill_attempts_soon(keys) -> int:
     the killing (which waits for the processes) runs off the worker's event loop."""
     import asyncio
     return await asyncio.get_running_loop().run_in_executor(None, kill_attempts, keys)
+
+
+def stop_attempts(keys, grace: float) -> list:
+    """Kill these attempts; wait up to ``grace`` seconds for their Python calls' threads to end.
+
+    Returns the keys whose thread still runs: blocked in C code, which no exception
+    reaches, so only the end of its process stops it.
+    """
+    keys = [tuple(k) for k in keys]
+    kill_attempts(keys)
+    with _running_lock:
+        inline = [(k, _running[k]) for k in keys if isinstance(_running.get(k), _Inline)]
+    deadline = time.monotonic() + grace
+    for _, entry in inline:
+        entry.done.wait(max(0.0, deadline - time.monotonic()))
+    return [k for k, entry in inline if not entry.done.is_set()]
+
+
+async def stop_attempts_soon(keys, grace: float, dask_worker=None) -> tuple[list, bool]:
+    """``stop_attempts`` off the worker's event loop, for ``client.run``: the keys still
+    running, and whether this worker would be started again (:func:`restart_worker`)."""
+    import asyncio
+    stuck = await asyncio.get_running_loop().run_in_executor(None, stop_attempts, keys, grace)
+    return stuck, _restartable(dask_worker)
+
+
+#: set by the local backend in its nodes' worker processes (``reaper.NODE_MARK``, which this
+#: module cannot import): their driver starts such a process again when it dies, as a nanny does
+_SUPERVISED = "BATCHNB_NODE_PROCESS"
+
+
+def _restartable(dask_worker) -> bool:
+    return bool(getattr(dask_worker, "nanny", None) or os.environ.get(_SUPERVISED))
+
+
+def restart_worker(dask_worker=None) -> bool:
+    """End this worker process at once, so that its nanny (or the local backend) starts a fresh
+    one: the one way to stop a thread stuck in C code. Its task processes go first (they have
+    sessions of their own and would outlive it). With nothing to start it again, nothing is
+    done (the node would be lost for good): False.
+    """
+    if not _restartable(dask_worker):
+        return False
+    with _running_lock:
+        procs = [p for p in _running.values() if not isinstance(p, _Inline)]
+    for proc in procs:
+        _proctree.kill_tree(proc)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return True   # not reached
 
 
 def _node_id() -> str:

@@ -2,9 +2,10 @@
 
 Inline, a task's prints go to its own stdout/stderr (the worker's streams are
 shared by its slots, so they are routed per thread) and ``bnb.current_task()``
-tells it where it is. In a process (a wall clock, or env/secrets), the call
-is pickled to ``call.pkl`` for ``python -m batchnb.node.pychild`` and its outcome
-read back from ``result.pkl``.
+tells it where it is; a kill raises in its thread (``attempt.call_killable``).
+In a process (a wall clock, or env/secrets), the call is pickled to
+``call.pkl`` for ``python -m batchnb.node.pychild`` and its outcome read back
+from ``result.pkl``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import threading
 import traceback
 from pathlib import Path
 
-from .attempt import CRASH, EXIT_CODE, PYTHON, TAIL_BYTES, AttemptRecord, AttemptRequest, node_dirs, task_environment
+from .attempt import (CRASH, EXIT_CODE, PYTHON, TAIL_BYTES, AttemptRecord, AttemptRequest, call_killable,
+                      node_dirs, task_environment)
 
 
 class _ThreadStreams(io.TextIOBase):
@@ -94,7 +96,9 @@ def run_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None
                              if k.startswith("AZ_BATCH_")}))
     try:
         fn, args, kwargs = load_call(req.python, req.dep_results, req.storage_options)
-        value = fn(*args, **kwargs)
+        # Registered for the whole call: job.terminate() and the job's limits stop it (SystemExit
+        # raised in this thread), or restart this worker when the thread is stuck in C code.
+        value = call_killable((req.job_id, req.task_id, req.attempt), fn, args, kwargs)
         store_result(value, req, record)
         record.exit_code = 0
     except BaseException as exc:  # noqa: BLE001 - the task's own exception is its failure

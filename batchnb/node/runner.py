@@ -29,7 +29,8 @@ from ..errors import StagingError
 from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for its callers
     AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, NODE_LOST, NOT_TASK_FAULT, PREPROCESSING, PYTHON,
     TAIL_BYTES, TERMINATED, TIMEOUT, UPLOAD, kill_all, kill_attempts, kill_attempts_soon, node_dirs,
-    task_environment, _node_id, _running, _running_lock, _tail, _terminated)
+    restart_worker, stop_attempts, stop_attempts_soon, task_environment, _node_id, _running, _running_lock,
+    _tail, _terminated)
 from .pytask import read_child, run_inline, write_payload
 
 

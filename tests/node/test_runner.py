@@ -163,3 +163,99 @@ def test_a_kill_that_arrives_before_the_process_still_kills_it(tmp_path):
     assert rec.category == runner.TERMINATED and time.monotonic() - t0 < 5
     rec = runner.run_attempt(request(tmp_path, attempt=2, command="true"))  # other attempts are unaffected
     assert rec.succeeded
+
+
+# -- issue 11: a terminated Python task running inline (in a worker thread) stops --
+
+def _in_thread(fn):
+    """Run ``fn`` on a thread of its own, as a Dask worker runs an attempt; its outcome in a list."""
+    import threading
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_an_inline_python_loop_is_stopped_by_a_kill_before_its_side_effect(tmp_path):
+    from waiting import wait_for
+    started, done = tmp_path / "started", tmp_path / "done"
+
+    def spin(started, done):
+        import time as t
+        from pathlib import Path
+        Path(started).touch()
+        end = t.monotonic() + 4
+        while t.monotonic() < end:
+            pass
+        Path(done).write_text("x")
+    key = ("kill-loop", "t", 1)
+    thread, out = _in_thread(lambda: runner.run_attempt(request(
+        tmp_path, job_id=key[0], python=cloudpickle.dumps((spin, (str(started), str(done)), {})))))
+    wait_for(started.exists, 30, "the task to start")
+    t0 = time.monotonic()
+    assert runner.stop_attempts([key], grace=2.0) == []       # nothing left to restart the worker for
+    assert time.monotonic() - t0 < 1.5
+    thread.join(5)
+    assert not thread.is_alive()
+    rec = out[0]
+    assert rec.category == runner.TERMINATED and "SystemExit" in rec.stderr_tail
+    time.sleep(max(0.0, 4.5 - (time.monotonic() - t0)))        # past the loop's end: it never got there
+    assert not done.exists()
+    assert key not in runner._running
+
+
+def test_a_thread_blocked_in_c_is_reported_and_never_reaches_its_side_effect(tmp_path):
+    from waiting import wait_for
+    started, done = tmp_path / "started", tmp_path / "done"
+
+    def nap(started, done):
+        import time as t
+        from pathlib import Path
+        Path(started).touch()
+        t.sleep(2)                  # no exception reaches a thread inside a C call
+        Path(done).write_text("x")
+    key = ("kill-sleep", "t", 1)
+    thread, out = _in_thread(lambda: runner.run_attempt(request(
+        tmp_path, job_id=key[0], python=cloudpickle.dumps((nap, (str(started), str(done)), {})))))
+    wait_for(started.exists, 30, "the task to start")
+    assert runner.stop_attempts([key], grace=0.3) == [key]     # stuck: the driver restarts its worker
+    thread.join(10)
+    assert out[0].category == runner.TERMINATED
+    assert not done.exists()        # the exception waited for the sleep to return, then landed
+
+
+def test_a_kill_racing_the_end_of_a_call_never_lands_in_later_code(tmp_path):
+    """Kills sent just as short calls end: each ends killed or done, and no exception is left
+    pending for the thread's next code (the worker's own, or the next task's)."""
+    import random
+    import threading
+    rng = random.Random(11)
+
+    def short(n):
+        total = 0
+        for i in range(n):      # up to a few ms of Python code for a kill to land in
+            total += i
+        return total
+    records, current, stop = [], {}, threading.Event()
+
+    def runs():
+        for i in range(300):
+            current["key"] = ("race", f"t{i}", 1)
+            records.append(runner.run_attempt(request(tmp_path, job_id="race", task_id=f"t{i}",
+                                                      python=cloudpickle.dumps((short, (rng.randrange(50_000),), {})))))
+        stop.set()
+        end = time.monotonic() + 0.3    # the thread's own code after the last attempt
+        while time.monotonic() < end:
+            pass
+        return "clean"
+    thread, out = _in_thread(runs)
+    while not stop.is_set():
+        if "key" in current:
+            runner.kill_attempts([current["key"]])
+        time.sleep(rng.uniform(0, 0.002))
+    thread.join(30)
+    assert out == ["clean"]
+    assert len(records) == 300
+    assert all(r.succeeded or r.category == runner.TERMINATED for r in records)
+    assert any(r.category == runner.TERMINATED and "SystemExit" in r.stderr_tail for r in records)
+    assert not any(k[0] == "race" for k in runner._running)
