@@ -27,7 +27,7 @@ from . import _config
 from ._display import drawer
 from .errors import LeaseHeld, PoolStalled, SpecError, WaitTimeout
 from .engine.ledger import Ledger
-from .states import LIVE_TASK_STATES, JobState, TaskState
+from .states import FAILED_TASK_STATES, LIVE_TASK_STATES, JobState, TaskState
 from .task import Task, TaskInfo, task_info
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class Job:
         if state is None:
             rows = self.ledger.tasks(self.id)
         else:
-            rows = self.ledger.tasks(self.id, where="state = ?", params=(TaskState(state).value,))
+            rows = self.ledger.tasks(self.id, states=(TaskState(state),))
         return [task_info(r) for r in rows]
 
     def frame(self) -> pandas.DataFrame:
@@ -252,14 +252,15 @@ class Job:
         row = self.ledger.job(self.id)
         counts = {k: v for k, v in self.counts().items() if v}
         failures = []
-        for r in self.ledger.tasks(self.id, where="state IN ('failed', 'blocked')"):
+        for r in self.ledger.tasks(self.id, ("id", "state", "exit_code", "node", "failure"),
+                                   states=FAILED_TASK_STATES):
             f = json.loads(r["failure"]) if r["failure"] else {}
             failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"],
                              "node": r["node"], "category": f.get("category"), "message": f.get("message")})
         done = row["state"] == "completed" or self._done()
         reason = row["reason"] or ("all_tasks_complete" if done else None)
         ended = row["ended"] or (time.time() if not done else max(
-            [r["ended"] or 0 for r in self.ledger.tasks(self.id, "ended")] or [time.time()]))
+            [r["ended"] or 0 for r in self.ledger.tasks(self.id, ("ended",))] or [time.time()]))
         cost = self.cost()
         return JobResult(self.id, "completed" if done else row["state"], reason, counts, failures,
                          ended - row["created"], cost)

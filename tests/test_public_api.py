@@ -55,3 +55,30 @@ def test_azure_import_warning_is_the_one_from_azure_json():
         warnings.simplefilter("always")
         bnb.spec.from_azure({"id": "t", "commandLine": "echo", "userIdentity": {"userName": "x"}})
     assert any(issubclass(w.category, bnb.AzureImportWarning) for w in caught)
+
+
+def test_state_and_group_names_are_not_retyped_outside_states():
+    """A group of state names, or the node group pair, comes from batchnb/states.py (LIVE_TASK_STATES,
+    FAILED_TASK_STATES, TASK_STATE_ORDER, NODE_GROUPS, ...), never a literal tuple, list or set.
+
+    One name used as a value (``state == "running"``) is fine; so are examples in docstrings, which
+    show what a user types. The formula language (autoscale.py, formula/) and the cost columns
+    (cost/value.py, cost/meter.py) are vocabularies of their own that use the same words. The source
+    is read as a syntax tree, so a group split over lines is caught and comments are not."""
+    import ast
+    from pathlib import Path
+
+    from batchnb.states import JobState, NodeGroup, NodeState, TaskState
+    states = {s.value for vocabulary in (TaskState, JobState, NodeState) for s in vocabulary}
+    groups = {g.value for g in NodeGroup}
+    root = Path(bnb.__file__).parent
+    elsewhere = {root / "states.py", root / "autoscale.py", root / "cost" / "value.py", root / "cost" / "meter.py",
+                 *(root / "formula").rglob("*.py")}
+    found = []
+    for path in sorted(set(root.rglob("*.py")) - elsewhere):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                words = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+                if len(words) >= 2 and (words <= states or words == groups):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {sorted(words)}")
+    assert found == []

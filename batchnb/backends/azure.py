@@ -162,8 +162,30 @@ class BatchnbAzureVMCluster(AzureVMCluster):
 class AzureBackend(SpecClusterBackend):
     """Nodes as Azure VMs (see the module's docstring for the options).
 
-    >>> # bnb.Pool("render", backend="azure", vm_size="Standard_D4s_v5", dedicated=1, spot=8,
-    >>> #          location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg")
+    ``bnb.Pool("render", backend="azure", vm_size="Standard_D4s_v5", dedicated=1, spot=8,
+    location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg")`` makes one.
+    What each group's VMs are asked for is known before any VM is (nothing here calls Azure):
+
+    >>> import base64
+    >>> from batchnb.spec import PoolSpec
+    >>> spec = PoolSpec("render", backend="azure", vm_size="Standard_D4s_v5", dedicated=1, spot=8,
+    ...                 task_slots_per_node=2, start_task="pip install pillow")
+    >>> backend = AzureBackend(spec, location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg")
+    >>> backend.cluster_kwargs["vm_size"], backend.cluster_kwargs["worker_options"]
+    ('Standard_D4s_v5', {'nthreads': 2, 'resources': {'slots': 2}})
+    >>> spot = backend._group_options()["spot"]
+    >>> spot["vm"]
+    {'priority': 'Spot', 'eviction_policy': 'Delete', 'billing_profile': {'max_price': -1}}
+    >>> [line] = spot["bootstrap"]("spot-3")        # the VM's cloud-init runs the start task before the worker
+    >>> steps = line.split(" && ")
+    >>> steps[0], steps[-1]
+    ('mkdir -p /mnt/batch/tasks/spot-3/startup', 'sh /mnt/batch/tasks/spot-3/startup/starttask.sh')
+    >>> script = base64.b64decode(steps[1].split()[1]).decode()
+    >>> for text in script.splitlines():
+    ...     if "AZ_BATCH_NODE_IS_DEDICATED" in text or "pillow" in text:
+    ...         print(text.strip())
+    export AZ_BATCH_NODE_IS_DEDICATED=false
+    /bin/sh -c 'pip install pillow' > "$AZ_BATCH_TASK_DIR/stdout.txt" 2> "$AZ_BATCH_TASK_DIR/stderr.txt" < /dev/null
     """
 
     name = "azure"
@@ -218,14 +240,17 @@ class AzureBackend(SpecClusterBackend):
         st = self.spec.start_task
         mount = f"-v {self.node_root}:{self.node_root}"
 
-        def start(node_id):
-            if st is None:
-                return []
-            script = base64.b64encode(bootstrap_script(st, self.spec.name, node_id, self.node_root).encode()).decode()
-            path = f"{self.node_root}/{node_id}/startup"
-            return [f"mkdir -p {path} && echo {script} | base64 -d > {path}/starttask.sh && sh {path}/starttask.sh"]
-        return {"dedicated": {"vm": {}, "bootstrap": start, "docker_args": mount},
-                "spot": {"vm": spot_vm_options(self.eviction_policy, self.max_price), "bootstrap": start,
+        def start(group):
+            def lines(node_id):
+                if st is None:
+                    return []
+                script = bootstrap_script(st, self.spec.name, node_id, self.node_root, group)
+                script = base64.b64encode(script.encode()).decode()
+                path = f"{self.node_root}/{node_id}/startup"
+                return [f"mkdir -p {path} && echo {script} | base64 -d > {path}/starttask.sh && sh {path}/starttask.sh"]
+            return lines
+        return {"dedicated": {"vm": {}, "bootstrap": start("dedicated"), "docker_args": mount},
+                "spot": {"vm": spot_vm_options(self.eviction_policy, self.max_price), "bootstrap": start("spot"),
                          "docker_args": mount}}
 
     def start(self):

@@ -26,7 +26,16 @@ log = logging.getLogger("batchnb.backends.local")
 class LocalBackend(SpecClusterBackend):
     """The embedded default: ``bnb.Pool("local")``.
 
-    >>> # bnb.Pool("local", dedicated=2, spot=1, task_slots_per_node=2)
+    Each node is a worker process named by its node id, with a thread and a
+    ``slots`` resource per task slot:
+
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1, spot=1, task_slots_per_node=2) as pool:
+    ...     workers = pool.client.scheduler_info()["workers"].values()
+    ...     print(sorted((w["name"], w["nthreads"], w["resources"]) for w in workers))
+    ...     print([(n.id, n.group, n.state, n.slots) for n in pool.nodes()])
+    [('dedicated-0', 2, {'slots': 2}), ('spot-0', 2, {'slots': 2})]
+    [('dedicated-0', 'dedicated', 'idle', 2), ('spot-0', 'spot', 'idle', 2)]
     """
 
     name = "local"

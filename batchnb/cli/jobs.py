@@ -16,19 +16,19 @@ import sys
 import time
 
 from ..errors import SpecError
-from ..states import TASK_STATE_ORDER, UNSUCCESSFUL_TASK_STATES
+from ..states import TASK_STATE_ORDER, UNSUCCESSFUL_TASK_STATES, JobState
 
 FINAL_BAD = tuple(s.value for s in TASK_STATE_ORDER if s in UNSUCCESSFUL_TASK_STATES)
 
 
 def register(sub) -> None:
     p = sub.add_parser("jobs", help="list the jobs in the ledger")
-    p.add_argument("--state", choices=("active", "terminating", "completed"), help="only jobs in this state")
+    p.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
     p = sub.add_parser("tasks", help="list a job's tasks")
     p.add_argument("job")
-    p.add_argument("--state", help="only tasks in this state (pending, active, running, succeeded, failed...)")
+    p.add_argument("--state", choices=[s.value for s in TASK_STATE_ORDER], help="only tasks in this state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tasks)
     p = sub.add_parser("logs", help="print a task's stdout (or stderr)")
@@ -95,8 +95,7 @@ def cmd_tasks(args) -> int:
     from ..task import task_info
     ledger = _ledger(args)
     row = job_row(ledger, args.job)
-    rows = ledger.tasks(row["id"]) if not args.state else ledger.tasks(row["id"], where="state = ?",
-                                                                         params=(args.state,))
+    rows = ledger.tasks(row["id"], states=(args.state,) if args.state else None)
     infos = [task_info(r) for r in rows]
     if args.json:
         print(json.dumps([i.__dict__ for i in infos], indent=2))

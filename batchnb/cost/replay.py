@@ -13,8 +13,17 @@ attempt's end on the worker and the dispatcher collecting it.
 ``ledger`` is a :class:`batchnb.engine.ledger.Ledger`, used only through its
 public query methods (this layer sits below the engine and does not import it).
 
->>> # cost_from_ledger(bnb.current_ledger(), job_id="sweep").frame()
->>> # cost_from_ledger(ledger, pool="local", vm_size="Standard_D8s_v5")   # what if it had run on D8s?
+>>> import batchnb as bnb
+>>> with bnb.Pool("doc", dedicated=1, vm_size="Standard_D4s_v5") as pool:
+...     job = pool.job("sweep")
+...     t = job.add_task("t1", "sleep 0.2")
+...     live = job.wait(quiet=True).cost
+>>> replayed = cost_from_ledger(bnb.current_ledger(), job_id="sweep")     # any time later, from any process
+>>> round(replayed.total / live.total, 2), list(replayed.frame().task_id)
+(1.0, ['t1'])
+>>> on_d8 = cost_from_ledger(bnb.current_ledger(), job_id="sweep", vm_size="Standard_D8s_v5")
+>>> round(on_d8.total / replayed.total, 3)         # what if it had run on D8s_v5, at twice the price?
+2.0
 """
 
 from __future__ import annotations

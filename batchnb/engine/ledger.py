@@ -36,6 +36,8 @@ TASK_COLUMNS = ("state", "attempts", "requeues", "exit_code", "node", "failure",
 ATTEMPT_COLUMNS = ("node", "state", "dispatched", "start", "end", "exit_code", "category", "message", "task_dir",
                    "bytes_in", "bytes_out", "stage_in_seconds", "stage_out_seconds", "stdout_tail", "stderr_tail",
                    "slots")
+#: Every column of the tasks table (what :meth:`Ledger.tasks` may be asked for).
+TASK_TABLE_COLUMNS = ("job_id", "id", "seq", "spec", "created", *TASK_COLUMNS)
 
 
 def owner_id() -> str:
@@ -70,6 +72,18 @@ def holder_alive(owner: str) -> bool:
         return False
     except psutil.Error:
         return True
+
+
+def _task_columns(columns: Iterable[str] | None) -> str:
+    """The select list of :meth:`Ledger.tasks`: names of the tasks table's columns, nothing else."""
+    if columns is None:
+        return "*"
+    names = (columns,) if isinstance(columns, str) else tuple(columns)
+    unknown = [c for c in names if c not in TASK_TABLE_COLUMNS]
+    if unknown or not names:
+        raise ValueError(f"Ledger.tasks: columns must name columns of the tasks table {TASK_TABLE_COLUMNS}, "
+                         f"got {unknown or names!r}")
+    return ", ".join(names)
 
 
 def _foreign(owner: str | None) -> bool:
@@ -313,16 +327,23 @@ class Ledger(LedgerQueries):
             con.executemany("INSERT INTO events(time, job_id, task_id, kind, state) VALUES (?,?,?,?,?)",
                             [(now, job_id, tid, "task", state) for tid, _, _, state in rows])
 
-    def tasks(self, job_id: str, columns: str = "*", where: str = "", params: tuple = (),
-              *, states: Iterable[str] | None = None) -> list[sqlite3.Row]:
-        """The job's task rows in the order they were added; only those in ``states`` when given."""
+    def tasks(self, job_id: str, columns: Iterable[str] | None = None, *,
+              states: Iterable[str] | None = None) -> list[sqlite3.Row]:
+        """The job's task rows in the order they were added.
+
+        ``columns`` names the columns to read (all when None: a view of a
+        100k-task job reads three, not every task's spec); ``states`` keeps
+        only the tasks in these states (a set of :mod:`batchnb.states`, such
+        as ``FAILED_TASK_STATES``). Callers name what they want; the SQL is
+        written here.
+        """
+        sql = f"SELECT {_task_columns(columns)} FROM tasks WHERE job_id = ?"
+        params: tuple = (job_id,)
         if states is not None:
-            states = [getattr(s, "value", s) for s in states]
-            among = f"state IN ({', '.join('?' * len(states))})"
-            where = f"({where}) AND {among}" if where else among
-            params = (*params, *states)
-        sql = f"SELECT {columns} FROM tasks WHERE job_id = ? {('AND ' + where) if where else ''} ORDER BY seq"
-        return self._query(sql, (job_id, *params))
+            wanted = sorted({getattr(s, "value", s) for s in states})
+            sql += f" AND state IN ({', '.join('?' * len(wanted))})"
+            params += tuple(wanted)
+        return self._query(sql + " ORDER BY seq", params)
 
     def task(self, job_id: str, task_id: str) -> dict | None:
         rows = self._query("SELECT * FROM tasks WHERE job_id = ? AND id = ?", (job_id, task_id))

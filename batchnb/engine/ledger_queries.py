@@ -24,10 +24,9 @@ import os
 import time
 from collections.abc import Iterable
 
-from ..states import TERMINAL_TASK_STATES
+from ..states import LIVE_TASK_STATES, TERMINAL_TASK_STATES
 
-# The states of a task that has not ended.
-_LIVE = ("pending", "active", "running")
+_LIVE = tuple(sorted(s.value for s in LIVE_TASK_STATES))
 _ENDED = tuple(sorted(s.value for s in TERMINAL_TASK_STATES))
 
 

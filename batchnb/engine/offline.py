@@ -8,12 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import SpecError, WaitTimeout
+from ..states import FAILED_TASK_STATES, LIVE_TASK_STATES
 from .ledger import Ledger, default_ledger, owner_id
 
 if TYPE_CHECKING:
     from datetime import timedelta
-
-LIVE = ("pending", "active", "running")
 
 
 def current_ledger() -> Ledger:
@@ -39,7 +38,18 @@ def prune(older_than: str | float | timedelta = "7d", ledger: Ledger | None = No
     go; tasks' own ``retention_time`` is applied in every job. A job that a
     live process dispatches is never removed. Returns the removed job ids.
 
-    >>> # bnb.prune(older_than="7d")   # ['nightly-2026-11-01', ...]
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1) as pool:
+    ...     job = pool.job("nightly")
+    ...     t = job.add_task("t1", "echo done")
+    ...     print(job.wait(quiet=True))
+    job nightly: all_tasks_complete in ...s (1 succeeded)
+    >>> bnb.prune(older_than="7d")          # it ended moments ago: kept
+    []
+    >>> bnb.prune(older_than=0)             # finished, and no live process dispatches it
+    ['nightly']
+    >>> [j["id"] for j in bnb.jobs()]
+    []
     """
     from .retention import prune as _prune
     return _prune(older_than, ledger or current_ledger(), dry_run=dry_run)
@@ -58,11 +68,11 @@ def summary(job_id: str, ledger: Ledger | None = None) -> dict:
     row = job_row(ledger, job_id)
     counts = ledger.task_counts(row["id"])
     failures = []
-    for r in ledger.tasks(row["id"], states=("failed", "blocked")):
+    for r in ledger.tasks(row["id"], ("id", "state", "exit_code", "failure"), states=FAILED_TASK_STATES):
         f = json.loads(r["failure"]) if r["failure"] else {}
         failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"],
                          "category": f.get("category"), "message": f.get("message")})
-    live = sum(counts.get(s, 0) for s in LIVE)
+    live = sum(counts.get(s, 0) for s in LIVE_TASK_STATES)
     ends = ledger.last_task_end(row["id"])
     ended = row["ended"] or (ends if live == 0 and ends else None)
     return {"id": row["id"], "pool": row["pool"], "state": row["state"], "reason": row["reason"],

@@ -8,7 +8,20 @@ directory whose pool stopped before its time came is removed by the next
 (``.../workitems/<job>/<task>/<attempt>``) are ever removed, whatever the
 ledger says.
 
->>> # job.add_task("t", "make", retention_time="1h"); bnb.prune(older_than="7d")
+>>> import time
+>>> from pathlib import Path
+>>> import batchnb as bnb
+>>> with bnb.Pool("doc", dedicated=1) as pool:
+...     job = pool.job("kept-an-hour")
+...     t = job.add_task("t1", "echo made > out.txt", retention_time="1h")
+...     result = job.wait(quiet=True)
+...     folder = Path(t.attempts[-1]["task_dir"])
+>>> sorted(p.name for p in (folder / "wd").iterdir())
+['out.txt']
+>>> apply_retention(pool.ledger, now=time.time() + 3600)     # an hour later (what bnb.prune() also does)
+1
+>>> folder.exists(), t.stdout()                              # the ledger keeps the logs' tails
+(False, '')
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..spec.validate import duration
+from ..states import LIVE_TASK_STATES
 from .ledger import Ledger, default_ledger
 
 log = logging.getLogger("batchnb.retention")
@@ -92,7 +106,7 @@ def _finished_at(ledger: Ledger, row: dict) -> float | None:
     if row["state"] == "completed":
         return row["ended"] or row["created"]
     counts = ledger.task_counts(row["id"])
-    if any(counts.get(s) for s in ("pending", "active", "running")):
+    if any(counts.get(s) for s in LIVE_TASK_STATES):
         return None
     ends = ledger.last_task_end(row["id"])
     return ends if ends is not None else row["created"]

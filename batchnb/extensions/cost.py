@@ -12,8 +12,17 @@ actual spend reaches the budget. What the meter priced with is recorded in
 the ledger (an ``events`` row of kind ``pool``, state ``priced``), so that
 :func:`batchnb.cost.cost_from_ledger` can rebuild any cost later.
 
->>> # pool = bnb.Pool("local", dedicated=2, vm_size="Standard_D4s_v5", tags={"team": "vision"})
->>> # job = pool.job("sweep", budget=5.0); ...; job.cost().frame(); job.forecast()
+A job that reaches its budget, at a price of 1 USD a node-second so that it does at once:
+
+>>> import batchnb as bnb
+>>> prices = {"Standard_D4s_v5": {"dedicated": 3600.0, "spot": 720.0}}
+>>> with bnb.Pool("doc", dedicated=1, vm_size="Standard_D4s_v5", price_table=prices, tags={"team": "vision"}) as pool:
+...     job = pool.job("sweep", budget=1.0)
+...     t = job.add_task("long", "sleep 30")
+...     print(job.wait(quiet=True).reason, t.state, job.cost().total >= 1.0, job.forecast().remaining_seconds)
+...     print(list(job.cost().frame().columns))
+budget cancelled True 0.0
+['job_id', 'task_id', 'attempts', 'seconds', 'slot_seconds', 'node_seconds', 'dedicated', 'spot', 'cost', 'team']
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from ..cost.meter import BudgetGuard, Cost, CostMeter, Forecast, forecast
 from ..errors import SpecError
 from ..engine.events import CostSample, JobStateChanged, NodeStateChanged
 from ..engine.ledger import Batch
-from ..states import BILLED_NODE_STATES, JobState, NodeState, TaskState
+from ..states import BILLED_NODE_STATES, NODE_GROUPS, JobState, NodeState, TaskState
 
 log = logging.getLogger("batchnb.cost")
 
@@ -53,7 +62,11 @@ def _hook(fn):
 class CostExtension(PoolExtension):
     """Owns the pool's :class:`CostMeter`; ``pool.cost()``, ``job.cost()`` and budgets use it.
 
-    >>> # pool.extension(CostExtension).meter.cost().total
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=0, vm_size="Standard_D4s_v5") as pool:
+    ...     meter = pool.extension(CostExtension).meter
+    ...     print(meter.hourly_price("dedicated"), meter.hourly_price("spot"), meter.currency, pool.cost().total)
+    0.192 0.0384 USD 0.0
     """
 
     def __init__(self, engine):
@@ -82,7 +95,7 @@ class CostExtension(PoolExtension):
     def _record_prices(self) -> None:
         spec, meter = self.engine.spec, self.meter
         prices = {}
-        for group in ("dedicated", "spot"):
+        for group in NODE_GROUPS:
             try:
                 prices[group] = meter.hourly_price(group)
             except SpecError:

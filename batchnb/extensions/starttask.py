@@ -53,7 +53,8 @@ class StartTaskExtension(PoolExtension):
         if self.spec is None and not packages:
             return True
         # A backend that boots nodes from a script (Azure's cloud-init) ran the start task there;
-        # then only its result is read on the node.
+        # then only its result is read on the node. The node's group is what its backend declares
+        # (WorkerInfo.group): the start task's AZ_BATCH_NODE_IS_DEDICATED says the same as its tasks'.
         common = (engine.name, engine.node_root, engine.storage_options, worker.name)
         bootstrap = bool(getattr(engine.backend, "start_task_in_bootstrap", False))
         disp = engine.dispatcher
@@ -70,14 +71,14 @@ class StartTaskExtension(PoolExtension):
         def run():
             if packages:
                 # First the packages alone: the node may take tasks once they are unpacked.
-                result, problem = on_node(prepare_node, None, packages, *common)
+                result, problem = on_node(prepare_node, None, packages, *common, False, worker.group)
                 ok = result is not None and result.succeeded
                 disp.post(self._packages_done if ok and self.spec is not None else self._done,
                           worker.name, worker.address, result, problem, True)
                 if not ok or self.spec is None:
                     return
             # prepare_node finds the packages unpacked already (they are not fetched again).
-            result, problem = on_node(prepare_node, self.spec, packages, *common, bootstrap)
+            result, problem = on_node(prepare_node, self.spec, packages, *common, bootstrap, worker.group)
             disp.post(self._done, worker.name, worker.address, result, problem)
         threading.Thread(target=run, name=f"batchnb-starttask-{worker.name}", daemon=True).start()
         return not self._waits and not packages

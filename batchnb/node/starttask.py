@@ -56,10 +56,14 @@ class StartTaskResult:
 
 
 def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env: dict, attempt: int,
-                           app_packages: tuple = ()) -> dict:
-    """The runner's Azure variables for a start task: no job, no task id, no host list."""
+                           app_packages: tuple = (), group: str | None = None) -> dict:
+    """The runner's Azure variables for a start task: no job, no task id, no host list.
+
+    ``group`` is the node's group as its backend declares it (``AZ_BATCH_NODE_IS_DEDICATED``);
+    None falls back to the node's name (:func:`batchnb.states.group_of`).
+    """
     req = runner.AttemptRequest(job_id="", task_id="", attempt=attempt, pool_id=pool_id, env=dict(env),
-                                app_packages=tuple(app_packages))
+                                app_packages=tuple(app_packages), node_group=group)
     out = runner.task_environment(req, node_id, dirs, dirs["startup"], wd)
     for name in ("AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID", "AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE",
                  "AZ_BATCH_IS_CURRENT_NODE_MASTER"):
@@ -68,8 +72,11 @@ def start_task_environment(pool_id: str, node_id: str, dirs: dict, wd: Path, env
 
 
 def prepare_node(start_task, app_packages, pool_id: str, node_root: str, storage_options: dict | None,
-                 node_id: str, from_bootstrap: bool = False) -> StartTaskResult:
-    """On a joining node: unpack the app packages, then run the start task (or read how the VM's bootstrap ran it)."""
+                 node_id: str, from_bootstrap: bool = False, group: str | None = None) -> StartTaskResult:
+    """On a joining node: unpack the app packages, then run the start task (or read how the VM's bootstrap ran it).
+
+    ``group``: the node's group, as its backend declares it (see :func:`start_task_environment`).
+    """
     from ..node.apppackages import install
     t0 = time.time()
     dirs = runner.node_dirs(node_root, node_id)
@@ -82,7 +89,7 @@ def prepare_node(start_task, app_packages, pool_id: str, node_root: str, storage
         return StartTaskResult(node_id, 0, 0, None, None, "", "", t0, time.time())
     if from_bootstrap:
         return read_bootstrap_result(node_root, node_id)
-    return run_start_task(start_task, pool_id, node_root, storage_options, node_id, installed)
+    return run_start_task(start_task, pool_id, node_root, storage_options, node_id, installed, group)
 
 
 #: First item of a start task's key in ``runner._running`` (task keys are (job, task, attempt)).
@@ -97,7 +104,7 @@ def _register(key):
 
 
 def run_start_task(start_task, pool_id: str, node_root: str, storage_options: dict | None = None,
-                   node_id: str | None = None, app_packages: tuple = ()) -> StartTaskResult:
+                   node_id: str | None = None, app_packages: tuple = (), group: str | None = None) -> StartTaskResult:
     """Run ``start_task`` on this node with its retries; never raises (runs on a worker)."""
     node_id = node_id or runner._node_id()
     t0 = time.time()
@@ -119,7 +126,8 @@ def run_start_task(start_task, pool_id: str, node_root: str, storage_options: di
         argv, shell = (command, True) if isinstance(command, str) else (list(command), False)
         for attempts in range(1, start_task.max_retries + 2):
             env = dict(os.environ)
-            env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts, app_packages))
+            env.update(start_task_environment(pool_id, node_id, dirs, wd, start_task.env, attempts, app_packages,
+                                              group))
             # Registered with the runner's task processes, so that runner.kill_all (the pool
             # closing, the node preempted) kills it too: it runs in a session of its own and
             # would outlive its worker.
@@ -155,7 +163,7 @@ def run_start_task(start_task, pool_id: str, node_root: str, storage_options: di
                            runner._tail(startup / "stderr.txt"), t0, time.time(), str(startup))
 
 
-def bootstrap_script(start_task, pool_id: str, node_id: str, node_root: str) -> str:
+def bootstrap_script(start_task, pool_id: str, node_id: str, node_root: str, group: str | None = None) -> str:
     """The start task as a POSIX shell script for a VM's bootstrap (cloud-init), with Azure's semantics.
 
     It runs before the node's worker starts, in ``<node root>/<node>/startup/wd``
@@ -164,13 +172,14 @@ def bootstrap_script(start_task, pool_id: str, node_id: str, node_root: str) -> 
     folder, where :func:`read_bootstrap_result` finds them once the worker runs.
 
     >>> from batchnb import StartTask
-    >>> "AZ_BATCH_NODE_ID=spot-0" in bootstrap_script(StartTask("true"), "p", "spot-0", "/mnt/batch/tasks")
-    True
+    >>> script = bootstrap_script(StartTask("true"), "p", "vm-3", "/mnt/batch/tasks", group="spot")
+    >>> [line for line in script.splitlines() if "AZ_BATCH_NODE_I" in line]
+    ['export AZ_BATCH_NODE_ID=vm-3', 'export AZ_BATCH_NODE_IS_DEDICATED=false']
     """
     import shlex
     dirs = runner.node_dirs(node_root, node_id)
     wd = dirs["startup"] / "wd"
-    env = start_task_environment(pool_id, node_id, dirs, wd, start_task.env, 1)
+    env = start_task_environment(pool_id, node_id, dirs, wd, start_task.env, 1, group=group)
     env.pop("AZ_BATCH_TASK_ATTEMPT", None)
     command = start_task.command if isinstance(start_task.command, str) else shlex.join(start_task.command)
     limit = f"timeout {start_task.max_wall_clock:g}s " if start_task.max_wall_clock else ""

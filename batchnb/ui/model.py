@@ -31,6 +31,8 @@ MAX_FAILURES = 50          # failures kept in full; the rest are counted
 MAX_RUNNING_SHOWN = 8      # task ids listed per node; the rest are counted
 WINDOW = 10.0              # seconds of completions the throughput is measured over
 BILLED = frozenset(s.value for s in BILLED_NODE_STATES)
+# A task in one of these has had its live or final attempt (a blocked task never ran; an active one waits).
+_LAST_ATTEMPT_STATES = frozenset({TaskState.RUNNING}) | (TERMINAL_TASK_STATES - {TaskState.BLOCKED})
 
 
 def retries_of(state: str, attempts: int, requeues: int) -> int:
@@ -39,7 +41,7 @@ def retries_of(state: str, attempts: int, requeues: int) -> int:
     Every attempt was either requeued, retried, or is the task's live or final
     one; a task waiting in ``active`` has no live attempt.
     """
-    live = 1 if attempts and state in ("running", "succeeded", "failed", "cancelled") else 0
+    live = 1 if attempts and state in _LAST_ATTEMPT_STATES else 0
     return max(0, attempts - requeues - live)
 
 
@@ -78,18 +80,18 @@ class JobModel:
         import json
         row = job.ledger.job(job.id)
         # Three columns, not job.tasks(): a view of a 100k-task job must not parse every task's spec.
-        rows = job.ledger.tasks(job.id, "state, attempts, requeues")
+        rows = job.ledger.tasks(job.id, ("state", "attempts", "requeues"))
         retries = sum(retries_of(r["state"], r["attempts"] or 0, r["requeues"] or 0) for r in rows)
         failures = []
-        for r in job.ledger.tasks(job.id, "id, state, exit_code, node, failure",
-                                  "state IN ('failed', 'blocked')")[:MAX_FAILURES]:
+        for r in job.ledger.tasks(job.id, ("id", "state", "exit_code", "node", "failure"),
+                                  states=FAILED_TASK_STATES)[:MAX_FAILURES]:
             why = json.loads(r["failure"]) if r["failure"] else {}
             failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"], "node": r["node"],
                              "category": why.get("category"), "message": why.get("message")})
         model = cls(job.id, row["created"], job.counts(), retries=retries,
                     requeues=sum(r["requeues"] or 0 for r in rows), failures=failures, state=row["state"],
                     reason=row["reason"], ended=row["ended"], stderr_tail=lambda tid: _stderr_tail(job, tid))
-        model.failures_total = sum(1 for r in rows if r["state"] in ("failed", "blocked"))
+        model.failures_total = sum(1 for r in rows if r["state"] in FAILED_TASK_STATES)
         return model
 
     @property
@@ -130,7 +132,7 @@ class JobModel:
                 self.requeues += 1
             else:
                 self.retries += 1
-        if ev.state in ("failed", "blocked"):
+        if ev.state in FAILED_TASK_STATES:
             self._fail({"task_id": ev.task_id, "state": ev.state, "exit_code": ev.exit_code, "node": ev.node_id,
                         "message": ev.reason, "attempt": ev.attempt})
         elif ev.task_id in self.failures:      # replaced or re-run: no longer a failure
@@ -243,7 +245,7 @@ class PoolModel:
             if isinstance(ev, NodeStateChanged) and ev.pool == self.name:
                 node = self._node(ev.node_id, ev.group)
                 node["state"], node["reason"] = ev.state, ev.reason or ""
-                if ev.state not in ("idle", "running"):
+                if ev.state not in SCHEDULABLE_NODE_STATES:
                     for key in [k for k, v in self.where.items() if v == ev.node_id]:
                         del self.where[key]
                     node["running"], node["used"] = set(), 0
@@ -270,7 +272,7 @@ class PoolModel:
 
     def current(self) -> dict:
         """Nodes per group that count toward the pool's size (billed states)."""
-        out = {"dedicated": 0, "spot": 0}
+        out = dict.fromkeys(NODE_GROUPS, 0)
         for n in self.nodes.values():
             if n["state"] in BILLED:
                 out[n["group"]] = out.get(n["group"], 0) + 1
@@ -297,7 +299,7 @@ def requested_targets(pool) -> dict | None:
     backend = getattr(pool, "_backend", None)
     if backend is None or not getattr(backend, "can_scale", False):
         return None
-    out = {"dedicated": 0, "spot": 0}
+    out = dict.fromkeys(NODE_GROUPS, 0)
     for group in backend.requested().values():
         out[group] = out.get(group, 0) + 1
     return out
@@ -322,8 +324,8 @@ def node_hours(history: Iterable[dict], now: float, since: float = 0.0) -> dict:
     by_node: dict[str, list] = {}
     for row in history:
         by_node.setdefault(row["node_id"], []).append(row)
-    hours = {"dedicated": 0.0, "spot": 0.0}
-    up = {"dedicated": 0, "spot": 0}
+    hours = dict.fromkeys(NODE_GROUPS, 0.0)
+    up = dict.fromkeys(NODE_GROUPS, 0)
     for rows in by_node.values():
         rows.sort(key=lambda r: r["time"])
         group = rows[-1].get("grp") or rows[-1].get("group") or "dedicated"

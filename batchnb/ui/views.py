@@ -6,8 +6,19 @@ the front end is ``widgets/*.js`` and ``widgets/theme.css``. Importing this
 module loads anywidget and ipywidgets, so only :mod:`batchnb.ui` does it, on
 first display.
 
->>> # job = pool.job("render"); job.map(render, frames)
->>> # job            # or JobView(job): counts, rate, ETA and failures, live
+In a kernel, ``job`` as a cell's last expression shows ``JobView(job)``; the
+widget is an object like any other, and its synced traits are what the front
+end draws:
+
+>>> import batchnb as bnb
+>>> with bnb.Pool("doc", dedicated=1) as pool:
+...     job = pool.job("render")
+...     frames = job.map(str.upper, ["a", "b", "c"])
+...     result = job.wait(quiet=True)
+...     view = JobView(job)
+...     print(view.job_id, view.counts["succeeded"], view.total, view.done, view.eta, view.failures)
+...     view.close()
+render 3 3 3 None []
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import traitlets as t
 
 from .. import _config
 from ..engine.events import JobStateChanged, NodeStateChanged
+from ..states import NODE_GROUPS
 from .model import CostModel, JobModel, PoolModel, node_hours
 
 log = logging.getLogger("batchnb.ui")
@@ -169,7 +181,20 @@ class JobView(_View):
     """A job's live view: one bar split by state, counts, throughput, elapsed, ETA,
     retries and requeues, and its failed tasks with exit code, node and stderr tail.
 
-    >>> # JobView(job)        # what `job` as the last expression of a cell shows
+    Made from a job (``JobView(job)``, what ``job`` as a cell's last expression
+    shows), or from a model and an event bus, as here:
+
+    >>> from batchnb.engine.events import EventBus, TasksAdded, TaskStateChanged
+    >>> bus = EventBus()
+    >>> view = JobView(model=JobModel("render", created=0.0), bus=bus)
+    >>> bus.publish_many([TasksAdded("render", 2, 0.0, {"active": 2}),
+    ...                   TaskStateChanged("render", "f1", "failed", "active", 1.0, 1, "spot-0", 3, "exit code 3")])
+    >>> view.flush()         # events arrive at most every batchnb.progress-interval; this delivers them now
+    >>> view.total, view.done, view.failures_total, view.failures[0]["exit_code"]
+    (2, 1, 1, 3)
+    >>> view
+    <batchnb JobView of job 'render' (1 active, 1 failed)>
+    >>> view.close()
     """
 
     _esm = _module("job.js")
@@ -219,7 +244,16 @@ class PoolView(_View):
     """A pool's nodes as a grid by state, dedicated and spot apart, each with its running
     tasks, CPU and memory; the autoscale target against the current size; scale controls.
 
-    >>> # PoolView(pool)      # what `pool` as the last expression of a cell shows
+    What ``pool`` as a cell's last expression shows:
+
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1, spot=1) as pool:
+    ...     view = PoolView(pool)
+    ...     print([(n["id"], n["group"], n["state"], n["slots"]) for n in view.nodes])
+    ...     print(view.targets, view.current)
+    ...     view.close()
+    [('dedicated-0', 'dedicated', 'idle', 1), ('spot-0', 'spot', 'idle', 1)]
+    {'dedicated': 1, 'spot': 1} {'dedicated': 1, 'spot': 1}
     """
 
     _esm = _module("pool.js")
@@ -299,7 +333,7 @@ class PoolView(_View):
         if not isinstance(content, dict) or content.get("type") != "resize":
             return
         group, count = content.get("group"), content.get("count")
-        if group not in ("dedicated", "spot"):
+        if group not in NODE_GROUPS:
             self.error = f"resize: no node group {group!r}"
             return
         # Off the kernel's thread: a resize may wait for nodes, and the kernel must stay free.
@@ -321,7 +355,20 @@ class CostView(_View):
     """Spend so far and rate per hour, per node group, and the budget; node-hours when the
     pool has no cost meter.
 
-    >>> # CostView(pool) or CostView(pool, job=job)   # a job's view shows its budget
+    ``CostView(pool)``, or ``CostView(pool, job=job)`` for a job and its budget
+    (``pool.view("cost", job=job)``); here from a model and an event bus:
+
+    >>> from batchnb.engine.events import CostSample, EventBus
+    >>> from batchnb.ui.model import CostModel
+    >>> bus = EventBus()
+    >>> view = CostView(model=CostModel("job sweep", job_id="sweep", budget=5.0), bus=bus)
+    >>> view.metered, view.total, view.budget
+    (False, None, 5.0)
+    >>> bus.publish(CostSample("p", 10.0, total=1.25, rate_per_hour=0.75, job_id="sweep"))
+    >>> view.flush()
+    >>> view.metered, view.total, view.rate, view.currency
+    (True, 1.25, 0.75, 'USD')
+    >>> view.close()
     """
 
     _esm = _module("cost.js")

@@ -30,6 +30,16 @@ def test_start_task_runs_in_startup_dir_with_azure_variables(node):
     assert res.task_dir == str(startup)
 
 
+def test_start_task_sees_the_group_its_backend_declares(node):
+    """AZ_BATCH_NODE_IS_DEDICATED says what the backend declared (the pool passes WorkerInfo.group), not
+    what the node's name suggests; the name is the fallback only when no group is given (above)."""
+    from batchnb.node.starttask import prepare_node
+    st = bnb.StartTask('echo "$AZ_BATCH_NODE_IS_DEDICATED"')
+    assert run_start_task(st, "p1", str(node), group="dedicated").stdout_tail.strip() == "true"    # "spot-7"
+    assert prepare_node(st, (), "p1", str(node), {}, "spot-7", group="dedicated").stdout_tail.strip() == "true"
+    assert run_start_task(st, "p1", str(node), node_id="vm-1", group="spot").stdout_tail.strip() == "false"
+
+
 def test_start_task_retries_then_succeeds(node):
     # fails on its first run only: the marker file survives between attempts
     st = bnb.StartTask('if [ -f tried ]; then exit 0; fi; touch tried; echo boom >&2; exit 4', max_retries=1)
