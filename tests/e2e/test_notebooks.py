@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from batchnb.states import FAILED_TASK_STATES
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 BUDGET_SECONDS = 60      # each notebook must run well within a minute here
@@ -46,6 +48,6 @@ def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monke
         counts = {s: n for s, n in job["counts"].items() if n}
         assert not {"pending", "active", "running"} & set(counts), (job["id"], counts)
         assert counts_text(counts) in body, f"{path.name}: no final counts of job {job['id']} ({counts}) in its HTML"
-        for row in ledger.tasks(job["id"], where="state IN ('failed', 'blocked')"):
+        for row in ledger.tasks(job["id"], states=FAILED_TASK_STATES):
             assert f"<code>{row['id']}</code>" in body, f"{path.name}: failed task {row['id']} not in its HTML"
         assert f"cost of job {job['id']}" in body, f"{path.name}: no cost of job {job['id']} in its HTML"

@@ -80,7 +80,7 @@ def kill(proc) -> None:
 
 
 def by_state(led: Ledger, job_id: str, state: str) -> set[str]:
-    return {r["id"] for r in led.tasks(job_id, "id", where="state = ?", params=(state,))}
+    return {r["id"] for r in led.tasks(job_id, ("id",), states=(state,))}
 
 
 def lines(out) -> Counter:
