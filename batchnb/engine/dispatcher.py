@@ -291,10 +291,12 @@ class Dispatcher(Results, Outcomes, JobOps):
         node = self.nodes.nodes.get(node_id)
         if node is None:
             return
+        was_unusable = node.state == NodeState.UNUSABLE
         self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED)
         self.nodes.lost(node_id, state, now)
         self._node_event(node, now, reason)
-        if state != NodeState.PREEMPTED:
+        # Not for a node already given up (unusable, or released: its worker leaving is expected).
+        if state != NodeState.PREEMPTED and not was_unusable and node_id in self.engine.requested():
             self.infra_failure(node, f"its worker was lost: {reason}")
 
     def infra_failure(self, node, what: str) -> None:
