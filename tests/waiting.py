@@ -1,16 +1,10 @@
-"""A bounded wait for a condition, shared by the tests (no sleeps to wait for state)."""
+"""A bounded wait for a condition, shared by the tests (no sleeps to wait for state).
+
+The same one the shipped backend conformance suite uses.
+"""
 
 from __future__ import annotations
 
-import time
+from batchnb.backends.testing import wait_for
 
-
-def wait_for(cond, timeout: float, what: str):
-    """Return ``cond()``'s first true value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+__all__ = ["wait_for"]
