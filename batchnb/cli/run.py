@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .. import spec as specs
+from ..spec.codec import read_text
 from ..errors import SpecError
 from ..states import LIVE_TASK_STATES
 
@@ -56,17 +57,19 @@ def _is_azure(data) -> bool:
 
 
 def read_job_file(path: str, job_id: str | None = None) -> specs.JobSpec:
-    """A JobSpec from a batchnb job file or Azure Batch REST JSON."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError("job file", path, f"cannot be read: {exc.strerror}") from None
+    """A JobSpec from a batchnb job file or Azure Batch REST JSON.
+
+    Whatever the file holds (binary, huge, nested past reason, wrong types),
+    the only error is a :class:`~batchnb.SpecError` naming the field: the
+    command prints it on one line and exits 2.
+    """
+    text = read_text(path)
     data = None
     if text.lstrip()[:1] in ("{", "["):
         try:
             data = json.loads(text)
-        except ValueError:
-            data = None
+        except (ValueError, RecursionError):
+            data = None     # loads() below says what is wrong with it
     if data is not None and _is_azure(data):
         out = specs.from_azure(data)
         if isinstance(out, specs.TaskSpec):

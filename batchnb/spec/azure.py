@@ -31,52 +31,18 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 import shlex
-import warnings
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from . import model as s
-from .codec import to_dict
-from ..errors import AzureImportWarning, SpecError
+from . import validate as v
+from ._azure_parts import Ctx, array, env as _env, flag, inputs as _inputs, obj, outputs as _outputs, text, whole
+from .codec import as_text, read_text, to_dict
+from ..errors import AzureImportWarning, SpecError  # noqa: F401 - AzureImportWarning: part of this module's face
 
-
-# Status of a listed object (GET responses), not part of what was asked for.
-READ_ONLY = frozenset({
-    "odata.metadata", "odata.nextLink", "url", "eTag", "lastModified", "creationTime", "state",
-    "stateTransitionTime", "previousState", "previousStateTransitionTime", "executionInfo", "nodeInfo", "stats",
-    "allocationState", "allocationStateTransitionTime", "currentDedicatedNodes", "currentLowPriorityNodes",
-    "resizeErrors", "autoScaleRun", "currentNodeCommunicationMode", "resizeTimeout"})
-
-# Fields with no batchnb counterpart, and why.
-WHY = {
-    "displayName": "batchnb ids are the names",
-    "userIdentity": "tasks run as the user of the node's Dask worker",
-    "containerSettings": "tasks run on the node itself, not in a container",
-    "affinityInfo": "placement follows free slots and node_fill",
-    "applicationPackageReferences": "give bnb.AppPackage(name, version, url) to the Pool",
-    "authenticationTokenSettings": "tasks get no Batch service token",
-    "identityReference": "give credentials in the pool's storage_options",
-    "uploadHeaders": "uploads carry no custom headers",
-    "jobManagerTask": "drive the job from a notebook or script instead",
-    "jobPreparationTask": "not supported yet",
-    "jobReleaseTask": "not supported yet",
-    "networkConfiguration": "networking is the backend's business (bnb.Pool(..., vnet=...))",
-    "maxParallelTasks": "not supported yet",
-    "allowTaskPreemption": "not supported yet",
-    "virtualMachineConfiguration": "VM images are the backend's business",
-    "cloudServiceConfiguration": "VM images are the backend's business",
-    "certificateReferences": "not supported", "userAccounts": "not supported",
-    "mountConfiguration": "mount storage with fsspec URLs instead", "identity": "not supported",
-    "targetNodeCommunicationMode": "not supported", "upgradePolicy": "not supported",
-    "resourceTags": "use tags=", "poolLifetimeOption": "the Pool lives as long as its process",
-    "keepAlive": "the Pool lives as long as its process", "autoPoolIdPrefix": "the pool is named by the job",
-}
 _INFINITE = 10_000 * 86400.0        # TimeSpan.MaxValue in GET responses means "no limit"
 _ISO = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
-_BLOB_HOST = re.compile(r"^(?P<account>[a-z0-9]+)\.(?:blob|dfs)\.core\.windows\.net$", re.I)
 
 
 def iso_duration(value: Any, field: str) -> float | None:
@@ -95,54 +61,19 @@ def iso_duration(value: Any, field: str) -> float | None:
     return None if seconds >= _INFINITE else seconds
 
 
-class _Ctx:
-    """Collects what was not converted, so that each field is warned about once."""
-
-    def __init__(self, strict: bool):
-        self.strict = strict
-        self.skipped: dict[str, list[str]] = {}
-        self.status: set[str] = set()
-        self.notes: list[str] = []
-
-    def take(self, obj: Mapping, where: str, known: set[str], prefix: str = "") -> None:
-        for key in obj:
-            if key in known:
-                continue
-            if key in READ_ONLY:
-                self.status.add(prefix + key)
-                continue
-            if self.strict:
-                raise SpecError(f"{where}.{prefix}{key}", obj[key],
-                                f"batchnb cannot keep this field ({WHY.get(key, 'unknown field')})")
-            self.skipped.setdefault(prefix + key, []).append(where)
-
-    def emit(self) -> None:
-        for key, where in sorted(self.skipped.items()):
-            last = key.rsplit(".", 1)[-1]
-            places = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
-            warnings.warn(f"from_azure: field {key!r} ({places}) is not supported and was ignored: "
-                          f"{WHY.get(last, 'unknown field')}", AzureImportWarning, stacklevel=4)
-        if self.status:
-            warnings.warn(f"from_azure: read-only status fields ignored: {', '.join(sorted(self.status))}",
-                          AzureImportWarning, stacklevel=4)
-        for note in self.notes:
-            warnings.warn(f"from_azure: {note}", AzureImportWarning, stacklevel=4)
-
-
 def _read(obj: Any) -> Any:
-    if isinstance(obj, (str, bytes, os.PathLike)):
-        text = os.fspath(obj) if not isinstance(obj, bytes) else obj.decode()
-        if isinstance(obj, (bytes, os.PathLike)) or not text.lstrip().startswith(("{", "[")):
-            try:
-                with open(text if not isinstance(obj, bytes) else obj, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise SpecError("from_azure", obj, f"cannot be read: {exc.strerror}") from None
+    """A dict or list as it is; JSON text (str or bytes); else a path to a JSON file."""
+    if isinstance(obj, (str, bytes, bytearray, os.PathLike)):
+        is_text = obj.lstrip()[:1] in ("{", "[", b"{", b"[") if not isinstance(obj, os.PathLike) else False
+        text = as_text(obj, "from_azure") if is_text else read_text(obj, "from_azure")
         try:
-            return json.loads(text)
+            data = json.loads(text)
+        except RecursionError:
+            raise SpecError("from_azure", text[:80], "is nested too deeply to read") from None
         except ValueError as exc:
             raise SpecError("from_azure", text[:80], f"not valid JSON: {exc}") from None
-    return obj
+        return v.document(data, "from_azure")
+    return v.document(obj, "from_azure")
 
 
 def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
@@ -151,10 +82,11 @@ def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
     Returns a :class:`~batchnb.spec.TaskSpec` for a task, a list of them for
     a task collection, a :class:`~batchnb.spec.JobSpec` for a job (holding
     ``tasks`` converted too, when given) and a :class:`~batchnb.spec.PoolSpec`
-    for a pool.
+    for a pool. Anything malformed is a :class:`~batchnb.SpecError` naming
+    the field.
     """
     obj = _read(obj)
-    ctx = _Ctx(strict)
+    ctx = Ctx(strict)
     if isinstance(obj, list) or (isinstance(obj, Mapping) and isinstance(obj.get("value"), list)):
         out = _tasks(obj, ctx)
     elif not isinstance(obj, Mapping):
@@ -167,7 +99,7 @@ def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
     elif "id" in obj:
         out = _job(obj, ctx, tasks)
     else:
-        raise SpecError("from_azure", sorted(obj)[:8], "not a job, task, task collection or pool: "
+        raise SpecError("from_azure", sorted(map(str, obj))[:8], "not a job, task, task collection or pool: "
                         "a task has 'commandLine', a pool 'vmSize', a job 'id' and 'poolInfo'")
     if tasks is not None and not isinstance(out, s.JobSpec):
         raise SpecError("tasks", "...", "tasks= goes with a job")
@@ -175,24 +107,12 @@ def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
     return out
 
 
-def _tasks(obj, ctx: _Ctx, env: Mapping | None = None) -> list[s.TaskSpec]:
-    items = obj if isinstance(obj, list) else obj["value"]
+def _tasks(obj, ctx: Ctx, env: Mapping | None = None) -> list[s.TaskSpec]:
     if isinstance(obj, Mapping):
         ctx.take(obj, "task collection", {"value"})
+        obj = obj.get("value")
+    items = array(obj, "task collection value")
     return [_task(t, ctx, env or {}) for t in items]
-
-
-def _env(items: Any, field: str) -> dict:
-    if items is None:
-        return {}
-    if not isinstance(items, list):
-        raise SpecError(field, items, "expected a list of {name, value}")
-    out = {}
-    for item in items:
-        if not isinstance(item, Mapping) or "name" not in item:
-            raise SpecError(field, item, "expected {name, value}")
-        out[item["name"]] = "" if item.get("value") is None else str(item["value"])
-    return out
 
 
 def _command(line: Any, field: str) -> tuple:
@@ -204,31 +124,37 @@ def _command(line: Any, field: str) -> tuple:
         raise SpecError(field, line, f"cannot be split into arguments: {exc}") from None
 
 
-def _task(t: Any, ctx: _Ctx, env: Mapping) -> s.TaskSpec:
+def _task(t: Any, ctx: Ctx, env: Mapping) -> s.TaskSpec:
     if not isinstance(t, Mapping) or "id" not in t:
         raise SpecError("task", t, "expected an Azure Batch task with at least 'id' and 'commandLine'")
-    where = f"task {t['id']!r}"
+    tid = v.task_id(t["id"], "task id")
+    where = f"task {tid!r}"
     ctx.take(t, where, {"id", "commandLine", "resourceFiles", "outputFiles", "environmentSettings", "constraints",
                         "dependsOn", "exitConditions", "requiredSlots", "multiInstanceSettings", "priority"})
-    cons = t.get("constraints") or {}
+    cons = obj(t.get("constraints"), f"{where} constraints")
     ctx.take(cons, where, {"maxWallClockTime", "maxTaskRetryCount", "retentionTime"}, "constraints.")
-    retries = cons.get("maxTaskRetryCount")
-    deps = []
-    dep = t.get("dependsOn") or {}
+    retries = whole(cons.get("maxTaskRetryCount"), f"{where} constraints.maxTaskRetryCount", minimum=-1)
+    dep = obj(t.get("dependsOn"), f"{where} dependsOn")
     ctx.take(dep, where, {"taskIds", "taskIdRanges"}, "dependsOn.")
-    deps += list(dep.get("taskIds") or ())
-    for r in dep.get("taskIdRanges") or ():
-        deps.append(s.TaskIdRange(r.get("start"), r.get("end")))
+    deps: list = [v.task_id(d, f"{where} dependsOn.taskIds[{i}]")
+                  for i, d in enumerate(array(dep.get("taskIds"), f"{where} dependsOn.taskIds"))]
+    for i, r in enumerate(array(dep.get("taskIdRanges"), f"{where} dependsOn.taskIdRanges")):
+        f = f"{where} dependsOn.taskIdRanges[{i}]"
+        r = obj(r, f)
+        deps.append(s.TaskIdRange(v.integer(r.get("start"), f"{f}.start", minimum=0),
+                                  v.integer(r.get("end"), f"{f}.end", minimum=0)))
     multi = None
     if t.get("multiInstanceSettings") is not None:
-        m = t["multiInstanceSettings"]
+        f = f"{where} multiInstanceSettings"
+        m = obj(t["multiInstanceSettings"], f)
         ctx.take(m, where, {"numberOfInstances", "coordinationCommandLine", "commonResourceFiles"},
                  "multiInstanceSettings.")
-        multi = s.MultiInstance(number_of_instances=m.get("numberOfInstances", 1),
-                                coordination_command=m.get("coordinationCommandLine"),
+        multi = s.MultiInstance(number_of_instances=whole(m.get("numberOfInstances"), f"{f}.numberOfInstances") or 1,
+                                coordination_command=text(m.get("coordinationCommandLine"),
+                                                          f"{f}.coordinationCommandLine"),
                                 common_inputs=_inputs(m.get("commonResourceFiles"), ctx, where, "commonResourceFiles"))
     return s.TaskSpec(
-        id=t["id"], command=_command(t.get("commandLine"), f"{where} commandLine"),
+        id=tid, command=_command(t.get("commandLine"), f"{where} commandLine"),
         inputs=_inputs(t.get("resourceFiles"), ctx, where, "resourceFiles"),
         outputs=_outputs(t.get("outputFiles"), ctx, where),
         env={**env, **_env(t.get("environmentSettings"), f"{where} environmentSettings")},
@@ -236,158 +162,73 @@ def _task(t: Any, ctx: _Ctx, env: Mapping) -> s.TaskSpec:
         max_wall_clock=iso_duration(cons.get("maxWallClockTime"), f"{where} constraints.maxWallClockTime"),
         retention_time=iso_duration(cons.get("retentionTime"), f"{where} constraints.retentionTime"),
         retry=s.Retry(max=retries) if retries is not None else None,
-        required_slots=t.get("requiredSlots", 1), priority=t.get("priority"),
+        required_slots=whole(t.get("requiredSlots"), f"{where} requiredSlots", minimum=1) or 1,
+        priority=whole(t.get("priority"), f"{where} priority"),
         exit_conditions=_exit_conditions(t.get("exitConditions"), ctx, where), multi_instance=multi)
 
 
-def _exit_conditions(ec: Any, ctx: _Ctx, where: str):
+def _exit_conditions(ec: Any, ctx: Ctx, where: str):
+    ec = obj(ec, f"{where} exitConditions")
     if not ec:
         return None
 
-    def opts(item: Mapping, field: str) -> s.ExitOptions:
-        o = item.get("exitOptions", item) if field != "default" and "exitOptions" in item else item
+    def opts(item: Mapping, field: str, f: str) -> s.ExitOptions:
+        o = obj(item.get("exitOptions"), f"{f}.exitOptions") if field in ("exitCodes", "exitCodeRanges") or (
+            "exitOptions" in item and field != "default") else item
         ctx.take(o, where, {"jobAction", "dependencyAction"}, f"exitConditions.{field}.")
-        return s.ExitOptions(job_action=o.get("jobAction") or "none", dependency_action=o.get("dependencyAction"))
+        return s.ExitOptions(job_action=text(o.get("jobAction"), f"{f}.jobAction") or "none",
+                             dependency_action=text(o.get("dependencyAction"), f"{f}.dependencyAction"))
 
     ctx.take(ec, where, {"exitCodes", "exitCodeRanges", "preProcessingError", "fileUploadError", "default"},
              "exitConditions.")
     mapping: dict[Any, s.ExitOptions] = {}
-    for item in ec.get("exitCodes") or ():
+    for i, item in enumerate(array(ec.get("exitCodes"), f"{where} exitConditions.exitCodes")):
+        f = f"{where} exitConditions.exitCodes[{i}]"
+        item = obj(item, f)
         ctx.take(item, where, {"code", "exitOptions"}, "exitConditions.exitCodes.")
-        mapping[int(item["code"])] = opts(item, "exitCodes")
-    for item in ec.get("exitCodeRanges") or ():
+        mapping[v.integer(item.get("code"), f"{f}.code")] = opts(item, "exitCodes", f)
+    for i, item in enumerate(array(ec.get("exitCodeRanges"), f"{where} exitConditions.exitCodeRanges")):
+        f = f"{where} exitConditions.exitCodeRanges[{i}]"
+        item = obj(item, f)
         ctx.take(item, where, {"start", "end", "exitOptions"}, "exitConditions.exitCodeRanges.")
-        mapping[(int(item["start"]), int(item["end"]))] = opts(item, "exitCodeRanges")
+        mapping[(v.integer(item.get("start"), f"{f}.start"), v.integer(item.get("end"), f"{f}.end"))] = \
+            opts(item, "exitCodeRanges", f)
     for azure, ours in (("preProcessingError", "pre_processing_error"), ("fileUploadError", "file_upload_error"),
                         ("default", "default")):
         if ec.get(azure) is not None:
-            mapping[ours] = opts(ec[azure], azure)
+            f = f"{where} exitConditions.{azure}"
+            mapping[ours] = opts(obj(ec[azure], f), azure, f)
     return s.ExitConditions.from_mapping(mapping)
 
 
-def _blob(url: str, field: str, ctx: _Ctx) -> tuple[str, str]:
-    """(fsspec URL of the container, path inside it) for an Azure blob URL; SAS tokens dropped."""
-    parts = urlsplit(url)
-    if parts.query:
-        ctx.notes.append(f"{field}: the query (SAS token) of {parts.scheme}://{parts.netloc}{parts.path} is not "
-                         "kept, as specs are recorded; give credentials in the pool's storage_options")
-    m = _BLOB_HOST.match(parts.hostname or "")
-    path = parts.path.lstrip("/")
-    if m:
-        container, _, rest = path.partition("/")
-        return f"abfs://{container}@{m['account']}.dfs.core.windows.net", rest
-    # Path-style (Azurite, Azure Stack): http://host:port/account/container/...
-    _account, _, path = path.partition("/")
-    container, _, rest = path.partition("/")
-    ctx.notes.append(f"{field}: the endpoint {parts.scheme}://{parts.netloc} of {url.split('?')[0]} is not kept "
-                     "in the URL; give it in storage_options (e.g. {'abfs': {'connection_string': ...}})")
-    return f"abfs://{container}", rest
-
-
-def _join(base: str, path: str) -> str:
-    return base.rstrip("/") + "/" + path.lstrip("/") if path else base.rstrip("/") + "/"
-
-
-def _inputs(items: Any, ctx: _Ctx, where: str, field: str) -> tuple:
-    out = []
-    for i, rf in enumerate(items or ()):
-        f = f"{where} {field}[{i}]"
-        ctx.take(rf, where, {"httpUrl", "storageContainerUrl", "autoStorageContainerName", "blobPrefix",
-                             "filePath", "fileMode"}, f"{field}.")
-        mode, path = rf.get("fileMode"), rf.get("filePath")
-        if rf.get("httpUrl"):
-            if not path:
-                raise SpecError(f"{f}.filePath", path, "is required with httpUrl")
-            url = rf["httpUrl"]
-            if not isinstance(url, str):
-                raise SpecError(f"{f}.httpUrl", url, "expected a URL string")
-            # Only Azure blob URLs become abfs:// (their SAS dropped); any other http(s)
-            # URL, query string included (pre-signed S3, versioned files), is kept as it is.
-            if _BLOB_HOST.match(urlsplit(url).hostname or ""):
-                base, blob = _blob(url, f, ctx)
-                url = _join(base, blob)
-            out.append(s.ResourceFile(path, url, mode))
-            continue
-        if rf.get("storageContainerUrl"):
-            if not isinstance(rf["storageContainerUrl"], str):
-                raise SpecError(f"{f}.storageContainerUrl", rf["storageContainerUrl"], "expected a URL string")
-            base, rest = _blob(rf["storageContainerUrl"], f, ctx)
-            base = _join(base, rest).rstrip("/")
-        elif rf.get("autoStorageContainerName"):
-            base = f"az://{rf['autoStorageContainerName']}"
-        else:
-            raise SpecError(f, rf, "needs httpUrl, storageContainerUrl or autoStorageContainerName")
-        prefix = (rf.get("blobPrefix") or "").lstrip("/")
-        folder = prefix if prefix.endswith("/") or not prefix else posixpath.dirname(prefix) + "/"
-        if prefix and folder != prefix:
-            ctx.notes.append(f"{f}: blobPrefix {prefix!r} is not a folder; all of {folder or '/'!r} is fetched")
-        folder = folder.lstrip("/")
-        # Azure keeps each blob's full name below filePath; a prefix URL keeps names below the prefix.
-        target = posixpath.join(path or ".", folder.rstrip("/")) if folder else (path or ".")
-        out.append(s.ResourceFile(posixpath.normpath(target), _join(base, folder), mode))
-    return tuple(out)
-
-
-_CONDITIONS = {"tasksuccess": "success", "taskfailure": "failure", "taskcompletion": "completion"}
-
-
-def _outputs(items: Any, ctx: _Ctx, where: str) -> tuple:
-    out = []
-    for i, of in enumerate(items or ()):
-        f = f"{where} outputFiles[{i}]"
-        ctx.take(of, where, {"filePattern", "destination", "uploadOptions"}, "outputFiles.")
-        pattern = of.get("filePattern")
-        if not isinstance(pattern, str) or not pattern:
-            raise SpecError(f"{f}.filePattern", pattern, "expected a file pattern")
-        for head in ("$AZ_BATCH_TASK_WORKING_DIR/", "${AZ_BATCH_TASK_WORKING_DIR}/"):
-            pattern = pattern[len(head):] if pattern.startswith(head) else pattern
-        if pattern.startswith("../") and "/" not in pattern[3:]:
-            pattern = pattern[3:]     # the task dir's stdout.txt/stderr.txt: batchnb matches them at top level
-        dest = of.get("destination") or {}
-        ctx.take(dest, where, {"container"}, "outputFiles.destination.")
-        container = dest.get("container") or {}
-        ctx.take(container, where, {"containerUrl", "path"}, "outputFiles.destination.container.")
-        if not container.get("containerUrl"):
-            raise SpecError(f"{f}.destination.container.containerUrl", container, "is required")
-        base, rest = _blob(container["containerUrl"], f, ctx)
-        base = _join(base, rest).rstrip("/")
-        blob = (container.get("path") or "").strip("/")
-        wildcard = any(c in pattern for c in "*?[")
-        destination = _join(base, blob) + ("/" if wildcard and blob else "") if (wildcard or not blob) \
-            else _join(base, blob)
-        opts = of.get("uploadOptions") or {}
-        ctx.take(opts, where, {"uploadCondition"}, "outputFiles.uploadOptions.")
-        cond = str(opts.get("uploadCondition", "taskCompletion")).lower()
-        if cond not in _CONDITIONS:
-            raise SpecError(f"{f}.uploadOptions.uploadCondition", opts.get("uploadCondition"),
-                            "expected taskSuccess, taskFailure or taskCompletion")
-        out.append(s.OutputFile(pattern, destination, _CONDITIONS[cond]))
-    return tuple(out)
-
-
-def _pool(p: Any, ctx: _Ctx, where: str) -> s.PoolSpec:
+def _pool(p: Any, ctx: Ctx, where: str) -> s.PoolSpec:
+    p = obj(p, where)
     ctx.take(p, where, {"id", "vmSize", "targetDedicatedNodes", "targetLowPriorityNodes", "enableAutoScale",
                         "autoScaleFormula", "autoScaleEvaluationInterval", "taskSlotsPerNode", "maxTasksPerNode",
                         "taskSchedulingPolicy", "startTask", "metadata", "enableInterNodeCommunication"})
-    policy = p.get("taskSchedulingPolicy") or {}
+    policy = obj(p.get("taskSchedulingPolicy"), f"{where}.taskSchedulingPolicy")
     ctx.take(policy, where, {"nodeFillType"}, "taskSchedulingPolicy.")
-    auto = bool(p.get("enableAutoScale"))
-    if auto and not p.get("autoScaleFormula"):
+    auto = flag(p.get("enableAutoScale"), f"{where}.enableAutoScale", False)
+    formula = text(p.get("autoScaleFormula"), f"{where}.autoScaleFormula")
+    if auto and not formula:
         raise SpecError(f"{where}.autoScaleFormula", None, "is required when enableAutoScale is true")
     interval = iso_duration(p.get("autoScaleEvaluationInterval"), f"{where}.autoScaleEvaluationInterval")
     start = None
     if p.get("startTask"):
-        st = p["startTask"]
+        f = f"{where}.startTask"
+        st = obj(p["startTask"], f)
         ctx.take(st, f"{where} startTask", {"commandLine", "resourceFiles", "environmentSettings",
                                             "maxTaskRetryCount", "waitForSuccess"}, "startTask.")
-        start = s.StartTask(_command(st.get("commandLine"), f"{where}.startTask.commandLine"),
-                            max_retries=st.get("maxTaskRetryCount", 0), wait_for_success=st.get("waitForSuccess", True),
-                            env=_env(st.get("environmentSettings"), f"{where}.startTask.environmentSettings"),
+        start = s.StartTask(_command(st.get("commandLine"), f"{f}.commandLine"),
+                            max_retries=whole(st.get("maxTaskRetryCount"), f"{f}.maxTaskRetryCount") or 0,
+                            wait_for_success=flag(st.get("waitForSuccess"), f"{f}.waitForSuccess", True),
+                            env=_env(st.get("environmentSettings"), f"{f}.environmentSettings"),
                             inputs=_inputs(st.get("resourceFiles"), ctx, f"{where} startTask", "resourceFiles"))
     return s.PoolSpec(
-        name=p.get("id", "local"), vm_size=p.get("vmSize"),
-        dedicated=None if auto else p.get("targetDedicatedNodes", 0), spot=0 if auto else p.get("targetLowPriorityNodes", 0),
-        autoscale=p.get("autoScaleFormula") if auto else None,
+        name=p.get("id", "local"), vm_size=text(p.get("vmSize"), f"{where}.vmSize"),
+        dedicated=None if auto else whole(p.get("targetDedicatedNodes"), f"{where}.targetDedicatedNodes") or 0,
+        spot=0 if auto else whole(p.get("targetLowPriorityNodes"), f"{where}.targetLowPriorityNodes") or 0,
+        autoscale=formula if auto else None,
         # Azure evaluates a formula every 15 minutes unless told otherwise.
         autoscale_interval=interval if interval is not None else (900.0 if auto else 30.0),
         task_slots_per_node=p.get("taskSlotsPerNode", p.get("maxTasksPerNode", 1)),
@@ -395,39 +236,44 @@ def _pool(p: Any, ctx: _Ctx, where: str) -> s.PoolSpec:
         tags=_env(p.get("metadata"), f"{where}.metadata"))
 
 
-def _job(j: Mapping, ctx: _Ctx, tasks: Any) -> s.JobSpec:
-    where = f"job {j['id']!r}"
+def _job(j: Mapping, ctx: Ctx, tasks: Any) -> s.JobSpec:
+    jid = v.task_id(j["id"], "job id")
+    where = f"job {jid!r}"
     ctx.take(j, where, {"id", "priority", "constraints", "poolInfo", "onAllTasksComplete", "onTaskFailure",
                         "metadata", "commonEnvironmentSettings", "usesTaskDependencies"})
-    cons = j.get("constraints") or {}
+    cons = obj(j.get("constraints"), f"{where}.constraints")
     ctx.take(cons, where, {"maxWallClockTime", "maxTaskRetryCount"}, "constraints.")
     pool = None
-    info = j.get("poolInfo") or {}
+    info = obj(j.get("poolInfo"), f"{where}.poolInfo")
     ctx.take(info, where, {"poolId", "autoPoolSpecification"}, "poolInfo.")
     if info.get("poolId"):
-        pool = {"name": info["poolId"]}
+        pool = {"name": v.task_id(info["poolId"], f"{where}.poolInfo.poolId")}
     elif info.get("autoPoolSpecification"):
-        auto = info["autoPoolSpecification"]
+        auto = obj(info["autoPoolSpecification"], f"{where}.poolInfo.autoPoolSpecification")
         ctx.take(auto, where, {"pool"}, "poolInfo.autoPoolSpecification.")
-        spec = _pool({"id": j["id"], **(auto.get("pool") or {})}, ctx, f"{where} autoPool")
+        spec = _pool({"id": jid, **obj(auto.get("pool"), f"{where}.poolInfo.autoPoolSpecification.pool")}, ctx,
+                     f"{where} autoPool")
         pool = to_dict(spec)
     env = _env(j.get("commonEnvironmentSettings"), f"{where}.commonEnvironmentSettings")
     specs = ()
     if tasks is not None:
         specs = tuple(_tasks(_read(tasks), ctx, env))
-        if str(j.get("onTaskFailure", "noaction")).lower() == "noaction":
+        on_failure = text(j.get("onTaskFailure"), f"{where}.onTaskFailure") or "noaction"
+        if on_failure.lower() == "noaction":
             specs = tuple(_without_job_actions(t, ctx) for t in specs)
     elif env:
         ctx.notes.append(f"{where}: commonEnvironmentSettings apply only to tasks given with "
                          "from_azure(job, tasks=...); they were not kept")
-    return s.JobSpec(id=j["id"], priority=j.get("priority", 0),
+    return s.JobSpec(id=jid, priority=whole(j.get("priority"), f"{where}.priority") or 0,
                      max_wall_clock=iso_duration(cons.get("maxWallClockTime"), f"{where}.constraints.maxWallClockTime"),
-                     max_task_retries=cons.get("maxTaskRetryCount", 0),
-                     on_all_tasks_complete=str(j.get("onAllTasksComplete", "noaction")).lower(),
+                     max_task_retries=whole(cons.get("maxTaskRetryCount"), f"{where}.constraints.maxTaskRetryCount",
+                                            minimum=-1) or 0,
+                     on_all_tasks_complete=(text(j.get("onAllTasksComplete"), f"{where}.onAllTasksComplete")
+                                            or "noaction").lower(),
                      tags=_env(j.get("metadata"), f"{where}.metadata"), pool=pool, tasks=specs)
 
 
-def _without_job_actions(t: s.TaskSpec, ctx: _Ctx) -> s.TaskSpec:
+def _without_job_actions(t: s.TaskSpec, ctx: Ctx) -> s.TaskSpec:
     """Azure performs exit options' jobAction only when the job's onTaskFailure says so."""
     ec = t.exit_conditions
     if ec is None:

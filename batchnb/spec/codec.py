@@ -14,6 +14,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Mapping
 
 from . import model as s
+from . import validate as v
 from ..errors import SpecError
 
 # Which fields hold nested specs: name -> (class, many?)
@@ -40,20 +41,24 @@ def _exit_conditions_to_dict(ec: s.ExitConditions) -> dict:
 
 
 def _exit_conditions_from_dict(data: Mapping) -> s.ExitConditions:
-    def opts(d):
+    def opts(d, field):
+        if not isinstance(d, Mapping):
+            raise SpecError(field, d, "expected {job_action: ..., dependency_action: ...}")
         return s.ExitOptions(job_action=d.get("job_action", "none"), dependency_action=d.get("dependency_action"))
     mapping: dict[Any, Any] = {}
-    try:
-        for item in data.get("codes", ()):
-            mapping[int(item["code"])] = opts(item)
-        for item in data.get("ranges", ()):
-            mapping[(int(item["start"]), int(item["end"]))] = opts(item)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SpecError("exit_conditions", dict(data), "codes need {code: N, ...} and ranges "
-                        f"{{start: N, end: M, ...}} with whole numbers ({type(exc).__name__}: {exc})") from None
+    for kind, keys in (("codes", ("code",)), ("ranges", ("start", "end"))):
+        items = data.get(kind) or ()
+        if not isinstance(items, (list, tuple)):
+            raise SpecError(f"exit_conditions.{kind}", items, "expected a list")
+        for i, item in enumerate(items):
+            field = f"exit_conditions.{kind}[{i}]"
+            if not isinstance(item, Mapping) or not all(k in item for k in keys):
+                raise SpecError(field, item, "codes need {code: N, ...} and ranges {start: N, end: M, ...}")
+            numbers = tuple(v.integer(item[k], f"{field}.{k}") for k in keys)
+            mapping[numbers[0] if kind == "codes" else numbers] = opts(item, field)
     for name in ("default", "pre_processing_error", "file_upload_error"):
         if data.get(name) is not None:
-            mapping[name] = opts(data[name])
+            mapping[name] = opts(data[name], f"exit_conditions.{name}")
     return s.ExitConditions.from_mapping(mapping)
 
 
@@ -95,9 +100,9 @@ def from_dict(cls: type, data: Mapping) -> Any:
     if not isinstance(data, Mapping):
         raise SpecError(cls.__name__, data, "expected a mapping")
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
-        raise SpecError(f"{cls.__name__} field", unknown[0], f"unknown; known fields are {', '.join(sorted(names))}")
+        raise v.unknown_keyword(cls.__name__, unknown[0], data[unknown[0]], names, kind="field")
     missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
                and f.default_factory is MISSING]
     if missing:
@@ -113,6 +118,8 @@ def from_dict(cls: type, data: Mapping) -> Any:
             continue
         if cls is s.PoolSpec and name == "start_task" and isinstance(value, (str, list)):
             continue
+        if many and not isinstance(value, (list, tuple)):
+            raise SpecError(name, value, f"expected a list of {sub.__name__} mappings")
         kwargs[name] = tuple(_one(sub, x) for x in value) if many else _one(sub, value)
     if cls is s.TaskSpec:
         if isinstance(kwargs.get("command"), list):
@@ -122,9 +129,18 @@ def from_dict(cls: type, data: Mapping) -> Any:
             kwargs["exit_conditions"] = _exit_conditions_from_dict(ec) if _is_stored_exit_conditions(ec) else \
                 {_exit_key(k): v for k, v in ec.items()}
         if isinstance(kwargs.get("python"), Mapping):
-            p = kwargs["python"]
-            kwargs["python"] = s.PythonCall(p["name"], base64.b64decode(p["payload"]), p.get("args_digest", ""))
+            kwargs["python"] = _python_call(kwargs["python"])
     return cls(**kwargs)
+
+
+def _python_call(p: Mapping) -> s.PythonCall:
+    name, payload, digest = p.get("name"), p.get("payload"), p.get("args_digest", "")
+    if not isinstance(name, str) or not isinstance(payload, str) or not isinstance(digest, str):
+        raise SpecError("python", dict(p), "expected {name, payload (base64), args_digest} as stored in the ledger")
+    try:
+        return s.PythonCall(name, base64.b64decode(payload, validate=True), digest)
+    except ValueError:
+        raise SpecError("python.payload", payload[:40], "is not base64") from None
 
 
 _RANGE_KEY = re.compile(r"^\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*$")
@@ -154,24 +170,84 @@ def _one(cls, value):
     return from_dict(cls, value)
 
 
-def loads(text: str) -> s.JobSpec:
-    import yaml
-    if text.lstrip().startswith("{"):
-        # JSON first: YAML 1.1 reads JSON numbers such as 1e-05 as strings and
-        # \ud83d-style escapes as lone surrogates.
+#: Job files past this size are refused before they are read: parsing one would take minutes
+#: and gigabytes (YAML), and bulk jobs are better added from Python with job.add_tasks().
+MAX_FILE_BYTES = 128 * 2**20
+
+
+def as_text(data: Any, field: str) -> str:
+    """YAML/JSON text from ``str`` or UTF-8 ``bytes`` (a byte-order mark is dropped)."""
+    if isinstance(data, (bytes, bytearray)):
         try:
-            return job_from_data(json.loads(text))
-        except ValueError as exc:
-            if isinstance(exc, SpecError):
-                raise
+            data = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SpecError(field, bytes(data[exc.start:exc.start + 8]),
+                            f"is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+    if not isinstance(data, str):
+        raise SpecError(field, data, "expected YAML or JSON text")
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(field, data[:40], f"is larger than {MAX_FILE_BYTES // 2**20} MiB")
+    return data
+
+
+def read_text(path: Any, field: str = "job file") -> str:
+    """The text of a job file, or a SpecError naming the path: unreadable, binary or too large."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("job file", text[:80], f"not valid YAML or JSON: {exc}") from None
-    return job_from_data(data)
+        path = os.fspath(path)
+        size = os.stat(path).st_size
+        if size <= MAX_FILE_BYTES:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)     # a device or a growing file may say 0 bytes
+    except TypeError:
+        raise SpecError(field, path, "expected a path") from None
+    except ValueError:
+        raise SpecError(field, path, "a path cannot hold a NUL character") from None
+    except OSError as exc:
+        raise SpecError(field, path, f"cannot be read: {exc.strerror or exc}") from None
+    if size > MAX_FILE_BYTES:
+        raise SpecError(field, path, f"is larger than {MAX_FILE_BYTES // 2**20} MiB")
+    return as_text(data, f"{field} {path}")
+
+
+def parse_text(text: str, field: str = "job file") -> Any:
+    """JSON or YAML text -> data, every failure a one-line SpecError."""
+    import yaml
+    try:
+        if text.lstrip().startswith(("{", "[")):
+            # JSON first: YAML 1.1 reads JSON numbers such as 1e-05 as strings and
+            # \ud83d-style escapes as lone surrogates.
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SpecError(field, text[:80], f"not valid YAML or JSON: {exc.problem or exc.context}{where}") from None
+    except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
+        # PyYAML's constructors raise plain ValueErrors, e.g. for a date such as 2024-02-30.
+        raise SpecError(field, text[:80], "not valid YAML or JSON: " + " ".join(str(exc).split())) from None
+    except RecursionError:
+        raise SpecError(field, text[:80], "is nested too deeply to read") from None
+    except MemoryError:
+        raise SpecError(field, text[:80], "is too large to read into memory") from None
+
+
+def loads(text: str | bytes) -> s.JobSpec:
+    """A JobSpec from the text of a job file (YAML or JSON)."""
+    return job_from_data(parse_text(as_text(text, "job file")))
+
+
+def _within(where: str, exc: SpecError) -> SpecError:
+    """``exc`` with the place in the document it came from (a field alone may be in any task)."""
+    if type(exc) is not SpecError or str(exc.field).startswith("task "):
+        return exc
+    return SpecError(f"{where}.{exc.field}", exc.value, exc.problem)
 
 
 def job_from_data(data: Any) -> s.JobSpec:
+    v.document(data, "job file")
     if not isinstance(data, Mapping) or "id" not in data:
         raise SpecError("job file", data, "expected a mapping with at least 'id' (and usually 'tasks')")
     data = dict(data)
@@ -182,18 +258,23 @@ def job_from_data(data: Any) -> s.JobSpec:
         if isinstance(t, Mapping) and "python" in t:
             raise SpecError(f"tasks[{i}].python", t.get("id"), "Python callables cannot come from a job file")
     job = from_dict(s.JobSpec, data)
-    return s.JobSpec(**{**{f.name: getattr(job, f.name) for f in fields(job)},
-                        "tasks": tuple(from_dict(s.TaskSpec, t) for t in tasks)})
+    if job.pool is not None:
+        try:
+            from_dict(s.PoolSpec, job.pool)     # checked now, not when a pool is made from it
+        except SpecError as exc:
+            raise _within("pool", exc) from None
+    specs = []
+    for i, t in enumerate(tasks):
+        try:
+            specs.append(from_dict(s.TaskSpec, t))
+        except SpecError as exc:
+            raise _within(f"tasks[{i}]", exc) from None
+    return s.JobSpec(**{**{f.name: getattr(job, f.name) for f in fields(job)}, "tasks": tuple(specs)})
 
 
 def load(path) -> s.JobSpec:
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SpecError("job file", path, f"cannot be read: {exc.strerror}") from None
-    return loads(text)
+    """A JobSpec from a job file (YAML or JSON)."""
+    return loads(read_text(path))
 
 
 def dumps(spec: s.JobSpec, fmt: str = "yaml") -> str:

@@ -43,6 +43,9 @@ class MultiInstance:
     def __post_init__(self):
         object.__setattr__(self, "number_of_instances",
                            v.integer(self.number_of_instances, "multi_instance.number_of_instances", minimum=1))
+        if self.coordination_command is not None:
+            object.__setattr__(self, "coordination_command",
+                               _command(self.coordination_command, "multi_instance.coordination_command"))
         object.__setattr__(self, "common_inputs", _inputs(self.common_inputs, "multi_instance.common_inputs"))
 
 
@@ -66,6 +69,8 @@ class StartTask:
     def __post_init__(self):
         object.__setattr__(self, "command", _command(self.command, "start_task.command"))
         object.__setattr__(self, "max_retries", v.integer(self.max_retries, "start_task.max_retries", minimum=0))
+        if not isinstance(self.wait_for_success, bool):
+            raise SpecError("start_task.wait_for_success", self.wait_for_success, "expected True or False")
         object.__setattr__(self, "env", v.str_mapping(self.env, "start_task.env"))
         object.__setattr__(self, "inputs", _inputs(self.inputs, "start_task.inputs"))
         object.__setattr__(self, "max_wall_clock", v.duration(self.max_wall_clock, "start_task.max_wall_clock"))
@@ -153,6 +158,8 @@ def dependency_ids(value: Any) -> tuple:
         return ()
     if isinstance(value, (str, int, TaskIdRange)) or hasattr(value, "task_id"):
         value = [value]
+    elif isinstance(value, (Mapping, bytes, bytearray)) or not hasattr(value, "__iter__"):
+        raise SpecError("depends_on", value, "expected a task, a task id, a TaskIdRange or a list of them")
     out: dict[str, None] = {}
     for item in value:
         if isinstance(item, TaskIdRange):
@@ -222,6 +229,8 @@ class TaskSpec:
         object.__setattr__(self, "exit_conditions", ExitConditions.from_mapping(self.exit_conditions))
         if self.multi_instance is not None and not isinstance(self.multi_instance, MultiInstance):
             raise SpecError("multi_instance", self.multi_instance, "expected bnb.MultiInstance(...)")
+        if self.python is not None and not isinstance(self.python, PythonCall):
+            raise SpecError("python", self.python, "use job.submit(fn, ...) for a Python callable")
 
     def with_(self, **changes) -> "TaskSpec":
         return replace(self, **changes)
@@ -252,7 +261,8 @@ class JobSpec:
         object.__setattr__(self, "priority", v.integer(self.priority, "priority"))
         object.__setattr__(self, "max_wall_clock", v.duration(self.max_wall_clock, "max_wall_clock"))
         value = self.on_all_tasks_complete
-        value = {"terminatejob": "terminate", "terminate_job": "terminate"}.get(value, value)
+        if isinstance(value, str):
+            value = {"terminatejob": "terminate", "terminate_job": "terminate"}.get(value.lower(), value)
         object.__setattr__(self, "on_all_tasks_complete", v.choice(value, "on_all_tasks_complete", ALL_TASKS_COMPLETE))
         object.__setattr__(self, "budget", v.number(self.budget, "budget", minimum=0.0, allow_none=True))
         frac = v.number(self.budget_warn_fraction, "budget_warn_fraction", minimum=0.0)
@@ -297,6 +307,11 @@ class PoolSpec:
         object.__setattr__(self, "name", v.task_id(self.name, "pool name"))
         if not isinstance(self.backend, str) or not self.backend:
             raise SpecError("backend", self.backend, "expected a backend name such as 'local', 'azure' or 'address'")
+        for name in ("vm_size", "region"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), str) or not getattr(self, name)):
+                raise SpecError(name, getattr(self, name), "expected a non-empty string")
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            raise SpecError("options", self.options, "expected a mapping of backend option names to values")
         object.__setattr__(self, "dedicated", v.integer(self.dedicated, "dedicated", minimum=0, allow_none=True))
         object.__setattr__(self, "spot", v.integer(self.spot, "spot", minimum=0))
         if self.autoscale is not None and not (isinstance(self.autoscale, str) or callable(self.autoscale)):

@@ -105,6 +105,10 @@ class ExitConditions:
         codes, ranges, named = [], [], {}
         for key, opts in mapping.items():
             if isinstance(opts, Mapping):
+                unknown = [k for k in opts if k not in ("job_action", "dependency_action")]
+                if unknown:
+                    raise v.unknown_keyword("ExitOptions", unknown[0], opts[unknown[0]],
+                                            ("job_action", "dependency_action"), kind="field")
                 opts = ExitOptions(**opts)
             if not isinstance(opts, ExitOptions):
                 raise SpecError(f"exit_conditions[{key!r}]", opts, "expected bnb.ExitOptions")
@@ -117,6 +121,8 @@ class ExitConditions:
                     raise SpecError("exit_conditions key", key, "a range must be non-empty with step 1")
                 ranges.append(((key.start, key.stop - 1), opts))
             elif isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key):
+                if key[1] < key[0]:
+                    raise SpecError("exit_conditions key", key, "a range (start, end) needs end >= start")
                 ranges.append(((key[0], key[1]), opts))
             elif key in ("default", "pre_processing_error", "file_upload_error"):
                 named[key] = opts

@@ -8,6 +8,7 @@ Part of :mod:`batchnb.spec`, which re-exports the public names.
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -18,20 +19,57 @@ from ..errors import SpecError
 UPLOAD_CONDITIONS = ("success", "failure", "completion")
 
 
-def _relative_path(path: Any, field_name: str) -> str:
-    """A path inside the task's working directory: no absolute paths, no '..'."""
+def _relative_path(path: Any, field_name: str, *, folder_ok: bool = False) -> str:
+    """A path inside the task's working directory: no absolute paths, no '..'.
+
+    The working directory itself (``.``, ``x/..``) is a place for a folder's
+    contents only (``folder_ok``): a file fetched there, or a pattern naming
+    it, would fail on the node, after the task was accepted.
+    """
     if not isinstance(path, str) or not path.strip():
         raise SpecError(field_name, path, "expected a relative path inside the task's working directory")
+    if "\0" in path:
+        raise SpecError(field_name, path, "a path cannot hold a NUL character")
     norm = posixpath.normpath(path.replace("\\", "/"))
     if norm.startswith("/") or norm == ".." or norm.startswith("../") or ":" in norm.split("/")[0][1:2]:
         raise SpecError(field_name, path, "must stay inside the task's working directory (no absolute path, no '..')")
+    if norm == "." and not folder_ok:
+        raise SpecError(field_name, path, "names the working directory itself; give a file name such as 'in.csv' "
+                                          "(only a folder URL ending in '/' may be fetched into '.')")
     return norm
 
 
-def _url(value: Any, field_name: str) -> str:
+_PROTOCOLS: frozenset[str] = frozenset()
+
+
+def _known_protocols() -> frozenset[str]:
+    global _PROTOCOLS
+    import fsspec   # not at import: the model is plain data and loads without fsspec's cost
+    # Refreshed on a miss: an implementation may have been registered since.
+    _PROTOCOLS = frozenset(fsspec.available_protocols())
+    return _PROTOCOLS
+
+
+def _url(value: Any, field_name: str, *, need_protocol: bool = False) -> str:
+    """A URL fsspec can open: a NUL, or a protocol fsspec does not know, is refused now, not on a node."""
     if not isinstance(value, str) or not value.strip():
         raise SpecError(field_name, value, "expected a URL such as 'az://container/path' or 'file:///data/x'")
-    return value.strip()
+    value = value.strip()
+    if "\0" in value:
+        raise SpecError(field_name, value, "a URL cannot hold a NUL character")
+    if "://" not in value:
+        if need_protocol:
+            raise SpecError(field_name, value, "expected a URL with a protocol, such as 'az://container/path/' "
+                                               "or 'file:///shared/out/'")
+        return value
+    # "simplecache::s3://bucket/key": every link of an fsspec chain must be known.
+    for link in value.split("::"):
+        protocol = link.split("://", 1)[0]
+        if protocol not in _PROTOCOLS and protocol not in _known_protocols():
+            close = difflib.get_close_matches(protocol.lower(), sorted(_PROTOCOLS), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "e.g. az, abfs, s3, gs, file, memory, http, https"
+            raise SpecError(field_name, value, f"unknown fsspec protocol {protocol!r}; {hint}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -51,7 +89,8 @@ class ResourceFile:
     file_mode: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "path", _relative_path(self.path, "inputs path"))
+        folder = isinstance(self.url, str) and self.url.strip().endswith("/")
+        object.__setattr__(self, "path", _relative_path(self.path, "inputs path", folder_ok=folder))
         object.__setattr__(self, "url", _url(self.url, f"inputs[{self.path!r}]"))
         if self.file_mode is not None:
             mode = self.file_mode
@@ -84,7 +123,9 @@ class OutputFile:
 
     def __post_init__(self):
         object.__setattr__(self, "pattern", _relative_path(self.pattern, "outputs pattern"))
-        object.__setattr__(self, "destination", _url(self.destination, f"outputs[{self.pattern!r}]"))
+        # A destination without a protocol would be a path on whichever node ran the task.
+        object.__setattr__(self, "destination", _url(self.destination, f"outputs[{self.pattern!r}]",
+                                                     need_protocol=True))
         object.__setattr__(self, "upload_condition",
                            v.choice(self.upload_condition, "upload_condition", UPLOAD_CONDITIONS))
         try:

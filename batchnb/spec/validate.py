@@ -6,6 +6,7 @@ the value, so the caller's error says exactly what to fix.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from datetime import timedelta
@@ -101,3 +102,77 @@ def str_mapping(value: Any, field: str) -> dict[str, str]:
             raise SpecError(f"{field}[{key!r}]", item, "values must be strings")
         out[key] = item
     return out
+
+
+def did_you_mean(name: Any, known: Iterable[str]) -> str | None:
+    """The one of ``known`` that ``name`` most likely misspells (case aside), if any.
+
+    >>> did_you_mean("max_task_retry", ["max_task_retries", "priority"])
+    'max_task_retries'
+    """
+    if not isinstance(name, str):
+        return None
+    by_lower = {k.lower(): k for k in known if isinstance(k, str)}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[close[0]] if close else None
+
+
+def unknown_keyword(owner: str, name: Any, value: Any, known: Iterable[str], *, kind: str = "keyword",
+                    hint: str = "") -> SpecError:
+    """The SpecError for a keyword (or field) ``owner`` does not take, naming the likeliest meant one.
+
+    >>> str(unknown_keyword("pool.job()", "max_task_retry", 2, ["max_task_retries", "priority"]))
+    "max_task_retry: 2 is invalid: not a keyword of pool.job(); did you mean 'max_task_retries'?"
+    """
+    known = sorted(k for k in known if isinstance(k, str))
+    near = did_you_mean(name, known)
+    advice = f"did you mean {near!r}?" if near else f"it takes {', '.join(known)}"
+    field = name if isinstance(name, str) else repr(name)
+    return SpecError(field, value, f"not a {kind} of {owner}; " + (hint or advice))
+
+
+#: Bounds on a document read from a file or given as JSON-like data: deeper nesting than any
+#: job, task or pool needs, and no more values than YAML aliases may make of a small file.
+MAX_DEPTH = 64
+MAX_VALUES = 10_000_000
+_CONTAINERS = (dict, list, tuple)
+
+
+def document(data: Any, field: str) -> Any:
+    """``data`` if its nesting and size are sane; a SpecError otherwise.
+
+    Checked before anything walks ``data``: a structure that holds itself (a
+    YAML alias of its own parent), nests past :data:`MAX_DEPTH`, or expands
+    through shared references (aliases) past :data:`MAX_VALUES` values and to
+    more than four times its own size would otherwise end in a RecursionError,
+    a MemoryError or an endless loop far from the file that caused it.
+    """
+    sizes: dict[int, int] = {}      # expanded size of each container seen
+    on_path: set[int] = set()
+    unique = [0]
+
+    def walk(node: Any, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise SpecError(field, "<a value holding itself>", "refers to itself (a YAML alias of its own parent?)")
+        if depth > MAX_DEPTH:
+            raise SpecError(field, "<deeply nested value>", f"is nested more than {MAX_DEPTH} levels deep")
+        is_map = isinstance(node, dict)
+        total = 1 + len(node) * (2 if is_map else 1)     # keys are scalars: YAML and JSON need them hashable
+        unique[0] += total
+        on_path.add(key)
+        for child in (node.values() if is_map else node):
+            if isinstance(child, _CONTAINERS):
+                total += walk(child, depth + 1) - 1
+        on_path.discard(key)
+        if total > MAX_VALUES and total > 4 * unique[0]:
+            raise SpecError(field, "<huge value>", f"expands to more than {MAX_VALUES:,} values through "
+                                                   "YAML aliases")
+        sizes[key] = total
+        return total
+
+    if isinstance(data, _CONTAINERS):
+        walk(data, 0)
+    return data

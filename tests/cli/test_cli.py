@@ -102,6 +102,33 @@ def test_bad_input_exits_2(home, tmp_path):
         assert "Traceback" not in res.stderr
 
 
+MALFORMED = {
+    # Azure JSON with a wrong type at a field: a TypeError inside from_azure, a traceback and exit 1 before.
+    "azure.json": ('{"value": [{"id": "a", "commandLine": "true", "resourceFiles": [{"httpUrl": 5, "filePath": "x"}]}]}',
+                   "task 'a' resourceFiles[0].httpUrl: 5 is invalid"),
+    # A string where Azure has a list: it became the dependencies a, b and c.
+    "deps.json": ('{"value": [{"id": "a", "commandLine": "true", "dependsOn": {"taskIds": "abc"}}]}',
+                  "dependsOn.taskIds: 'abc' is invalid: expected a JSON array"),
+    "binary.yaml": (b"id: j\n\xff\xfe\x00", "is not UTF-8 text"),
+    "nested.json": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "aliases.yaml": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdefg", "bcdefgh")) + "id: j\ntasks: *h\n",
+        "expands to more than"),
+    "nul.yaml": ('id: j\ntasks:\n  - {id: a, command: "true", inputs: {"in\\0": "memory://x/in"}}\n',
+                 "tasks[0].inputs path: 'in\\x00' is invalid: a path cannot hold a NUL character"),
+}
+
+
+def test_malformed_job_files_exit_2_with_one_line(home, tmp_path):
+    for name, (content, message) in MALFORMED.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        res = bnb(home, "run", path, timeout=60)
+        assert res.returncode == 2, (name, res.stderr[-2000:])
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith("batchnb: "), (name, res.stderr[-2000:])
+        assert message in res.stderr, (name, res.stderr)
+
+
 def test_jobs(home):
     text = bnb(home, "jobs")
     assert text.returncode == 0

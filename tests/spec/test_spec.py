@@ -136,8 +136,6 @@ def test_loader_raises_only_spec_errors(data):
         s.from_dict(s.TaskSpec, data)
     except bnb.SpecError:
         pass
-    except TypeError as exc:  # a missing required argument is the only other way out
-        assert "required positional argument" in str(exc)
 
 
 def test_job_file_round_trip(tmp_path):
