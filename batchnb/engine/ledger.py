@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from ..errors import LeaseHeld, LedgerError
 from .ledger_queries import LedgerQueries
+from .ledger_repair import sqlite_error, verify
 from .schema import SCHEMA_VERSION, check_version, file_version, migrate
 
 log = logging.getLogger("batchnb.ledger")
@@ -173,6 +174,7 @@ class Ledger(LedgerQueries):
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path).expanduser() if path is not None else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        verify(self.path)    # an empty, foreign or damaged file is refused before anything writes to it
         self._local = threading.local()
         self._write_lock = threading.Lock()
         # The schema version is read outside a transaction: a ledger that is up to date (nearly
@@ -180,7 +182,7 @@ class Ledger(LedgerQueries):
         try:
             version = file_version(self._con())
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from None
+            raise sqlite_error(self.path, exc) from None
         check_version(version, self.path)
         if version != SCHEMA_VERSION:
             with self._tx() as con:
@@ -227,7 +229,7 @@ class Ledger(LedgerQueries):
             finally:
                 self.ledger._write_lock.release()
             if isinstance(exc, sqlite3.Error):
-                raise LedgerError(f"ledger {self.ledger.path}: {exc}") from exc
+                raise sqlite_error(self.ledger.path, exc) from exc
 
     def _tx(self) -> "_Tx":
         return Ledger._Tx(self)
@@ -236,7 +238,7 @@ class Ledger(LedgerQueries):
         try:
             return self._con().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: {exc}") from None
+            raise sqlite_error(self.path, exc) from None
 
     def commit(self, batch: Batch) -> None:
         """Write a batch in one transaction.
