@@ -5,6 +5,7 @@
     batchnb run job.yaml [--pool-nodes N] [--json]   # run a job file (or Azure Batch JSON) on the local pool
     batchnb jobs | tasks JOB | logs JOB TASK [--stderr] | show JOB
     batchnb resume JOB | terminate JOB | prune --older-than 7d | demo
+    batchnb ledger check | backup DEST | salvage DEST
 
 Exit codes a scheduler can act on: 0 all tasks succeeded, 1 some did not
 (or the job is dispatched elsewhere), 2 bad input (a bad file, an unknown
@@ -21,11 +22,11 @@ import argparse
 import importlib
 import sys
 
-from ..errors import BatchError, LeaseHeld, SpecError
+from ..errors import BatchError, LeaseHeld, LedgerError, SpecError
 
 #: Modules of other features that add verbs, each with ``register(subparsers)``.
 VERB_MODULES = ["batchnb.cli.cost"]
-_OWN_VERBS = ["batchnb.cli.run", "batchnb.cli.jobs"]
+_OWN_VERBS = ["batchnb.cli.run", "batchnb.cli.jobs", "batchnb.cli.ledger"]
 
 
 def _demo(args) -> int:
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except LeaseHeld as exc:
         print(f"batchnb: {exc}", file=sys.stderr)
         return 1
+    except LedgerError as exc:          # a ledger that cannot be read or trusted is bad input
+        print(f"batchnb: {exc}", file=sys.stderr)
+        return 2
     except BatchError as exc:
         print(f"batchnb: {exc}", file=sys.stderr)
         return 1
