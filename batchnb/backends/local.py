@@ -1,16 +1,17 @@
-"""Nodes on this machine: a ``LocalCluster`` with one worker process per node.
+"""Nodes on this machine: a ``SpecCluster`` with one worker process per node.
 
-Each node is a Nanny-managed worker process named by its node id, with as
-many threads as the pool's task slots and a ``slots`` resource, so Dask
-itself also refuses to run more than a node's slots. Preemption kills the
-worker process with SIGKILL — as sudden as a spot eviction — and the node
-comes back later under the same id.
+Each node is a worker process named by its node id, with as many threads as
+the pool's task slots and a ``slots`` resource, so Dask itself also refuses to
+run more than a node's slots. It is started as a command in a session of its
+own (:mod:`.localproc`): no ``__main__`` guard is needed in scripts, an
+interrupt of the driver does not reach it, and it closes when its driver is
+gone. Preemption kills the worker process with SIGKILL — as sudden as a spot
+eviction — and the node comes back later under the same id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 import signal
@@ -52,12 +53,11 @@ class LocalBackend(SpecClusterBackend):
         self.start_timeout = start_timeout
 
     def start(self):
-        from distributed import Client, LocalCluster
-        slots = self.spec.task_slots_per_node
-        self.cluster = LocalCluster(
-            n_workers=0, threads_per_worker=slots, processes=True, host="127.0.0.1", dashboard_address=":0",
-            silence_logs=self.silence_logs, resources={"slots": slots}, memory_limit=self.memory_limit,
-        )
+        from distributed import Client, Scheduler, SpecCluster
+        self.cluster = SpecCluster(
+            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "protocol": "tcp://", "dashboard": True,
+                                                     "dashboard_address": ":0"}},
+            workers={}, silence_logs=self.silence_logs, name="batchnb-local")
         client = Client(self.cluster, set_as_default=False)
         initial = {"dedicated": self.spec.dedicated if self.spec.dedicated is not None else (
             0 if self.spec.autoscale is not None else os.cpu_count() or 1), "spot": self.spec.spot}
@@ -71,23 +71,26 @@ class LocalBackend(SpecClusterBackend):
         except Exception as exc:
             client.close()
             self.cluster.close()
-            raise BackendError(
-                f"the local pool could not start its worker processes ({exc}). Workers are spawned "
-                "processes that import the main module: run from a file or a notebook, and put the code "
-                "that makes the pool under `if __name__ == \"__main__\":` in a script") from None
+            raise BackendError(f"the local pool could not start its worker processes ({exc})") from None
         return client
 
     def _worker_spec(self, group: str, node_id: str) -> dict:
-        return copy.deepcopy(self.cluster.new_spec)
+        from .localproc import NodeProcess
+        slots = self.spec.task_slots_per_node
+        worker = {"nthreads": slots, "resources": {"slots": slots}, "memory_limit": self.memory_limit,
+                  "host": "127.0.0.1", "dashboard": False, "death_timeout": self.start_timeout}
+        return {"cls": NodeProcess, "options": {
+            "worker": worker, "scheduler_obj": self.cluster.scheduler, "silence_logs": self.silence_logs,
+            "start_timeout": self.start_timeout}}
 
     def preempt(self, node_id: str) -> None:
         with self._lock:
-            nanny = self.cluster.workers.get(node_id)
+            node = self.cluster.workers.get(node_id)
             if node_id not in self._nodes:
                 raise BackendError(f"node {node_id!r} is not in this pool")
-            # The spec goes first so that the nanny does not restart the worker.
+            # The spec goes first so that the node is not restarted.
             self.cluster.worker_spec.pop(node_id, None)
-        _kill_worker_process(nanny)
+        _kill_worker_process(node)
         self._apply()
 
     def restore(self, node_id: str) -> None:
@@ -100,11 +103,11 @@ class LocalBackend(SpecClusterBackend):
     async def _restore_on_loop(self, node_id: str, group: str) -> None:
         from distributed.core import Status
         # A worker that left by itself (an eviction notice closes it gracefully) is still
-        # listed by the cluster, which would then never start it again: drop it first.
-        # (Its nanny waits in closing_gracefully for the cluster to close it.)
+        # listed by the cluster, which would then never start it again: drop it first. It may
+        # still be closing (so only the scheduler tells that it left).
         stale = self.cluster.workers.get(node_id)
-        if stale is not None and getattr(stale, "status", None) in (
-                Status.closing_gracefully, Status.closing, Status.closed, Status.failed):
+        if stale is not None and (not getattr(stale, "joined", True) or getattr(stale, "status", None) in (
+                Status.closing_gracefully, Status.closing, Status.closed, Status.failed)):
             self.cluster.workers.pop(node_id, None)
             asyncio.ensure_future(stale.close())
         self._add(group, node_id)
@@ -124,17 +127,21 @@ class LocalBackend(SpecClusterBackend):
             # A worker thread stuck in a Python task (it cannot be interrupted) or a scheduler
             # too busy to answer holds the close: end the worker processes, as Azure ends VMs.
             log.warning("batchnb: local workers did not close within 10 s; killing them")
-            for nanny in list(self.cluster.workers.values()):
-                _kill_worker_process(nanny)
+            for node in list(self.cluster.workers.values()):
+                _kill_worker_process(node)
             try:
                 self.cluster.close(timeout=10)
             except (TimeoutError, asyncio.TimeoutError):
                 log.warning("batchnb: the local cluster did not close cleanly")
 
 
-def _kill_worker_process(nanny) -> None:
-    """SIGKILL the worker process a nanny runs (as sudden as a spot eviction)."""
-    pid = getattr(getattr(nanny, "process", None), "pid", None)
+def _kill_worker_process(node) -> None:
+    """SIGKILL a node's worker process (as sudden as a spot eviction); it is not restarted."""
+    kill = getattr(node, "kill", None)
+    if kill is not None:
+        kill()
+        return
+    pid = getattr(getattr(node, "process", None), "pid", None)     # a nanny's worker
     if pid:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,206 @@
+"""One local node: a Dask worker started as a command, in a session of its own.
+
+``LocalCluster``'s nannies start workers by multiprocessing spawn, which
+re-imports the user's main module (a script then needs an
+``if __name__ == "__main__":`` guard) and leaves them in the driver's process
+group, where Jupyter's interrupt (SIGINT to the kernel's group) kills them.
+So, as dask's ``SSHCluster`` does on remote hosts, each node here is
+``distributed.cli.dask_spec`` run with ``subprocess.Popen(start_new_session=True)``,
+given the driver's ``sys.path`` and Dask config (what spawn gave it).
+
+The driver's side also does what a nanny did: it restarts a worker that died
+(a task that crashed it, the out-of-memory killer), and kills what is left of
+a dead worker's tasks. The node's side (:mod:`batchnb.node.reaper`, its
+preload) closes the node when its driver is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import dask
+from distributed.core import Status
+from distributed.deploy.spec import ProcessInterface
+
+from ..node.reaper import DRIVER_PID, NODE_MARK, kill_marked
+
+log = logging.getLogger("batchnb.backends.local")
+
+# ``python -c``: no module of the driver's is imported before the driver's sys.path is in place;
+# the config is dropped from the environment once read, so task processes do not inherit it.
+_BOOT = ("import json, os, sys; sys.path[:] = json.loads(os.environ.pop('BATCHNB_SYS_PATH')); "
+         "import dask; os.environ.pop('DASK_INTERNAL_INHERIT_CONFIG', None); "
+         "from distributed.cli.dask_spec import main; main()")
+_PRELOAD = "batchnb.node.reaper"
+
+
+class _Run:
+    """One started process of a node (a restart makes another)."""
+
+    def __init__(self, proc: subprocess.Popen, mark: str):
+        self.proc, self.mark, self.started = proc, mark, time.monotonic()
+        self.returncode: int | None = None
+        self.done = threading.Event()   # set by the waiter thread: Popen.poll() says None while it waits
+
+
+class NodeProcess(ProcessInterface):
+    """A ``SpecCluster`` worker entry: one ``distributed.Worker`` process named ``name``.
+
+    ``worker`` holds the worker's options (JSON: they travel on the command line);
+    ``scheduler_obj`` is the in-process scheduler, watched for the worker's arrival.
+    """
+
+    def __init__(self, scheduler: str, name: str, *, worker: dict, scheduler_obj, silence_logs=logging.ERROR,
+                 start_timeout: float = 60.0, close_timeout: float = 5.0):
+        super().__init__(scheduler=scheduler, name=name)
+        self.scheduler_address, self.name = scheduler, name
+        self.worker_options = worker
+        self.silence_logs = silence_logs
+        self.start_timeout, self.close_timeout = start_timeout, close_timeout
+        self._scheduler = scheduler_obj
+        self._run: _Run | None = None
+        self._closing = False
+        self._loop = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self._run.proc if self._run is not None else None
+
+    def _environment(self, mark: str) -> dict:
+        config = copy.deepcopy(dask.config.global_config)      # what a nanny hands its worker
+        _silence(config, self.silence_logs)
+        return {**os.environ, NODE_MARK: mark, DRIVER_PID: str(os.getpid()),
+                "BATCHNB_SYS_PATH": json.dumps(sys.path),
+                "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(config)}
+
+    def _spawn(self) -> _Run:
+        preload = list(dask.config.get("distributed.worker.preload", None) or [])
+        opts = {**self.worker_options, "name": self.name, "preload": [*preload, _PRELOAD]}
+        spec = json.dumps({"cls": "distributed.Worker", "opts": opts})
+        mark = f"{self.name}-{uuid.uuid4().hex}"
+        proc = subprocess.Popen([sys.executable, "-c", _BOOT, self.scheduler_address, "--spec", spec],
+                                env=self._environment(mark), stdin=subprocess.DEVNULL, start_new_session=True)
+        run = self._run = _Run(proc, mark)
+        loop = self._loop
+
+        def wait() -> None:
+            run.returncode = proc.wait()
+            run.done.set()
+            try:
+                loop.call_soon_threadsafe(self._exited, run)
+            except RuntimeError:    # the driver's loop is closed: nothing left to restart
+                pass
+        threading.Thread(target=wait, name=f"batchnb-node-{self.name}", daemon=True).start()
+        return run
+
+    @property
+    def joined(self) -> bool:
+        """Whether the scheduler lists this node's current worker process (one that left, e.g.
+        after an eviction notice, may still be closing, which its status does not tell)."""
+        run = self._run
+        return run is not None and any(ws.name == self.name and ws.pid == run.proc.pid
+                                       for ws in self._scheduler.workers.values())
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        run = self._spawn()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.joined:
+            if run.done.is_set() or time.monotonic() > deadline:
+                what = (f"exited with code {run.returncode}" if run.done.is_set()
+                        else f"did not join within {self.start_timeout}s")
+                self._closing = True
+                await self._end(run)
+                raise RuntimeError(f"node {self.name}: its worker process {what} (its log is on the "
+                                   "driver's stderr)")
+            await asyncio.sleep(0.02)
+        await super().start()
+
+    def _wanted(self) -> bool:
+        ref = getattr(self, "_cluster", None)         # set by the SpecCluster once started
+        cluster = ref() if ref is not None else None
+        return (cluster is not None and cluster.status == Status.running
+                and cluster.workers.get(self.name) is self and self.name in cluster.worker_spec)
+
+    def _exited(self, run: _Run) -> None:
+        if run is not self._run or self._closing:
+            return
+        if run.returncode == 0:
+            # It closed by itself (an eviction notice): it stays gone until the backend
+            # restores it, as a nanny's worker would.
+            self.status = Status.closed
+            return
+        asyncio.ensure_future(self._restart(run))
+
+    async def _restart(self, run: _Run) -> None:
+        """What a nanny does for a worker that died: start it again, under the same name."""
+        log.warning("batchnb: node %s's worker process died (code %s); restarting it", self.name, run.returncode)
+        # Its tasks' processes may live on in sessions of their own, beside the requeued copies.
+        await asyncio.get_running_loop().run_in_executor(None, kill_marked, run.mark)
+        await asyncio.sleep(max(0.0, run.started + 1.0 - time.monotonic()))   # no tight crash loop
+        if self._closing or run is not self._run or not self._wanted():
+            return
+        self._spawn()
+
+    def kill(self) -> None:
+        """SIGKILL the worker now, as sudden as a spot eviction; it is not restarted."""
+        self._closing = True
+        self.status = Status.closing
+        run = self._run
+        if run is not None and not run.done.is_set():
+            _signal_group(run.proc.pid, signal.SIGKILL)
+
+    async def _end(self, run: _Run) -> None:
+        """Ask the process to close (SIGTERM: the worker closes, its reaper kills its tasks);
+        SIGKILL it after ``close_timeout``; then kill what is left of its tasks if it died."""
+        if not run.done.is_set():
+            _signal_group(run.proc.pid, signal.SIGTERM)
+            await _wait_event(run.done, self.close_timeout)
+        if not run.done.is_set():
+            _signal_group(run.proc.pid, signal.SIGKILL)
+            await _wait_event(run.done, 10.0)
+        if run.returncode != 0:
+            await asyncio.get_running_loop().run_in_executor(None, kill_marked, run.mark)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._run is not None:
+            await self._end(self._run)
+        await super().close()
+
+
+def _silence(config: dict, level) -> None:
+    """Set the node's ``distributed`` log level in the config it starts with (where distributed
+    looks for it), as LocalCluster's ``silence_logs`` does for its workers."""
+    if isinstance(level, bool) or not isinstance(level, (int, str)) or not level:
+        return
+    name = level if isinstance(level, str) else logging.getLevelName(level)
+    nested = {"logging", "logging-file-config"} & set(config.get("distributed", {}))
+    base = config["distributed"] if nested else config
+    logs = base.setdefault("logging", {})
+    if "logging-file-config" not in base and isinstance(logs, dict) and "version" not in logs:
+        logs["distributed"] = str(name).lower()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    # The worker leads its own session and group; its task processes have sessions of their own.
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _wait_event(event: threading.Event, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
