@@ -257,13 +257,16 @@ class Job:
             f = json.loads(r["failure"]) if r["failure"] else {}
             failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"],
                              "node": r["node"], "category": f.get("category"), "message": f.get("message")})
-        done = row["state"] == "completed" or self._done()
+        # The job's own state word, as job.state reads it: a "noaction" job whose tasks all
+        # ended is still active (it accepts tasks); that its tasks ended is a fact beside it.
+        tasks_complete = not any(counts.get(s.value) for s in LIVE_TASK_STATES)
+        done = row["state"] == JobState.COMPLETED.value or tasks_complete
         reason = row["reason"] or ("all_tasks_complete" if done else None)
         ended = row["ended"] or (time.time() if not done else max(
             [r["ended"] or 0 for r in self.ledger.tasks(self.id, ("ended",))] or [time.time()]))
         cost = self.cost()
-        return JobResult(self.id, "completed" if done else row["state"], reason, counts, failures,
-                         ended - row["created"], cost)
+        return JobResult(self.id, JobState(row["state"]).value, reason, counts, failures,
+                         ended - row["created"], cost, all_tasks_complete=tasks_complete)
 
     def cost(self) -> Cost | None:
         """The job's cost so far (:class:`bnb.Cost`): its tasks' shares of node time x price.

@@ -12,9 +12,15 @@ from .states import UNSUCCESSFUL_TASK_STATES
 class JobResult:
     """What ``job.wait()`` returns: counts by state, failures, cost, wall time and why it ended.
 
-    >>> r = JobResult("j", "completed", "all_tasks_complete", {"succeeded": 3}, [], 1.5)
-    >>> r.ok
-    True
+    ``state`` is the job's state word (:class:`batchnb.JobState`), the one
+    ``job.state``, the views and ``batchnb jobs`` show. A job made with
+    ``on_all_tasks_complete="noaction"`` (Azure's default) stays ``active``
+    after its tasks ended, as in Azure: that its tasks all ended is the fact
+    ``all_tasks_complete``, beside the state.
+
+    >>> r = JobResult("j", "completed", "all_tasks_complete", {"succeeded": 3}, [], 1.5, all_tasks_complete=True)
+    >>> r.ok, r.state, r.all_tasks_complete
+    (True, 'completed', True)
     """
 
     job_id: str
@@ -25,6 +31,8 @@ class JobResult:
     wall_time: float
     cost: object = None
     results: dict | None = None
+    #: No task of the job is pending, active or running (true of a job with no tasks, as in Azure).
+    all_tasks_complete: bool = False
 
     @property
     def ok(self) -> bool:

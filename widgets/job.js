@@ -58,7 +58,8 @@ function render({ model, el }) {
     const total = model.get("total") || 0;
     const done = model.get("done") || 0;
     const state = model.get("job_state");
-    const live = state !== "completed" && state !== "idle";
+    const tasksComplete = !!model.get("tasks_complete");
+    const live = state !== "completed" && !tasksComplete;
     const ticking = live ? (Date.now() - receivedAt) / 1000 : 0;
     const rate = model.get("throughput") || 0;
     const eta = model.get("eta");
@@ -67,6 +68,12 @@ function render({ model, el }) {
       h("span", { class: "bnb-title" }, [`job ${model.get("job_id")}`]),
       h("span", { class: `bnb-badge bnb-${state}`, "data-role": "state" }, [state]),
     ]);
+    // Azure's job states only: a job that accepts more tasks stays active after its tasks
+    // ended ("noaction"); that they all ended is a fact shown beside the state.
+    if (tasksComplete && state !== "completed") {
+      head.append(h("span", { class: "bnb-badge bnb-tasks-complete", "data-role": "tasks-complete" },
+                    ["all tasks complete"]));
+    }
     if (model.get("reason")) head.append(h("span", { class: "bnb-muted" }, [model.get("reason")]));
 
     const bar = h("div", { class: "bnb-bar", title: `${done} of ${total} tasks ended` });
@@ -124,12 +131,12 @@ function render({ model, el }) {
     }
   }
 
-  const names = ["counts", "total", "done", "job_state", "reason", "elapsed", "throughput", "eta",
+  const names = ["counts", "total", "done", "job_state", "tasks_complete", "reason", "elapsed", "throughput", "eta",
                  "retries", "requeues", "failures", "failures_total", "problem"];
   return drawOnChanges(model, names, draw, {
     changed: () => { receivedAt = Date.now(); },
     // The clock ticks in the browser between updates; the kernel sends nothing for it.
-    ticking: () => { const s = model.get("job_state"); return s !== "completed" && s !== "idle"; },
+    ticking: () => model.get("job_state") !== "completed" && !model.get("tasks_complete"),
   });
 }
 

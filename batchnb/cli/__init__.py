@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import BatchError, LeaseHeld, LedgerError, SpecError
@@ -60,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`batchnb jobs | head -1`): what it read is all it wanted.
+        _quiet_stdout()
+        return 0
     except SpecError as exc:
         print(f"batchnb: {exc}", file=sys.stderr)
         return 2
@@ -77,3 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print("batchnb: interrupted; the job is in the ledger: 'batchnb resume JOB' continues it", file=sys.stderr)
         return 130
 
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of a closed pipe says nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

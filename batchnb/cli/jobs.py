@@ -60,6 +60,17 @@ def _ledger(args):
     return Ledger(getattr(args, "ledger", None))
 
 
+def _ledger_path(args):
+    """Where the ledger is, found without creating the home folder (as default_path() would)."""
+    import os
+    from pathlib import Path
+    from .. import _config
+    given = getattr(args, "ledger", None) or _config.get("ledger")
+    if given:
+        return Path(given).expanduser()
+    return Path(os.environ.get("BATCHNB_HOME") or _config.get("home")).expanduser() / "ledger.sqlite"
+
+
 def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
@@ -77,7 +88,9 @@ def _counts_text(counts: dict) -> str:
 
 def cmd_jobs(args) -> int:
     from ..engine.offline import jobs
-    rows = [j for j in jobs(_ledger(args)) if args.state is None or j["state"] == args.state]
+    # Listing reads: a home with no ledger yet has no jobs, and gets no ledger file from a listing.
+    found = jobs(_ledger(args)) if _ledger_path(args).exists() else []
+    rows = [j for j in found if args.state is None or j["state"] == args.state]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -143,8 +156,8 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
     else:
-        state = s["state"] if not s["finished"] or s["state"] == "completed" else "finished (all tasks ended)"
-        print(f"job {s['id']} on pool {s['pool']}: {state}" + (f", {s['reason']}" if s["reason"] else ""))
+        fact = ", all tasks complete" if s["all_tasks_complete"] and s["state"] != "completed" else ""
+        print(f"job {s['id']} on pool {s['pool']}: {s['state']}{fact}" + (f", {s['reason']}" if s["reason"] else ""))
         print(f"  tasks: {s['total']} ({_counts_text(s['counts'])})")
         print(f"  created {_when(s['created'])}, ended {_when(s['ended'])}, wall time {s['wall_time']:.1f}s")
         if s["dispatched_by"]:

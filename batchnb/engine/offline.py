@@ -76,7 +76,9 @@ def summary(job_id: str, ledger: Ledger | None = None) -> dict:
     ends = ledger.last_task_end(row["id"])
     ended = row["ended"] or (ends if live == 0 and ends else None)
     return {"id": row["id"], "pool": row["pool"], "state": row["state"], "reason": row["reason"],
-            "created": row["created"], "ended": ended, "finished": row["state"] == "completed" or (live == 0 and bool(counts)),
+            # The state word is the job's own (active, terminating, completed); that no task is
+            # left to run is a fact beside it: a "noaction" job stays active after its tasks ended.
+            "created": row["created"], "ended": ended, "all_tasks_complete": live == 0,
             "wall_time": (ended or time.time()) - row["created"], "counts": counts, "total": sum(counts.values()),
             "failures": failures, "dispatched_by": ledger.lease(row["id"])}
 

@@ -7,6 +7,7 @@ dispatcher's thread only, so it needs no locks.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from .. import _config
@@ -14,6 +15,8 @@ from ..node import runner
 from .events import BytesMoved, TaskStateChanged
 from ..node.runner import AttemptRecord, AttemptRequest
 from ..states import TERMINAL_TASK_STATES, JobState, TaskState
+
+log = logging.getLogger("batchnb.dispatch")
 
 
 def dependency_action(spec, succeeded: bool, exit_code, category) -> tuple[str, str]:
@@ -128,6 +131,8 @@ class Outcomes:
             delay = policy.delay_before(tr.tries)
             self.set_state(job, tr, TaskState.ACTIVE, now, reason=f"retry after {record.message}",
                            exit_code=record.exit_code, failure=failure)
+            log.info("job %s: task %s attempt %d failed (%s); retry %d in %.1fs", job.spec.id, tr.spec.id,
+                     record.attempt, record.message or record.category, tr.tries, max(0.0, delay))
             if delay <= 0:
                 self.push_ready(job, tr)
             else:
@@ -138,6 +143,8 @@ class Outcomes:
         tr.failure = record.message
         self.set_state(job, tr, TaskState.FAILED, now, reason=record.message, exit_code=record.exit_code,
                        failure=failure)
+        log.info("job %s: task %s failed after %d attempt(s): %s", job.spec.id, tr.spec.id, record.attempt,
+                 record.message or record.category)
         self.resolve(job, tr, False, record.exit_code, record.category, now)
 
     def _retry_due(self, job, tr, n: int) -> None:
@@ -228,6 +235,7 @@ class Outcomes:
         tr.failure = message
         self.set_state(job, tr, TaskState.FAILED, now, reason=message,
                        failure=json.dumps({"category": category, "message": message, "node": tr.node}))
+        log.info("job %s: task %s failed: %s", job.spec.id, tr.spec.id, message)
         self.resolve(job, tr, False, None, category, now)
 
     def check_done(self, job, now: float) -> None:

@@ -49,14 +49,17 @@ def _widget_bundle(widget) -> dict:
 def job_bundle(job) -> dict:
     """What a job shows as a cell's value: its live view, or static HTML of its state now.
 
-    A completed job changes no more, so it shows static HTML even in a kernel:
+    A completed job, or one whose tasks all ended, shows its final state as
+    static HTML even in a kernel (a live view of it would only tick a clock):
     that HTML is also what nbconvert and code hosts render.
     """
-    if widgets_available() and job.pool is not None and job.state.value != "completed":
+    result = job.result()
+    if widgets_available() and job.pool is not None and result.state != "completed" \
+            and not result.all_tasks_complete:
         from .views import JobView
         return _widget_bundle(JobView(job))
     from .snapshot import job_result_html
-    return {"text/plain": repr(job), "text/html": job_result_html(job.result())}
+    return {"text/plain": repr(job), "text/html": job_result_html(result)}
 
 
 def pool_bundle(pool) -> dict:

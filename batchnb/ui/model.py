@@ -54,7 +54,7 @@ class JobModel:
 
     def __init__(self, job_id: str, created: float, counts: dict | None = None, *, retries: int = 0,
                  requeues: int = 0, failures: Iterable[dict] = (), state: str = "active",
-                 reason: str | None = None, ended: float | None = None,
+                 reason: str | None = None, ended: float | None = None, last_end: float | None = None,
                  stderr_tail: Callable[[str], str] | None = None):
         self.job_id = job_id
         self.created = created
@@ -65,6 +65,7 @@ class JobModel:
         self.job_state = state
         self.reason = reason
         self.ended = ended
+        self.last_end = last_end               # when its last task ended: the clock of a job whose tasks all ended
         self._tail = stderr_tail
         self.failures: dict[str, dict] = {}
         self.failures_total = 0
@@ -90,7 +91,8 @@ class JobModel:
                              "category": why.get("category"), "message": why.get("message")})
         model = cls(job.id, row["created"], job.counts(), retries=retries,
                     requeues=sum(r["requeues"] or 0 for r in rows), failures=failures, state=row["state"],
-                    reason=row["reason"], ended=row["ended"], stderr_tail=lambda tid: _stderr_tail(job, tid))
+                    reason=row["reason"], ended=row["ended"], last_end=job.ledger.last_task_end(job.id),
+                    stderr_tail=lambda tid: _stderr_tail(job, tid))
         model.failures_total = sum(1 for r in rows if r["state"] in FAILED_TASK_STATES)
         return model
 
@@ -123,6 +125,7 @@ class JobModel:
     def _task(self, ev: TaskStateChanged) -> None:
         if ev.state in TERMINAL and ev.previous not in TERMINAL:
             self._ends.append(ev.time)
+            self.last_end = max(self.last_end or ev.time, ev.time)
         if ev.previous in self.counts and self.counts[ev.previous] > 0:
             self.counts[ev.previous] -= 1
         self.counts[ev.state] = self.counts.get(ev.state, 0) + 1
@@ -158,13 +161,16 @@ class JobModel:
         """Everything the JobView syncs, as plain JSON-able values."""
         now = time.time() if now is None else now
         live = self.total - self.done
+        # The job's own state word (JobState); that no task is left to run is a fact beside it:
+        # a "noaction" job stays active after its tasks ended, as in Azure.
+        tasks_complete = live == 0
         finished = self.ended is not None and self.job_state == "completed"
-        end = self.ended if finished else now
+        end = self.ended if finished else (self.last_end if tasks_complete and self.last_end else now)
         elapsed = max(0.0, end - self.created)
-        # Once the job ended its rate is the whole run's; while it runs, the recent one's.
-        rate = (self.done / elapsed if elapsed > 0 else 0.0) if finished else self.throughput(now)
+        # Once the tasks ended the rate is the whole run's; while they run, the recent one's.
+        rate = (self.done / elapsed if elapsed > 0 else 0.0) if (finished or tasks_complete) else self.throughput(now)
         return {"job_id": self.job_id, "counts": dict(self.counts), "total": self.total, "done": self.done,
-                "job_state": self.job_state if (live or self.job_state != "active") else "idle",
+                "job_state": self.job_state, "tasks_complete": tasks_complete,
                 "reason": self.reason or "", "elapsed": elapsed,
                 "throughput": round(rate, 3),
                 # A stalled job has no honest ETA: nothing will end until a node can run it.

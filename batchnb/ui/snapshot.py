@@ -102,6 +102,25 @@ def cost_html(cost) -> str:
     return f"<div>cost: {_e(cost)}</div>"
 
 
+def state_words(result) -> str:
+    """The job's state word (the one ``job.state`` reads), why it ended, and whether its tasks all ended.
+
+    >>> from batchnb.result import JobResult
+    >>> state_words(JobResult("j", "active", "all_tasks_complete", {}, [], 0.0, all_tasks_complete=True))
+    "<span data-role='state'>active</span> &middot; <span data-role='tasks-complete'>all tasks complete</span>"
+    >>> state_words(JobResult("j", "completed", "terminated", {}, [], 0.0, all_tasks_complete=True))
+    "<span data-role='state'>completed</span> (terminated)"
+    """
+    text = f"<span data-role='state'>{_e(result.state)}</span>"
+    if result.state == "completed" and result.reason:
+        text += f" ({_e(result.reason)})"
+    elif getattr(result, "all_tasks_complete", False):
+        text += " &middot; <span data-role='tasks-complete'>all tasks complete</span>"
+    elif result.reason:
+        text += f" ({_e(result.reason)})"
+    return text
+
+
 def job_result_html(result) -> str:
     counts = {k: v for k, v in result.counts.items() if v}
     failures = list(result.failures)
@@ -111,7 +130,7 @@ def job_result_html(result) -> str:
                       for s, n in sorted(counts.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else 99))
     return (f"<div class='batchnb-result' data-job='{_e(result.job_id)}' "
             f"data-counts='{_e(json.dumps(counts, sort_keys=True))}' style='{BOX}'>"
-            f"<b>job {_e(result.job_id)}</b>: {_e(result.reason or result.state)} in {result.wall_time:.1f}s"
+            f"<b>job {_e(result.job_id)}</b>: {state_words(result)} in {result.wall_time:.1f}s"
             f"{state_bar(counts)}<div>{legend}</div><div>{_e(counts_text(counts))}</div>"
             f"{cost_html(result.cost)}{failures_html(failures, tails=tails)}</div>")
 

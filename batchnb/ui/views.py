@@ -203,6 +203,7 @@ class JobView(_View):
     total = t.Int(0).tag(sync=True)
     done = t.Int(0).tag(sync=True)
     job_state = t.Unicode("active").tag(sync=True)
+    tasks_complete = t.Bool(False).tag(sync=True)      # no task left to run: a fact beside job_state
     reason = t.Unicode("").tag(sync=True)
     elapsed = t.Float(0.0).tag(sync=True)
     throughput = t.Float(0.0).tag(sync=True)

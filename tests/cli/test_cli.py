@@ -160,7 +160,7 @@ def test_show(home):
     assert text.returncode == 1                                    # some task failed
     assert "tasks: 4 (succeeded=2 failed=1 blocked=1)" in text.stdout and "b: failed exit 3" in text.stdout
     data = json.loads(bnb(home, "show", "cli-job", "--json").stdout)
-    assert data["finished"] and data["total"] == 4 and data["dispatched_by"] is None
+    assert data["all_tasks_complete"] and data["total"] == 4 and data["dispatched_by"] is None
 
 
 def interrupted_job(home: Path, job_id: str, holder: str) -> None:
