@@ -180,6 +180,13 @@ def orphan_a_running_task(home, tmp_path, job_id: str, out) -> Ledger:
     while not any("sleep" in " ".join(p.cmdline()) for p in leftovers(job_id)):
         assert time.monotonic() < deadline, "the task's process never started"
         time.sleep(0.05)
+    # Nodes close when their driver dies, killing its tasks: only a driver killed together
+    # with its nodes (the out-of-memory killer, a lost machine session) orphans them. Stopped
+    # first, the driver cannot restart the nodes it loses.
+    import psutil
+    proc.send_signal(signal.SIGSTOP)
+    for node in psutil.Process(proc.pid).children():
+        node.kill()
     kill(proc)
     assert leftovers(job_id), "the task's processes died with the driver: nothing to test"
     return led
