@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import itertools
 import json
-import re
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from .result import JobResult
 from . import _config
 from ._display import drawer
 from .errors import LeaseHeld, PoolStalled, SpecError, WaitTimeout
+from .spec.options import fn_name as _fn_name, job_options, task_options, unpicklable
 from .engine.ledger import Ledger
 from .states import FAILED_TASK_STATES, LIVE_TASK_STATES, JobState, TaskState
 from .task import Task, TaskInfo, task_info
@@ -40,13 +40,14 @@ if TYPE_CHECKING:
     from .cost import Cost, Forecast
     from .engine.jobrun import JobRun
 
-# Keyword arguments of submit()/map() that configure the task rather than go to the function.
-TASK_OPTIONS = ("task_id", "depends_on", "retry", "max_wall_clock", "priority", "required_slots", "inputs",
-                "outputs", "upload_condition", "exit_conditions", "env", "replace", "retention_time")
-
-
 def open_job(pool, job_id, options: dict) -> "Job":
-    """pool.job(...): a new job, the live one of this process, or a resumed one from the ledger."""
+    """pool.job(...): a new job, the live one of this process, or a resumed one from the ledger.
+
+    ``pool.job(id)`` with no options re-attaches to the job of that id as it was
+    made (DESIGN.md: a re-run notebook resumes); options given must match it.
+    """
+    options = job_options(options)
+    reattach = not options and not isinstance(job_id, specs.JobSpec)
     if isinstance(job_id, specs.JobSpec):
         spec = dataclasses.replace(job_id, **options) if options else job_id
     else:
@@ -59,13 +60,14 @@ def open_job(pool, job_id, options: dict) -> "Job":
         if row is None:
             run = disp.call(disp.create_job, spec, pool._owner, timeout=None)
         else:
-            _check_same(spec, row)
+            if not reattach:
+                _check_same(spec, row)
             holder = pool.ledger.acquire_lease(spec.id, pool._owner, pool._lease_ttl)
             if holder is not None:
                 raise LeaseHeld(f"job {spec.id!r} is being dispatched by another live process ({holder}); "
                                 f"use bnb.Job.attach({spec.id!r}) to watch it, or wait for its lease to expire")
             run = disp.call(disp.resume_job, row, pool._owner, timeout=None)  # a large job takes long
-    else:
+    elif not reattach:
         _check_same(spec, {"spec": json.dumps(specs.to_dict(run.spec))})
     job = Job(pool, run)
     if tasks:
@@ -80,11 +82,6 @@ def _check_same(spec: specs.JobSpec, row: dict) -> None:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise SpecError("job", spec.id, f"exists in the ledger with other options ({', '.join(diff)}); "
                         "use the same options to resume it, or another id")
-
-
-def _fn_name(fn) -> str:
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:40] or "call"
 
 
 class Job:
@@ -136,15 +133,17 @@ class Job:
         ``retry``, ``max_wall_clock``, ``depends_on``...) are taken out of ``kwargs``."""
         if not callable(fn):
             raise SpecError("fn", fn, "expected a callable")
-        opts = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
+        opts = task_options(fn, kwargs, "job.submit()")
         return self.add_tasks([self._python_spec(fn, args, kwargs, opts)], replace=opts.get("replace", False))[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Task]:
         """One task per item (as ``map``); task options as in :meth:`submit`."""
-        opts = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
+        if not callable(fn):
+            raise SpecError("fn", fn, "expected a callable")
+        prefix = kwargs.pop("task_prefix", None)
+        opts = task_options(fn, kwargs, "job.map()", extra=("task_prefix",))
         if "task_id" in opts:
             raise SpecError("task_id", opts["task_id"], "map() names its tasks itself; use task_prefix=")
-        prefix = kwargs.pop("task_prefix", None)
         items = list(zip(*iterables))
         made = []
         for i, args in enumerate(items):
@@ -177,8 +176,8 @@ class Job:
         try:
             payload = cloudpickle.dumps((fn, args, kwargs))
             arg_bytes = cloudpickle.dumps((args, kwargs))
-        except Exception as exc:
-            raise SpecError(f"task {task_id!r} arguments", fn, f"cannot be pickled: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raises, name the culprit
+            raise unpicklable(task_id, fn, args, kwargs, exc) from None
         call = specs.PythonCall(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', name)}",
                                 payload, arg_bytes)
         return specs.TaskSpec(task_id, python=call, depends_on=tuple(deps), **opts)

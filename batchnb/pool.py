@@ -12,6 +12,7 @@ batchnb.SpecError: dedicated: -1 is invalid: must be at least 0
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from .errors import BackendError, SpecError
 from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
 from .spec.model import JobSpec, PoolSpec
+from .spec.validate import did_you_mean
 from .states import NodeState
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ class Pool:
                              autoscale=autoscale, autoscale_interval=autoscale_interval,
                              task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
                              app_packages=app_packages, tags=tags or {}, region=region)
+        _check_backend_options(backend, backend_options)
         if storage_options is not None and not isinstance(storage_options, dict):
             raise SpecError("storage_options", "<hidden>", "expected a mapping of protocol to options")
         self.name = self.spec.name
@@ -350,6 +353,23 @@ class Pool:
     @property
     def _node_root(self) -> str:
         return self._engine.node_root
+
+
+def _check_backend_options(backend: str, options: dict) -> None:
+    """A keyword neither the Pool nor its backend takes is refused before any node starts,
+    naming the one it most likely misspells (a Pool parameter or a backend option)."""
+    allowed = get_backend(backend).option_names()
+    if allowed is None:
+        return
+    own = [n for n in inspect.signature(Pool.__init__).parameters if n not in ("self", "backend_options")]
+    for name in options:
+        if name not in allowed:
+            near = did_you_mean(name, (*own, *allowed))
+            hint = f"did you mean {near!r}?" if near else \
+                f"the {backend!r} backend takes {', '.join(sorted(allowed)) or 'no options'}"
+            # The value is not shown: a misspelt keyword may well carry a credential.
+            raise SpecError(name, None, hint, message=f"{name}: not a keyword of bnb.Pool nor an option of "
+                                                      f"the {backend!r} backend; {hint}")
 
 
 def _natural(node_id: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -194,3 +195,68 @@ def test_watching_a_job_nobody_dispatches_does_not_hang(ledger, tmp_path):
     with pytest.raises(bnb.WaitTimeout, match="no live process dispatches it.*batchnb resume stalled"):
         bnb.Job.attach("stalled", ledger=ledger).wait(quiet=True)
     assert time.monotonic() - t0 < 5
+
+
+# -- misspelt and missing options on a live pool (issue 12) ------------------------------
+
+def test_pool_keywords_neither_it_nor_its_backend_take_are_named_before_anything_starts(ledger):
+    with pytest.raises(bnb.SpecError, match="dedicted: not a keyword of bnb.Pool nor an option of the 'local' "
+                                            "backend; did you mean 'dedicated'?") as err:
+        bnb.Pool("typo", dedicted=2, ledger=ledger)
+    assert err.value.field == "dedicted"
+    with pytest.raises(bnb.SpecError, match="did you mean 'memory_limit'"):
+        bnb.Pool("typo", dedicated=0, memory_limt="1GB", ledger=ledger)
+    with pytest.raises(bnb.SpecError, match="did you mean 'address'") as err:
+        bnb.Pool("typo", "address", adress="tcp://127.0.0.1:1", account_key="s3cret", ledger=ledger)
+    assert "s3cret" not in str(err.value)
+    with pytest.raises(bnb.SpecError, match="account_key: .*the 'local' backend takes memory_limit") as err:
+        bnb.Pool("typo", dedicated=0, account_key="s3cret", ledger=ledger)
+    assert "s3cret" not in str(err.value)      # a misspelt keyword may carry a credential: never shown
+
+
+def test_pool_job_options_are_checked_and_an_id_alone_reattaches(pool2, unique):
+    with pytest.raises(bnb.SpecError, match="max_task_retry: 2 is invalid: not a keyword of pool.job\\(\\); "
+                                            "did you mean 'max_task_retries'\\?"):
+        pool2.job(unique, max_task_retry=2)
+    with pytest.raises(bnb.SpecError, match="prep: .*job preparation tasks are not supported yet"):
+        pool2.job(unique, prep="pip install -r req.txt")
+    assert pool2.ledger.job(unique) is None          # nothing was made by a refused call
+    job = pool2.job(unique, max_task_retries=3, on_all_tasks_complete="noaction", prep=None)
+    job.add_task("a", "true")
+    again = pool2.job(unique)                         # the id alone: the same job, as it was made
+    assert again.id == job.id and again._run.spec.max_task_retries == 3
+    assert [t.id for t in again.tasks()] == ["a"]
+    with pytest.raises(bnb.SpecError, match="other options"):
+        pool2.job(unique, max_task_retries=1)
+    # From the ledger too: a job a process that is gone made with its own options.
+    pool2.ledger.create_job(unique + "-old", {"id": unique + "-old", "max_task_retries": 4}, pool2.name,
+                            now=time.time())
+    resumed = pool2.job(unique + "-old")
+    assert resumed._run.spec.max_task_retries == 4 and resumed.wait(timeout=30, quiet=True).counts == {}
+
+
+def no_limit(x, max_wallclock=None):
+    return (x, max_wallclock)
+
+
+def read_token():
+    import os
+    return os.environ["TOKEN"]
+
+
+def test_submit_options_typos_secrets_and_unpicklable_arguments(pool2, unique, monkeypatch):
+    job = pool2.job(unique)
+    with pytest.raises(bnb.SpecError, match="did you mean 'max_wall_clock'") as err:
+        job.submit(scale, 21, max_wallclock="1m")
+    assert err.value.field == "max_wallclock"
+    with pytest.raises(bnb.SpecError, match="scale\\(\\) takes no keyword 'colour'"):
+        job.map(scale, [1, 2], colour="red")
+    # A keyword the function takes is the function's, however much it looks like a task option.
+    assert job.submit(no_limit, 1, max_wallclock=5).result(timeout=60) == (1, 5)
+    monkeypatch.setenv("BATCHNB_TEST_SUBMIT_TOKEN", "t0ken")
+    t = job.submit(read_token, secrets={"TOKEN": "env:BATCHNB_TEST_SUBMIT_TOKEN"})
+    assert t.result(timeout=60) == "t0ken"
+    lock = threading.Lock()
+    with pytest.raises(bnb.SpecError, match="argument 'factor'.*cannot be pickled") as err:
+        job.submit(scale, 2, factor=lock)
+    assert err.value.value is lock

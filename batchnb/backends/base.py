@@ -10,6 +10,7 @@ as a spot eviction does. The pool and the dispatcher do everything else.
 
 from __future__ import annotations
 
+import inspect
 
 from ..engine.nodes import WorkerInfo  # noqa: F401 - what a backend reports of each worker
 from ..spec.model import PoolSpec
@@ -35,6 +36,29 @@ class Backend:
     def __init__(self, spec: PoolSpec, **options):
         self.spec = spec
         self.options = options
+
+    @classmethod
+    def option_names(cls) -> frozenset[str] | None:
+        """The keyword options of ``bnb.Pool(...)`` this backend takes; None when it takes any.
+
+        ``bnb.Pool`` checks its keyword arguments against these before anything
+        starts, so a misspelt one is a SpecError with a "did you mean", not a
+        failure of the backend. By default they are the named keyword parameters
+        of the ``__init__`` methods along the class's MRO (how the local, address
+        and azure backends declare theirs); a backend that keeps options it does
+        not name, in ``self.options``, overrides this to return None (as a
+        backend that keeps the base's ``__init__`` does).
+        """
+        if cls.__init__ in (Backend.__init__, SpecClusterBackend.__init__):
+            return None
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            params = list(inspect.signature(init).parameters.values())[2:]     # self, spec
+            names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        return frozenset(names)
 
     def start(self):
         """Start the initial nodes; return a ``distributed.Client``."""

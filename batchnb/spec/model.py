@@ -32,6 +32,7 @@ __all__ = [
     "StartTask", "AppPackage", "PythonCall", "TaskSpec", "JobSpec", "PoolSpec", "TaskIdRange",
 ]
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class MultiInstance:
     """An MPI-style task on several nodes (Azure's multiInstanceSettings)."""
@@ -49,6 +50,7 @@ class MultiInstance:
         object.__setattr__(self, "common_inputs", _inputs(self.common_inputs, "multi_instance.common_inputs"))
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class StartTask:
     """A command run on every node as it joins, before any task.
@@ -76,6 +78,7 @@ class StartTask:
         object.__setattr__(self, "max_wall_clock", v.duration(self.max_wall_clock, "start_task.max_wall_clock"))
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class AppPackage:
     """An application package: an archive unpacked once per node.
@@ -94,6 +97,7 @@ class AppPackage:
         object.__setattr__(self, "url", _url(self.url, f"app_packages[{self.name!r}].url"))
 
 
+@v.checked_keywords
 @dataclass(frozen=True, eq=False)
 class PythonCall:
     """A Python callable with its arguments, pickled (cloudpickle).
@@ -132,6 +136,7 @@ def _command(value: Any, field_name: str):
     raise SpecError(field_name, value, "expected a command line string (run by /bin/sh -c) or an argv list")
 
 
+@v.checked_keywords
 class TaskIdRange:
     """Azure's ``taskIdRanges``: the numeric ids ``start`` to ``end``, inclusive.
 
@@ -171,6 +176,7 @@ def dependency_ids(value: Any) -> tuple:
     return tuple(out)
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: a command line (``command``) or a Python call (``python``).
@@ -236,6 +242,7 @@ class TaskSpec:
         return replace(self, **changes)
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class JobSpec:
     """A job: its options and, in a job file, its tasks.
@@ -280,6 +287,7 @@ class JobSpec:
         return Retry(max=self.max_task_retries)
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class PoolSpec:
     """A pool: where nodes come from, how many, and what each may run.

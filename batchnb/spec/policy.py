@@ -19,6 +19,7 @@ JOB_ACTIONS = ("none", "terminate", "disable")
 DEPENDENCY_ACTIONS = ("satisfy", "block")
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class Retry:
     """How often and how soon a failed task runs again.
@@ -58,6 +59,7 @@ class Retry:
         return max(0.0, base * (1 + self.jitter * (2 * rng() - 1)))
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class ExitOptions:
     """What an exit code means for the job and the task's dependents (Azure's exitOptions).
@@ -81,6 +83,7 @@ class ExitOptions:
                                v.choice(self.dependency_action, "dependency_action", DEPENDENCY_ACTIONS))
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class ExitConditions:
     """Exit options per exit code, range of codes, failure category and default.

@@ -72,6 +72,7 @@ def _url(value: Any, field_name: str, *, need_protocol: bool = False) -> str:
     return value
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class ResourceFile:
     """An input: ``url`` fetched to ``path`` in the working directory.
@@ -106,6 +107,7 @@ class ResourceFile:
         return self.url.endswith("/")
 
 
+@v.checked_keywords
 @dataclass(frozen=True)
 class OutputFile:
     """An output: files matching ``pattern`` uploaded to ``destination``.

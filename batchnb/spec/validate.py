@@ -7,6 +7,8 @@ the value, so the caller's error says exactly what to fix.
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import math
 import re
 from datetime import timedelta
@@ -113,8 +115,13 @@ def did_you_mean(name: Any, known: Iterable[str]) -> str | None:
     if not isinstance(name, str):
         return None
     by_lower = {k.lower(): k for k in known if isinstance(k, str)}
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.75)
-    return by_lower[close[0]] if close else None
+    low = name.lower()
+    close = difflib.get_close_matches(low, list(by_lower), n=1, cutoff=0.75)
+    if close:
+        return by_lower[close[0]]
+    # Cut short or run on: "dependency" for dependency_action, "max_retries" for max.
+    heads = [k for k in by_lower if min(len(k), len(low)) >= 3 and (k.startswith(low) or low.startswith(k))]
+    return by_lower[heads[0]] if len(heads) == 1 else None
 
 
 def unknown_keyword(owner: str, name: Any, value: Any, known: Iterable[str], *, kind: str = "keyword",
@@ -129,6 +136,52 @@ def unknown_keyword(owner: str, name: Any, value: Any, known: Iterable[str], *, 
     advice = f"did you mean {near!r}?" if near else f"it takes {', '.join(known)}"
     field = name if isinstance(name, str) else repr(name)
     return SpecError(field, value, f"not a {kind} of {owner}; " + (hint or advice))
+
+
+def call_error(owner: str, sig: inspect.Signature, args: tuple, kwargs: dict) -> SpecError | None:
+    """Why ``owner(*args, **kwargs)`` does not fit ``sig`` (without ``self``), as a SpecError; None if it fits."""
+    params = list(sig.parameters.values())
+    names = [p.name for p in params if p.kind is not p.VAR_KEYWORD]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name, value in kwargs.items():
+        if name not in names and not takes_any:
+            return unknown_keyword(owner, name, value, names)
+        if name in positional[:len(args)]:
+            return SpecError(name, value, f"given twice to {owner}: by position and by keyword")
+    if len(args) > len(positional) and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        return SpecError(owner, args, f"takes at most {len(positional)} positional arguments "
+                                      f"({', '.join(positional)}); give the others by keyword")
+    given = set(positional[:len(args)]) | set(kwargs)
+    for p in params:
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in given:
+            return SpecError(p.name, None, f"is required by {owner}")
+    return None
+
+
+def checked_keywords(cls: type) -> type:
+    """Make a misspelt, missing or repeated argument of ``cls(...)`` a SpecError naming it.
+
+    Python's own TypeError would blame the class's ``__init__`` and name no
+    alternative; this says which keyword was meant. The check runs only when
+    the call failed, so a spec made right costs nothing more.
+    """
+    init = cls.__init__
+    sig = inspect.signature(init)
+    sig = sig.replace(parameters=list(sig.parameters.values())[1:])
+    owner = f"bnb.{cls.__name__}"
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except TypeError:
+            error = call_error(owner, sig, args, kwargs)
+            if error is None:
+                raise
+            raise error from None
+    cls.__init__ = __init__
+    return cls
 
 
 #: Bounds on a document read from a file or given as JSON-like data: deeper nesting than any
