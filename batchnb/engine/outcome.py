@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 
 from .. import _config
 from ..node import runner
@@ -25,6 +26,28 @@ def dependency_action(spec, succeeded: bool, exit_code, category) -> tuple[str, 
     dep = opts.dependency_action if opts is not None and opts.dependency_action else (
         "satisfy" if succeeded else "block")
     return dep, (opts.job_action if opts is not None else "none")
+
+
+def retry_delay(policy, tries: int, record: AttemptRecord, storage_floor: float, rng=random.random) -> float:
+    """Seconds before the next attempt of a task whose ``tries``-th attempt failed as ``record`` says.
+
+    The task's :class:`~batchnb.spec.Retry` decides, except after an attempt
+    that failed because storage stayed unreachable through its in-attempt
+    retries (``batchnb.staging-retry-for``): then the task waits at least
+    ``storage_floor`` seconds, spread up by the Retry's jitter, even when its
+    Retry has no delay. Retrying at once would meet the same outage, so a
+    storage blip would spend a task's retries in seconds; the spread keeps the
+    many tasks such an outage fails from all trying again at one moment.
+
+    >>> from batchnb.spec import Retry
+    >>> rec = AttemptRecord("j", "t", 1, "n", 0.0, category="upload", transient=True)
+    >>> retry_delay(Retry(max=2), 1, rec, storage_floor=30.0, rng=lambda: 0.0)
+    30.0
+    """
+    delay = policy.delay_before(tries, rng=rng)
+    if record.transient and record.category in (runner.PREPROCESSING, runner.UPLOAD):
+        delay = max(delay, storage_floor * (1 + policy.jitter * rng()))
+    return delay
 
 
 class Outcomes:
@@ -128,7 +151,7 @@ class Outcomes:
         failure = json.dumps({"category": record.category, "message": record.message, "node": record.node_id})
         policy = job.retry_policy(tr.spec)
         if job.state == JobState.ACTIVE and policy.allows(tr.tries):
-            delay = policy.delay_before(tr.tries)
+            delay = retry_delay(policy, tr.tries, record, _config.seconds("staging-task-retry-delay"))
             self.set_state(job, tr, TaskState.ACTIVE, now, reason=f"retry after {record.message}",
                            exit_code=record.exit_code, failure=failure)
             log.info("job %s: task %s attempt %d failed (%s); retry %d in %.1fs", job.spec.id, tr.spec.id,

@@ -80,6 +80,9 @@ class AttemptRecord:
     stage_out_seconds: float = 0.0
     result: bytes | None = None
     result_url: str | None = None
+    #: a preprocessing or upload failure because storage stayed unreachable through the
+    #: in-attempt retries (StagingError.transient): the dispatcher waits before retrying it
+    transient: bool = False
 
     @property
     def succeeded(self) -> bool:

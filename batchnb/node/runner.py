@@ -72,7 +72,7 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
             stats = staging.stage_in(req.inputs, wd, storage_options=req.storage_options,
                                      cache_dir=dirs["root"] / "cache")
         except StagingError as exc:
-            record.category, record.message = PREPROCESSING, str(exc)
+            record.category, record.message, record.transient = PREPROCESSING, str(exc), exc.transient
             record.stage_in_seconds = time.time() - t0
             return
         record.bytes_in, record.stage_in_seconds = stats.nbytes, time.time() - t0
@@ -105,8 +105,7 @@ def _stage_out(req: AttemptRequest, record: AttemptRecord, wd: Path, task_dir: P
                                   outcome=outcome, storage_options=req.storage_options, task_dir=task_dir)
         record.bytes_out = stats.nbytes
     except StagingError as exc:
-        record.category = UPLOAD
-        record.message = str(exc)
+        record.category, record.message, record.transient = UPLOAD, str(exc), exc.transient
     record.stage_out_seconds = time.time() - t0
 
 

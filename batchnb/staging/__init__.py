@@ -20,9 +20,10 @@ What Azure Batch does with a task's ``resourceFiles`` and ``outputFiles``:
   ``std*.txt``), where Azure needs ``../std*.txt``. A pattern that matches
   nothing is no error, as in Azure.
 
-Transient storage errors (refused or reset connections, timeouts, 5xx) are
-retried with exponential backoff, bounded by the ``RETRY_*`` constants below,
-then raised as :class:`~batchnb.errors.StagingError` with ``transient=True``.
+Transient storage errors (refused or reset connections, timeouts, 408, 429,
+5xx) are retried with capped exponential backoff for ``batchnb.staging-retry-for``
+(a minute by default; :class:`~batchnb.staging.retry.RetryPolicy`), then
+raised as :class:`~batchnb.errors.StagingError` with ``transient=True``.
 ``storage_options`` (one dict per protocol; ``az``, ``abfs`` and ``abfss`` serve
 each other) never appear in a message: URL queries (SAS tokens) and every
 string of the options are replaced by ``***``.
@@ -60,10 +61,6 @@ from ..spec.model import OutputFile, ResourceFile
 
 __all__ = ["StageStats", "stage_in", "stage_out"]
 
-RETRY_ATTEMPTS = 4      # tries of one transfer before a transient error is final
-RETRY_DELAY = 0.5       # seconds before the second try ...
-RETRY_BACKOFF = 2.0     # ... multiplied by this before each next one
-RETRY_BUDGET = 15.0     # seconds: no new try starts once this much has passed
 CONCURRENCY = 16        # transfers at once per stage_in/stage_out call
 STD_FILES = ("stdout.txt", "stderr.txt")
 
@@ -86,8 +83,8 @@ class StageStats:
 
 
 def _transfers(storage_options: Mapping[str, Any] | None) -> Transfers:
-    policy = RetryPolicy(RETRY_ATTEMPTS, RETRY_DELAY, RETRY_BACKOFF, RETRY_BUDGET)
-    return Transfers(storage_options or {}, policy, CONCURRENCY)
+    # Read per call, where the transfer runs: a node sees the settings it was started with.
+    return Transfers(storage_options or {}, RetryPolicy.from_config(), CONCURRENCY)
 
 
 # -- stage-in ----------------------------------------------------------------

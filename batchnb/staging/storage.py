@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -26,6 +25,7 @@ import fsspec
 from fsspec.core import split_protocol
 from fsspec.utils import tokenize
 
+from .retry import RetryPolicy
 from ..errors import StagingError
 
 log = logging.getLogger("batchnb.staging")
@@ -36,7 +36,7 @@ ADLFS_PROTOCOLS = ("abfs", "az", "abfss")
 
 # The Azure SDK's own retry policy waits 15 s, 18 s, 24 s between tries, so a
 # stopped endpoint takes about 80 s to fail one call. Connection failures are
-# left to our loop (bounded by staging.RETRY_*); failures in the middle of a
+# left to our loop (batchnb.staging-retry-*, see retry.py); failures in the middle of a
 # transfer keep two quick SDK retries, which repeat one request (a block, a
 # range) rather than the whole file.
 _AZURE_SDK_RETRY = {"total_retries": 2, "connect_retries": 0, "read_retries": 2, "status_retries": 2,
@@ -63,16 +63,6 @@ _PUBLIC_OPTIONS = frozenset({"account_name", "account_host", "client_id", "tenan
                              "region_name", "project", "location_mode", "username"})
 _PASSWORD = re.compile(r"://([^/:@?]+):([^/@?]+)@")
 _SECRET_FIELDS = re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|sig|password|secret|token|key)=([^;&\s'\"]+)")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Tries per transfer, the first delay, its growth, and a time budget in seconds."""
-
-    attempts: int
-    delay: float
-    backoff: float
-    budget: float
 
 
 # -- filesystems ---------------------------------------------------------
@@ -301,10 +291,10 @@ class Transfers:
         """
         shown = self.scrub.url(url)
         start = time.monotonic()
-        delay = self.policy.delay
-        attempt = 0
+        first_failure = None
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             try:
                 return call()
             except StagingError:
@@ -320,18 +310,21 @@ class Transfers:
                                        "not retried)", url=shown) from None
                 if kind != TRANSIENT:
                     raise StagingError(f"{what}: {shown}: {self.scrub.describe(exc)}", url=shown) from None
-                elapsed = time.monotonic() - start
-                if attempt >= self.policy.attempts or elapsed + delay > self.policy.budget or self._abort.is_set():
+                now = time.monotonic()
+                # The window runs from the first failure: a long transfer cut by a blip gets the
+                # whole window, not what its successful part left of it.
+                first_failure = first_failure if first_failure is not None else now
+                sleep = None if self._abort.is_set() else self.policy.sleep_before(tries, now - first_failure)
+                if sleep is None:
                     raise StagingError(
-                        f"{what}: {shown}: storage unavailable after {attempt} tries in {elapsed:.1f}s "
+                        f"{what}: {shown}: storage unavailable after {tries} tries in {now - start:.1f}s "
                         f"({self.scrub.describe(exc)})",
                         url=shown, transient=True) from None
-                log.info("%s: %s: %s; try %d of %d in %.1fs", what, shown, self.scrub.describe(exc),
-                         attempt + 1, self.policy.attempts, delay)
-                if self._abort.wait(delay):
+                log.info("%s: %s: %s; try %d in %.1fs (retrying for up to %gs)", what, shown,
+                         self.scrub.describe(exc), tries + 1, sleep, self.policy.retry_for)
+                if self._abort.wait(sleep):
                     raise StagingError(f"{what}: {shown}: stopped, another transfer failed",
                                        url=shown, transient=True) from None
-                delay *= self.policy.backoff
 
     def run_all(self, items: list, work: Callable[[Any], T]) -> list[T]:
         """``work(item)`` for every item, up to ``concurrency`` at once; re-raises the first error."""

@@ -3,8 +3,8 @@ adlfs against the session's Azurite, and file:// for the stores that are not
 Azure (``memory://`` lives in one process; the nodes are other processes).
 
 Each test makes its own container (``azurite_container``) and job id; the
-pool is shared by the module. The outage test stops and restarts the
-session's Azurite and always leaves it running.
+pool is shared by the module. The outage tests stop and restart the
+session's Azurite (on its port and data folder) and always leave it running.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask.config
 import pytest
 
 import batchnb as bnb
@@ -353,21 +354,29 @@ def attempts_of(pool, job_id: str) -> list[dict]:
     return [a for t in pool.ledger.tasks(job_id) for a in pool.ledger.attempts(job_id, t["id"])]
 
 
-def _set_staging_retry_delay(seconds: float) -> float:
-    """On a worker: the first delay of staging's storage retries; returns the old one."""
-    from batchnb import staging
-    old, staging.RETRY_DELAY = staging.RETRY_DELAY, seconds
+def _set_config(values: dict) -> dict:
+    """On a worker: set these dask.config settings (for the worker's life); returns the old values."""
+    import dask.config
+    old = {key: dask.config.get(key) for key in values}
+    dask.config.set(values)
     return old
 
 
 @pytest.fixture
 def quick_storage_retries(pool):
-    """Storage retries that give up in under a second instead of 3.5 s: tiny tasks
-    may ride in one bundle, which reports when its last task has failed."""
-    old = pool.client.run(_set_staging_retry_delay, 0.1)
-    yield
-    for address, seconds in old.items():
-        pool.client.run(_set_staging_retry_delay, seconds, workers=[address])
+    """In-attempt storage retries that give up in half a second instead of a minute (on
+    the nodes, where transfers run), and task retries after them that wait a second
+    instead of 30 s (in the driver, where the dispatcher decides)."""
+    old = pool.client.run(_set_config, {"batchnb.staging-retry-for": "0.5s", "batchnb.staging-retry-delay": "0.1s"})
+    try:
+        with dask.config.set({"batchnb.staging-task-retry-delay": f"{STORAGE_RETRY_DELAY}s"}):
+            yield
+    finally:
+        for address, values in old.items():
+            pool.client.run(_set_config, values, workers=[address])
+
+
+STORAGE_RETRY_DELAY = 1.0
 
 
 def test_azurite_stopped_mid_job(pool, azurite, azurite_container, unique, caplog, worker_logs, tmp_path,
@@ -411,9 +420,16 @@ def test_azurite_stopped_mid_job(pool, azurite, azurite_container, unique, caplo
     outage = [a for a in attempts if a["category"] in ("upload", "preprocessing")]
     assert all("storage unavailable" in a["message"] for a in outage), outage
     assert {a["category"] for a in attempts} <= {None, "upload", "preprocessing"}
-    # Azure's semantics: each such failure is an attempt, retried under the task's retries.
+    # Azure's semantics: each such failure is an attempt, retried under the task's retries ...
     retried = {(a["task_id"], a["n"] + 1) for a in outage}
     assert retried & {(a["task_id"], a["n"]) for a in attempts}
+    # ... but not at once: the next attempt waits batchnb.staging-task-retry-delay, although
+    # max_task_retries gives these tasks a Retry without delay.
+    by_key = {(a["task_id"], a["n"]): a for a in attempts}
+    for a in outage:
+        nxt = by_key.get((a["task_id"], a["n"] + 1))
+        if nxt is not None:
+            assert nxt["dispatched"] >= a["end"] + STORAGE_RETRY_DELAY, (a, nxt)
     assert result.counts.get("succeeded", 0) + result.counts.get("failed", 0) == len(free + held), result.counts
     h00 = job.task("h00")
     assert h00.failure["category"] == "upload" and h00.exit_code == 0 and len(h00.attempts) == 1
@@ -426,5 +442,44 @@ def test_azurite_stopped_mid_job(pool, azurite, azurite_container, unique, caplo
             assert fs.cat(f"{c}/{unique}/{t.id}.txt") == f"seed\n{t.id}\n".encode()
     assert elapsed < 60
     # The staging retries were logged on the nodes (and scrubbed, as checked next).
-    assert any("try 2 of" in p.read_text() for p in worker_logs.iterdir())
+    assert any("try 2 in" in p.read_text() for p in worker_logs.iterdir())
     assert_no_secret(azurite, pool, caplog, worker_logs)
+
+
+# -- a storage blip: ridden out inside the attempts ----------------------------------
+
+BLIP_TASKS = 60
+BLIP = 10.0   # seconds Azurite is down (plus the time it takes to start again)
+
+
+def test_a_10s_storage_outage_fails_no_task(pool, azurite, azurite_container, unique, worker_logs):
+    c = azurite_container
+    fs = azurite.fs()
+    fs.pipe({f"{c}/in/t{i:02d}.txt": f"input {i}\n".encode() for i in range(BLIP_TASKS)})
+    job = pool.job(unique, max_task_retries=2)
+    job.add_tasks([bnb.TaskSpec(
+        f"t{i:02d}", 'sleep 0.2; cat in.txt > out.txt; echo "$AZ_BATCH_TASK_ID" >> out.txt',
+        inputs={"in.txt": f"az://{c}/in/t{i:02d}.txt"},
+        outputs={"out.txt": f"abfs://{c}/{{job_id}}/{{task_id}}.txt"}) for i in range(BLIP_TASKS)])
+    try:
+        wait_for(lambda: len(fs.find(f"{c}/{unique}/")) >= 6, 30, "the first outputs uploaded")
+    except AssertionError as exc:   # say where the job stood: storage is still up here
+        failed = [(a["task_id"], a["n"], a["message"]) for a in attempts_of(pool, unique) if a["category"]]
+        raise AssertionError(f"{exc}; tasks {job.task_counts()}, failed attempts {failed[:3]}, "
+                             f"nodes {pool.nodes()}") from None
+    azurite.stop()
+    try:
+        time.sleep(BLIP)   # not a wait for state: this is the outage
+    finally:
+        azurite.start()
+    result = job.wait(timeout=WAIT + 60, quiet=True)
+
+    assert result.counts == {"succeeded": BLIP_TASKS}, result.failures[:3]
+    # Not one attempt failed: the in-attempt retries rode the outage out.
+    assert [a for a in attempts_of(pool, unique) if a["state"] == "failed"] == []
+    for i in range(BLIP_TASKS):
+        assert fs.cat(f"{c}/{unique}/t{i:02d}.txt") == f"input {i}\nt{i:02d}\n".encode()
+    # The outage did meet transfers of this job (the nodes logged their retries).
+    retried = [line for p in worker_logs.iterdir() for line in p.read_text().splitlines()
+               if f"//{c}/" in line and "try 2 in" in line]
+    assert retried
