@@ -46,7 +46,10 @@ def _known_protocols() -> frozenset[str]:
     global _PROTOCOLS
     import fsspec   # not at import: the model is plain data and loads without fsspec's cost
     # Refreshed on a miss: an implementation may have been registered since.
-    _PROTOCOLS = frozenset(fsspec.available_protocols())
+    from fsspec.registry import registry
+    # available_protocols() lists the known implementations only, not those registered
+    # at run time (fsspec.register_implementation): a user's own store counts too.
+    _PROTOCOLS = frozenset(fsspec.available_protocols()) | frozenset(registry)
     return _PROTOCOLS
 
 
