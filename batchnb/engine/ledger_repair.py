@@ -113,7 +113,9 @@ def problem(path) -> str | None:
     except sqlite3.Error as exc:
         return f"is damaged ({_one_line([exc])})"
     tables -= {"sqlite_sequence", "sqlite_stat1"}
-    if tables and not tables & {"jobs", "tasks", "meta"}:
+    # Any of a ledger's own tables makes it one (a ledger from before this code may hold only some);
+    # none of them, and it is some other program's database.
+    if tables and not tables & {"jobs", "tasks", "attempts", "events", "nodes", "audit", "meta"}:
         return f"is a SQLite database but not a batchnb ledger (its tables: {', '.join(sorted(tables))})"
     if version and not {"jobs", "tasks"} <= tables:
         return f"is damaged: schema version {version} but no {'jobs' if 'jobs' not in tables else 'tasks'} table"
