@@ -250,7 +250,7 @@ class Pool:
                 self.ledger.release_lease(job.spec.id, self._owner)
         finally:
             try:
-                self.client.close(timeout=10)
+                self._close_client()
             finally:
                 try:
                     self._backend.close()
@@ -258,6 +258,15 @@ class Pool:
                     # Views show their last state and let go of the pool; the bus's thread ends.
                     self.bus.close()
                     _open_pools.discard(self)
+
+    def _close_client(self) -> None:
+        # A scheduler busy with other clients' work (thousands of raw futures being released)
+        # may not answer in time: the pool still closes its nodes, with a word, not a Dask traceback.
+        try:
+            self.client.close(timeout=10)
+        except (TimeoutError, OSError) as exc:
+            log.warning("pool %s: the Dask client did not close in 10 s (%s); closing the nodes anyway",
+                        self.name, exc)
 
     def _kill_task_processes(self, addresses: list | None, keys: list | None = None,
                              deadline: float | None = None) -> None:
