@@ -16,12 +16,17 @@ test: setup-test           ## install everything the tests need and run the whol
 setup-test: system-packages azurite
 	$(PIP) install -q -e ".[dev]"
 
-# Debian's Chromium (widget tests in JupyterLab) and mpich (multi-instance tasks).
+# From Debian: Chromium (widget tests in JupyterLab), mpich (multi-instance
+# tasks), podman with busybox-static and runc (container tasks, images built
+# offline), slurm-wlm and munge (the Slurm backend), prometheus (metrics).
+DEBIAN_PACKAGES := chromium mpich podman busybox-static runc slurm-wlm munge prometheus
+DEBIAN_COMMANDS := chromium mpiexec podman busybox runc slurmctld munged prometheus
 system-packages:
-	@if ! command -v chromium >/dev/null || ! command -v mpiexec >/dev/null; then \
+	@missing=; for c in $(DEBIAN_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium mpich >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	fi
 
 # Azurite, the Azure Blob emulator, from npm, into .ci/node (not global).
