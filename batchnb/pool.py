@@ -183,7 +183,9 @@ class Pool:
         if node_id not in self._backend.requested():
             raise SpecError("node_id", node_id, f"not a node of pool {self.name!r}")
         if not self._backend.preemptible(node_id):
-            raise SpecError("node_id", node_id, f"backend {self._backend.name!r} can preempt spot nodes only")
+            group = self._backend.group(node_id)
+            raise SpecError("node_id", node_id, f"it is a {group} node; backend {self._backend.name!r} can preempt "
+                            f"{', '.join(self._backend.preemptible_groups)} nodes only, as Azure evicts spot VMs only")
         def evict():
             # Requeue first, then kill, on the dispatcher's thread: no result of this node is
             # gathered from a dead worker in between (that would count as a failure), and no

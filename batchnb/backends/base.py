@@ -30,6 +30,9 @@ class Backend:
     name = "base"
     can_scale = False
     can_preempt = False
+    #: the node groups ``preempt`` acts on: Azure evicts spot VMs only, and a local pool
+    #: that preempted dedicated nodes would teach a plan that Azure then refuses
+    preemptible_groups: tuple[str, ...] = (NodeGroup.SPOT.value,)
     #: where nodes keep their working directories (None: the pool's home)
     node_root: str | None = None
 
@@ -101,8 +104,10 @@ class Backend:
         return added[0] if added else None
 
     def preemptible(self, node_id: str) -> bool:
-        """Whether ``preempt(node_id)`` can act on this node (Azure evicts spot VMs only)."""
-        return self.can_preempt and node_id in self.requested()
+        """Whether ``preempt(node_id)`` can act on this node: one of ``preemptible_groups``
+        (Azure evicts spot VMs only)."""
+        group = self.requested().get(node_id)
+        return self.can_preempt and group is not None and group in self.preemptible_groups
 
     def preempt(self, node_id: str) -> None:
         """Take a node away at once, as a spot eviction does."""

@@ -88,6 +88,9 @@ class LocalBackend(SpecClusterBackend):
             node = self.cluster.workers.get(node_id)
             if node_id not in self._nodes:
                 raise BackendError(f"node {node_id!r} is not in this pool")
+            if self._nodes[node_id] not in self.preemptible_groups:
+                raise BackendError(f"node {node_id!r} is a {self._nodes[node_id]} node; only spot nodes are "
+                                   "preempted (Azure evicts spot VMs only)")
             # The spec goes first so that the node is not restarted.
             self.cluster.worker_spec.pop(node_id, None)
         _kill_worker_process(node)

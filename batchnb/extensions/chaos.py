@@ -13,7 +13,8 @@ Options: ``preempt_rate`` (evictions per busy node-minute, > 0),
 ``groups`` (default ``("spot",)``), ``seed`` (for a repeatable run),
 ``max_preemptions`` (stop after this many: per ``with pool.chaos(...)``,
 each of which counts afresh), ``tick`` (seconds, default 0.1). Groups the
-backend cannot preempt (Azure evicts spot VMs only) are refused.
+backend cannot preempt are refused: only spot nodes are preempted, on a
+local pool as on Azure (``Backend.preemptible_groups``).
 
 >>> ChaosOptions.from_value({"preempt_rate": 6, "seed": 1}).preempt_rate
 6.0
@@ -101,21 +102,21 @@ class ChaosOptions:
 
 
 def preemptible_groups(backend) -> tuple:
-    """The node groups ``backend`` can preempt: its ``preemptible_groups``, else all of them if it can preempt."""
-    groups = getattr(backend, "preemptible_groups", None)
-    if groups is not None:
-        return tuple(groups)
-    return NODE_GROUPS if getattr(backend, "can_preempt", False) else ()
+    """The node groups ``backend`` can preempt: its ``preemptible_groups`` (spot only, as on Azure,
+    unless a backend says otherwise), none if it cannot preempt."""
+    if not getattr(backend, "can_preempt", False):
+        return ()
+    return tuple(getattr(backend, "preemptible_groups", None) or ())
 
 
 class ChaosExtension(PoolExtension):
     """Preempts busy nodes at random while chaos is on (a thread of its own, as evictions come from outside).
 
     >>> import batchnb as bnb
-    >>> with bnb.Pool("doc", dedicated=1, spot=1) as pool:
+    >>> with bnb.Pool("doc", dedicated=0, spot=2) as pool:
     ...     job = pool.job("under-fire", max_task_retries=0)
     ...     t = job.add_task("t1", "sleep 1.5")
-    ...     with pool.chaos(preempt_rate=600, groups=("dedicated", "spot"), max_preemptions=1, seed=1):
+    ...     with pool.chaos(preempt_rate=600, max_preemptions=1, seed=1):
     ...         print(job.wait())
     ...     print(len(pool.extension(ChaosExtension).preemptions), [a["state"] for a in t.attempts])
     job under-fire: all_tasks_complete in ...s (1 succeeded)
