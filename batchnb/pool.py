@@ -69,8 +69,9 @@ class Pool:
     Parameters follow Azure Batch: ``dedicated`` and ``spot`` node counts
     (or an ``autoscale`` formula), ``task_slots_per_node``, ``node_fill``,
     a ``start_task``; ``storage_options`` (per fsspec protocol) reach every
-    task's staging and are never recorded. Other keyword arguments go to
-    the backend.
+    task's staging and are never recorded; ``spot_fallback=n`` runs a task
+    preempted ``n`` times on dedicated nodes next. Other keyword arguments
+    go to the backend.
 
     >>> import batchnb as bnb
     >>> with bnb.Pool("doc", dedicated=1, task_slots_per_node=2) as pool:
@@ -93,7 +94,8 @@ class Pool:
                  price_table: PriceTable | Mapping[str, Mapping[str, float]] | str | Path | None = None,
                  storage_options: dict[str, dict[str, Any]] | None = None, tags: dict[str, str] | None = None,
                  region: str | None = None, ledger: Ledger | str | None = None,
-                 chaos: dict[str, Any] | ChaosOptions | None = None, **backend_options: Any) -> None:
+                 chaos: dict[str, Any] | ChaosOptions | None = None, spot_fallback: int | None = None,
+                 **backend_options: Any) -> None:
         self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,
                              autoscale=autoscale, autoscale_interval=autoscale_interval,
                              task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
@@ -111,6 +113,8 @@ class Pool:
         chaos_options = ChaosOptions.from_value(chaos)
         if chaos_options is not None:   # refused before any node (or VM) starts
             chaos_options.check_backend(get_backend(backend))
+        from .engine.spotfallback import check_spot_fallback
+        check_spot_fallback(spot_fallback)
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
         self.bus = EventBus()
         storage = {**(_config.get("storage-options") or {}), **(storage_options or {})}
@@ -127,6 +131,7 @@ class Pool:
                 node_root=backend_obj.node_root or str(home / "nodes" / self.name), storage_options=storage,
                 results_url=_config.get("results-url") or Path(home / "results").as_uri(), price_table=prices,
                 chaos_options=chaos_options, preempt=self.preempt, nodes=self.nodes)
+            self._engine.spot_fallback = spot_fallback      # read by the dispatcher (engine/spotfallback.py)
             make_extensions(self._engine)
             from .node.reaper import TaskReaper
             # A name of this pool's own: registering a plugin under a name taken replaces the

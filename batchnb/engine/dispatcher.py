@@ -27,6 +27,7 @@ from .jobrun import JobRun, TaskRun
 from .nodes import NodeTable
 from .jobops import JobOps
 from .outcome import Outcomes
+from .spotfallback import SpotFallback
 from .results import Results
 from ..errors import BatchError
 from .events import EventBus, NodeStateChanged, PoolStalledChanged
@@ -50,6 +51,7 @@ class Dispatcher(Results, Outcomes, JobOps):
         self.ready: list = []             # heap of (-job prio, -task prio, seq, job key, task key)
         self.timers: list = []            # heap of (when, n, callable)
         self.inflight: dict[str, tuple] = {}   # future key -> (future, node id, [(job key, task key, n)], slots)
+        self.fallback = SpotFallback(getattr(engine, "spot_fallback", None))
         self.batch = Batch()
         self.events: list = []
         self._q: queue.SimpleQueue = queue.SimpleQueue()
@@ -292,7 +294,8 @@ class Dispatcher(Results, Outcomes, JobOps):
         if node is None:
             return
         was_unusable = node.state == NodeState.UNUSABLE
-        self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED)
+        self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED,
+                          preempted=state == NodeState.PREEMPTED)
         self.nodes.lost(node_id, state, now)
         self._node_event(node, now, reason)
         # Not for a node already given up (unusable, or released: its worker leaving is expected).
@@ -308,7 +311,8 @@ class Dispatcher(Results, Outcomes, JobOps):
                                 f"(last: {what})")
             self.engine.node_unusable(node.node_id)
 
-    def requeue_node(self, node_id: str, reason: str, now: float | None = None, crash: bool = False) -> list:
+    def requeue_node(self, node_id: str, reason: str, now: float | None = None, crash: bool = False,
+                     preempted: bool = False) -> list:
         """Requeue every attempt running on ``node_id`` (its Dask futures are cancelled)."""
         now = time.time() if now is None else now
         requeued = []
@@ -318,7 +322,7 @@ class Dispatcher(Results, Outcomes, JobOps):
                 self.release([fut])
                 self.nodes.give_back(node_id, key, slots, now)
                 for job_key, task_key, n in members:
-                    self.requeue(job_key, task_key, n, now, reason, crash=crash)
+                    self.requeue(job_key, task_key, n, now, reason, crash=crash, preempted=preempted)
                     requeued.append((job_key, task_key))
         return requeued
 
@@ -341,7 +345,7 @@ class Dispatcher(Results, Outcomes, JobOps):
             if not self.engine.may_dispatch(job, tr, now):
                 held.append(entry)
                 continue
-            node = self.nodes.place(tr.spec.required_slots)
+            node = self.nodes.place(tr.spec.required_slots, self.fallback_group(job, tr))
             if node is None:
                 skipped.append(entry)
                 if len(skipped) > 64:
@@ -354,7 +358,8 @@ class Dispatcher(Results, Outcomes, JobOps):
                 if nxt[1] is None or not self.dispatchable(*nxt):
                     heapq.heappop(self.ready)
                     continue
-                if not self.bundleable(nxt[1]) or not self.bundleable(tr):
+                if not self.bundleable(nxt[1]) or not self.bundleable(tr) \
+                        or self.fallback_group(*nxt) not in (None, node.group):
                     break
                 heapq.heappop(self.ready)
                 members.append(nxt)

@@ -106,11 +106,11 @@ class NodeTable:
         node.state, node.since = state, now
         return node
 
-    def place(self, slots: int) -> Node | None:
-        """The node for a task of ``slots`` slots, or None if none has room."""
+    def place(self, slots: int, group: str | None = None) -> Node | None:
+        """The node for a task of ``slots`` slots (in ``group``, if given), or None if none has room."""
         best = None
         for node in self.nodes.values():
-            if node.free < slots:
+            if node.free < slots or (group is not None and node.group != group):
                 continue
             if best is None:
                 best = node

@@ -15,7 +15,8 @@ from .. import _config
 from ..node import runner
 from .events import BytesMoved, TaskStateChanged
 from ..node.runner import AttemptRecord, AttemptRequest
-from ..states import TERMINAL_TASK_STATES, JobState, TaskState
+from ..states import TERMINAL_TASK_STATES, JobState, NodeGroup, TaskState
+from .spotfallback import has_dedicated
 
 log = logging.getLogger("batchnb.dispatch")
 
@@ -68,6 +69,13 @@ class Outcomes:
     def dispatchable(self, job, tr) -> bool:
         return job is not None and job.state == JobState.ACTIVE and tr.state == TaskState.ACTIVE \
             and tr.retry_at is None
+
+    def fallback_group(self, job, tr) -> str | None:
+        """The node group ``tr`` must run in (dedicated after ``spot_fallback`` preemptions), or None."""
+        if not self.fallback.due((job.key, tr.key)) or not has_dedicated(self.nodes.nodes.values(),
+                                                                          self.engine.requested()):
+            return None
+        return NodeGroup.DEDICATED.value
 
     @staticmethod
     def bundleable(tr) -> bool:
@@ -212,7 +220,8 @@ class Outcomes:
             self.terminate(job, "task_failed", now)
         self.check_done(job, now)
 
-    def requeue(self, job_key: str, task_key: str, n: int, now: float, reason: str, crash: bool = True) -> None:
+    def requeue(self, job_key: str, task_key: str, n: int, now: float, reason: str, crash: bool = True,
+                preempted: bool = False) -> None:
         """The node went away under a running attempt: run it again; it is not a retry.
 
         Preemptions requeue without limit, as in Azure; losses that may be the
@@ -234,6 +243,8 @@ class Outcomes:
         self.batch.attempt(job.spec.id, tr.spec.id, n, state="requeued", end=now, category=runner.NODE_LOST,
                            message=reason)
         tr.requeues += 1
+        if preempted:       # counted apart from retries and other requeues: see spotfallback.py
+            self.fallback.preempted((job_key, task_key))
         self.set_state(job, tr, TaskState.ACTIVE, now, reason=f"requeued: {reason}", requeues=tr.requeues)
         self.push_ready(job, tr)
 
