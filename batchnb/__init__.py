@@ -25,6 +25,7 @@ from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError,
                      WaitTimeout)
 from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile,
                          Retry, StartTask, TaskIdRange, TaskSpec)
+from .spec.prep import JobPrep, JobRelease
 from .states import JobState, NodeGroup, NodeState, TaskState
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "current_task", "jobs", "prune", "spec",
+    "JobPrep", "JobRelease",
 ]
 
 #: public name -> the module that defines it (doctests and tools find the source there).

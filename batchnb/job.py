@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     import batchnb          # the Pool is a layer above: named as users name it, bnb.Pool
     from .cost import Cost, Forecast
+    from .engine.jobprep import PrepRun
     from .engine.jobrun import JobRun
 
 def open_job(pool, job_id, options: dict) -> "Job":
@@ -204,6 +205,17 @@ class Job:
             rows = self.ledger.tasks(self.id, states=(TaskState(state),))
         return [task_info(r) for r in rows]
 
+    def prep_runs(self) -> list[PrepRun]:
+        """The runs of the job's preparation task, one per node and run (:class:`PrepRun`):
+        state, attempts with exit code and the tails of stdout and stderr."""
+        from .engine.jobprep import prep_runs
+        return prep_runs(self.ledger, self.id)
+
+    def release_runs(self) -> list[PrepRun]:
+        """The runs of the job's release task, one per node (:class:`PrepRun`)."""
+        from .engine.jobprep import RELEASE_EVENT, prep_runs
+        return prep_runs(self.ledger, self.id, RELEASE_EVENT)
+
     def frame(self) -> pandas.DataFrame:
         """The tasks as a pandas DataFrame."""
         import pandas as pd
@@ -223,7 +235,7 @@ class Job:
         In a terminal, progress is drawn while waiting unless ``quiet``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with drawer("waiting")(self, quiet):
-            while not self._done():
+            while not self._done() or self._releasing():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise WaitTimeout(f"job {self.id!r} did not finish within {timeout}s: {self.counts()}")
@@ -231,6 +243,8 @@ class Job:
                     raise WaitTimeout(f"the pool of job {self.id!r} was closed before the job finished; "
                                       f"resume it with pool.job({self.id!r})")
                 stalled = self.pool._dispatcher.stalled if self._dispatched_here() else None
+                if stalled is None and self._dispatched_here():   # its preparation failed on every node
+                    stalled = self.pool._dispatcher.preps.blocked.get(self._run.key)
                 if stalled is not None and time.time() - stalled[0] > _config.seconds("stall-grace"):
                     raise PoolStalled(f"job {self.id!r} cannot make progress: {stalled[1]} "
                                       f"({self.counts()}); resize the pool or close it")
@@ -242,6 +256,10 @@ class Job:
                 with self._run.changed:
                     self._run.changed.wait(0.5 if left is None else min(0.5, left))
         return self.result()
+
+    def _releasing(self) -> bool:
+        """Its release tasks still run (the job ended): wait() returns once they have."""
+        return self._dispatched_here() and bool(self.pool._dispatcher.preps.releasing.get(self._run.key))
 
     def _dispatched_here(self) -> bool:
         return self.pool is not None and self.pool._dispatcher.jobs.get(self._run.key) is self._run

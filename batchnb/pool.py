@@ -253,6 +253,8 @@ class Pool:
             self._dispatcher.close()
             for address, keys in running.items():   # only this pool's: a scheduler may be shared
                 self._kill_task_processes([address], keys)
+            # Jobs' release tasks run before the nodes go (those of jobs still active too).
+            self._dispatcher.preps.close()
             for job in list(self._dispatcher.jobs.values()):
                 self.ledger.release_lease(job.spec.id, self._owner)
         finally:

@@ -218,8 +218,8 @@ def test_pool_job_options_are_checked_and_an_id_alone_reattaches(pool2, unique):
     with pytest.raises(bnb.SpecError, match="max_task_retry: 2 is invalid: not a keyword of pool.job\\(\\); "
                                             "did you mean 'max_task_retries'\\?"):
         pool2.job(unique, max_task_retry=2)
-    with pytest.raises(bnb.SpecError, match="prep: .*job preparation tasks are not supported yet"):
-        pool2.job(unique, prep="pip install -r req.txt")
+    with pytest.raises(bnb.SpecError, match="prep: 42 is invalid: expected bnb.JobPrep"):
+        pool2.job(unique, prep=42)
     assert pool2.ledger.job(unique) is None          # nothing was made by a refused call
     job = pool2.job(unique, max_task_retries=3, on_all_tasks_complete="noaction", prep=None)
     job.add_task("a", "true")

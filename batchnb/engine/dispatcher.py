@@ -26,6 +26,7 @@ from ..node import runner
 from .jobrun import JobRun, TaskRun
 from .nodes import NodeTable
 from .jobops import JobOps
+from .jobprep import JobPreps
 from .outcome import Outcomes
 from .spotfallback import SpotFallback
 from .results import Results
@@ -54,6 +55,7 @@ class Dispatcher(Results, Outcomes, JobOps):
         self.fallback = SpotFallback(getattr(engine, "spot_fallback", None))
         self.batch = Batch()
         self.events: list = []
+        self.preps = JobPreps(self)       # jobs' preparation and release tasks
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._counter = itertools.count()
         self._closing = False
@@ -346,6 +348,7 @@ class Dispatcher(Results, Outcomes, JobOps):
                 held.append(entry)
                 continue
             node = self.nodes.place(tr.spec.required_slots, self.fallback_group(job, tr))
+            node = self.preps.place(job, tr, node, now)    # a job's preparation task first
             if node is None:
                 skipped.append(entry)
                 if len(skipped) > 64:
@@ -360,6 +363,8 @@ class Dispatcher(Results, Outcomes, JobOps):
                     continue
                 if not self.bundleable(nxt[1]) or not self.bundleable(tr) \
                         or self.fallback_group(*nxt) not in (None, node.group):
+                    break
+                if not self.preps.ready_on(nxt[0], node):
                     break
                 heapq.heappop(self.ready)
                 members.append(nxt)
@@ -386,6 +391,7 @@ class Dispatcher(Results, Outcomes, JobOps):
             req = self.make_request(job, tr, node, now, slots / len(members))
             if req is None:
                 continue
+            req.job_prep = job.spec.prep is not None
             reqs.append(req)
             keys.append((job.key, tr.key, tr.n))
         if not reqs:

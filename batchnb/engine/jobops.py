@@ -383,3 +383,4 @@ class JobOps:
         self.events.append(JobStateChanged(job.spec.id, job.state.value, now, reason))
         self.batch.release_lease(job.spec.id, job.owner or self.engine.owner)
         self.engine.job_ended(job, now)
+        self.preps.job_ended(job, now)     # its release task, on the nodes its preparation ran on

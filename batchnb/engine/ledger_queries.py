@@ -154,6 +154,13 @@ class LedgerQueries:
             f"FROM events WHERE kind = 'task' AND state != 'running' AND data IS NOT NULL AND {where} "
             "GROUP BY job_id, task_id, n", (param,))]
 
+    def job_events(self, job_id: str, kinds: Iterable[str]) -> list[dict]:
+        """The job's events of these kinds (e.g. its preparation tasks' runs, ``jobprep``), oldest first."""
+        kinds = tuple(kinds)
+        marks = ", ".join("?" for _ in kinds)
+        return [dict(r) for r in self._query(f"SELECT * FROM events WHERE job_id = ? AND kind IN ({marks}) "
+                                             "ORDER BY seq", (job_id, *kinds))]
+
     def dispatched_before(self, job_id: str, t: float) -> bool:
         """True when an attempt of the job was dispatched before ``t`` (by an earlier pool or process)."""
         return bool(self._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",

@@ -58,6 +58,8 @@ class AttemptRequest:
     #: the group its backend declares for the node ("dedicated" | "spot"); None in a request
     #: made without one (a start task's), where the node's name is the fallback
     node_group: str | None = None
+    #: the job has a preparation task: AZ_BATCH_JOB_PREP_DIR and AZ_BATCH_JOB_PREP_WORKING_DIR are set
+    job_prep: bool = False
 
 
 @dataclass
@@ -273,9 +275,19 @@ def task_environment(req: AttemptRequest, node_id: str, dirs: dict, task_dir: Pa
         # The pool unpacks each package once per node, before the start task.
         folder = folder or str(dirs["applications"] / f"{name}_{version}")
         env[f"AZ_BATCH_APP_PACKAGE_{name}_{version}".replace(".", "_").replace("-", "_")] = folder
+    if req.job_prep:
+        prep = job_prep_dir(dirs, req.job_id)
+        env["AZ_BATCH_JOB_PREP_DIR"], env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep), str(prep / "wd")
     env.update(req.env)
     env.update(req.secrets)
     return env
+
+
+def job_prep_dir(dirs: dict, job_id: str, name: str = "jobpreparation") -> Path:
+    """The folder of a job's preparation (or, ``name="jobrelease"``, release) task on a node, as
+    Azure lays it out, beside the job's task folders (a task named ``job-1`` has only numbered
+    attempt folders there, so none is ever this one)."""
+    return dirs["workitems"] / job_id / "job-1" / name
 
 
 def _tail(path: Path) -> str:

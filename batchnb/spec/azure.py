@@ -12,7 +12,8 @@ Kept: ``commandLine`` (split into argv as Azure does: it runs no shell),
 (ISO 8601 durations such as ``PT1H30M``), ``dependsOn`` (``taskIds``,
 ``taskIdRanges``), ``exitConditions``, ``requiredSlots``,
 ``multiInstanceSettings``, ``priority``; for pools ``vmSize``, node targets,
-autoscale, ``taskSlotsPerNode``, ``taskSchedulingPolicy`` and ``startTask``.
+autoscale, ``taskSlotsPerNode``, ``taskSchedulingPolicy`` and ``startTask``; for jobs
+``jobPreparationTask`` and ``jobReleaseTask`` (:class:`~batchnb.JobPrep`, :class:`~batchnb.JobRelease`).
 
 Blob URLs become ``abfs://container@account.dfs.core.windows.net/path``.
 A SAS token is never kept (specs are recorded in the ledger): give
@@ -39,6 +40,7 @@ from . import model as s
 from . import validate as v
 from ._azure_parts import Ctx, array, env as _env, flag, inputs as _inputs, obj, outputs as _outputs, text, whole
 from .codec import as_text, read_text, to_dict
+from .prep import RELEASE_MAX_WALL_CLOCK
 from ..errors import AzureImportWarning, SpecError  # noqa: F401 - AzureImportWarning: part of this module's face
 
 _INFINITE = 10_000 * 86400.0        # TimeSpan.MaxValue in GET responses means "no limit"
@@ -240,7 +242,8 @@ def _job(j: Mapping, ctx: Ctx, tasks: Any) -> s.JobSpec:
     jid = v.task_id(j["id"], "job id")
     where = f"job {jid!r}"
     ctx.take(j, where, {"id", "priority", "constraints", "poolInfo", "onAllTasksComplete", "onTaskFailure",
-                        "metadata", "commonEnvironmentSettings", "usesTaskDependencies"})
+                        "metadata", "commonEnvironmentSettings", "usesTaskDependencies", "jobPreparationTask",
+                        "jobReleaseTask"})
     cons = obj(j.get("constraints"), f"{where}.constraints")
     ctx.take(cons, where, {"maxWallClockTime", "maxTaskRetryCount"}, "constraints.")
     pool = None
@@ -270,7 +273,51 @@ def _job(j: Mapping, ctx: Ctx, tasks: Any) -> s.JobSpec:
                                             minimum=-1) or 0,
                      on_all_tasks_complete=(text(j.get("onAllTasksComplete"), f"{where}.onAllTasksComplete")
                                             or "noaction").lower(),
-                     tags=_env(j.get("metadata"), f"{where}.metadata"), pool=pool, tasks=specs)
+                     tags=_env(j.get("metadata"), f"{where}.metadata"), pool=pool, tasks=specs,
+                     prep=_prep(j.get("jobPreparationTask"), ctx, where),
+                     release=_release(j.get("jobReleaseTask"), ctx, where, j.get("jobPreparationTask")))
+
+
+def _prep(p: Any, ctx: Ctx, where: str) -> s.JobPrep | None:
+    """``jobPreparationTask`` -> :class:`~batchnb.JobPrep` (Azure's defaults: no retries, wait for success)."""
+    if p is None:
+        return None
+    f = f"{where}.jobPreparationTask"
+    p = obj(p, f)
+    ctx.take(p, f"{where} jobPreparationTask", {"id", "commandLine", "resourceFiles", "environmentSettings",
+                                                  "constraints", "waitForSuccess", "rerunOnNodeRebootAfterSuccess"},
+             "jobPreparationTask.")
+    cons = obj(p.get("constraints"), f"{f}.constraints")
+    ctx.take(cons, f"{where} jobPreparationTask", {"maxWallClockTime", "maxTaskRetryCount"},
+             "jobPreparationTask.constraints.")
+    retries = whole(cons.get("maxTaskRetryCount"), f"{f}.constraints.maxTaskRetryCount", minimum=-1)
+    return s.JobPrep(_command(p.get("commandLine"), f"{f}.commandLine"),
+                     inputs=_inputs(p.get("resourceFiles"), ctx, f"{where} jobPreparationTask", "resourceFiles"),
+                     env=_env(p.get("environmentSettings"), f"{f}.environmentSettings"),
+                     retry=s.Retry(max=retries) if retries else None,
+                     max_wall_clock=iso_duration(cons.get("maxWallClockTime"), f"{f}.constraints.maxWallClockTime"),
+                     wait_for_success=flag(p.get("waitForSuccess"), f"{f}.waitForSuccess", True),
+                     rerun_on_node_reboot=flag(p.get("rerunOnNodeRebootAfterSuccess"),
+                                               f"{f}.rerunOnNodeRebootAfterSuccess", True))
+
+
+def _release(r: Any, ctx: Ctx, where: str, j_prep: Any) -> s.JobRelease | None:
+    """``jobReleaseTask`` -> :class:`~batchnb.JobRelease` (at most 15 minutes, Azure's default and limit)."""
+    if r is None:
+        return None
+    f = f"{where}.jobReleaseTask"
+    r = obj(r, f)
+    ctx.take(r, f"{where} jobReleaseTask", {"id", "commandLine", "environmentSettings", "maxWallClockTime"},
+             "jobReleaseTask.")
+    limit = iso_duration(r.get("maxWallClockTime"), f"{f}.maxWallClockTime")
+    if limit is not None and not 0 < limit <= RELEASE_MAX_WALL_CLOCK:
+        raise SpecError(f"{f}.maxWallClockTime", r["maxWallClockTime"], "must be positive and at most PT15M "
+                                                                         "(Azure's limit for a release task)")
+    if j_prep is None:
+        raise SpecError(f, r.get("commandLine"), "a jobReleaseTask needs a jobPreparationTask, as in Azure")
+    return s.JobRelease(_command(r.get("commandLine"), f"{f}.commandLine"),
+                        env=_env(r.get("environmentSettings"), f"{f}.environmentSettings"),
+                        **({"max_wall_clock": limit} if limit is not None else {}))
 
 
 def _without_job_actions(t: s.TaskSpec, ctx: Ctx) -> s.TaskSpec:

@@ -21,6 +21,7 @@ from . import validate as v
 # Re-exported: they are part of this module's public face.
 from .resources import UPLOAD_CONDITIONS, OutputFile, ResourceFile, _inputs, _outputs, _url  # noqa: F401
 from .policy import DEPENDENCY_ACTIONS, JOB_ACTIONS, ExitConditions, ExitOptions, Retry  # noqa: F401
+from .prep import JobPrep, JobRelease, prep_field as _prep_field
 from ..errors import SpecError
 
 NODE_FILLS = ("spread", "pack")
@@ -30,6 +31,7 @@ DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata"
 __all__ = [
     "ResourceFile", "OutputFile", "Retry", "ExitOptions", "ExitConditions", "MultiInstance",
     "StartTask", "AppPackage", "PythonCall", "TaskSpec", "JobSpec", "PoolSpec", "TaskIdRange",
+    "JobPrep", "JobRelease",
 ]
 
 @v.checked_keywords
@@ -261,6 +263,8 @@ class JobSpec:
     tags: dict = field(default_factory=dict)
     pool: dict | None = None
     tasks: tuple = ()
+    prep: JobPrep | None = None
+    release: JobRelease | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "id", v.task_id(self.id, "job id"))
@@ -282,6 +286,11 @@ class JobSpec:
         if not all(isinstance(t, TaskSpec) for t in tasks):
             raise SpecError("tasks", tasks, "expected TaskSpec items")
         object.__setattr__(self, "tasks", tasks)
+        object.__setattr__(self, "prep", _prep_field(self.prep, JobPrep, "prep"))
+        object.__setattr__(self, "release", _prep_field(self.release, JobRelease, "release"))
+        if self.release is not None and self.prep is None:
+            raise SpecError("release", self.release, "a job release task needs a preparation task (prep=), "
+                                                     "as in Azure: it runs on the nodes that ran it")
 
     def default_retry(self) -> Retry:
         return Retry(max=self.max_task_retries)

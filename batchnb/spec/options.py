@@ -30,19 +30,16 @@ TASK_OPTIONS = ("task_id", "depends_on", "retry", "max_wall_clock", "priority", 
                 "outputs", "upload_condition", "exit_conditions", "env", "secrets", "replace", "retention_time")
 #: What pool.job() takes: the job's options (a job file's 'pool' too: Job.attach passes it back).
 JOB_OPTIONS = tuple(f.name for f in dataclasses.fields(JobSpec) if f.name not in ("id", "tasks"))
-#: Options of DESIGN.md still to come: refused as such, never taken for typos.
-NOT_YET = {"prep": "job preparation tasks", "release": "job release tasks"}
+#: Options given as None that mean "none" and are dropped, so that ``pool.job(id, prep=None)`` re-attaches.
+NONE_MEANS_DEFAULT = ("prep", "release")
 
 
 def job_options(options: dict) -> dict:
     """``pool.job()``'s keyword arguments, checked; ``prep=None``/``release=None`` (the defaults) dropped."""
     for name, value in options.items():
-        if name in NOT_YET and value is not None:
-            raise SpecError(name, value, f"{NOT_YET[name]} are not supported yet; "
-                                         "run the preparation as a task the others depend on")
-        if name not in JOB_OPTIONS and name not in NOT_YET:
+        if name not in JOB_OPTIONS:
             raise unknown_keyword("pool.job()", name, value, JOB_OPTIONS)
-    return {k: v for k, v in options.items() if k not in NOT_YET}
+    return {k: v for k, v in options.items() if not (k in NONE_MEANS_DEFAULT and v is None)}
 
 
 def _shown(fn: Callable) -> str:

@@ -58,11 +58,10 @@ def test_job_options():
     with pytest.raises(bnb.SpecError, match="did you mean 'max_task_retries'") as err:
         job_options({"max_task_retry": 2})
     assert err.value.field == "max_task_retry"
-    with pytest.raises(bnb.SpecError, match="prep: 'pip install x' is invalid: job preparation tasks are not "
-                                            "supported yet"):
-        job_options({"prep": "pip install x"})
-    with pytest.raises(bnb.SpecError, match="release.*not supported yet"):
-        job_options({"release": "rm -rf scratch"})
+    assert job_options({"prep": "pip install x", "release": "rm -rf scratch"}) == {
+        "prep": "pip install x", "release": "rm -rf scratch"}
+    with pytest.raises(bnb.SpecError, match="did you mean 'release'"):
+        job_options({"relase": "rm -rf scratch"})
 
 
 def plain(x, factor=2):
