@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Pool": "batchnb.pool", "NodeInfo": "batchnb.pool",
-    "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task",
+    "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task", "SubtaskInfo": "batchnb.task",
     "JobResult": "batchnb.result", "Ledger": "batchnb.engine.ledger",
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
     "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
@@ -44,7 +44,7 @@ __all__ = [
     "JobResult", "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
     "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PoolStalled",
     "PriceRefreshError",
-    "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "Task", "TaskFailed",
+    "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "current_task", "jobs", "prune", "spec",
     "JobPrep", "JobRelease",

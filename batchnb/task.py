@@ -41,6 +41,38 @@ class TaskInfo:
     ended: float | None
 
 
+@dataclass(frozen=True)
+class SubtaskInfo:
+    """One instance of a multi-instance task, as ``t.subtasks()`` gives it.
+
+    Instance 0 is the primary: its state, exit code and output are the application
+    command's (``coordination_exit_code`` is its coordination command's). The other
+    instances' are their coordination command's. ``stdout``/``stderr`` are tails.
+
+    >>> s = SubtaskInfo(1, "dedicated-1", "127.0.0.1", "succeeded", 0, 0, "ready\\n", "", 1, None, None, None, None)
+    >>> s.primary, s.node, s.exit_code
+    (False, 'dedicated-1', 0)
+    """
+
+    instance: int
+    node: str
+    host: str
+    state: str
+    exit_code: int | None
+    coordination_exit_code: int | None
+    stdout: str
+    stderr: str
+    attempt: int
+    start: float | None
+    end: float | None
+    message: str | None
+    task_dir: str | None
+
+    @property
+    def primary(self) -> bool:
+        return self.instance == 0
+
+
 def task_info(row) -> TaskInfo:
     spec = json.loads(row["spec"])
     failure = json.loads(row["failure"]) if row["failure"] else {}
@@ -163,3 +195,16 @@ class Task:
 
     def stderr(self) -> str:
         return self._log("stderr.txt")
+
+    def subtasks(self) -> list[SubtaskInfo]:
+        """A multi-instance task's instances in its last attempt: node, state, exit code, output tails.
+
+        Empty for a task that is not multi-instance or has not started.
+        """
+        out = []
+        for d in self.job.ledger.subtasks(self.job.id, self.task_id):
+            out.append(SubtaskInfo(d["instance"], d["node"], d.get("host", ""), d["state"], d.get("exit_code"),
+                                   d.get("coordination_exit_code"), d.get("stdout") or "", d.get("stderr") or "",
+                                   d["attempt"], d.get("start"), d.get("end"), d.get("message"),
+                                   d.get("task_dir")))
+        return out

@@ -26,6 +26,7 @@ from ..node import runner
 from .jobrun import JobRun, TaskRun
 from .nodes import NodeTable
 from .jobops import JobOps
+from .multiinstance import MultiInstances
 from .jobprep import JobPreps
 from .outcome import Outcomes
 from .spotfallback import SpotFallback
@@ -41,7 +42,7 @@ log = logging.getLogger("batchnb.dispatch")
 _WAITING_FOR_WORKER = frozenset({NodeState.STARTING, NodeState.OFFLINE, NodeState.PREEMPTED})
 
 
-class Dispatcher(Results, Outcomes, JobOps):
+class Dispatcher(Results, Outcomes, JobOps, MultiInstances):
     def __init__(self, engine, client, ledger: Ledger, bus: EventBus):
         self.engine = engine              # the EngineHandle: the pool's settings, workers and hooks
         self.client = client
@@ -53,6 +54,7 @@ class Dispatcher(Results, Outcomes, JobOps):
         self.timers: list = []            # heap of (when, n, callable)
         self.inflight: dict[str, tuple] = {}   # future key -> (future, node id, [(job key, task key, n)], slots)
         self.fallback = SpotFallback(getattr(engine, "spot_fallback", None))
+        self.multi: dict = {}             # (job key, task key) -> MultiRun: multi-instance tasks running
         self.batch = Batch()
         self.events: list = []
         self.preps = JobPreps(self)       # jobs' preparation and release tasks
@@ -326,7 +328,8 @@ class Dispatcher(Results, Outcomes, JobOps):
                 for job_key, task_key, n in members:
                     self.requeue(job_key, task_key, n, now, reason, crash=crash, preempted=preempted)
                     requeued.append((job_key, task_key))
-        return requeued
+        # A multi-instance task may have nothing in flight there (between its two phases).
+        return requeued + self.mi_node_lost(node_id, reason, now, crash, preempted)
 
     def post(self, fn: Callable, *args) -> None:
         """Run ``fn(*args)`` on the dispatcher's thread soon, without waiting (safe from Dask callbacks)."""
@@ -339,6 +342,7 @@ class Dispatcher(Results, Outcomes, JobOps):
 
     def _schedule(self, now: float) -> None:
         skipped, held = [], []
+        self.nodes.held.clear()           # a waiting multi-instance task claims its nodes anew each pass
         while self.ready and self.nodes.free_slots() > 0:
             entry = heapq.heappop(self.ready)
             job, tr = self._lookup(entry[3], entry[4])
@@ -346,6 +350,10 @@ class Dispatcher(Results, Outcomes, JobOps):
                 continue
             if not self.engine.may_dispatch(job, tr, now):
                 held.append(entry)
+                continue
+            if tr.spec.multi_instance is not None:
+                if not self.mi_start(job, tr, now):
+                    skipped.append(entry)
                 continue
             node = self.nodes.place(tr.spec.required_slots, self.fallback_group(job, tr))
             node = self.preps.place(job, tr, node, now)    # a job's preparation task first

@@ -198,10 +198,8 @@ class JobOps:
         out: list = [None] * len(new)       # handles in the order given, no-ops included
         adding, replacing = [], []
         for i, spec in enumerate(new):
-            if spec.multi_instance is not None and spec.multi_instance.number_of_instances > 1:
-                raise SpecError("multi_instance", spec.multi_instance.number_of_instances,
-                                f"task {spec.id!r}: multi-instance tasks on several nodes are not supported yet; "
-                                "run mpiexec inside one task (required_slots up to task_slots_per_node)")
+            if spec.multi_instance is not None:
+                self.mi_check(spec)
             if spec.required_slots > slots:
                 raise SpecError("required_slots", spec.required_slots,
                                 f"task {spec.id!r} needs more slots than a node of pool {self.engine.name!r} has "

@@ -165,3 +165,19 @@ class LedgerQueries:
         """True when an attempt of the job was dispatched before ``t`` (by an earlier pool or process)."""
         return bool(self._query("SELECT 1 FROM attempts WHERE job_id = ? AND dispatched < ? LIMIT 1",
                                 (job_id, t)))
+
+    def subtasks(self, job_id: str, task_id: str) -> list[dict]:
+        """The instances of a multi-instance task's last attempt, one record each (instance order).
+
+        Each is the latest ``subtask`` event's data for that instance: ``instance``, ``node``,
+        ``state``, ``exit_code``, ``stdout``/``stderr`` tails, ``attempt``, ... (see
+        :mod:`batchnb.engine.multiinstance`).
+        """
+        rows = self._query("SELECT data FROM events WHERE job_id = ? AND task_id = ? AND kind = 'subtask' "
+                           "ORDER BY seq", (job_id, task_id))
+        latest: dict = {}
+        for row in rows:
+            data = json.loads(row["data"])
+            latest[(data["attempt"], data["instance"])] = data
+        last = max((a for a, _ in latest), default=None)
+        return [latest[k] for k in sorted(latest) if k[0] == last]

@@ -65,6 +65,8 @@ class NodeTable:
         self.fill = fill
         self.nodes: dict[str, Node] = {}
         self.by_address: dict[str, str] = {}
+        #: node ids a waiting multi-instance task claims: no new task is placed there meanwhile
+        self.held: set[str] = set()
 
     def up(self, node_id: str, address: str, group: str, slots: int, now: float,
            ready: bool = True) -> Node:
@@ -110,7 +112,7 @@ class NodeTable:
         """The node for a task of ``slots`` slots (in ``group``, if given), or None if none has room."""
         best = None
         for node in self.nodes.values():
-            if node.free < slots or (group is not None and node.group != group):
+            if node.free < slots or (group is not None and node.group != group) or node.node_id in self.held:
                 continue
             if best is None:
                 best = node

@@ -65,6 +65,8 @@ class Outcomes:
                          {"attempt": tr.n, "node": tr.node, "reason": reason} if (reason or tr.n) else None)
         self.events.append(TaskStateChanged(job.spec.id, tr.spec.id, state.value, prev.value, now, tr.n, tr.node,
                                             tr.exit_code, reason))
+        if prev == TaskState.RUNNING and state != TaskState.RUNNING and tr.spec.multi_instance is not None:
+            self.mi_ended(job, tr, state, now)    # its other instances stopped, its nodes freed
 
     def dispatchable(self, job, tr) -> bool:
         return job is not None and job.state == JobState.ACTIVE and tr.state == TaskState.ACTIVE \
@@ -131,6 +133,10 @@ class Outcomes:
         job, tr = self._lookup(record.job_id.lower(), record.task_id.lower())
         if tr is None or tr.n != record.attempt or tr.state != TaskState.RUNNING:
             return  # stale: the attempt was requeued or its job terminated
+        if tr.spec.multi_instance is not None:
+            record = self.mi_outcome(job, tr, record, now)
+            if record is None:
+                return  # one instance's coordination ended; the task goes on
         self.engine.task_ended(job, tr, now)
         tr.exit_code = record.exit_code
         ok = record.succeeded

@@ -54,6 +54,9 @@ class AttemptRequest:
     result_url: str | None = None
     result_inline_max: int = 1 << 20
     host_list: tuple = ()
+    #: a multi-instance task's instance on this node (0: the primary), else None; with
+    #: ``host_list`` (one address per instance, primary first) it sets Azure's multi-instance variables
+    instance: int | None = None
     app_packages: tuple = ()
     #: the group its backend declares for the node ("dedicated" | "spot"); None in a request
     #: made without one (a start task's), where the node's name is the fallback
@@ -252,25 +255,39 @@ def node_dirs(node_root: str, node_id: str) -> dict[str, Path]:
 
 
 def task_environment(req: AttemptRequest, node_id: str, dirs: dict, task_dir: Path, wd: Path) -> dict:
-    """Azure Batch's variables with their Azure meanings, then the task's own."""
-    hosts = list(req.host_list) or [node_id]
+    """Azure Batch's variables with their Azure meanings, then the task's own.
+
+    The multi-instance ones (host and node lists, master node, shared dir) only on a
+    multi-instance task's instances, as Azure sets them.
+    """
     group = req.node_group or group_of(node_id)
     env = {
+        # Azure's account holds the pools; here the pool is the nearest thing to it.
+        "AZ_BATCH_ACCOUNT_NAME": req.pool_id,
         "AZ_BATCH_POOL_ID": req.pool_id,
         "AZ_BATCH_NODE_ID": node_id,
         "AZ_BATCH_NODE_ROOT_DIR": str(dirs["root"]),
         "AZ_BATCH_NODE_SHARED_DIR": str(dirs["shared"]),
         "AZ_BATCH_NODE_STARTUP_DIR": str(dirs["startup"]),
+        "AZ_BATCH_NODE_STARTUP_WORKING_DIR": str(dirs["startup"] / "wd"),
         "AZ_BATCH_NODE_IS_DEDICATED": "false" if group == NodeGroup.SPOT.value else "true",
         "AZ_BATCH_JOB_ID": req.job_id,
         "AZ_BATCH_TASK_ID": req.task_id,
         "AZ_BATCH_TASK_DIR": str(task_dir),
         "AZ_BATCH_TASK_WORKING_DIR": str(wd),
         "AZ_BATCH_TASK_ATTEMPT": str(req.attempt),
-        "AZ_BATCH_HOST_LIST": ",".join(hosts),
-        "AZ_BATCH_MASTER_NODE": hosts[0],
-        "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if hosts[0] == node_id else "false",
+        "AZ_BATCH_TASK_USER": _user(),
     }
+    if req.instance is not None:
+        hosts = list(req.host_list)
+        env.update({
+            "AZ_BATCH_HOST_LIST": ",".join(hosts),
+            "AZ_BATCH_NODE_LIST": ";".join(hosts),
+            # Azure's form, host:port; the port is the service's own, not one for MPI to use.
+            "AZ_BATCH_MASTER_NODE": f"{hosts[0]}:{MASTER_PORT}",
+            "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if req.instance == 0 else "false",
+            "AZ_BATCH_TASK_SHARED_DIR": str(task_shared_dir(task_dir)),
+        })
     for name, version, folder in req.app_packages:
         # The pool unpacks each package once per node, before the start task.
         folder = folder or str(dirs["applications"] / f"{name}_{version}")
@@ -288,6 +305,24 @@ def job_prep_dir(dirs: dict, job_id: str, name: str = "jobpreparation") -> Path:
     Azure lays it out, beside the job's task folders (a task named ``job-1`` has only numbered
     attempt folders there, so none is ever this one)."""
     return dirs["workitems"] / job_id / "job-1" / name
+
+
+#: the port Azure puts in AZ_BATCH_MASTER_NODE ("10.0.0.4:6000"); reserved there for the service
+MASTER_PORT = 6000
+
+
+def task_shared_dir(task_dir: Path) -> Path:
+    """A multi-instance task's ``AZ_BATCH_TASK_SHARED_DIR`` on one node: its common inputs land
+    there, and both the coordination command and the application command see it."""
+    return Path(task_dir) / "shared"
+
+
+def _user() -> str:
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):   # a uid with no passwd entry (some containers)
+        return str(os.getuid())
 
 
 def _tail(path: Path) -> str:

@@ -36,8 +36,8 @@ def test_every_azure_variable_is_set(tmp_path):
     rec = runner.run_attempt(request(tmp_path, command="env | grep ^AZ_BATCH_ | sort"))
     names = {line.split("=", 1)[0] for line in rec.stdout_tail.splitlines()}
     for name in ("AZ_BATCH_TASK_WORKING_DIR", "AZ_BATCH_TASK_ID", "AZ_BATCH_JOB_ID", "AZ_BATCH_NODE_ID",
-                 "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_TASK_DIR", "AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE",
-                 "AZ_BATCH_IS_CURRENT_NODE_MASTER", "AZ_BATCH_POOL_ID", "AZ_BATCH_NODE_ROOT_DIR"):
+                 "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_TASK_DIR", "AZ_BATCH_POOL_ID", "AZ_BATCH_NODE_ROOT_DIR",
+                 "AZ_BATCH_ACCOUNT_NAME"):   # the multi-instance ones: tests/node/test_multiinstance.py
         assert name in names
 
 
