@@ -1,5 +1,6 @@
 """Shared fixtures: a temporary batchnb home (ledger, node folders), local pools,
-and the Azurite blob endpoint (from azurite_fixture)."""
+the Azurite blob endpoint (from azurite_fixture) and the services of tests/services
+(a single-machine Slurm)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from pools import temporary_pool
 
-pytest_plugins = ["azurite_fixture"]
+pytest_plugins = ["azurite_fixture", "services.slurm"]
 
 # Every test run gets its own batchnb home, so no test ever touches ~/.batchnb.
 _SESSION_HOME = tempfile.mkdtemp(prefix="batchnb-tests-")

@@ -83,6 +83,16 @@ class Backend:
         """
         return self.requested().get(node_id, NodeGroup.DEDICATED.value)
 
+    def planned_loss(self, node_id: str) -> str | None:
+        """Why ``node_id``'s worker left, when the backend planned it (a batch job's walltime); else None.
+
+        The pool requeues the node's tasks either way (a requeue is never a
+        retry); a planned loss does not count against the node's health, and
+        the pool shows this reason. The backend replaces such a node itself
+        while the pool's target still wants it.
+        """
+        return None
+
     def scale(self, group: str, count: int) -> list[str]:
         """Make ``group`` have ``count`` nodes; return the ids of new nodes."""
         from ..errors import BackendError

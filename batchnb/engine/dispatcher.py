@@ -298,12 +298,14 @@ class Dispatcher(Results, Outcomes, JobOps, MultiInstances):
         if node is None:
             return
         was_unusable = node.state == NodeState.UNUSABLE
+        planned = state != NodeState.PREEMPTED and self.engine.backend.planned_loss(node_id)
+        reason = planned or reason       # e.g. a batch job's walltime: shown, and not the node's failure
         self.requeue_node(node_id, reason, now, crash=state != NodeState.PREEMPTED,
                           preempted=state == NodeState.PREEMPTED)
         self.nodes.lost(node_id, state, now)
         self._node_event(node, now, reason)
         # Not for a node already given up (unusable, or released: its worker leaving is expected).
-        if state != NodeState.PREEMPTED and not was_unusable and node_id in self.engine.requested():
+        if state != NodeState.PREEMPTED and not planned and not was_unusable and node_id in self.engine.requested():
             self.infra_failure(node, f"its worker was lost: {reason}")
 
     def infra_failure(self, node, what: str) -> None:
