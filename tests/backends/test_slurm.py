@@ -8,6 +8,7 @@ refused before any job is submitted.
 
 from __future__ import annotations
 
+import dask
 import pytest
 
 import batchnb as bnb
@@ -89,6 +90,23 @@ def test_a_worker_whose_walltime_ends_mid_task_requeues_it_without_a_retry(slurm
         assert first == "dedicated-0" and second != first
         assert "walltime" in b.attempts[0]["message"]
         assert set(pool._backend.requested()) == {second}        # the pool's target (1) still holds
+
+
+def test_autoscale_submits_a_job_for_waiting_tasks_and_cancels_it_when_idle(slurm, tmp_path):
+    """A Python policy (as a formula would) drives the Slurm pool from 0 nodes to 1 and back."""
+    formula = "$TargetDedicatedNodes = min(1, $PendingTasks.GetSample(1)); $NodeDeallocationOption = taskcompletion;"
+    with dask.config.set({"batchnb.autoscale-sample": 0.25}), \
+            bnb.Pool("elastic-hpc", backend="slurm", autoscale=lambda m: (min(1, m.pending_tasks), 0),
+                     autoscale_interval=1, ledger=Ledger(tmp_path / "l.sqlite"), **FAST) as pool:
+        assert pool.nodes() == [] and not slurm.jobs("bnb-elastic-hpc-")
+        job = pool.job("burst", max_task_retries=0)
+        for i in range(3):
+            job.add_task(f"t{i}", "sleep 0.2")
+        assert pool.evaluate_autoscale(formula)["$TargetDedicatedNodes"] == 1
+        assert job.wait(timeout=60).ok
+        assert {t.node for t in job.tasks()} == {"dedicated-0"}
+        wait_for(lambda: pool.nodes() == [] and not slurm.jobs("bnb-elastic-hpc-"), 30,
+                 "the pool to shrink back to 0 nodes and its job to end")
 
 
 @pytest.mark.parametrize("options, field", [

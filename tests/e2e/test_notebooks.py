@@ -22,7 +22,7 @@ def test_there_are_the_example_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monkeypatch):
+def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monkeypatch, request):
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
@@ -31,6 +31,10 @@ def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monke
     from batchnb.engine.ledger import Ledger
     from batchnb.ui.snapshot import counts_text
 
+    # A notebook names the services it needs (metadata batchnb.services, e.g. ["slurm"]): their session
+    # fixtures start them and put what a kernel needs (SLURM_CONF) in the environment it inherits.
+    for service in nbformat.read(str(path), as_version=4).metadata.get("batchnb", {}).get("services", []):
+        request.getfixturevalue(service)
     # The kernel inherits this environment: its own ledger, node folders and results.
     monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
     out = tmp_path / path.name
