@@ -36,6 +36,7 @@ _LAZY = {
     "JobResult": "batchnb.result", "Ledger": "batchnb.engine.ledger",
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
     "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
+    "pools": "batchnb.agent.registry",
     "jobs": "batchnb.engine.offline", "prune": "batchnb.engine.offline", "current_ledger": "batchnb.engine.offline",
 }
 
@@ -46,7 +47,7 @@ __all__ = [
     "PriceRefreshError",
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
-    "current_task", "jobs", "prune", "spec",
+    "current_task", "jobs", "pools", "prune", "spec",
     "JobPrep", "JobRelease",
 ]
 

@@ -56,6 +56,8 @@ def open_job(pool, job_id, options: dict) -> "Job":
     tasks, spec = spec.tasks, dataclasses.replace(spec, tasks=())
     disp = pool._dispatcher
     run = disp.jobs.get(spec.id.lower())
+    if run is None and getattr(pool, "_agent", None) is not None:   # detached: the agent opens (or resumes) it
+        run = disp.open_job(spec, reattach)
     if run is None:
         row = pool.ledger.job(spec.id)
         if row is None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import _config
 from ._display import drawer
+from .agent.client import client_class, connect as _connect
 from .backends import get_backend
 from .engine.extension import EngineHandle, make_extensions
 from .engine.dispatcher import Dispatcher
@@ -71,7 +72,8 @@ class Pool:
     a ``start_task``; ``storage_options`` (per fsspec protocol) reach every
     task's staging and are never recorded; ``spot_fallback=n`` runs a task
     preempted ``n`` times on dedicated nodes next. Other keyword arguments
-    go to the backend.
+    go to the backend. ``detached=True`` runs the pool in an agent process of
+    its own: its jobs go on without this one (``bnb.Pool.connect``, ``bnb.pools()``).
 
     >>> import batchnb as bnb
     >>> with bnb.Pool("doc", dedicated=1, task_slots_per_node=2) as pool:
@@ -85,6 +87,12 @@ class Pool:
     hi
     """
 
+    def __new__(cls, *args: Any, detached: bool = False, **kwargs: Any) -> Pool:
+        # detached=True: the engine runs in an agent process (batchnb.agent); this object is its client.
+        return super().__new__(client_class(cls) if detached else cls)
+
+    connect = classmethod(_connect)
+
     def __init__(self, name: str = "local", backend: str = "local", *, vm_size: str | None = None,
                  dedicated: int | None = None, spot: int = 0,
                  autoscale: str | Callable[[Metrics], Any] | None = None,
@@ -93,7 +101,7 @@ class Pool:
                  app_packages: Iterable[AppPackage] = (),
                  price_table: PriceTable | Mapping[str, Mapping[str, float]] | str | Path | None = None,
                  storage_options: dict[str, dict[str, Any]] | None = None, tags: dict[str, str] | None = None,
-                 region: str | None = None, ledger: Ledger | str | None = None,
+                 region: str | None = None, ledger: Ledger | str | None = None, detached: bool = False,
                  chaos: dict[str, Any] | ChaosOptions | None = None, spot_fallback: int | None = None,
                  **backend_options: Any) -> None:
         self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,

@@ -6,6 +6,8 @@
     batchnb jobs | tasks JOB | logs JOB TASK [--stderr] | show JOB
     batchnb resume JOB | terminate JOB | prune --older-than 7d | demo
     batchnb ledger check | backup DEST | salvage DEST
+    batchnb pool start NAME [--dedicated N] | pool list | pool stop NAME   # detached pools
+    batchnb submit job.yaml --pool NAME | wait JOB [--pool NAME]
 
 Exit codes a scheduler can act on: 0 all tasks succeeded, 1 some did not
 (or the job is dispatched elsewhere), 2 bad input (a bad file, an unknown
@@ -27,7 +29,7 @@ from ..errors import BatchError, LeaseHeld, LedgerError, SpecError
 
 #: Modules of other features that add verbs, each with ``register(subparsers)``.
 VERB_MODULES = ["batchnb.cli.cost"]
-_OWN_VERBS = ["batchnb.cli.run", "batchnb.cli.jobs", "batchnb.cli.ledger"]
+_OWN_VERBS = ["batchnb.cli.run", "batchnb.cli.jobs", "batchnb.cli.ledger", "batchnb.cli.pool", "batchnb.cli.submit"]
 
 
 def _demo(args) -> int:

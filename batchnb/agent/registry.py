@@ -1,0 +1,168 @@
+"""Which detached pools run on this machine: one file per agent under ``<home>/pools/``.
+
+An agent claims its pool's name by creating ``<name>.json`` (only one agent
+per name), fills in its address once it serves, and removes the file when
+it stops. A file whose process is gone (a killed agent) is stale: it is
+pruned by the next reader. The files hold the agent's token, so they and
+their folder are readable by their owner only.
+
+>>> import batchnb as bnb
+>>> bnb.pools()              # no detached pool runs in this doctest's home
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .. import _config
+from ..errors import SpecError
+
+#: What ``bnb.pools()`` shows of a record; the token stays in the file.
+SHOWN = ("name", "address", "pid", "started", "backend", "scheduler", "dashboard", "ledger", "log")
+
+
+def folder() -> Path:
+    path = _config.home() / "pools"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def path_of(name: str) -> Path:
+    # Pool names are ids (letters, digits, '-', '_'), so they are safe file names; case-folded
+    # as job ids are, so "Render" and "render" are one pool.
+    return folder() / f"{name.lower()}.json"
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started; None if it is gone (an unreaped zombie is gone)."""
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def alive(record: dict) -> bool:
+    """The record's process still runs (and is the same process: pids are reused)."""
+    pid, created = record.get("pid"), record.get("process_created")
+    if not isinstance(pid, int):
+        return False
+    started = _process_started(pid)
+    if started is None:
+        return False
+    return created is None or abs(started - created) < 1.0
+
+
+def read(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write(path: Path, record: dict, *, exclusive: bool = False) -> None:
+    body = json.dumps(record, indent=1).encode()
+    if exclusive:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+    os.replace(tmp, path)       # readers see the old record or the new one, never half of one
+
+
+def claim(name: str) -> dict:
+    """Take ``name`` for this process; a live agent of that name is a :class:`~batchnb.SpecError`."""
+    path = path_of(name)
+    own = {"name": name, "pid": os.getpid(), "process_created": _process_started(os.getpid()),
+           "started": time.time(), "address": None}
+    for _ in range(3):
+        try:
+            _write(path, own, exclusive=True)
+            return own
+        except FileExistsError:
+            other = read(path)
+            if other is not None and alive(other):
+                raise SpecError("pool name", name, f"a detached pool of this name runs already (pid {other['pid']}, "
+                                f"address {other.get('address')}); use bnb.Pool.connect({name!r}) or close "
+                                "it first") from None
+            _remove_if(path, other)
+    raise SpecError("pool name", name, f"could not claim {path}: another agent starts under this name")
+
+
+def _remove_if(path: Path, record: dict | None) -> None:
+    """Remove a stale record, unless another process replaced it meanwhile."""
+    if read(path) == record:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def publish(record: dict) -> None:
+    """Update this agent's own record (it serves now: address, token, ...)."""
+    _write(path_of(record["name"]), record)
+
+
+def remove(name: str, pid: int | None = None) -> None:
+    """Remove the record of ``name`` if it is this process's (or ``pid``'s)."""
+    path = path_of(name)
+    record = read(path)
+    if record is not None and record.get("pid") == (pid or os.getpid()):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def records() -> list[dict]:
+    """Every live agent's full record (token included), stale ones pruned, by name."""
+    out = []
+    for path in sorted(folder().glob("*.json")):
+        record = read(path)
+        if record is None or not alive(record):
+            try:
+                if record is not None or path.stat().st_mtime < time.time() - 60:
+                    _remove_if(path, record)   # a file being written right now is left alone
+            except FileNotFoundError:
+                pass
+            continue
+        if record.get("address"):
+            out.append(record)
+    return out
+
+
+def find(name_or_address: str) -> dict:
+    """The live record of a pool by name, or by its agent's address."""
+    if not isinstance(name_or_address, str) or not name_or_address:
+        raise SpecError("pool", name_or_address, "expected a detached pool's name or its agent's address")
+    found = [r for r in records() if name_or_address.lower() in (r["name"].lower(), r["address"].lower())]
+    if not found:
+        known = ", ".join(r["name"] for r in records()) or "none"
+        raise SpecError("pool", name_or_address, f"no detached pool of this name or address runs on this machine "
+                        f"(running: {known}); start one with bnb.Pool(name, detached=True) or "
+                        "'batchnb pool start NAME'")
+    return found[0]
+
+
+def pools() -> list[dict]:
+    """The detached pools running on this machine (``bnb.Pool(..., detached=True)``,
+    ``batchnb pool start``): name, agent address, pid, started, backend, the Dask
+    scheduler's address, its dashboard, ledger and log file.
+
+    Records of agents that are gone are removed on the way.
+
+    >>> import batchnb as bnb
+    >>> [p["name"] for p in bnb.pools()]
+    []
+    """
+    return [{k: r.get(k) for k in SHOWN} for r in records()]

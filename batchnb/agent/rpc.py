@@ -1,0 +1,283 @@
+"""The agent's operations: what a client may ask of the pool the agent runs.
+
+Each operation is a handler of a ``distributed.core.Server`` (Dask's comm,
+so TLS is Dask's ``Security`` when it is switched on), called with the
+agent's token; the pool is driven through its own methods (``pool.job``,
+``job.add_tasks``, ``job.terminate``, ``pool.nodes``...), so a detached pool
+runs exactly the code of an in-kernel one. Blocking calls run on a thread
+pool, never on the server's event loop. Every answer is ``{"ok": value}`` or
+``{"error": packed exception}`` (:mod:`.wire`).
+
+The pool's events are numbered and kept (the last ``keep``) for clients,
+which poll them with a timeout (``events``): the poll is how a client's
+views and ``job.wait()`` hear of changes, and also how the agent knows a
+client is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import hmac
+import itertools
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .. import spec as specs
+from ..engine.events import PoolStalledChanged
+from ..errors import BatchError, SpecError
+from ..states import JobState
+from .wire import pack_error, pack_event
+
+if TYPE_CHECKING:
+    import batchnb
+
+log = logging.getLogger("batchnb.agent")
+
+#: Pool methods a client may call by name (their answers travel pickled).
+POOL_CALLS = frozenset({"nodes", "preempt", "resize", "evaluate_autoscale"})
+#: Per-job tables of the dispatcher a client's Job.wait reads (``dispatcher_get``).
+DISPATCHER_TABLES = frozenset({"preps.blocked", "preps.releasing"})
+#: A client that neither polls nor calls for this long is gone (killed, or its machine asleep).
+CLIENT_SILENCE = 15.0
+
+
+class EventLog:
+    """The pool's events, numbered from 1, the newest ``keep`` of them."""
+
+    def __init__(self, bus, loop: asyncio.AbstractEventLoop, keep: int = 100_000):
+        self._items: deque = deque(maxlen=keep)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._loop = loop
+        self._changed = asyncio.Event()
+        self._wake_pending = False
+        self.stalled: list | None = None          # [since, why] while the pool cannot run its tasks
+        self._sub = bus.subscribe(self._on_events)
+
+    def _on_events(self, events: list) -> None:
+        # On the dispatcher's thread: record and wake the loop, nothing more.
+        with self._lock:
+            for event in events:
+                self._seq += 1
+                self._items.append((self._seq, event))
+                if isinstance(event, PoolStalledChanged):
+                    self.stalled = [event.time, event.reason] if event.reason else None
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:      # the loop closed: the agent is stopping
+                pass
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def since(self, seq: int, limit: int) -> tuple[list, int]:
+        """Events numbered after ``seq`` (at most ``limit``), and the number of the last one given."""
+        with self._lock:
+            if seq >= self._seq or not self._items:
+                return [], self._seq
+            first = self._items[0][0]
+            start = max(0, seq + 1 - first)     # events older than the log keeps are gone
+            items = list(itertools.islice(self._items, start, start + limit))
+        return [e for _, e in items], items[-1][0]
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
+
+    def close(self) -> None:
+        self._sub.close()
+
+
+class AgentHandlers:
+    """The operations of one agent, bound to the pool it runs."""
+
+    def __init__(self, pool: batchnb.Pool, token: str, loop: asyncio.AbstractEventLoop):
+        self.pool = pool
+        self.token = token
+        self.loop = loop
+        self.log = EventLog(pool.bus, loop)
+        self.jobs: dict[str, Any] = {}                 # job key -> the agent's own Job
+        self.clients: dict[str, float] = {}            # client id -> last heard of (monotonic)
+        self.polling: dict[str, int] = {}              # client id -> polls waiting now
+        self.greeted = False                           # a client has said hello (the creator, at first)
+        self.stop = asyncio.Event()
+        self.stop_reason: str | None = None
+        self._executor = cf.ThreadPoolExecutor(8, thread_name_prefix="batchnb-agent")
+
+    def handlers(self) -> dict:
+        ops = ("hello", "bye", "open_job", "add_tasks", "terminate", "events", "pool_call", "extension_get",
+               "requested", "dispatcher_get", "close_pool")
+        return {f"bnb_{name}": self._guard(getattr(self, name)) for name in ops}
+
+    def _guard(self, method):
+        async def handler(token: str = "", client: str = "", **kwargs):
+            if not hmac.compare_digest(str(token), self.token):
+                return {"error": pack_error(BatchError("refused: the caller does not hold this agent's token "
+                                                       "(see bnb.pools() on the agent's machine)"))}
+            if client and method.__name__ != "bye":
+                self.clients[client] = time.monotonic()
+            try:
+                return {"ok": await method(client=client, **kwargs)}
+            except Exception as exc:  # noqa: BLE001 - every error goes back to the caller, as in-kernel
+                if not isinstance(exc, BatchError):
+                    log.exception("agent: %s failed", method.__name__)
+                return {"error": pack_error(exc)}
+        handler.__name__ = method.__name__
+        return handler
+
+    async def _run(self, fn, *args, **kwargs):
+        return await self.loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # -- clients ---------------------------------------------------------------
+    def connected(self) -> list[str]:
+        """Clients that poll now or were heard of lately."""
+        now = time.monotonic()
+        return [c for c, seen in self.clients.items() if self.polling.get(c) or now - seen < CLIENT_SILENCE]
+
+    async def hello(self, client: str, pid: int | None = None) -> dict:
+        self.greeted = True
+        log.info("agent: client %s (pid %s) connected", client, pid)
+        return {"seq": self.log.seq, "stalled": self.log.stalled}
+
+    async def bye(self, client: str) -> None:
+        self.clients.pop(client, None)
+        log.info("agent: client %s left", client)
+
+    async def events(self, client: str, since: int = 0, timeout: float = 5.0, limit: int = 20_000) -> dict:
+        self.polling[client] = self.polling.get(client, 0) + 1
+        try:
+            items, last = self.log.since(since, limit)
+            if not items and not self.stop.is_set():
+                await self.log.wait(min(float(timeout), 30.0))
+                items, last = self.log.since(since, limit)
+        finally:
+            self.polling[client] -= 1
+            self.clients[client] = time.monotonic()
+        return {"events": [pack_event(e) for e in items], "seq": last, "stalled": self.log.stalled,
+                "closing": self.stop.is_set()}
+
+    # -- jobs ------------------------------------------------------------------
+    def _job(self, job_id: str):
+        job = self.jobs.get(job_id.lower())
+        if job is None:             # opened by a client before, through another path: re-attach
+            job = self.jobs[job_id.lower()] = self.pool.job(job_id)
+        return job
+
+    async def open_job(self, client: str, spec: dict | None = None, job_id: str | None = None) -> dict:
+        def opening():
+            given = specs.from_dict(specs.JobSpec, spec) if spec is not None else job_id
+            job = self.pool.job(given)
+            self.jobs[job.id.lower()] = job
+            row = self.pool.ledger.job(job.id)
+            return {"spec": json.loads(row["spec"]), "created": row["created"], "state": row["state"],
+                    "pool": row["pool"], "reason": row["reason"], "ended": row["ended"]}
+        return await self._run(opening)
+
+    async def add_tasks(self, client: str, job_id: str, tasks: list, replace: bool = False) -> list[str]:
+        def adding():
+            items = [specs.from_dict(specs.TaskSpec, d) for d in tasks]
+            return [t.task_id for t in self._job(job_id).add_tasks(items, replace=replace)]
+        return await self._run(adding)
+
+    async def terminate(self, client: str, job_id: str, reason: str = "terminated") -> None:
+        await self._run(lambda: self._job(job_id).terminate(reason))
+
+    def busy(self) -> bool:
+        """Some job of this agent has tasks left to run, or is being ended."""
+        disp = self.pool._engine.dispatcher
+        return disp.call(lambda: any(j.state == JobState.TERMINATING or (j.state == JobState.ACTIVE and not j.idle)
+                                     for j in disp.jobs.values()))
+
+    # -- the pool --------------------------------------------------------------
+    async def pool_call(self, client: str, method: str, args: bytes) -> bytes:
+        import cloudpickle
+        if method not in POOL_CALLS:
+            raise SpecError("method", method, f"not a pool method a client may call ({', '.join(sorted(POOL_CALLS))})")
+        a, kw = cloudpickle.loads(args)
+        return cloudpickle.dumps(await self._run(getattr(self.pool, method), *a, **kw))
+
+    async def extension_get(self, client: str, cls: bytes, path: str, args: bytes | None = None):
+        """Read ``path`` from the pool's extension of class ``cls`` ("method", "object", or a plain
+        value, pickled in a 1-tuple), or call it with ``args`` (its answer pickled)."""
+        import cloudpickle
+
+        def reach():
+            obj = self.pool.extension(cloudpickle.loads(cls))
+            if obj is None:
+                raise SpecError("extension", path, "this pool has no such extension")
+            for part in filter(None, path.split(".")):
+                if part.startswith("_"):
+                    raise SpecError("path", path, "private attributes are not served")
+                obj = getattr(obj, part)
+            if args is not None:
+                a, kw = cloudpickle.loads(args)
+                return cloudpickle.dumps(obj(*a, **kw))
+            if callable(obj):
+                return "method"
+            if _plain(obj):
+                return cloudpickle.dumps((obj,))
+            return "object"
+        return await self._run(reach)
+
+    async def dispatcher_get(self, client: str, path: str, key: str):
+        """One job's entry in a table of the dispatcher (None if the table or the entry is not there)."""
+        if path not in DISPATCHER_TABLES:
+            raise SpecError("path", path, f"not a table a client may read ({', '.join(sorted(DISPATCHER_TABLES))})")
+        disp = self.pool._engine.dispatcher
+
+        def read():
+            table = disp
+            for part in path.split("."):
+                table = getattr(table, part, None)
+            value = table.get(key) if table is not None else None
+            if value is None or isinstance(value, (bool, int, float, str)):
+                return value
+            return list(value) if isinstance(value, tuple) else bool(value)
+        return await self._run(disp.call, read)
+
+    async def requested(self, client: str) -> dict:
+        return await self._run(self.pool._engine.requested)
+
+    async def close_pool(self, client: str) -> None:
+        await self.shutdown("closed by a client")
+
+    async def shutdown(self, reason: str) -> None:
+        """Close the pool (its nodes and jobs' leases), then let the service stop."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.info("agent: closing pool %s: %s", self.pool.name, reason)
+            try:
+                await self._run(self.pool.close)
+            finally:
+                self.log.close()
+                # Answers to the calls in flight (this one too) go out before the server stops.
+                self.loop.call_later(0.2, self.stop.set)
+        else:
+            await self.stop.wait()
+
+
+def _plain(value) -> bool:
+    """Data that travels by value (an object of the engine is reached through, not copied)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return len(value) < 10_000 and all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return len(value) < 10_000 and all(_plain(k) and _plain(v) for k, v in value.items())
+    return False

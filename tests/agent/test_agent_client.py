@@ -1,0 +1,133 @@
+"""A detached pool's client: what works in-kernel works through its agent.
+
+One agent serves the module's tests (each uses its own job ids); it is
+stopped at the end, by pid if closing it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import psutil
+import pytest
+
+import batchnb as bnb
+from batchnb.engine.events import JobStateChanged, TaskStateChanged
+
+from waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def detached(tmp_path_factory):
+    import batchnb.engine.ledger
+    home = tmp_path_factory.mktemp("detached") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BATCHNB_HOME", str(home))
+        mp.setattr(batchnb.engine.ledger, "_default_ledger", None)
+        pool = bnb.Pool("client-tests", dedicated=2, task_slots_per_node=2, detached=True)
+        pid = pool._record["pid"]
+        try:
+            yield pool
+        finally:
+            try:
+                pool.close()
+            finally:
+                if psutil.pid_exists(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_jobs_run_in_the_agent_and_the_client_hears_their_events(detached):
+    seen: list = []
+    sub = detached.bus.subscribe(seen.extend)
+    try:
+        job = detached.job("heard")
+        t = job.add_task("t1", "echo from the agent")
+        squares = job.map(pow, range(4), [2] * 4)
+        result = job.wait(timeout=120, quiet=True)
+    finally:
+        sub.close()
+    assert result.counts == {"succeeded": 5} and result.ok
+    assert t.stdout() == "from the agent\n" and [s.result() for s in squares] == [0, 1, 4, 9]
+    assert job.state == bnb.JobState.ACTIVE
+    assert {e.task_id for e in seen if isinstance(e, TaskStateChanged) and e.state == "succeeded"} \
+        == {"t1", *(s.task_id for s in squares)}
+    assert [(n.id, n.slots) for n in detached.nodes()] == [("dedicated-0", 2), ("dedicated-1", 2)]
+    assert isinstance(detached.cost(), bnb.Cost) and isinstance(job.cost(), bnb.Cost)
+
+
+def test_await_attach_and_a_second_client_see_the_same_job(detached):
+    job = detached.job("awaited", on_all_tasks_complete="terminate")
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 0.2"} for i in range(4)])
+    other = bnb.Pool.connect(detached.address)           # by address, as by name
+    try:
+        watched = bnb.Job.attach("awaited")              # read-only, from the ledger
+        result = asyncio.run(_await(job))
+        assert result.state == "completed" and result.counts == {"succeeded": 4}
+        assert watched.wait(timeout=30, quiet=True).counts == {"succeeded": 4}
+        assert other.job("awaited").counts() == job.counts()
+        assert [j["id"] for j in bnb.jobs() if j["pool"] == "client-tests"][:2] == ["heard", "awaited"]
+    finally:
+        other.disconnect()
+    assert detached.job("awaited").counts()["succeeded"] == 4      # the pool outlives the other client
+
+
+async def _await(job):
+    return await job
+
+
+def test_errors_come_back_as_the_in_kernel_pool_raises_them(detached):
+    job = detached.job("checked")
+    job.add_task("a", "echo A")
+    with pytest.raises(bnb.SpecError, match="different spec") as err:
+        job.add_task("a", "echo B")
+    assert err.value.field == "task id" and err.value.value == "a"
+    with pytest.raises(bnb.SpecError, match="unknown|not in") as err:
+        job.add_task("b", "echo B", depends_on=["nope"])
+    with pytest.raises(bnb.SpecError) as err:
+        detached.job("checked", max_task_retries=5)       # exists with other options
+    assert err.value.field == "job"
+
+
+def test_terminate_from_the_client_ends_the_job_in_the_agent(detached):
+    job = detached.job("ended")
+    job.add_task("long", "sleep 300")
+    wait_for(lambda: job.task("long").state == bnb.TaskState.RUNNING, 60, "the task to run")
+    heard: list = []
+    sub = detached.bus.subscribe(heard.extend, job_id="ended")
+    job.terminate()
+    wait_for(lambda: any(isinstance(e, JobStateChanged) and e.state == "completed" for e in heard), 30,
+             "the client to hear that the job completed")
+    sub.close()
+    assert job.task("long").state == bnb.TaskState.CANCELLED and job.state == bnb.JobState.COMPLETED
+
+
+def test_a_caller_without_the_token_is_refused(detached):
+    from batchnb.agent.link import AgentLink
+    link = AgentLink(detached._record, "not-the-token")
+    try:
+        with pytest.raises(bnb.BatchError, match="refused"):
+            link.call("hello", pid=os.getpid())
+    finally:
+        link.close(say_bye=False)
+
+
+def test_bad_options_and_a_taken_name_fail_at_once_naming_the_field(detached):
+    with pytest.raises(bnb.SpecError) as err:
+        bnb.Pool("bad", dedicated=-1, detached=True)
+    assert err.value.field == "dedicated" and err.value.value == -1
+    with pytest.raises(bnb.SpecError, match="did you mean 'dedicated'"):
+        bnb.Pool("bad", dedicatd=1, detached=True)
+    with pytest.raises(bnb.SpecError, match="runs already"):
+        bnb.Pool("client-tests", dedicated=1, detached=True)
+    assert [p["name"] for p in bnb.pools()] == ["client-tests"]
+
+
+def test_a_disconnected_client_says_so_and_the_pool_goes_on(detached):
+    other = bnb.Pool.connect("client-tests")
+    other.disconnect()
+    with pytest.raises(bnb.BatchError, match="disconnected"):
+        other.job("after")
+    assert "disconnected" in repr(other)
+    assert [p["name"] for p in bnb.pools()] == ["client-tests"]
