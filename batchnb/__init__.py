@@ -25,6 +25,7 @@ from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError,
                      WaitTimeout)
 from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile,
                          Retry, StartTask, TaskIdRange, TaskSpec)
+from .spec.container import Container
 from .spec.prep import JobPrep, JobRelease
 from .states import JobState, NodeGroup, NodeState, TaskState
 
@@ -44,7 +45,7 @@ __all__ = [
     "AppPackage", "AzureImportWarning", "BackendError", "BatchError", "Cost", "ExitOptions", "FormulaError", "Job",
     "JobResult", "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
     "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PoolStalled",
-    "PriceRefreshError",
+    "PriceRefreshError", "Container",
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "current_task", "jobs", "pools", "prune", "spec",

@@ -32,6 +32,7 @@ from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
 from .spec.model import JobSpec, PoolSpec
 from .spec.validate import did_you_mean
+from .node.container import check_runtime
 from .states import NodeState
 
 if TYPE_CHECKING:
@@ -103,11 +104,14 @@ class Pool:
                  storage_options: dict[str, dict[str, Any]] | None = None, tags: dict[str, str] | None = None,
                  region: str | None = None, ledger: Ledger | str | None = None, detached: bool = False,
                  chaos: dict[str, Any] | ChaosOptions | None = None, spot_fallback: int | None = None,
-                 **backend_options: Any) -> None:
+                 container_runtime: str | None = None, **backend_options: Any) -> None:
         self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,
                              autoscale=autoscale, autoscale_interval=autoscale_interval,
                              task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
-                             app_packages=app_packages, tags=tags or {}, region=region)
+                             app_packages=app_packages, tags=tags or {}, region=region,
+                             container_runtime=container_runtime)
+        if backend == "local":  # its nodes run here: a runtime named but missing is refused now
+            check_runtime(self.spec.container_runtime)
         _check_backend_options(backend, backend_options)
         if storage_options is not None and not isinstance(storage_options, dict):
             raise SpecError("storage_options", "<hidden>", "expected a mapping of protocol to options")

@@ -111,7 +111,7 @@ class Outcomes:
             result_inline_max=int(_config.get("result-inline-max")),
             dep_results=self._dep_results(job, spec) if spec.python else {},
             app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages),
-            node_group=node.group)
+            node_group=node.group, container=spec.container, container_runtime=self.engine.spec.container_runtime)
         self.set_state(job, tr, TaskState.RUNNING, now, attempts=tr.n, node=tr.node)
         self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now,
                            slots=spec.required_slots if slots is None else slots)

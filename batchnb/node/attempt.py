@@ -63,6 +63,9 @@ class AttemptRequest:
     node_group: str | None = None
     #: the job has a preparation task: AZ_BATCH_JOB_PREP_DIR and AZ_BATCH_JOB_PREP_WORKING_DIR are set
     job_prep: bool = False
+    #: a container task's image (a bnb.Container), and the pool's runtime for it (None: found on PATH)
+    container: Any = None
+    container_runtime: str | None = None
 
 
 @dataclass
@@ -172,9 +175,18 @@ def kill_attempts(keys) -> int:
                 killed += 1
                 continue
         if proc is not None:
-            _proctree.kill_tree(proc)
+            _kill(proc)
             killed += 1
     return killed
+
+
+def _kill(proc) -> None:
+    """A task's process tree; for a container task, its container first (the runtime's client
+    process that the registry holds is not what runs the container)."""
+    stop = getattr(proc, "stop_container", None)
+    if stop is not None:
+        stop()
+    _proctree.kill_tree(proc)
 
 
 def kill_all() -> int:
@@ -235,7 +247,7 @@ def restart_worker(dask_worker=None) -> bool:
     with _running_lock:
         procs = [p for p in _running.values() if not isinstance(p, _Inline)]
     for proc in procs:
-        _proctree.kill_tree(proc)
+        _kill(proc)
     os.kill(os.getpid(), signal.SIGKILL)
     return True   # not reached
 

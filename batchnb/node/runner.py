@@ -112,7 +112,14 @@ def _stage_out(req: AttemptRequest, record: AttemptRecord, wd: Path, task_dir: P
 def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
     env = dict(os.environ)
     env.update(task_environment(req, node_id, dirs, task_dir, wd))
-    if req.python is not None:
+    run, plan = _proctree.run, None
+    if req.container is not None:
+        from . import container as _container
+        plan = _container.plan(req, record, env, dirs, task_dir, wd, node_id)
+        if plan is None:
+            return      # the record says why: no runtime, or no image
+        argv, shell, run = plan.argv, False, plan.run
+    elif req.python is not None:
         payload = task_dir / "call.pkl"
         write_payload(req, payload)
         argv, shell = [sys.executable, "-m", "batchnb.node.pychild", str(payload)], False
@@ -128,7 +135,7 @@ def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
         if doomed:  # terminate() reached this node before the process existed
             _proctree.kill_tree(proc)
     try:
-        code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
+        code, timed_out = run(argv, shell=shell, cwd=str(wd), env=env,
                                         stdout_path=str(task_dir / "stdout.txt"),
                                         stderr_path=str(task_dir / "stderr.txt"),
                                         timeout=req.max_wall_clock, on_start=register)
@@ -152,3 +159,5 @@ def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
     elif code != 0:
         record.category = EXIT_CODE
         record.message = f"exit code {code}"
+        if plan is not None:
+            plan.explain(record, record.stderr_tail)

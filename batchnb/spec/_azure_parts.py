@@ -29,7 +29,8 @@ READ_ONLY = frozenset({
 WHY = {
     "displayName": "batchnb ids are the names",
     "userIdentity": "tasks run as the user of the node's Dask worker",
-    "containerSettings": "tasks run on the node itself, not in a container",
+    "registry": "registry credentials are never recorded: log the nodes in (podman login) in the start task",
+    "containerHostBatchBindMounts": "the task's own folders are mounted; mount others with containerRunOptions",
     "affinityInfo": "placement follows free slots and node_fill",
     "applicationPackageReferences": "give bnb.AppPackage(name, version, url) to the Pool",
     "authenticationTokenSettings": "tasks get no Batch service token",
@@ -243,3 +244,21 @@ def outputs(items: Any, ctx: Ctx, where: str) -> tuple:
                             "expected taskSuccess, taskFailure or taskCompletion")
         out.append(s.OutputFile(pattern, destination, _CONDITIONS[cond.lower()]))
     return tuple(out)
+
+
+# -- container settings ----------------------------------------------------------------
+def container(value: Any, ctx: Ctx, where: str) -> s.Container | None:
+    """``containerSettings`` -> :class:`~batchnb.spec.Container` (its ``registry`` is not kept)."""
+    if value is None:
+        return None
+    f = f"{where} containerSettings"
+    cs = obj(value, f)
+    if cs.get("registry") is not None:
+        # Not through ctx.take: a strict import's error would show the value, password and all.
+        if ctx.strict:
+            raise SpecError(f"{f}.registry", "<hidden>", f"batchnb cannot keep this field ({WHY['registry']})")
+        ctx.skipped.setdefault("containerSettings.registry", []).append(where)
+    ctx.take(cs, where, {"imageName", "containerRunOptions", "workingDirectory", "registry"}, "containerSettings.")
+    return s.Container(text(cs.get("imageName"), f"{f}.imageName", required=True),
+                       options=text(cs.get("containerRunOptions"), f"{f}.containerRunOptions"),
+                       working_dir=text(cs.get("workingDirectory"), f"{f}.workingDirectory"))

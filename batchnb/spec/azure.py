@@ -11,7 +11,8 @@ Kept: ``commandLine`` (split into argv as Azure does: it runs no shell),
 ``uploadOptions.uploadCondition``), ``environmentSettings``, ``constraints``
 (ISO 8601 durations such as ``PT1H30M``), ``dependsOn`` (``taskIds``,
 ``taskIdRanges``), ``exitConditions``, ``requiredSlots``,
-``multiInstanceSettings``, ``priority``; for pools ``vmSize``, node targets,
+``multiInstanceSettings``, ``priority``, ``containerSettings`` (``imageName``,
+``containerRunOptions``, ``workingDirectory``; never ``registry`` credentials); for pools ``vmSize``, node targets,
 autoscale, ``taskSlotsPerNode``, ``taskSchedulingPolicy`` and ``startTask``; for jobs
 ``jobPreparationTask`` and ``jobReleaseTask`` (:class:`~batchnb.JobPrep`, :class:`~batchnb.JobRelease`).
 
@@ -39,6 +40,7 @@ from typing import Any, Mapping
 from . import model as s
 from . import validate as v
 from ._azure_parts import Ctx, array, env as _env, flag, inputs as _inputs, obj, outputs as _outputs, text, whole
+from ._azure_parts import container as _container
 from .codec import as_text, read_text, to_dict
 from .prep import RELEASE_MAX_WALL_CLOCK
 from ..errors import AzureImportWarning, SpecError  # noqa: F401 - AzureImportWarning: part of this module's face
@@ -132,7 +134,8 @@ def _task(t: Any, ctx: Ctx, env: Mapping) -> s.TaskSpec:
     tid = v.task_id(t["id"], "task id")
     where = f"task {tid!r}"
     ctx.take(t, where, {"id", "commandLine", "resourceFiles", "outputFiles", "environmentSettings", "constraints",
-                        "dependsOn", "exitConditions", "requiredSlots", "multiInstanceSettings", "priority"})
+                        "dependsOn", "exitConditions", "requiredSlots", "multiInstanceSettings", "priority",
+                        "containerSettings"})
     cons = obj(t.get("constraints"), f"{where} constraints")
     ctx.take(cons, where, {"maxWallClockTime", "maxTaskRetryCount", "retentionTime"}, "constraints.")
     retries = whole(cons.get("maxTaskRetryCount"), f"{where} constraints.maxTaskRetryCount", minimum=-1)
@@ -166,7 +169,8 @@ def _task(t: Any, ctx: Ctx, env: Mapping) -> s.TaskSpec:
         retry=s.Retry(max=retries) if retries is not None else None,
         required_slots=whole(t.get("requiredSlots"), f"{where} requiredSlots", minimum=1) or 1,
         priority=whole(t.get("priority"), f"{where} priority"),
-        exit_conditions=_exit_conditions(t.get("exitConditions"), ctx, where), multi_instance=multi)
+        exit_conditions=_exit_conditions(t.get("exitConditions"), ctx, where), multi_instance=multi,
+        container=_container(t.get("containerSettings"), ctx, where))
 
 
 def _exit_conditions(ec: Any, ctx: Ctx, where: str):

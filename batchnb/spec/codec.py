@@ -20,7 +20,7 @@ from ..errors import SpecError
 # Which fields hold nested specs: name -> (class, many?)
 _NESTED: dict[type, dict[str, tuple[type, bool]]] = {
     s.TaskSpec: {"inputs": (s.ResourceFile, True), "outputs": (s.OutputFile, True), "retry": (s.Retry, False),
-                 "multi_instance": (s.MultiInstance, False)},
+                 "multi_instance": (s.MultiInstance, False), "container": (s.Container, False)},
     s.JobSpec: {"tasks": (s.TaskSpec, True)},
     s.PoolSpec: {"start_task": (s.StartTask, False), "app_packages": (s.AppPackage, True)},
     s.StartTask: {"inputs": (s.ResourceFile, True)},
@@ -167,6 +167,8 @@ def _one(cls, value):
         return value
     if cls is s.StartTask and isinstance(value, (str, list)):
         return cls(value)
+    if cls is s.Container and isinstance(value, str):
+        return cls(value)     # "container: localhost/app:1" in a job file
     return from_dict(cls, value)
 
 

@@ -21,6 +21,7 @@ from . import validate as v
 # Re-exported: they are part of this module's public face.
 from .resources import UPLOAD_CONDITIONS, OutputFile, ResourceFile, _inputs, _outputs, _url  # noqa: F401
 from .policy import DEPENDENCY_ACTIONS, JOB_ACTIONS, ExitConditions, ExitOptions, Retry  # noqa: F401
+from .container import Container, container as _container, container_runtime as _container_runtime
 from .prep import JobPrep, JobRelease, prep_field as _prep_field
 from ..errors import SpecError
 
@@ -30,7 +31,7 @@ DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata"
 
 __all__ = [
     "ResourceFile", "OutputFile", "Retry", "ExitOptions", "ExitConditions", "MultiInstance",
-    "StartTask", "AppPackage", "PythonCall", "TaskSpec", "JobSpec", "PoolSpec", "TaskIdRange",
+    "StartTask", "AppPackage", "PythonCall", "TaskSpec", "JobSpec", "PoolSpec", "TaskIdRange", "Container",
     "JobPrep", "JobRelease",
 ]
 
@@ -203,6 +204,7 @@ class TaskSpec:
     retention_time: Any = None
     python: PythonCall | None = None
     upload_condition: str = "success"
+    container: Container | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "id", v.task_id(self.id))
@@ -239,6 +241,10 @@ class TaskSpec:
             raise SpecError("multi_instance", self.multi_instance, "expected bnb.MultiInstance(...)")
         if self.python is not None and not isinstance(self.python, PythonCall):
             raise SpecError("python", self.python, "use job.submit(fn, ...) for a Python callable")
+        object.__setattr__(self, "container", _container(self.container, f"task {self.id!r} container"))
+        if self.container is not None and self.python is not None:
+            raise SpecError(f"task {self.id!r} container", self.container.image,
+                            "runs command lines only; a Python callable runs on the node itself")
 
     def with_(self, **changes) -> "TaskSpec":
         return replace(self, **changes)
@@ -319,6 +325,7 @@ class PoolSpec:
     tags: dict = field(default_factory=dict)
     region: str | None = None
     options: dict = field(default_factory=dict)
+    container_runtime: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "name", v.task_id(self.name, "pool name"))
@@ -352,6 +359,7 @@ class PoolSpec:
             raise SpecError("app_packages", pkgs, "expected bnb.AppPackage(name, version, url) items")
         object.__setattr__(self, "app_packages", pkgs)
         object.__setattr__(self, "tags", v.str_mapping(self.tags, "tags"))
+        object.__setattr__(self, "container_runtime", _container_runtime(self.container_runtime))
 
     @property
     def total_slots(self) -> int:

@@ -78,6 +78,9 @@ def task_options(fn: Callable, kwargs: dict, call: str, extra: tuple = ()) -> di
     for name, value in kwargs.items():
         if params is None or name in params:
             continue
+        if name == "container":
+            raise SpecError(name, value, f"runs a command line in an image; {call} runs a Python callable on the "
+                                         "node itself: use job.add_task(id, command, container=...)")
         near = did_you_mean(name, TASK_OPTIONS + extra)
         if near:
             raise unknown_keyword(call, name, value, TASK_OPTIONS + extra, kind="task option",
