@@ -28,8 +28,34 @@ what to do about it.
 from __future__ import annotations
 
 
+#: A message past this many characters is cut (``shorten``): a value of millions of ids or a
+#: 50 MB argument must not make a message of megabytes.
+MESSAGE_LIMIT = 2000
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was.
+
+    >>> shorten("x" * 1000, 20)
+    'xxxxxxxxxxxxxxxxxxxx... (1000 chars)'
+    """
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def short_repr(value: object, limit: int = 300) -> str:
+    """``repr(value)`` cut to about ``limit`` characters (``shorten``)."""
+    try:
+        shown = repr(value)
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not hide the error being reported
+        shown = f"<{type(value).__name__} object (repr failed: {type(exc).__name__})>"
+    return shorten(shown, limit)
+
+
 class BatchError(Exception):
-    """Base of every error batchnb raises on purpose."""
+    """Base of every error batchnb raises on purpose. Its message is cut at ``MESSAGE_LIMIT``."""
+
+    def __init__(self, *args):
+        super().__init__(*(shorten(a, MESSAGE_LIMIT) if isinstance(a, str) else a for a in args))
 
 
 class SpecError(BatchError, ValueError):
@@ -45,10 +71,8 @@ class SpecError(BatchError, ValueError):
         self.value = value
         self.problem = problem
         if message is None:
-            shown = repr(value)
-            if len(shown) > 200:
-                shown = shown[:197] + "..."
-            message = f"{field}: {shown} is invalid" + (f": {problem}" if problem else "")
+            message = f"{shorten(str(field))}: {short_repr(value)} is invalid" + \
+                (f": {shorten(str(problem), 1000)}" if problem else "")
         super().__init__(message)
 
 

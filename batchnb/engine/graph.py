@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from ..errors import SpecError
+from ..spec.deps import DependsOn
 
 
 class DepGraph:
@@ -42,18 +43,28 @@ class DepGraph:
             if key in self.deps and key not in replacing:
                 raise SpecError("task id", task_id, f"the job already has a task {self.names[key]!r}")
             batch[key] = task_id
+        # A few missing ids per task and a count: a TaskIdRange of millions is never listed.
         unknown: dict[str, list[str]] = {}
+        missing: dict[str, int] = {}
         for task_id, deps in items:
             for dep in deps:
                 if dep.lower() not in self.deps and dep.lower() not in batch:
-                    unknown.setdefault(task_id, []).append(dep)
+                    missing[task_id] = missing.get(task_id, 0) + 1
+                    if missing[task_id] <= 5:
+                        unknown.setdefault(task_id, []).append(dep)
         if unknown:
             first = next(iter(unknown))
-            listing = "; ".join(f"{t} -> {', '.join(d)}" for t, d in list(unknown.items())[:10])
+            def ids(t):
+                more = missing[t] - len(unknown[t])
+                return ", ".join(unknown[t]) + (f" and {more} more" if more else "")
+            listing = "; ".join(f"{t} -> {ids(t)}" for t in list(unknown)[:5])
+            if len(unknown) > 5:
+                listing += f"; and {len(unknown) - 5} more tasks
             raise SpecError("depends_on", unknown[first],
                             f"task {first!r} names task ids that are not in the job ({listing}); "
                             "add the tasks it depends on first, or in the same add_tasks call")
-        cycle = self._find_cycle({t.lower(): tuple(d.lower() for d in deps) for t, deps in items},
+        cycle = self._find_cycle({t.lower(): deps.lowered() if isinstance(deps, DependsOn) else
+                                  tuple(d.lower() for d in deps) for t, deps in items},
                                  through_existing=bool(replacing))
         if cycle:
             names = [batch.get(k) or self.names.get(k, k) for k in cycle]
@@ -96,7 +107,7 @@ class DepGraph:
 
     def add(self, items: Sequence[tuple[str, Iterable[str]]], replacing: Iterable[str] = ()) -> None:
         """Check, then add; ``replacing`` ids drop their old edges first."""
-        items = [(t, tuple(d)) for t, d in items]
+        items = [(t, d if isinstance(d, DependsOn) else tuple(d)) for t, d in items]
         self.check(items, replacing)
         for r in replacing:
             key = r.lower()
@@ -105,7 +116,8 @@ class DepGraph:
         for task_id, deps in items:
             key = task_id.lower()
             self.names[key] = task_id
-            self.deps[key] = tuple(d.lower() for d in deps)
+            # A range stays a range here too: a task on TaskIdRange(1, 10**6) holds two numbers.
+            self.deps[key] = deps.lowered() if isinstance(deps, DependsOn) else tuple(d.lower() for d in deps)
             self.dependents.setdefault(key, [])
             for dep in self.deps[key]:
                 self.dependents.setdefault(dep, []).append(key)

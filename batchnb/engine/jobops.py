@@ -17,6 +17,7 @@ from collections import Counter
 from .. import _config
 from .. import spec as specs
 from .jobrun import JobRun, TaskRun
+from ..staging.argstore import spec_by_reference
 from ..errors import LeaseHeld, SpecError
 from .events import JobStateChanged, TasksAdded
 from ..states import TERMINAL_TASK_STATES, JobState, NodeState, TaskState
@@ -220,6 +221,8 @@ class JobOps:
                 if old.state == TaskState.RUNNING:
                     raise SpecError("task id", spec.id, "is running; it can be replaced once it ends")
                 replacing.append(spec.id)
+            if spec.python is not None:     # large arguments go by reference, never into the ledger
+                spec = spec_by_reference(spec, self.engine.results_url, self.engine.storage_options)
             adding.append((i, spec))
         if not adding:
             return out

@@ -55,7 +55,9 @@ def load_call(payload: bytes, dep_results: dict, storage_options: dict):
     """Unpickle ``(fn, args, kwargs)`` and put the dependencies' results in place of their handles."""
     import cloudpickle
     from .pycall import substitute
-    fn, args, kwargs = cloudpickle.loads(payload)
+    from ..staging.argstore import resolve
+    # Large arguments were stored by reference when the task was added: read back here, on the node.
+    fn, args, kwargs = resolve(*cloudpickle.loads(payload), storage_options=storage_options)
     if dep_results:
         results = {tid: _load_result(v, storage_options) for tid, v in dep_results.items()}
         args, kwargs = substitute(args, results), substitute(kwargs, results)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from . import model as s
 from . import validate as v
+from .deps import DependsOn
 from ..errors import SpecError
 
 # Which fields hold nested specs: name -> (class, many?)
@@ -66,6 +67,8 @@ def to_dict(obj: Any, *, keep_defaults: bool = False) -> Any:
     """The JSON-ready form of a spec; fields equal to their default are left out."""
     if isinstance(obj, s.ExitConditions):
         return _exit_conditions_to_dict(obj)
+    if isinstance(obj, DependsOn):     # a range is written as two numbers, never as its ids
+        return [{"start": x.start, "end": x.end} if isinstance(x, s.TaskIdRange) else x for x in obj.items()]
     if isinstance(obj, s.PythonCall):
         return {"name": obj.name, "args_digest": obj.args_digest,
                 "payload": base64.b64encode(obj.payload).decode("ascii")}

@@ -23,6 +23,7 @@ from .resources import UPLOAD_CONDITIONS, OutputFile, ResourceFile, _inputs, _ou
 from .policy import DEPENDENCY_ACTIONS, JOB_ACTIONS, ExitConditions, ExitOptions, Retry  # noqa: F401
 from .container import Container, container as _container, container_runtime as _container_runtime
 from .prep import JobPrep, JobRelease, prep_field as _prep_field
+from .deps import TaskIdRange, dependency_ids  # noqa: F401 - ranges stay ranges: see deps
 from ..errors import SpecError
 
 NODE_FILLS = ("spread", "pack")
@@ -140,46 +141,6 @@ def _command(value: Any, field_name: str):
 
 
 @v.checked_keywords
-class TaskIdRange:
-    """Azure's ``taskIdRanges``: the numeric ids ``start`` to ``end``, inclusive.
-
-    >>> list(TaskIdRange(1, 3))
-    ['1', '2', '3']
-    """
-
-    def __init__(self, start: int, end: int):
-        self.start = v.integer(start, "TaskIdRange.start", minimum=0)
-        self.end = v.integer(end, "TaskIdRange.end", minimum=0)
-        if self.end < self.start:
-            raise SpecError("TaskIdRange", (start, end), "end must not be below start")
-
-    def __iter__(self):
-        return (str(i) for i in range(self.start, self.end + 1))
-
-    def __repr__(self):
-        return f"TaskIdRange({self.start}, {self.end})"
-
-
-def dependency_ids(value: Any) -> tuple:
-    """Ids from tasks, ids, ints or TaskIdRanges, in order, without repeats."""
-    if value is None:
-        return ()
-    if isinstance(value, (str, int, TaskIdRange)) or hasattr(value, "task_id"):
-        value = [value]
-    elif isinstance(value, (Mapping, bytes, bytearray)) or not hasattr(value, "__iter__"):
-        raise SpecError("depends_on", value, "expected a task, a task id, a TaskIdRange or a list of them")
-    out: dict[str, None] = {}
-    for item in value:
-        if isinstance(item, TaskIdRange):
-            out.update(dict.fromkeys(item))
-        elif hasattr(item, "task_id"):
-            out[item.task_id] = None
-        else:
-            out[v.task_id(item, "depends_on")] = None
-    return tuple(out)
-
-
-@v.checked_keywords
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: a command line (``command``) or a Python call (``python``).
@@ -225,7 +186,7 @@ class TaskSpec:
                                 "give a reference such as 'env:MY_TOKEN', never the secret itself")
         object.__setattr__(self, "secrets", secrets)
         deps = dependency_ids(self.depends_on)
-        if any(d.lower() == self.id.lower() for d in deps):
+        if self.id in deps:
             raise SpecError("depends_on", self.id, "a task cannot depend on itself")
         object.__setattr__(self, "depends_on", deps)
         object.__setattr__(self, "max_wall_clock", v.duration(self.max_wall_clock, "max_wall_clock"))
