@@ -59,7 +59,7 @@ class DepGraph:
                 return ", ".join(unknown[t]) + (f" and {more} more" if more else "")
             listing = "; ".join(f"{t} -> {ids(t)}" for t in list(unknown)[:5])
             if len(unknown) > 5:
-                listing += f"; and {len(unknown) - 5} more tasks
+                listing += f"; and {len(unknown) - 5} more tasks"
             raise SpecError("depends_on", unknown[first],
                             f"task {first!r} names task ids that are not in the job ({listing}); "
                             "add the tasks it depends on first, or in the same add_tasks call")
