@@ -188,6 +188,7 @@ class SlurmBackend(SpecClusterBackend):
             local_directory=local_directory, python=python, interface=interface)
         self._ended: dict[str, str] = {}        # node id -> why its worker was retired (its walltime)
         self._joined: dict[str, str] = {}       # worker address -> node id
+        self._first_joined: dict[str, float] = {}   # node id -> when its job's first worker joined (loop time)
 
     # -- what a job is -----------------------------------------------------------------
     def _log_directory(self) -> str:
@@ -265,8 +266,13 @@ class SlurmBackend(SpecClusterBackend):
             def add_worker(self, scheduler, worker):
                 ws = scheduler.workers.get(worker)
                 if ws is not None:
-                    backend._joined[worker] = str(ws.name)
-                    asyncio.get_running_loop().call_later(backend.lifetime, backend._expire, scheduler, worker)
+                    loop = asyncio.get_running_loop()
+                    backend._joined[worker] = node_id = str(ws.name)
+                    # The walltime runs from the job's start: a worker its nanny restarted in the
+                    # same job keeps the first one's deadline.
+                    first = backend._first_joined.setdefault(node_id, loop.time())
+                    loop.call_later(max(0.0, first + backend.lifetime - loop.time()), backend._expire, scheduler,
+                                    worker)
 
             def remove_worker(self, scheduler, worker, **kwargs):
                 backend._left(worker)

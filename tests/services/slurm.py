@@ -132,11 +132,13 @@ class Slurm:
             time.sleep(0.1)
         raise SlurmError(f"timed out after {START_TIMEOUT:g}s waiting for {what}\n{self._logs()}")
 
-    def jobs(self, name_prefix: str = "") -> list[dict]:
-        """The jobs Slurm lists (pending, running or completing), optionally by name prefix."""
+    def jobs(self, name_prefix: str = "", live: bool = False) -> list[dict]:
+        """The jobs Slurm lists (pending, running or completing), optionally by name prefix;
+        ``live``: pending or running only (a cancelled job is listed as completing for a moment)."""
         rows = self.run("squeue", "-h", "-o", "%i|%j|%T").split()
         jobs = [dict(zip(("id", "name", "state"), row.split("|"))) for row in rows]
-        return [j for j in jobs if j["name"].startswith(name_prefix)]
+        return [j for j in jobs if j["name"].startswith(name_prefix)
+                and (not live or j["state"] in ("PENDING", "RUNNING"))]
 
     def stop(self) -> None:
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
