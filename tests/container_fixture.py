@@ -9,6 +9,10 @@ inherit, not batchnb's business - and imports a 1 MB busybox image
 busybox-static and runc come from the project's setup (``make setup-test``);
 a test that needs them fails, naming that, and never skips.
 
+``docker_host`` (module) serves podman's Docker-compatible API on a socket
+(``podman system service``, stopped by pid after) and points ``DOCKER_HOST``
+at it, so that the docker CLI runs containers here without a docker daemon.
+
 The image is left in podman's store after the session (importing it again is
 idempotent and costs 0.2 s); every container a test starts is named ``bnb-...``
 and removed by batchnb itself, which is what the tests check.
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -90,4 +96,39 @@ def podman_image():
             os.environ.pop("CONTAINERS_CONF", None)
         else:
             os.environ["CONTAINERS_CONF"] = old
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def docker_host(podman_image):
+    """``DOCKER_HOST`` set to a podman API socket, for ``container_runtime="docker"``; the docker CLI
+    (Debian's docker-cli) must be on PATH."""
+    _need("docker")
+    folder = Path(tempfile.mkdtemp(prefix="bnb-docker-"))
+    sock = folder / "podman.sock"
+    log = open(folder / "service.log", "wb")
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = f"unix://{sock}"
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["docker", "version"], capture_output=True, timeout=30, check=False).returncode != 0:
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise RuntimeError(f"podman system service did not answer on {sock}: "
+                                   f"{(folder / 'service.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield f"unix://{sock}"
+    finally:
+        if old is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = old
+        os.killpg(service.pid, signal.SIGTERM)
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait(timeout=30)
+        log.close()
         shutil.rmtree(folder, ignore_errors=True)

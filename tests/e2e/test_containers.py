@@ -16,7 +16,8 @@ import pytest
 import batchnb as bnb
 from batchnb.engine.ledger import Ledger
 
-from container_fixture import all_containers, podman_image, running_containers  # noqa: F401 - a fixture
+from container_fixture import all_containers, docker_host, podman_image, running_containers  # noqa: F401
+from pools import temporary_pool
 from waiting import wait_for
 
 WAIT = 60   # seconds: a bound on every job.wait(); the tests take a few
@@ -89,3 +90,21 @@ def test_a_python_task_refuses_a_container(pool, podman_image, job_id):
         job.submit(abs, -1, container=bnb.Container(podman_image))
     assert err.value.field == "container"
     assert job.tasks() == []
+
+
+def test_docker_runs_them_too(docker_host, podman_image, job_id, tmp_path):
+    # The docker CLI against podman's Docker API (no docker daemon here): the same task, and a
+    # wall clock that must remove the container through docker, whose client alone would leave it.
+    out = tmp_path / "out"
+    with temporary_pool("docker", dedicated=1, container_runtime="docker") as pool:
+        job = pool.job(job_id)
+        a = job.add_task("a", 'echo "$AZ_BATCH_TASK_ID $AZ_BATCH_JOB_ID" > seen.txt',
+                         container=bnb.Container(podman_image, options="--network=none"),
+                         outputs={"seen.txt": out.as_uri() + "/"})
+        s = job.add_task("s", "sleep 60", container=bnb.Container(podman_image, options="--network=none"),
+                         max_wall_clock="2s")
+        job.wait(timeout=WAIT)
+        assert a.state == bnb.TaskState.SUCCEEDED, (a.failure, a.stderr())
+        assert (out / "seen.txt").read_text() == f"a {job_id}\n"
+        assert s.failure["category"] == "timeout"
+        assert not all_containers(f"bnb-{job_id}-")
