@@ -32,7 +32,7 @@ from .ledger import Batch
 from ..node.attempt import kill_attempts
 from ..node.jobprep import prep_key, run_job_prep, run_job_release
 from ..node.starttask import off_the_loop
-from ..states import NodeState, TaskState
+from ..states import JobState, NodeState, TaskState
 
 log = logging.getLogger("batchnb.jobprep")
 
@@ -220,7 +220,7 @@ class JobPreps:
                                             if (last.get("stderr") or "").strip() else ""))
         self.d.batch.event(now, PREP_EVENT, job_id, r.node_id, r.state,
                            {"run": r.run, "attempts": attempts or [], "message": r.message})
-        if r.state == _FAILED and job is not None:
+        if r.state == _FAILED and job is not None and job.state == JobState.ACTIVE:   # not one its job's end killed
             keep_off = job.spec.prep.wait_for_success
             log.warning("job %s: its preparation task failed on %s (%s); %s", job_id, r.node_id, r.message,
                         "no task of the job runs there" if keep_off else "its tasks run there anyway "
