@@ -137,3 +137,21 @@ def test_closing_the_pool_releases_the_nodes_of_a_job_still_active(unique, tmp_p
         assert job.wait(timeout=WAIT, quiet=True).counts == {"succeeded": 1}
         assert not [line for line in _log(side) if line[0] == "release"]
     assert [line[:2] for line in _log(side)] == [["prep", "dedicated-0"], ["release", "dedicated-0"]]
+
+
+@pytest.mark.parametrize("rerun", [True, False])
+def test_a_node_back_from_preemption_is_prepared_again_unless_told_not(unique, tmp_path, rerun):
+    from pools import temporary_pool
+    side = tmp_path / "side.log"
+    with dask.config.set({"batchnb.preempt-return-after": "0.5s"}), \
+            temporary_pool("prep-spot", dedicated=0, spot=1) as pool:
+        job = pool.job(unique, prep=_prep(side, rerun_on_node_reboot=rerun))
+        first = job.add_task("a", "true")
+        wait_for(lambda: first.state == "succeeded", WAIT, "the first task")
+        pool.preempt("spot-0")
+        wait_for(lambda: [n.state for n in pool.nodes()] == ["preempted"], WAIT, "the preemption")
+        wait_for(lambda: [n.state for n in pool.nodes()] == ["idle"], WAIT, "the node to come back")
+        second = job.add_task("b", "cat $AZ_BATCH_JOB_PREP_WORKING_DIR/flag")
+        wait_for(lambda: second.state == "succeeded", WAIT, "the second task")
+    assert [kind for kind, *_ in _log(side)] == ["prep"] * (2 if rerun else 1)
+    assert second.stdout() == "ready\n"
