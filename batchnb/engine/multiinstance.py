@@ -104,6 +104,7 @@ class MultiInstances:
         need = tr.spec.multi_instance.number_of_instances
         free = [n for n in self.nodes.nodes.values()
                 if n.schedulable and n.used == 0 and n.node_id not in self.nodes.held]
+        free = self._mi_prepared(job, free, now)
         if len(free) < need:
             self.mi_claim(need)
             return False
@@ -113,7 +114,8 @@ class MultiInstances:
             return True           # refused on its way out (a secret): failed, nothing reserved
         hosts = [host_of(n.address) for n in chosen]
         run = MultiRun(job.key, tr.key, tr.n, [n.node_id for n in chosen], hosts,
-                       dataclasses.replace(req, host_list=tuple(hosts), instance=0))
+                       dataclasses.replace(req, host_list=tuple(hosts), instance=0,
+                                           job_prep=getattr(job.spec, "prep", None) is not None))
         self.multi[(job.key, tr.key)] = run
         mi = tr.spec.multi_instance
         for i, node in enumerate(chosen):
@@ -124,6 +126,22 @@ class MultiInstances:
             self._mi_record(job, tr, run, i, "running", now)
         log.info("job %s: task %s runs on %s", job.spec.id, tr.spec.id, ", ".join(run.nodes))
         return True
+
+    def _mi_prepared(self, job, free: list, now: float) -> list:
+        """Of ``free``, the nodes where the job's preparation task allows its tasks; it is started
+        on those that have not run it (as for any task: it holds a slot there until it ends)."""
+        prep = getattr(job.spec, "prep", None)
+        if prep is None:
+            return free
+        preps = self.preps
+        runs = preps.runs.setdefault(job.key, {})
+        ready = [n for n in free if preps.ready_on(job, n)]
+        for node in free:
+            if preps._status(prep, runs, node) is None:
+                preps._start(job, node, now)
+        if not ready:
+            preps._check_blocked(job, runs, now)    # failed everywhere: job.wait() says why
+        return ready
 
     def mi_claim(self, need: int) -> None:
         """Keep later tasks of the queue off the ``need`` nodes closest to free (see the module)."""

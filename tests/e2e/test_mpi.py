@@ -144,3 +144,32 @@ def test_a_lost_instance_requeues_the_whole_task_and_stops_the_others(tmp_path):
         assert t.requeue_count == 1
         assert "done on attempt 2" in t.stdout()
         assert [s.attempt for s in t.subtasks()] == [2, 2]
+
+
+def test_terminating_the_job_stops_every_instance_and_frees_the_nodes(pool2, unique, tmp_path):
+    started = tmp_path / "started"
+    job = pool2.job(unique)
+    t = job.add_task("long", f"echo up > {started}; sleep 60",
+                     multi_instance=bnb.MultiInstance(2, "true"))
+    wait_for(started.exists, 60, "the primary's application command to start")
+    job.terminate()
+    assert t.wait(timeout=30) == bnb.TaskState.CANCELLED
+    wait_for(lambda: _no_process_of("long", 1), 30, "the task's processes to be gone")
+    wait_for(lambda: all(n.used_slots == 0 for n in pool2.nodes()), 10, "both nodes free again")
+    assert [s.state for s in t.subtasks()] == ["terminated", "succeeded"]
+
+
+def test_the_jobs_preparation_runs_on_every_instance_node_first(pool2, unique, tmp_path):
+    marks = tmp_path / "prepared"
+    marks.mkdir()
+    job = pool2.job(unique, prep=bnb.JobPrep(f'echo ok > {marks}/"$AZ_BATCH_NODE_ID"'),
+                    release=bnb.JobRelease("true"), on_all_tasks_complete="terminate")
+    coordination = f'test -f {marks}/"$AZ_BATCH_NODE_ID" && echo "$AZ_BATCH_JOB_PREP_DIR"'
+    t = job.add_task("sim", 'echo "prep dir: $AZ_BATCH_JOB_PREP_DIR"',
+                     multi_instance=bnb.MultiInstance(2, coordination))
+    assert t.wait(timeout=90) == bnb.TaskState.SUCCEEDED, t.failure
+    assert sorted(p.name for p in marks.iterdir()) == ["dedicated-0", "dedicated-1"]
+    assert "jobpreparation" in t.stdout()
+    assert all("jobpreparation" in s.stdout for s in t.subtasks()[1:])
+    job.wait(timeout=60, quiet=True)
+    assert sorted(r.node_id for r in job.prep_runs()) == ["dedicated-0", "dedicated-1"]
