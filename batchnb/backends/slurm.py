@@ -23,7 +23,11 @@ slots), ``memory`` (per job, e.g. ``"4GB"``; required), ``job_extra_directives``
 ``worker_extra_args``, ``host`` and ``interface`` (where the scheduler
 listens: it must be reachable from the compute nodes), ``log_directory``
 (the jobs' output files; default ``<batchnb home>/slurm/<pool>``),
-``local_directory``, ``python``, ``nanny`` and ``death_timeout``.
+``local_directory``, ``python``, ``nanny``, ``death_timeout`` and
+``security``: by default the scheduler and workers talk TLS with a temporary
+certificate (distributed's ``Security.temporary()``; the workers' copy is
+written, readable by its owner only, into the log directory, which the
+compute nodes must see); a ``Security`` of your own, or False for plain TCP.
 
 >>> from batchnb.spec import PoolSpec
 >>> b = SlurmBackend(PoolSpec("hpc", backend="slurm", dedicated=2), queue="debug", walltime="1h", memory="1GB")
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shutil
 import time
@@ -147,7 +152,7 @@ class SlurmBackend(SpecClusterBackend):
                  job_extra_directives: Sequence[str] = (), job_script_prologue: Sequence[str] = (),
                  worker_extra_args: Sequence[str] = (), host: str | None = None, interface: str | None = None,
                  log_directory: str | None = None, local_directory: str | None = None, python: str | None = None,
-                 nanny: bool = True, death_timeout: float = 60.0, **options):
+                 nanny: bool = True, death_timeout: float = 60.0, security=True, **options):
         super().__init__(spec, **options)
         if options:
             name = sorted(options)[0]
@@ -177,6 +182,11 @@ class SlurmBackend(SpecClusterBackend):
         for field, value in (("host", host), ("interface", interface), ("python", python)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise SpecError(field, value, "expected a non-empty string")
+        from distributed.security import Security
+        if not (isinstance(security, (bool, Security)) or security is None):
+            raise SpecError("security", security, "expected True (temporary TLS certificates), a "
+                                                   "distributed.security.Security, or False for plain TCP")
+        self.security = security or None
         self.host = host
         self.log_directory = log_directory
         self.job_kwargs = dict(
@@ -194,6 +204,7 @@ class SlurmBackend(SpecClusterBackend):
     def _log_directory(self) -> str:
         if self.log_directory is None:
             self.log_directory = str(_config.home() / "slurm" / self.spec.name)
+        os.makedirs(self.log_directory, mode=0o700, exist_ok=True)
         return self.log_directory
 
     def _job_options(self, node_id: str) -> dict:
@@ -208,7 +219,11 @@ class SlurmBackend(SpecClusterBackend):
     def _worker_spec(self, group: str, node_id: str) -> dict:
         if group != NodeGroup.DEDICATED.value:
             raise BackendError(f"a Slurm pool has dedicated nodes only, not {group!r} ones")
-        return {"cls": self.cluster.job_cls, "options": self._job_options(node_id)}
+        # The cluster's own job options carry its workers' TLS files and protocol.
+        options = {**self.cluster.new_spec["options"], **self._job_options(node_id)}
+        for key in ("security", "protocol"):
+            options[key] = self.cluster.new_spec["options"].get(key)
+        return {"cls": self.cluster.job_cls, "options": options}
 
     # -- starting and scaling -------------------------------------------------------------
     def start(self):
@@ -220,11 +235,14 @@ class SlurmBackend(SpecClusterBackend):
         scheduler = {"dashboard_address": ":0", **({"host": self.host} if self.host else {})}
         kwargs = {k: v for k, v in self._job_options("dedicated-0").items() if k not in ("name", "job_name")}
         try:
+            # The workers' temporary certificate and key go to files beside the jobs' logs (readable
+            # by their owner only), which the compute nodes see as the logs' folder.
             self.cluster = SLURMCluster(n_workers=0, scheduler_options=scheduler, silence_logs=logging.ERROR,
-                                        name=f"batchnb-{self.spec.name}", **kwargs)
+                                        name=f"batchnb-{self.spec.name}", security=self.security,
+                                        shared_temp_directory=self._log_directory(), **kwargs)
         except (ValueError, TypeError, OSError) as exc:
             raise BackendError(f"cannot start the Slurm pool's scheduler: {exc}") from None
-        client = Client(self.cluster, set_as_default=False)
+        client = Client(self.cluster, security=self.cluster.security, set_as_default=False)
         try:
             self.cluster.sync(self._watch_workers)
             count = self.spec.dedicated if self.spec.dedicated is not None else 0 if self.spec.autoscale else 1

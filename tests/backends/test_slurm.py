@@ -70,6 +70,15 @@ class TestSlurmBackend(BackendConformance):
         wait_for(lambda: [j["name"] for j in slurm.jobs(prefix, live=True)] == [prefix + "dedicated-0"], self.startup,
                  "the second job to end")
 
+    def test_the_scheduler_and_workers_talk_tls(self, up):
+        import os
+        import stat
+        info = up.client.scheduler_info()
+        assert info["address"].startswith("tls://") and all(a.startswith("tls://") for a in info["workers"])
+        keys = [f for f in os.listdir(up._backend.log_directory) if f.startswith(".dask-jobqueue.worker.key")]
+        assert keys and all(stat.S_IMODE(os.stat(os.path.join(up._backend.log_directory, f)).st_mode) == 0o600
+                            for f in keys)
+
     def test_a_slurm_pool_has_no_prices(self, up):
         cost = up.cost()
         assert cost.total == 0 and cost.rate_per_hour == 0 and cost.node_seconds["dedicated"] > 0
