@@ -130,7 +130,9 @@ class JobPreps:
         runs = self.runs.setdefault(job.key, {})
         slots = tr.spec.required_slots
         held = getattr(self.d.nodes, "held", ())     # nodes a waiting multi-instance task claims
-        fits = [n for n in self.d.nodes.nodes.values() if n.free >= slots and n.node_id not in held]
+        group = self.d.fallback_group(job, tr)        # dedicated only, after spot_fallback preemptions
+        fits = [n for n in self.d.nodes.nodes.values() if n.free >= slots and n.node_id not in held
+                and (group is None or n.group == group)]
         ready = [n for n in fits if self._ready(prep, self._status(prep, runs, n))]
         if ready:
             if self.blocked:
