@@ -14,6 +14,7 @@ import pytest
 from pools import temporary_pool
 
 pytest_plugins = ["azurite_fixture", "services.slurm"]
+pytest_plugins += ["services.gateway"]       # a dask-gateway server (tests/services/gateway.py)
 
 # Every test run gets its own batchnb home, so no test ever touches ~/.batchnb.
 _SESSION_HOME = tempfile.mkdtemp(prefix="batchnb-tests-")

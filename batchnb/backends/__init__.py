@@ -20,6 +20,7 @@ registry: dict[str, dict] = {
     "local": {"class": "batchnb.backends.local.LocalBackend", "err": "pip install batchnb"},
     "address": {"class": "batchnb.backends.address.AddressBackend", "err": "pip install batchnb"},
     "azure": {"class": "batchnb.backends.azure.AzureBackend", "err": "pip install batchnb[azure]"},
+    "gateway": {"class": "batchnb.backends.gateway.GatewayBackend", "err": "pip install batchnb[gateway]"},
     "slurm": {"class": "batchnb.backends.slurm.SlurmBackend", "err": "pip install batchnb[slurm]"},
 }
 
