@@ -173,3 +173,12 @@ def test_the_jobs_preparation_runs_on_every_instance_node_first(pool2, unique, t
     assert all("jobpreparation" in s.stdout for s in t.subtasks()[1:])
     job.wait(timeout=60, quiet=True)
     assert sorted(r.node_id for r in job.prep_runs()) == ["dedicated-0", "dedicated-1"]
+
+
+def test_a_single_instance_task_still_runs_its_coordination_command_first(pool2, unique):
+    job = pool2.job(unique)
+    t = job.add_task("one", 'cat "$AZ_BATCH_TASK_SHARED_DIR/ready"; echo "hosts=$AZ_BATCH_HOST_LIST"',
+                     multi_instance=bnb.MultiInstance(1, 'echo coordinated > "$AZ_BATCH_TASK_SHARED_DIR/ready"'))
+    assert t.wait(timeout=60) == bnb.TaskState.SUCCEEDED, t.failure
+    assert t.stdout().splitlines() == ["coordinated", "hosts=127.0.0.1"]
+    assert len(t.subtasks()) == 1
