@@ -113,6 +113,26 @@ class LedgerQueries:
             con.executemany("UPDATE attempts SET task_dir = NULL WHERE job_id = ? AND task_id = ? AND n = ?",
                             list(attempts))
 
+    def python_task_specs(self) -> Iterable[str]:
+        """The spec (JSON text) of every Python task, one at a time (``bnb.prune`` looks in them
+        for the arguments they keep by reference)."""
+        for row in self._con().execute("SELECT spec FROM tasks WHERE instr(spec, '\"python\"') > 0"):
+            yield row[0]
+
+    def reclaim(self) -> bool:
+        """Give the space of deleted rows back to the file system: VACUUM, then truncate the
+        write-ahead log. False when another connection kept it from finishing (a reader in
+        the middle of a query): the rows are gone all the same, and a later call shrinks it."""
+        import sqlite3
+        with self._write_lock:
+            try:
+                con = self._con()
+                con.execute("VACUUM")
+                busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                return False
+        return not busy
+
     # -- cost ------------------------------------------------------------
     def priced_pool_events(self) -> list[dict]:
         """The ``priced`` events of pools, in the order they were written: ``time`` and ``data``.

@@ -30,13 +30,21 @@ def jobs(ledger: Ledger | None = None) -> list[dict]:
     return out
 
 
-def prune(older_than: str | float | timedelta = "7d", ledger: Ledger | None = None, *,
-          dry_run: bool = False) -> list[str]:
+def prune(older_than: str | float | timedelta | None = "7d", ledger: Ledger | None = None, *,
+          keep_last: int | None = None, dry_run: bool = False) -> list[str]:
     """Remove finished jobs that ended more than ``older_than`` ago (Azure keeps tasks 7 days).
 
-    Their task working directories, large Python results and ledger rows
-    go; tasks' own ``retention_time`` is applied in every job. A job that a
-    live process dispatches is never removed. Returns the removed job ids.
+    What it keeps: every job that is not finished (a task still pending,
+    active or running), every job a live process dispatches, every job that
+    finished within ``older_than``, and with ``keep_last=N`` the N jobs that
+    finished last whatever their age (``older_than=None`` with ``keep_last``:
+    all but the last N). What goes, for each removed job: its task working
+    directories, its large Python results and its ledger rows (the audit
+    trail keeps one line saying so); in every job, task directories past
+    their ``retention_time`` (7 days when a task sets none). Then the Python
+    arguments stored by reference that no remaining task uses go, and the
+    ledger file is compacted (VACUUM, write-ahead log truncated), so it
+    really shrinks. Returns the removed job ids.
 
     >>> import batchnb as bnb
     >>> with bnb.Pool("doc", dedicated=1) as pool:
@@ -52,7 +60,7 @@ def prune(older_than: str | float | timedelta = "7d", ledger: Ledger | None = No
     []
     """
     from .retention import prune as _prune
-    return _prune(older_than, ledger or current_ledger(), dry_run=dry_run)
+    return _prune(older_than, ledger or current_ledger(), keep_last=keep_last, dry_run=dry_run)
 
 
 def job_row(ledger: Ledger, job_id: str) -> dict:

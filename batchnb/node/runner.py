@@ -32,6 +32,7 @@ from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for 
     restart_worker, stop_attempts, stop_attempts_soon, task_environment, _node_id, _running, _running_lock,
     _tail, _terminated)
 from .pytask import read_child, run_inline, write_payload
+from .taskdir import drop_if_empty
 
 
 def run_bundle(requests: list[AttemptRequest]) -> list[AttemptRecord]:
@@ -50,6 +51,7 @@ def run_attempt(req: AttemptRequest) -> AttemptRecord:
         record.message = f"batchnb runner failed: {type(exc).__name__}: {exc}"
         record.stderr_tail = (record.stderr_tail + traceback.format_exc())[-TAIL_BYTES:]
     record.end = time.time()
+    drop_if_empty(record)       # a succeeded attempt's folder that holds nothing is not kept
     return record
 
 
