@@ -12,7 +12,7 @@ not the queue.
 Nodes are the cluster's workers, under the names the gateway gives them,
 and all are dedicated: a gateway has no spot workers, so ``spot=`` is refused
 and so is ``pool.preempt``. A node's task slots are its worker's threads (the
-gateway's ``worker_cores``/``worker_threads``). When the pool shrinks, the
+gateway's ``worker_cores``/``worker_threads``; ``task_slots_per_node`` must stay 1). When the pool shrinks, the
 nodes it chose leave (they are retired first, then the gateway's count is
 lowered), not whichever the gateway's scheduler would pick.
 
@@ -97,6 +97,9 @@ class GatewayBackend(Backend):
         if spec.spot:
             raise SpecError("spot", spec.spot, "a dask-gateway cluster's workers are all dedicated nodes; "
                                                "use dedicated=")
+        if spec.task_slots_per_node != 1:
+            raise SpecError("task_slots_per_node", spec.task_slots_per_node, "a gateway node's task slots are its "
+                            "worker's threads, which the gateway sets (cluster_options such as worker_cores)")
         self.auth = _check_auth(auth)
         self.address, self.cluster_name, self.proxy_address = address.rstrip("/"), cluster_name, proxy_address
         self.cluster_options = dict(cluster_options or {})

@@ -185,6 +185,8 @@ def test_options_are_checked_when_given(gateway_server, tmp_path):
         gateway_pool(gateway_server, "bad", ledger, clustr_name="x")
     with pytest.raises(bnb.SpecError, match="spot: 1 is invalid: a dask-gateway cluster's workers are all dedicated"):
         gateway_pool(gateway_server, "bad", ledger, dedicated=1, spot=1)
+    with pytest.raises(bnb.SpecError, match="task_slots_per_node: 4 is invalid: a gateway node's task slots are"):
+        gateway_pool(gateway_server, "bad", ledger, dedicated=1, task_slots_per_node=4)
     with pytest.raises(bnb.SpecError, match=r"cluster_options\['worker_cors'\].*offers"):
         gateway_pool(gateway_server, "bad", ledger, dedicated=1, cluster_options={"worker_cors": 2})
     with pytest.raises(bnb.SpecError, match="cluster_name: 'no-such' is invalid: no running cluster of that name"):
