@@ -90,7 +90,10 @@ class Slurm:
             f"StateSaveLocation={d}/state", f"SlurmdSpoolDir={d}/spool",
             f"SlurmctldPidFile={d}/slurmctld.pid", f"SlurmdPidFile={d}/slurmd.pid",
             f"SlurmctldLogFile={d}/log/slurmctld.log", f"SlurmdLogFile={d}/log/slurmd.log",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            # A job's processes are its process group: a worker orphaned by its batch script (which
+            # SIGTERM ends first) is still the job's and gets SIGKILL after KillWait; linuxproc,
+            # which follows parent links, loses it and leaves it running.
+            "ProctrackType=proctrack/pgid", "KillWait=5", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "MpiDefault=none",
             "ReturnToService=2",
             f"NodeName=localhost CPUs={cpus} RealMemory={memory} State=UNKNOWN",
@@ -140,12 +143,32 @@ class Slurm:
         return [j for j in jobs if j["name"].startswith(name_prefix)
                 and (not live or j["state"] in ("PENDING", "RUNNING"))]
 
+    def job_processes(self) -> list[int]:
+        """Pids of processes Slurm started for this cluster's jobs (SLURM_JOB_ID and this SLURM_CONF)."""
+        mine = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if mine in env and any(v.startswith(b"SLURM_JOB_ID=") for v in env):
+                pids.append(int(entry.name))
+        return pids
+
     def stop(self) -> None:
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             self.run("scancel", "-u", str(os.geteuid()), check=False)
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and self.jobs():
+            while time.monotonic() < deadline and (self.jobs() or self.job_processes()):
                 time.sleep(0.1)
+        for pid in self.job_processes():     # whatever a job left behind, by pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for name in ("slurmd", "slurmctld", "munged"):        # by pid, in reverse order of start
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
