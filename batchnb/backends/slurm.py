@@ -192,7 +192,9 @@ class SlurmBackend(SpecClusterBackend):
         self.job_kwargs = dict(
             cores=slots, job_cpu=cores, memory=memory, processes=1, queue=self.queue, account=self.account,
             walltime=self.walltime, nanny=bool(nanny), death_timeout=death_timeout,
-            job_extra_directives=_words(job_extra_directives, "job_extra_directives"),
+            # dask-jobqueue writes "#SBATCH " before each; one already there would be doubled
+            job_extra_directives=[re.sub(r"^#SBATCH\s+", "", d) for d in
+                                  _words(job_extra_directives, "job_extra_directives")],
             job_script_prologue=_words(job_script_prologue, "job_script_prologue"),
             worker_extra_args=["--resources", f"slots={slots}", *_words(worker_extra_args, "worker_extra_args")],
             local_directory=local_directory, python=python, interface=interface)

@@ -155,8 +155,9 @@ def test_walltime_and_lifetime():
     b = SlurmBackend(PoolSpec("p", backend="slurm"), walltime="2-00:00:00", memory="1GB")
     assert (b.walltime, b.lifetime) == ("2-00:00:00", 172800.0 - 600)
     b = SlurmBackend(PoolSpec("p", backend="slurm"), walltime="90m", lifetime="1h", memory="1GB",
-                     job_extra_directives=["--qos=debug"], account="proj")
+                     job_extra_directives=["--qos=debug", "#SBATCH --comment=bnb"], account="proj")
     assert b.walltime == "01:30:00" and b.lifetime == 3600.0
     script = b.job_script("dedicated-3")
     assert "#SBATCH -t 01:30:00" in script and "#SBATCH --qos=debug" in script and "#SBATCH -A proj" in script
+    assert "#SBATCH --comment=bnb" in script and "#SBATCH #SBATCH" not in script
     assert "--name dedicated-3" in script and "--resources slots=1" in script
