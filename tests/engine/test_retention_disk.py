@@ -77,3 +77,21 @@ def test_prune_keeps_the_last_n_finished_jobs(home):
     assert bnb.prune(older_than=None, ledger=ledger, keep_last=2) == ["first"]
     assert [j["id"] for j in bnb.jobs(ledger)] == ["second", "third"]
     assert bnb.prune(older_than="7d", ledger=ledger, keep_last=0) == []      # none old enough
+
+
+def test_prune_removes_stored_arguments_no_task_uses_any_more(home):
+    ledger = Ledger(home / "args.sqlite")
+    with bnb.Pool("argsgc", dedicated=1, ledger=ledger) as pool:
+        for name in ("gone", "stays"):
+            job = pool.job(name)
+            job.submit(len, os.urandom(2**20) if name == "gone" else os.urandom(2**20 + 1), task_id="n")
+            job.wait(timeout=120, quiet=True)
+    stored = home / "results" / ".args"
+    files = sorted(stored.glob("*.pkl"))
+    assert len(files) == 2
+    for f in files:            # older than the hour a file being added may wait for its task's row
+        os.utime(f, (f.stat().st_atime - 7200, f.stat().st_mtime - 7200))
+    assert bnb.prune(older_than=None, ledger=ledger, keep_last=1) == ["gone"]
+    left = sorted(stored.glob("*.pkl"))
+    assert len(left) == 1 and left[0] in files
+    assert bnb.Job.attach("stays", ledger=ledger).task("n").result() == 2**20 + 1
