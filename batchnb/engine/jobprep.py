@@ -134,14 +134,14 @@ class JobPreps:
         fits = [n for n in self.d.nodes.nodes.values() if n.free >= slots and n.node_id not in held
                 and (group is None or n.group == group)]
         ready = [n for n in fits if self._ready(prep, self._status(prep, runs, n))]
+        fresh = [n for n in fits if self._status(prep, runs, n) is None]
+        if (ready or fresh) and self.blocked:
+            self.blocked.pop(job.key, None)     # a node can run them, or may once prepared (a new one)
         if ready:
-            if self.blocked:
-                self.blocked.pop(job.key, None)
             if node in ready:
                 return node
             pick = max if self.d.nodes.fill == "spread" else min
             return pick(ready, key=lambda n: n.free)
-        fresh = [n for n in fits if self._status(prep, runs, n) is None]
         if fresh:
             target = node if node in fresh else fresh[0]
             self._start(job, target, now)
@@ -170,11 +170,16 @@ class JobPreps:
         return r.state
 
     def _check_blocked(self, job, runs: dict, now: float) -> None:
+        """Note (and log once) when the preparation failed on every node that is up or coming."""
         nodes = [n for n in self.d.nodes.nodes.values() if n.schedulable or n.state in _COMING]
-        if not nodes or job.spec.prep.wait_for_success is False or job.key in self.blocked:
-            return
         failed = [runs.get(n.node_id) for n in nodes]
-        if not all(r is not None and r.state == _FAILED and r.address == n.address for r, n in zip(failed, nodes)):
+        # A node just asked for (a resize) is not in the table until the next poll: it is coming too.
+        asked = set(self.d.engine.requested()) - set(self.d.nodes.nodes)
+        if not nodes or asked or job.spec.prep.wait_for_success is False or not all(
+                r is not None and r.state == _FAILED and r.address == n.address for r, n in zip(failed, nodes)):
+            self.blocked.pop(job.key, None)       # e.g. a node joins that may prepare and run them
+            return
+        if job.key in self.blocked:
             return
         why = (f"the preparation task of job {job.spec.id!r} failed on every node that could run its tasks ("
                + "; ".join(f"{r.node_id}: {r.message}" for r in failed) + "); its tasks wait: resize the pool "

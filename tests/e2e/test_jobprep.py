@@ -155,3 +155,24 @@ def test_a_node_back_from_preemption_is_prepared_again_unless_told_not(unique, t
         wait_for(lambda: second.state == "succeeded", WAIT, "the second task")
     assert [kind for kind, *_ in _log(side)] == ["prep"] * (2 if rerun else 1)
     assert second.stdout() == "ready\n"
+
+
+def test_a_job_its_prep_holds_up_goes_on_when_a_node_that_can_prepare_joins(unique, tmp_path):
+    from pools import temporary_pool
+    (tmp_path / "fail-dedicated-0").touch()
+    # Slow where it succeeds: a node still preparing must not count as "no node can run them".
+    prep = bnb.JobPrep(f"if [ -e {tmp_path}/fail-$AZ_BATCH_NODE_ID ]; then exit 5; fi; sleep 2")
+    with dask.config.set({"batchnb.stall-grace": "0.5s"}), \
+            temporary_pool("prep-grow", dedicated=1) as pool:
+        job = pool.job(unique, prep=prep, on_all_tasks_complete="terminate")
+        t = job.add_task("t0", "echo $AZ_BATCH_NODE_ID")
+        with pytest.raises(bnb.PoolStalled, match="dedicated-0: exit code 5"):
+            job.wait(timeout=WAIT, quiet=True)
+        pool.resize(dedicated=2)
+        # The dispatcher hears of the new node in its next turn (a wait at that very moment may
+        # still see the old picture, as with a stalled pool).
+        wait_for(lambda: job._run.key not in pool._dispatcher.preps.blocked, WAIT, "the job to be unblocked")
+        # ... as soon as the node is asked for, not once it has prepared: wait() must not give up meanwhile.
+        assert not [r for r in job.prep_runs() if r.node_id == "dedicated-1" and r.state == "succeeded"]
+        assert job.wait(timeout=WAIT, quiet=True).counts == {"succeeded": 1}
+        assert t.stdout() == "dedicated-1\n"
