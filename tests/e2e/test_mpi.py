@@ -182,3 +182,14 @@ def test_a_single_instance_task_still_runs_its_coordination_command_first(pool2,
     assert t.wait(timeout=60) == bnb.TaskState.SUCCEEDED, t.failure
     assert t.stdout().splitlines() == ["coordinated", "hosts=127.0.0.1"]
     assert len(t.subtasks()) == 1
+
+
+def test_an_autoscale_pool_refuses_more_instances_than_it_can_scale_to():
+    with dask.config.set({"batchnb.autoscale-max-nodes": 2}), \
+            temporary_pool("mpi-autoscale", autoscale="$TargetDedicatedNodes = 0;") as pool:
+        job = pool.job("too-wide")
+        with pytest.raises(bnb.SpecError, match=r"number_of_instances.*5.*scales to at most 4 nodes"):
+            job.add_task("wide", "true", multi_instance=bnb.MultiInstance(5))
+        # Within what it can scale to, the task is taken and waits for nodes.
+        t = job.add_task("fits", "true", multi_instance=bnb.MultiInstance(4))
+        assert t.state == bnb.TaskState.ACTIVE
