@@ -41,6 +41,30 @@ def test_a_task_preempted_once_waits_for_the_dedicated_node_not_its_returned_spo
         assert tries == 0                          # the preemption spent no retry
 
 
+def test_only_the_nth_preemption_sends_a_task_to_dedicated_nodes(tmp_path):
+    gate = tmp_path / "gate"
+    with dask.config.set({"batchnb.preempt-return-after": 0.3}), \
+            temporary_pool("fallback-2", dedicated=1, spot=1, spot_fallback=2) as pool:
+        wait_for(lambda: states(pool) == {"dedicated-0": "idle", "spot-0": "idle"}, 30, "both nodes idle")
+        job = pool.job("fallback-2", max_task_retries=0)
+        tasks = [job.add_task(f"t{i}", f"while [ ! -e {gate} ]; do sleep 0.05; done; echo $AZ_BATCH_NODE_ID")
+                 for i in range(2)]
+        wait_for(lambda: states(pool) == {"dedicated-0": "running", "spot-0": "running"}, 30, "both running")
+        victim = next(t for t in tasks if t.info().node == "spot-0")
+        pool.preempt("spot-0")
+        # One preemption of two: back on the spot node when it returns.
+        wait_for(lambda: victim.state == "running" and victim.info().attempts == 2, 30, "the task running again")
+        assert victim.info().node == "spot-0"
+        pool.preempt("spot-0")
+        wait_for(lambda: states(pool)["spot-0"] in ("idle", "running"), 30, "spot-0 back again")
+        pool._dispatcher.call(lambda: None)
+        assert states(pool)["spot-0"] == "idle" and victim.state == "active"
+        gate.touch()
+        assert job.wait(timeout=60, quiet=True).ok
+        info = victim.info()
+        assert (victim.stdout().strip(), info.attempts, info.requeues) == ("dedicated-0", 3, 2)
+
+
 def test_without_spot_fallback_a_preempted_task_takes_the_returned_spot_node(tmp_path):
     """The behaviour spot_fallback changes: by default a requeued task goes wherever a slot is free."""
     gate = tmp_path / "gate"
