@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from ..errors import StagingError
@@ -89,9 +90,19 @@ def store(data: bytes, base_url: str, storage_options: dict) -> ArgRef:
     return ArgRef(url, digest, len(data))
 
 
-def fetch(ref: ArgRef, storage_options: dict) -> Any:
-    """The value behind ``ref``, its bytes checked against the digest."""
-    import cloudpickle
+#: Checked bytes of recent arguments, per worker process: the tasks of a map share one constant,
+#: read and checked once per worker rather than once per task. Each task unpickles its own copy.
+_CACHE_BYTES = 64 * 2**20
+_cache: OrderedDict[str, bytes] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _read(ref: ArgRef, storage_options: dict) -> bytes:
+    with _cache_lock:
+        data = _cache.get(ref.digest)
+        if data is not None:
+            _cache.move_to_end(ref.digest)
+            return data
     try:
         fs, path = _fs(ref.url, storage_options)
         with fs.open(path, "rb") as fh:
@@ -102,7 +113,18 @@ def fetch(ref: ArgRef, storage_options: dict) -> Any:
     if hashlib.sha256(data).hexdigest() != ref.digest:
         raise StagingError(f"the Python argument stored at {ref.url} was changed since it was stored "
                            f"({len(data)} bytes, {ref.size} expected)", ref.url)
-    return cloudpickle.loads(data)
+    if len(data) <= _CACHE_BYTES // 4:
+        with _cache_lock:
+            _cache[ref.digest] = data
+            while sum(map(len, _cache.values())) > _CACHE_BYTES:
+                _cache.popitem(last=False)
+    return data
+
+
+def fetch(ref: ArgRef, storage_options: dict) -> Any:
+    """The value behind ``ref``, its bytes checked against the digest."""
+    import cloudpickle
+    return cloudpickle.loads(_read(ref, storage_options))
 
 
 def by_reference(payload: bytes, limit: int, base_url: str, storage_options: dict) -> bytes:

@@ -110,3 +110,22 @@ def test_huge_values_in_error_messages_are_cut():
     err = bnb.SpecError("depends_on", list(range(1_000_000)), "x" * 100_000)
     assert len(str(err)) < 2000 and "chars)" in str(err)
     assert len(str(bnb.LedgerError("y" * 10_000_000))) < 5000
+
+
+def test_a_stored_argument_is_checked_when_read_and_read_once_per_worker(tmp_path):
+    import cloudpickle
+    from batchnb.staging import argstore
+    base = tmp_path.as_uri()
+    ref = argstore.store(cloudpickle.dumps(b"a" * 100_000), base, {})
+    again = argstore.store(cloudpickle.dumps(b"a" * 100_000), base, {})      # the same content: one file
+    assert (ref.url, ref.digest) == (again.url, again.digest) and len(list((tmp_path / ".args").iterdir())) == 1
+    assert argstore.fetch(ref, {}) == b"a" * 100_000
+    Path(ref.url[len("file://"):]).unlink()           # read once per worker: the next task needs no file
+    assert argstore.fetch(ref, {}) == b"a" * 100_000
+    changed = argstore.store(cloudpickle.dumps(b"b" * 100_000), base, {})
+    path = Path(changed.url[len("file://"):])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(bnb.StagingError, match="was changed since it was stored"):
+        argstore.fetch(changed, {})
