@@ -196,6 +196,10 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
     import dask
     from .service import STATUS_FD, SYS_PATH
     name = task_id(name, "pool name")
+    backend = kwargs.get("backend", args[0] if args else "local")
+    if backend != "local":
+        raise SpecError("detached", True, f"only local pools can be detached for now, not backend {backend!r}; "
+                        "a remote pool's agent would run beside its scheduler")
     for record in registry.records():
         if record["name"].lower() == name.lower():
             raise SpecError("pool name", name, f"a detached pool of this name runs already (pid {record['pid']}, "

@@ -14,7 +14,9 @@ import atexit
 import logging
 import os
 import socket
+import subprocess
 import threading
+import time
 import uuid
 import weakref
 from typing import Any, Callable
@@ -26,6 +28,8 @@ log = logging.getLogger("batchnb.agent")
 
 #: Seconds an events poll waits at the agent before it answers with nothing new.
 POLL = 5.0
+#: Seconds between two polls that brought events.
+PACE = 0.05
 _links: "weakref.WeakSet[AgentLink]" = weakref.WeakSet()
 
 
@@ -42,6 +46,7 @@ class AgentLink:
         self.process = process          # the Popen when this process started the agent
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.closed = False
+        self._stopping = threading.Event()
         self.lost: str | None = None    # why the agent is out of reach, once it is
         self.seq = 0
         self._loop = asyncio.new_event_loop()
@@ -94,6 +99,7 @@ class AgentLink:
                     return              # disconnected meanwhile
                 if not getattr(exc, "unreachable", False):
                     log.warning("batchnb: events of pool %s: %s", self.name, exc)
+                    self._stopping.wait(1.0)
                     continue
                 misses += 1
                 if misses >= 3 or not self.agent_alive():
@@ -108,6 +114,10 @@ class AgentLink:
                 deliver(events, answer["stalled"])
             except Exception:  # noqa: BLE001 - a broken subscriber must not stop the others hearing
                 log.exception("batchnb: delivering events of pool %s", self.name)
+            if events:
+                # At most ~20 answers a second: views redraw less often than that, and each
+                # answer wakes this client's waits, which read the ledger.
+                self._stopping.wait(PACE)
             if answer.get("closing") and not events:
                 if not self.agent_alive():
                     self.lost = f"the agent of pool {self.name!r} stopped"
@@ -126,15 +136,14 @@ class AgentLink:
             try:
                 self.process.wait(timeout)
                 return True
-            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+            except subprocess.TimeoutExpired:
                 return False
-        import psutil
-        try:
-            psutil.Process(self.pid).wait(timeout)
-        except psutil.NoSuchProcess:
-            return True
-        except psutil.TimeoutExpired:
-            return False
+        # Not our child: it may stay a zombie until its parent reaps it, which is gone for us.
+        deadline = time.monotonic() + timeout
+        while self.agent_alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
         return True
 
     # -- ending ------------------------------------------------------------------
@@ -148,6 +157,7 @@ class AgentLink:
             except Exception:  # noqa: BLE001 - the agent is gone or busy: it notices the silence
                 pass
         self.closed = True
+        self._stopping.set()
         _links.discard(self)
 
         async def stop():

@@ -10,6 +10,7 @@ agent's events about it arrive.
 
 from __future__ import annotations
 
+import time
 import types
 from typing import Any
 
@@ -78,14 +79,26 @@ class DispatcherProxy:
 
 
 class _RemoteMap:
-    """``.get(job key)`` of one of the agent dispatcher's per-job tables (read on its thread)."""
+    """``.get(job key)`` of one of the agent dispatcher's per-job tables (read on its thread).
+
+    Job.wait asks on every wake-up; an answer is reused for ``FRESH`` seconds, so a
+    client waiting on a busy job costs its agent's dispatcher two calls a second, not
+    one per event (these tables matter after ``stall-grace``, or once the tasks ended).
+    """
+
+    FRESH = 0.5
 
     def __init__(self, link: AgentLink, path: str):
         self.link, self.path = link, path
+        self._known: dict[str, tuple[float, Any]] = {}
 
     def get(self, key: str, default=None):
-        value = self.link.call("dispatcher_get", path=self.path, key=key)
-        return default if value is None else (tuple(value) if isinstance(value, list) else value)
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is None or now - known[0] > self.FRESH:
+            value = self.link.call("dispatcher_get", path=self.path, key=key)
+            known = self._known[key] = (now, tuple(value) if isinstance(value, list) else value)
+        return default if known[1] is None else known[1]
 
 
 class BackendProxy:

@@ -121,6 +121,9 @@ def test_bad_options_and_a_taken_name_fail_at_once_naming_the_field(detached):
         bnb.Pool("bad", dedicatd=1, detached=True)
     with pytest.raises(bnb.SpecError, match="runs already"):
         bnb.Pool("client-tests", dedicated=1, detached=True)
+    with pytest.raises(bnb.SpecError, match="only local pools") as err:
+        bnb.Pool("remote", "address", address="tcp://127.0.0.1:9", detached=True)
+    assert err.value.field == "detached"
     assert [p["name"] for p in bnb.pools()] == ["client-tests"]
 
 

@@ -35,17 +35,20 @@ def _records(home: Path) -> list[dict]:
 
 def _stop_agents(home: Path, pids: set) -> None:
     """SIGTERM (then SIGKILL) the agents this test started: those of its home's records, and
-    those it noted; each only if it is still the same process."""
+    those it noted; each only if it is still the same process (an unreaped zombie is gone)."""
     from batchnb.agent.registry import alive
     found = {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
     found |= set(pids)
-    procs = [psutil.Process(pid) for pid, created in found if alive({"pid": pid, "process_created": created})]
-    for proc in procs:
-        proc.terminate()
-    _, left = psutil.wait_procs(procs, timeout=30)
-    for proc in left:
-        proc.kill()
-    psutil.wait_procs(left, timeout=10)
+    live = [{"pid": pid, "process_created": created} for pid, created in found]
+    live = [r for r in live if alive(r)]
+    for r in live:
+        os.kill(r["pid"], signal.SIGTERM)
+    try:
+        wait_for(lambda: not any(alive(r) for r in live), 30, "the test's agents to stop")
+    except Exception:  # noqa: BLE001 - a stuck agent is killed
+        for r in live:
+            if alive(r):
+                os.kill(r["pid"], signal.SIGKILL)
 
 
 @pytest.fixture
