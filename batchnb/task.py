@@ -202,8 +202,14 @@ class Task:
         Empty for a task that is not multi-instance or has not started.
         """
         out = []
-        for d in self.job.ledger.subtasks(self.job.id, self.task_id):
-            out.append(SubtaskInfo(d["instance"], d["node"], d.get("host", ""), d["state"], d.get("exit_code"),
+        rows = self.job.ledger.subtasks(self.job.id, self.task_id)
+        ended = {a["n"]: a["state"] for a in self.attempts} if rows else {}
+        for d in rows:
+            state = d["state"]
+            if state == "running" and ended.get(d["attempt"]) not in (None, "running"):
+                # Its driver stopped with it running (the attempt is "interrupted"): it runs no more.
+                state = ended[d["attempt"]]
+            out.append(SubtaskInfo(d["instance"], d["node"], d.get("host", ""), state, d.get("exit_code"),
                                    d.get("coordination_exit_code"), d.get("stdout") or "", d.get("stderr") or "",
                                    d["attempt"], d.get("start"), d.get("end"), d.get("message"),
                                    d.get("task_dir")))
