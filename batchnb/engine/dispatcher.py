@@ -104,7 +104,7 @@ class Dispatcher(Results, Outcomes, JobOps, MultiInstances):
         """The ids of the tasks riding in one Dask future."""
         entry = self.inflight.get(future_key)
         if entry is None:
-            return []
+            return self.mi_task_ids(future_key)    # a multi-instance task's hold on a node
         return [self.jobs[j].tasks[t].spec.id for j, t, _ in entry[2] if j in self.jobs and t in self.jobs[j].tasks]
 
     def at(self, when: float, fn: Callable) -> None:

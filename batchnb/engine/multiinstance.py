@@ -230,6 +230,14 @@ class MultiInstances:
             if node is not None:
                 self.nodes.give_back(node_id, run.reservation, node.slots, now)
 
+    def mi_task_ids(self, key: str) -> list[str]:
+        """The task holding a node under reservation ``key`` (``pool.nodes()`` shows it there)."""
+        for run in list(self.multi.values()):
+            if run.reservation == key:
+                tr = self.jobs[run.job_key].tasks.get(run.task_key) if run.job_key in self.jobs else None
+                return [tr.spec.id] if tr is not None else []
+        return []
+
     def mi_node_lost(self, node_id: str, reason: str, now: float, crash: bool, preempted: bool = False) -> list:
         """A node went away: every multi-instance task with an instance there is requeued whole."""
         hit = [run for run in self.multi.values() if node_id in run.nodes]

@@ -152,6 +152,7 @@ def test_terminating_the_job_stops_every_instance_and_frees_the_nodes(pool2, uni
     t = job.add_task("long", f"echo up > {started}; sleep 60",
                      multi_instance=bnb.MultiInstance(2, "true"))
     wait_for(started.exists, 60, "the primary's application command to start")
+    assert [n.running for n in pool2.nodes()] == [("long",), ("long",)]
     job.terminate()
     assert t.wait(timeout=30) == bnb.TaskState.CANCELLED
     wait_for(lambda: _no_process_of("long", 1), 30, "the task's processes to be gone")
