@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,3 +146,4 @@ def gateway_server():
     finally:
         orphans = server.stop()
         assert not orphans, f"dask-gateway-server left cluster processes {orphans} behind; its log: {server.log}"
+        shutil.rmtree(server.dir, ignore_errors=True)      # kept, with its log, when something was left
