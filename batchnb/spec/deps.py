@@ -77,10 +77,11 @@ class DependsOn:
     number of items, not of ids. Equal to a tuple holding the same ids.
     """
 
-    __slots__ = ("_items", "_lower")
+    __slots__ = ("_items", "_ranges", "_lower")
 
     def __init__(self, items: tuple = ()):
         self._items = tuple(items)
+        self._ranges = tuple(i for i in self._items if isinstance(i, TaskIdRange))
         self._lower = None
 
     @classmethod
@@ -95,25 +96,30 @@ class DependsOn:
         elif isinstance(value, (Mapping, bytes, bytearray)) or not hasattr(value, "__iter__"):
             raise SpecError(field, value, "expected a task, a task id, a TaskIdRange or a list of them")
         items: list = []
+        ranges: list[TaskIdRange] = []
         seen: set[str] = set()
+        numeric = False            # whether an id so far could fall in a range given later
         for item in value:
-            if isinstance(item, Mapping):
+            if type(item) is not str and isinstance(item, Mapping):
                 item = _range_from(item, field)
-            if isinstance(item, TaskIdRange):
+            if type(item) is TaskIdRange:
                 pieces = [(item.start, item.end)]
-                for r in items:
-                    if isinstance(r, TaskIdRange):
-                        pieces = [p for lo, hi in pieces for p in ((lo, min(hi, r.start - 1)), (max(lo, r.end + 1), hi))
-                                  if p[0] <= p[1]]
+                for r in ranges:
+                    pieces = [p for lo, hi in pieces for p in ((lo, min(hi, r.start - 1)), (max(lo, r.end + 1), hi))
+                              if p[0] <= p[1]]
                 new = [TaskIdRange(lo, hi) for lo, hi in pieces]
-                # An id named before a range that holds it comes with that range now.
-                items = [i for i in items if isinstance(i, TaskIdRange) or not any(i in r for r in new)]
+                if numeric and new:
+                    # An id named before a range that holds it comes with that range now.
+                    items = [i for i in items if isinstance(i, TaskIdRange) or not any(i in r for r in new)]
                 items.extend(new)
+                ranges.extend(new)
                 continue
-            task_id = item.task_id if hasattr(item, "task_id") else v.task_id(item, field)
-            if task_id.lower() in seen or any(task_id in r for r in items if isinstance(r, TaskIdRange)):
+            task_id = v.task_id(item, field) if type(item) is str or not hasattr(item, "task_id") else item.task_id
+            key = task_id.lower()
+            if key in seen or (ranges and task_id.isdigit() and any(task_id in r for r in ranges)):
                 continue
-            seen.add(task_id.lower())
+            seen.add(key)
+            numeric = numeric or task_id.isdigit()
             items.append(task_id)
         return cls(tuple(items))
 
@@ -123,7 +129,7 @@ class DependsOn:
 
     @property
     def ranges(self) -> tuple:
-        return tuple(i for i in self._items if isinstance(i, TaskIdRange))
+        return self._ranges
 
     def __iter__(self) -> Iterator[str]:
         for item in self._items:
@@ -143,7 +149,7 @@ class DependsOn:
             return False
         if self._lower is None:
             self._lower = frozenset(i.lower() for i in self.ids)
-        return task_id.lower() in self._lower or any(task_id in r for r in self.ranges)
+        return task_id.lower() in self._lower or any(task_id in r for r in self._ranges)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
