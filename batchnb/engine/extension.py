@@ -58,9 +58,8 @@ class EngineHandle:
     def workers(self) -> list[WorkerInfo]:
         """The workers the scheduler knows now, each with its slots and the node group
         its backend declares (``backend.group``; never read from the worker's name)."""
-        info = self.client.scheduler_info(n_workers=-1)
         out = []
-        for address, w in info.get("workers", {}).items():
+        for address, w in self.scheduler_workers().items():
             resources = w.get("resources") or {}
             metrics = w.get("metrics") or {}
             name = str(w.get("name", address))

@@ -93,7 +93,7 @@ class SpotNoticeExtension(PoolExtension):
         if self.engine.closed or node_id not in self.engine.backend.requested():
             return
         try:
-            still_there = address in self.engine.client.scheduler_info(n_workers=-1).get("workers", {})
+            still_there = address in self.engine.scheduler_workers()
         except Exception:  # noqa: BLE001 - the pool is closing
             return
         if still_there and tries > 0:
