@@ -55,6 +55,14 @@ class EngineHandle:
         self.closed = False
 
     # -- what the dispatcher asks ------------------------------------------------
+    def scheduler_workers(self) -> dict:
+        """The scheduler's workers by address, asked of the scheduler itself.
+
+        Not ``client.scheduler_info()``: the client's periodic refresh (which carries no
+        workers) can overwrite its cached answer between the fetch and the read (1 in ~2,500
+        calls), and a live node would then look lost."""
+        return self.client.sync(self.client.scheduler.identity, n_workers=-1).get("workers", {})
+
     def workers(self) -> list[WorkerInfo]:
         """The workers the scheduler knows now, each with its slots and the node group
         its backend declares (``backend.group``; never read from the worker's name)."""
