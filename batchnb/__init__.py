@@ -27,7 +27,8 @@ from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, Output
                          Retry, StartTask, TaskIdRange, TaskSpec)
 from .spec.container import Container
 from .spec.prep import JobPrep, JobRelease
-from .states import JobState, NodeGroup, NodeState, TaskState
+from .spec.schedule import ScheduleSpec
+from .states import JobState, NodeGroup, NodeState, ScheduleState, TaskState
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ _LAZY = {
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
     "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
     "pools": "batchnb.agent.registry",
+    "Schedule": "batchnb.schedule", "ScheduleRun": "batchnb.schedule",
     "jobs": "batchnb.engine.offline", "prune": "batchnb.engine.offline", "current_ledger": "batchnb.engine.offline",
 }
 
@@ -50,6 +52,7 @@ __all__ = [
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "current_task", "jobs", "pools", "prune", "spec",
     "JobPrep", "JobRelease",
+    "Schedule", "ScheduleRun", "ScheduleSpec", "ScheduleState",
 ]
 
 #: public name -> the module that defines it (doctests and tools find the source there).

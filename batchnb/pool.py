@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .engine.extension import PoolExtension
     from .extensions.chaos import ChaosOptions, chaos_context
     from .job import Job
+    from .schedule import Schedule
     from .spec.model import AppPackage, StartTask
 
     _Extension = TypeVar("_Extension", bound=PoolExtension)
@@ -168,6 +169,18 @@ class Pool:
         from .job import open_job
         check_job_tags(job_id, options)
         return open_job(self, job_id, options)
+
+    def schedule(self, name: str, spec_or_builder: Any = None, *, every: Any = None, cron: str | None = None,
+                 do_not_run_until: Any = None, do_not_run_after: Any = None, start_window: Any = None,
+                 max_active: int = 1) -> Schedule:
+        """A job schedule (Azure's JobSchedule): a job per due run (:mod:`batchnb.schedule`)."""
+        from .schedule import make_schedule
+        return make_schedule(self, name, spec_or_builder, dict(locals()))
+
+    def schedules(self) -> list[Schedule]:
+        """This pool's job schedules, from the ledger."""
+        from .schedule import pool_schedules
+        return pool_schedules(self)
 
     def cost(self, now: float | None = None) -> Cost | None:
         """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart.

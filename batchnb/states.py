@@ -40,6 +40,23 @@ class JobState(_Described):
     COMPLETED = ("completed", "Ended; see its reason.")
 
 
+class ScheduleState(_Described):
+    """The state of a job schedule (Azure's JobScheduleState words)."""
+
+    ACTIVE = ("active", "Makes a job whenever a run comes due.")
+    DISABLED = ("disabled", "Makes no job until enabled; runs due meanwhile are not made up.")
+    COMPLETED = ("completed", "No run is left (past do_not_run_after, or its one run made) and its jobs ended.")
+    DELETING = ("deleting", "Being deleted: its active jobs are being terminated.")
+
+
+class ScheduleRunOutcome(_Described):
+    """What became of one due run of a job schedule."""
+
+    STARTED = ("started", "Its job was made.")
+    SKIPPED = ("skipped", "It could not start inside its start window (or a newer run came due first).")
+    FAILED = ("failed", "Its job could not be made: the builder raised, or the job was refused.")
+
+
 class NodeState(_Described):
     """The state of a compute node (Azure Batch's node states)."""
 

@@ -199,10 +199,11 @@ class AgentHandlers:
         await self._run(lambda: self._job(job_id).terminate(reason))
 
     def busy(self) -> bool:
-        """Some job of this agent has tasks left to run, or is being ended."""
+        """Some job of this agent has tasks left to run, or is being ended, or an extension has work
+        to come (an active job schedule)."""
         disp = self.pool._engine.dispatcher
         return disp.call(lambda: any(j.state == JobState.TERMINATING or (j.state == JobState.ACTIVE and not j.idle)
-                                     for j in disp.jobs.values()))
+                                     for j in disp.jobs.values())) or self.pool._engine.keeps_alive()
 
     # -- the pool --------------------------------------------------------------
     async def pool_call(self, client: str, method: str, args: bytes) -> bytes:

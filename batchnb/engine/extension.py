@@ -27,6 +27,7 @@ EXTENSIONS: list[str] = [
     "batchnb.extensions.spotnotice.SpotNoticeExtension",
     "batchnb.extensions.cost.CostExtension",
     "batchnb.extensions.retention.RetentionExtension",
+    "batchnb.extensions.schedules.SchedulesExtension",
 ]
 
 
@@ -118,6 +119,10 @@ class EngineHandle:
         for ext in self.extensions:
             ext.job_ended(job, now)
 
+    def keeps_alive(self) -> bool:
+        """Some extension has work to come (an active job schedule): a detached agent stays up."""
+        return any(ext.keeps_alive() for ext in self.extensions)
+
 
 class PoolExtension:
     """Base class: every hook does nothing. ``self.engine`` is the pool's :class:`EngineHandle`."""
@@ -153,6 +158,10 @@ class PoolExtension:
 
     def job_ended(self, job, now: float) -> None:
         """The job completed (any reason)."""
+
+    def keeps_alive(self) -> bool:
+        """True while the extension has work to come with no job running (e.g. an active schedule)."""
+        return False
 
 
 def make_extensions(engine: EngineHandle) -> list[PoolExtension]:

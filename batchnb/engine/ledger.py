@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from ..errors import LeaseHeld, LedgerError
 from .ledger_queries import LedgerQueries
 from .ledger_repair import sqlite_error, verify
+from .ledger_schedules import ScheduleRecords
 from .schema import SCHEMA_VERSION, check_version, file_version, migrate
 
 log = logging.getLogger("batchnb.ledger")
@@ -161,7 +162,7 @@ class Batch:
                                 (pool, node_id, group, state, t)))
 
 
-class Ledger(LedgerQueries):
+class Ledger(LedgerQueries, ScheduleRecords):
     """One SQLite file; safe to share between threads and processes.
 
     Every SQL statement of batchnb is in this module, :mod:`.ledger_queries`

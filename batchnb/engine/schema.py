@@ -74,11 +74,25 @@ def _v2_slots_and_user_version(con: sqlite3.Connection) -> None:
     con.execute("DROP TABLE IF EXISTS meta")   # it held only the version, which user_version holds now
 
 
+def _v3_schedules(con: sqlite3.Connection) -> None:
+    # A job schedule (Azure's JobSchedule) and what became of each of its due runs; the pool
+    # that runs it reads them back when it is made again (or its detached agent restarts).
+    con.execute("""CREATE TABLE IF NOT EXISTS schedules(
+      name TEXT PRIMARY KEY COLLATE NOCASE, pool TEXT NOT NULL, spec TEXT NOT NULL, builder BLOB,
+      state TEXT NOT NULL, created REAL NOT NULL, next_due REAL, pending REAL,
+      started INTEGER NOT NULL DEFAULT 0, updated REAL)""")
+    con.execute("""CREATE TABLE IF NOT EXISTS schedule_runs(
+      schedule TEXT NOT NULL COLLATE NOCASE, seq INTEGER NOT NULL, due REAL NOT NULL, time REAL NOT NULL,
+      outcome TEXT NOT NULL, job_id TEXT, reason TEXT, count INTEGER NOT NULL DEFAULT 1,
+      PRIMARY KEY(schedule, seq))""")
+
+
 #: ``(version, what it changes, step)`` in order; step ``n`` takes a file from version n - 1 to n.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "the jobs, tasks, attempts, events, nodes and audit tables", _v1_tables),
     (2, "attempts.slots; the version moves from the meta table to PRAGMA user_version",
      _v2_slots_and_user_version),
+    (3, "the schedules and schedule_runs tables (job schedules)", _v3_schedules),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert [n for n, _, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations must be numbered 1, 2, ..."

@@ -17,5 +17,6 @@ from .model import __all__ as _model_names
 from .model import dependency_ids  # noqa: F401
 from .policy import DEPENDENCY_ACTIONS, JOB_ACTIONS  # noqa: F401
 from .resources import UPLOAD_CONDITIONS  # noqa: F401
+from .schedule import ScheduleSpec, next_run  # noqa: F401
 
-__all__ = [*_model_names, "load", "dump", "loads", "dumps", "from_azure"]
+__all__ = [*_model_names, "load", "dump", "loads", "dumps", "from_azure", "ScheduleSpec"]

@@ -43,6 +43,7 @@ from ._azure_parts import Ctx, array, env as _env, flag, inputs as _inputs, obj,
 from ._azure_parts import container as _container
 from .codec import as_text, read_text, to_dict
 from .prep import RELEASE_MAX_WALL_CLOCK
+from .schedule import ScheduleSpec
 from ..errors import AzureImportWarning, SpecError  # noqa: F401 - AzureImportWarning: part of this module's face
 
 _INFINITE = 10_000 * 86400.0        # TimeSpan.MaxValue in GET responses means "no limit"
@@ -85,7 +86,8 @@ def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
 
     Returns a :class:`~batchnb.spec.TaskSpec` for a task, a list of them for
     a task collection, a :class:`~batchnb.spec.JobSpec` for a job (holding
-    ``tasks`` converted too, when given) and a :class:`~batchnb.spec.PoolSpec`
+    ``tasks`` converted too, when given), a :class:`~batchnb.ScheduleSpec` for a
+    job schedule (a JobScheduleAdd body) and a :class:`~batchnb.spec.PoolSpec`
     for a pool. Anything malformed is a :class:`~batchnb.SpecError` naming
     the field.
     """
@@ -94,9 +96,12 @@ def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
     if isinstance(obj, list) or (isinstance(obj, Mapping) and isinstance(obj.get("value"), list)):
         out = _tasks(obj, ctx)
     elif not isinstance(obj, Mapping):
-        raise SpecError("from_azure", obj, "expected a job, a task, {'value': [tasks]} or a pool (a JSON object)")
+        raise SpecError("from_azure", obj, "expected a job, a task, {'value': [tasks]}, a job schedule or a pool "
+                                           "(a JSON object)")
     elif "commandLine" in obj:
         out = _task(obj, ctx, env={})
+    elif "jobSpecification" in obj or "schedule" in obj:     # a JobScheduleAdd body (or a GET's)
+        out = _job_schedule(obj, ctx, tasks)
     elif any(k in obj for k in ("vmSize", "targetDedicatedNodes", "targetLowPriorityNodes", "enableAutoScale",
                                 "virtualMachineConfiguration", "taskSlotsPerNode")):
         out = _pool(obj, ctx, "pool")
@@ -105,8 +110,8 @@ def from_azure(obj: Any, *, tasks: Any = None, strict: bool = False):
     else:
         raise SpecError("from_azure", sorted(map(str, obj))[:8], "not a job, task, task collection or pool: "
                         "a task has 'commandLine', a pool 'vmSize', a job 'id' and 'poolInfo'")
-    if tasks is not None and not isinstance(out, s.JobSpec):
-        raise SpecError("tasks", "...", "tasks= goes with a job")
+    if tasks is not None and not isinstance(out, (s.JobSpec, ScheduleSpec)):
+        raise SpecError("tasks", "...", "tasks= goes with a job or a job schedule")
     ctx.emit()
     return out
 
@@ -280,6 +285,22 @@ def _job(j: Mapping, ctx: Ctx, tasks: Any) -> s.JobSpec:
                      tags=_env(j.get("metadata"), f"{where}.metadata"), pool=pool, tasks=specs,
                      prep=_prep(j.get("jobPreparationTask"), ctx, where),
                      release=_release(j.get("jobReleaseTask"), ctx, where, j.get("jobPreparationTask")))
+
+
+def _job_schedule(j: Mapping, ctx: Ctx, tasks: Any) -> ScheduleSpec:
+    """A JobScheduleAdd body -> :class:`~batchnb.ScheduleSpec`; its ``jobSpecification`` (with ``tasks``,
+    when given) is each run's job."""
+    sid = v.task_id(j.get("id"), "job schedule id")
+    where = f"job schedule {sid!r}"
+    ctx.take(j, where, {"id", "displayName", "schedule", "jobSpecification"})
+    sch = obj(j.get("schedule"), f"{where}.schedule")
+    ctx.take(sch, where, {"doNotRunUntil", "doNotRunAfter", "startWindow", "recurrenceInterval"}, "schedule.")
+    job = _job({**obj(j.get("jobSpecification"), f"{where}.jobSpecification"), "id": sid}, ctx, tasks)
+    return ScheduleSpec(sid, job=job, every=iso_duration(sch.get("recurrenceInterval"),
+                                                         f"{where}.schedule.recurrenceInterval"),
+                        do_not_run_until=text(sch.get("doNotRunUntil"), f"{where}.schedule.doNotRunUntil"),
+                        do_not_run_after=text(sch.get("doNotRunAfter"), f"{where}.schedule.doNotRunAfter"),
+                        start_window=iso_duration(sch.get("startWindow"), f"{where}.schedule.startWindow"))
 
 
 def _prep(p: Any, ctx: Ctx, where: str) -> s.JobPrep | None:
