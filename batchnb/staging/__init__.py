@@ -18,7 +18,11 @@ What Azure Batch does with a task's ``resourceFiles`` and ``outputFiles``:
   which the runner keeps one level up in the task dir, are matched by
   top-level patterns that start with a literal character (``stdout.txt``,
   ``std*.txt``), where Azure needs ``../std*.txt``. A pattern that matches
-  nothing is no error, as in Azure.
+  nothing is no error, as in Azure. A destination's container (an Azure
+  Blob container; an S3 or GCS bucket) must exist: as in Azure, an upload
+  to a missing one fails (the attempt's category ``upload``, Azure's
+  ``file_upload_error``) instead of creating it. Local (``file://``) and
+  ``memory://`` destinations get their folders made.
 
 Transient storage errors (refused or reset connections, timeouts, 408, 429,
 5xx) are retried with capped exponential backoff for ``batchnb.staging-retry-for``
@@ -53,9 +57,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from fsspec.core import split_protocol
+
 from . import patterns as globs
 from .cache import NodeCache, place
-from .storage import RetryPolicy, Transfers, version_key
+from .storage import CONTAINER_STORES, RetryPolicy, Transfers, version_key
 from ..errors import SpecError, StagingError
 from ..spec.model import OutputFile, ResourceFile
 
@@ -281,20 +287,28 @@ def _plan_output(out: OutputFile, workdir: Path, task_dir: Path, in_wd: list[str
 
 
 def _make_parents(plan: list[_Upload], io: Transfers) -> None:
-    """Resolve each destination and create its folders (or container) once, before any upload."""
+    """Resolve each destination and create its folders once, before any upload; never a
+    container (``CONTAINER_STORES``): an output to a missing one fails, as on Azure."""
     made: set[tuple[int, str]] = set()
     for up in plan:
         up.fs, up.rpath = io.resolve(up.url, up.what)
+        if split_protocol(up.url)[0] in CONTAINER_STORES:
+            continue
         parent = posixpath.dirname(up.rpath.rstrip("/"))
         if parent and (id(up.fs), parent) not in made:
             made.add((id(up.fs), parent))
-            # mkdir, not makedirs: adlfs creates a missing container only in mkdir.
             try:
                 up.fs.mkdir(parent, create_parents=True)
-            except Exception:  # noqa: BLE001 - best effort: it exists (the usual case), or a container
-                pass           # SAS may not create containers yet may upload; put_file reports real errors
+            except Exception:  # noqa: BLE001 - best effort: it exists (the usual case); put_file
+                pass           # reports real errors
 
 
 def _upload(up: _Upload, io: Transfers) -> int:
-    io.retry(lambda: up.fs.put_file(str(up.local), up.rpath), what=up.what, url=up.url)
+    missing = None
+    if split_protocol(up.url)[0] in CONTAINER_STORES:
+        shown = io.scrub.url(up.url)
+        container = up.rpath.lstrip("/").split("/", 1)[0]
+        missing = (f"{up.what}: {shown}: container {container!r} does not exist; an output's container "
+                   "is not created (nor by Azure Batch): create it before the task runs")
+    io.retry(lambda: up.fs.put_file(str(up.local), up.rpath), what=up.what, url=up.url, missing=missing)
     return up.local.stat().st_size

@@ -33,6 +33,10 @@ T = TypeVar("T")
 
 # adlfs serves all three names; options given under one serve the others.
 ADLFS_PROTOCOLS = ("abfs", "az", "abfss")
+# Stores whose mkdir makes a container (bucket): Azure Batch never creates an output's
+# container, the upload fails (file_upload_error), so nothing is made on these before an
+# upload. Their folders are only name prefixes, which need no making either.
+CONTAINER_STORES = frozenset({*ADLFS_PROTOCOLS, "s3", "s3a", "gs", "gcs"})
 
 # The Azure SDK's own retry policy waits 15 s, 18 s, 24 s between tries, so a
 # stopped endpoint takes about 80 s to fail one call. Connection failures are
