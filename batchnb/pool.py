@@ -166,8 +166,11 @@ class Pool:
     def job(self, job_id: str | JobSpec, **options: Any) -> Job:
         """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
         from .cost.prices import check_job_tags
+        from .extensions.billing import check_budget
+        from .extensions.cost import CostExtension
         from .job import open_job
         check_job_tags(job_id, options)
+        check_budget(self.extension(CostExtension), job_id, options)    # a budget needs prices
         return open_job(self, job_id, options)
 
     def schedule(self, name: str, spec_or_builder: Any = None, *, every: Any = None, cron: str | None = None,

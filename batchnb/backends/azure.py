@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import threading
+import time
 
 import dask.config
 from dask_cloudprovider.azure.azurevm import AzureVMCluster, AzureVMWorker
@@ -255,6 +256,7 @@ class AzureBackend(SpecClusterBackend):
 
     def start(self):
         from distributed import Client
+        self.started_at = time.time()      # the scheduler VM is billed from its request on
         self._config_before = copy.deepcopy(dask.config.config)   # AzureVMCluster sets TLS settings globally
         box: dict = {}
 
@@ -291,6 +293,13 @@ class AzureBackend(SpecClusterBackend):
 
     def _worker_spec(self, group: str, node_id: str) -> dict:
         return self.cluster.group_spec(group, node_id)
+
+    def scheduler_vm_size(self) -> str | None:
+        """The scheduler's VM, billed for the pool's life: ``scheduler_vm_size``, else the
+        nodes' size, else dask-cloudprovider's configured default (what it then asks Azure for)."""
+        return (self.cluster_kwargs.get("scheduler_vm_size") or self.cluster_kwargs.get("vm_size")
+                or dask.config.get("cloudprovider.azure.azurevm.scheduler_vm_size", None)
+                or dask.config.get("cloudprovider.azure.azurevm.vm_size", None))
 
     def preemptible(self, node_id: str) -> bool:
         return self.requested().get(node_id) == "spot"

@@ -11,6 +11,7 @@ as a spot eviction does. The pool and the dispatcher do everything else.
 from __future__ import annotations
 
 import inspect
+import time
 
 from ..engine.nodes import WorkerInfo  # noqa: F401 - what a backend reports of each worker
 from ..spec.model import PoolSpec
@@ -70,6 +71,27 @@ class Backend:
     def requested(self) -> dict[str, str]:
         """Nodes asked for and not yet released: node id -> group."""
         return {}
+
+    def requested_at(self, node_id: str) -> float | None:
+        """When ``node_id`` was last asked for (``time.time()``), or None when not known.
+
+        The cloud bills a node from then, not from when its worker joins: the
+        cost meter starts the node's bill here (its first request, or the one
+        that brought a preempted node back).
+        """
+        return None
+
+    def scheduler_vm_size(self) -> str | None:
+        """The VM size of the pool's Dask scheduler when it runs on a billed VM of its own.
+
+        The cost meter bills it at that size's dedicated price for the pool's
+        life (from :attr:`started_at`), apart from the nodes; None (the
+        default) when the scheduler runs on this machine or is not the pool's.
+        """
+        return None
+
+    #: when :meth:`start` began (``time.time()``), for backends whose start bills (a scheduler VM)
+    started_at: float | None = None
 
     def group(self, node_id: str) -> str:
         """The group of node ``node_id``: ``"dedicated"`` or ``"spot"``.
@@ -155,6 +177,7 @@ class SpecClusterBackend(Backend):
         # node id -> group of every node ever asked for: a released node's worker may still be
         # listed by the scheduler for a moment, and must not change group meanwhile.
         self._groups: dict[str, str] = {}
+        self._asked: dict[str, float] = {}       # node id -> when it was last asked for
         self.cluster = None
 
     def _worker_spec(self, group: str, node_id: str) -> dict:
@@ -168,6 +191,10 @@ class SpecClusterBackend(Backend):
         with self._lock:
             return self._groups.get(node_id, NodeGroup.DEDICATED.value)
 
+    def requested_at(self, node_id: str) -> float | None:
+        with self._lock:
+            return self._asked.get(node_id)
+
     def _new_id(self, group: str) -> str:
         """The id of a new node of ``group`` (Azure Batch's style; any unique name will do)."""
         return f"{group}-{next(self._counters[group])}"
@@ -178,6 +205,7 @@ class SpecClusterBackend(Backend):
             self.cluster.worker_spec[node_id] = self._worker_spec(group, node_id)
             self._nodes[node_id] = group
             self._groups[node_id] = group
+            self._asked[node_id] = time.time()
         return node_id
 
     def _apply(self, wait: bool = False) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .value import Cost, check_tags
+from .value import SCHEDULER, Cost, check_tags
 from .prices import GROUPS, RETAIL_PRICES_URL, PriceRefreshError, PriceTable
 from ..errors import SpecError
 
@@ -131,6 +131,7 @@ class CostMeter:
         self._jobs: dict[str, _Total] = {}                 # ended attempts, per job
         self._tasks: dict[str, dict[str, _Total]] = {}     # ended attempts, per job and task
         self._job_tags: dict[str, dict[str, str]] = {}
+        self._scheduler: _Span | None = None
 
     def hourly_price(self, group: str) -> float:
         """The price of one node of the pool's size in ``group``; 0 without a ``vm_size``."""
@@ -166,6 +167,21 @@ class CostMeter:
             span.end = max(t, span.start)
             for key in [k for k, a in self._running.items() if a.span is span]:
                 self._close(self._running.pop(key), span.end)
+
+    def scheduler_requested(self, t: float, price_per_hour: float) -> None:
+        """Bill the pool's scheduler VM from ``t`` (a remote pool's): a line of its own,
+        ``by_group["scheduler"]``, in the pool's cost and never in a job's."""
+        if isinstance(price_per_hour, bool) or not isinstance(price_per_hour, (int, float)) \
+                or not math.isfinite(price_per_hour) or price_per_hour < 0:
+            raise SpecError("price_per_hour", price_per_hour, "must be a finite number >= 0")
+        with self._lock:
+            self._scheduler = _Span(SCHEDULER, SCHEDULER, 1, float(price_per_hour), t)
+
+    def scheduler_released(self, t: float) -> None:
+        """Stop billing the scheduler VM at ``t`` (the pool closed). Idempotent."""
+        with self._lock:
+            if self._scheduler is not None and self._scheduler.end is None:
+                self._scheduler.end = max(t, self._scheduler.start)
 
     def task_started(self, job_id: str, task_id: str, node_id: str, slots: float, t: float) -> None:
         """An attempt of ``task_id`` starts holding ``slots`` of ``node_id`` at ``t``.
@@ -279,10 +295,15 @@ class CostMeter:
             busy += row["cost"]
             rows.append({"job_id": job_id, "tasks": len(self._tasks[job_id]), **row,
                          **self.tags, **self._job_tags.get(job_id, {})})
-        total = by_group["dedicated"] + by_group["spot"]
-        return Cost(total=total, currency=self.currency, by_group=by_group, node_seconds=node_seconds, busy=busy,
-                    idle=total - busy, by_job=by_job, rate_per_hour=rate, tags=dict(self.tags), at=now,
-                    rows=tuple(rows))
+        nodes = by_group["dedicated"] + by_group["spot"]
+        sched = self._scheduler
+        if sched is not None:   # overhead of the pool: neither a job's nor idle nodes'
+            seconds = max(0.0, (now if sched.end is None else sched.end) - sched.start)
+            node_seconds[SCHEDULER], by_group[SCHEDULER] = seconds, sched.price * seconds / 3600.0
+            rate += sched.price if sched.end is None and sched.start <= now else 0.0
+        return Cost(total=nodes + by_group.get(SCHEDULER, 0.0), currency=self.currency, by_group=by_group,
+                    node_seconds=node_seconds, busy=busy, idle=nodes - busy, by_job=by_job, rate_per_hour=rate,
+                    tags=dict(self.tags), at=now, rows=tuple(rows))
 
 
 class BudgetGuard:

@@ -18,6 +18,8 @@ TASK_COLUMNS = ("job_id", "task_id", "attempts", "seconds", "slot_seconds", "nod
 JOB_COLUMNS = ("job_id", "tasks", "attempts", "seconds", "slot_seconds", "node_seconds",
                "dedicated", "spot", "cost")
 IDLE = "(idle)"
+#: The pool's scheduler VM (a remote pool's): a line of the pool's cost of its own.
+SCHEDULER = "scheduler"
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,15 @@ class Cost:
     total
         Pool: every node's billed time times its price. Job: its tasks' sum.
     by_group
-        ``total`` split into ``"dedicated"`` and ``"spot"``.
+        ``total`` split into ``"dedicated"`` and ``"spot"``, and, for a pool
+        whose scheduler runs on a VM of its own (Azure), ``"scheduler"``.
     node_seconds
         Billed node-seconds per group (for a job: the node-equivalent seconds
         its tasks held, slot-seconds / slots of the node).
     busy, idle
-        Node cost held by tasks and the rest (``idle == total - busy``); a
-        job's ``idle`` is 0: idle nodes belong to the pool.
+        Node cost held by tasks and the rest of the nodes' cost
+        (``busy + idle + by_group.get("scheduler", 0) == total``); a job's
+        ``idle`` is 0: idle nodes and the scheduler belong to the pool.
     by_job
         ``{job_id: cost}``.
     by_task
@@ -83,7 +87,8 @@ class Cost:
         """Cost grouped by the value of tag ``key``: ``{value: amount}``.
 
         Rows without the tag fall under ``None``. At pool scope the idle
-        cost stands apart under ``"(idle)"``, so the values add up to ``total``.
+        cost stands apart under ``"(idle)"`` and a scheduler VM's under
+        ``"(scheduler)"``, so the values add up to ``total``.
         """
         out: dict[Any, float] = {}
         for row in self.rows:
@@ -91,12 +96,15 @@ class Cost:
             out[value] = out.get(value, 0.0) + row["cost"]
         if self.job_id is None and self.idle:
             out[IDLE] = self.idle
+        if self.job_id is None and self.by_group.get(SCHEDULER):
+            out[f"({SCHEDULER})"] = self.by_group[SCHEDULER]
         return out
 
     def __repr__(self) -> str:
         scope = f"job={self.job_id!r}, " if self.job_id is not None else ""
+        sched = f"scheduler={self.by_group[SCHEDULER]:.6g}, " if SCHEDULER in self.by_group else ""
         return (f"Cost({scope}total={self.total:.6g} {self.currency}, dedicated={self.by_group.get('dedicated', 0):.6g}, "
-                f"spot={self.by_group.get('spot', 0):.6g}, idle={self.idle:.6g}, "
+                f"spot={self.by_group.get('spot', 0):.6g}, {sched}idle={self.idle:.6g}, "
                 f"rate={self.rate_per_hour:.6g} {self.currency}/h)")
 
     def _repr_html_(self) -> str:
@@ -104,6 +112,8 @@ class Cost:
         head = f"job {html.escape(self.job_id)}" if self.job_id is not None else "pool"
         lines = [("total", self.total), ("dedicated", self.by_group.get("dedicated", 0.0)),
                  ("spot", self.by_group.get("spot", 0.0)), ("held by tasks", self.busy), ("idle", self.idle)]
+        if SCHEDULER in self.by_group:
+            lines.insert(3, ("scheduler VM", self.by_group[SCHEDULER]))
         body = "".join(f"<tr><td>{name}</td><td style='text-align:right'>{value:,.4f} {cur}</td></tr>"
                        for name, value in lines)
         body += f"<tr><td>burn rate</td><td style='text-align:right'>{self.rate_per_hour:,.4f} {cur}/h</td></tr>"

@@ -34,6 +34,7 @@ import time
 
 from .. import _config
 from ..cost.value import merge
+from . import billing
 from ..engine.extension import PoolExtension
 from ..spec.validate import duration
 from ..cost.meter import BudgetGuard, Cost, CostMeter, Forecast, forecast
@@ -74,7 +75,12 @@ class CostExtension(PoolExtension):
         spec = engine.spec
         table = engine.price_table    # None: no vm_size, or a cloud size without a price (metered at 0)
         self.meter = CostMeter(table, spec.vm_size if table is not None else None, spec.region, tags=spec.tags)
-        self.created = time.time()
+        now, backend = time.time(), engine.backend
+        # The pool's record starts with its first bill: its scheduler VM's or its first node's request.
+        self.created = min([now, getattr(backend, "started_at", None) or now,
+                            *(billing.billed_since(backend, n, now, None) for n in backend.requested())])
+        self._scheduler = billing.bill_scheduler(self.meter, engine, self.created)
+        self._released: dict[str, float] = {}   # node id -> when its last bill ended
         self._lock = threading.Lock()      # guards _pending
         self._pending: list = []            # attempts of the Dask submission being built
         self._billed: dict[str, str] = {}   # node id -> group, billed now
@@ -104,7 +110,7 @@ class CostExtension(PoolExtension):
         data = {"pool": self.engine.name, "backend": spec.backend, "vm_size": spec.vm_size, "region": spec.region,
                 "slots": spec.task_slots_per_node, "prices": prices, "currency": meter.currency,
                 "price_date": getattr(table, "date", None), "price_source": getattr(table, "source", None),
-                "tags": dict(spec.tags)}
+                "tags": dict(spec.tags), "scheduler": self._scheduler}
         batch = Batch()
         batch.event(self.created, "pool", None, None, "priced", data)
         self.engine.ledger.commit(batch)
@@ -135,6 +141,7 @@ class CostExtension(PoolExtension):
                                                     "the pool closed"))
             self.meter.node_released(node_id, now)
         self._billed.clear()
+        self.meter.scheduler_released(now)
         if on_dispatcher:
             self._samples(now, force=True)
         else:
@@ -144,10 +151,15 @@ class CostExtension(PoolExtension):
     @_hook
     def node_changed(self, node, now: float) -> None:
         if node.state in BILLED_NODE_STATES and node.node_id not in self._billed and not self._stopped:
-            self._bill(node.node_id, node.group, node.slots, now)
+            since = billing.billed_since(self.engine.backend, node.node_id, now, self._released.get(node.node_id))
+            if since < now:   # the ledger keeps when the bill started, for cost_from_ledger
+                self.engine.dispatcher.batch.node(self.engine.name, node.node_id, node.group,
+                                                  NodeState.STARTING.value, since)
+            self._bill(node.node_id, node.group, node.slots, since)
         elif node.state in RELEASED_NODE_STATES and node.node_id in self._billed:
             self._flush()
             del self._billed[node.node_id]
+            self._released[node.node_id] = now
             self.meter.node_released(node.node_id, now)
 
     def _bill(self, node_id: str, group: str, slots: int, now: float) -> None:
@@ -342,14 +354,7 @@ class CostExtension(PoolExtension):
         self._next_sample = now + self._sample_every
         disp = self.engine.dispatcher
         if not self._stopped:
-            # A node asked for and given up before its worker joined (a quick scale down) stays
-            # `starting` in the dispatcher's table; the backend no longer lists it: it bills no more.
-            requested = self.engine.requested()
-            for node_id in list(self._billed):
-                node = disp.nodes.nodes.get(node_id)
-                if node is not None and node.address is None and node.state == NodeState.STARTING \
-                        and node_id not in requested:
-                    disp.set_node_state(node_id, NodeState.OFFLINE, "released before it joined")
+            billing.reconcile_nodes(disp, self.engine.backend, self._billed, self._released)
         pool_cost = self.meter.cost(now, detail=False)
         disp.events.append(CostSample(self.engine.name, now, pool_cost.total, pool_cost.rate_per_hour,
                                       self.meter.currency))
