@@ -19,7 +19,7 @@ import importlib
 # Load batchnb's defaults into dask.config at once: a `with dask.config.set({"batchnb.x": ...})`
 # entered before they were loaded would delete the whole batchnb section when it exits.
 from . import _config  # noqa: F401
-from . import spec
+from . import alerts, spec
 from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld,
                      LedgerError, MissingDependency, PoolStalled, PriceRefreshError, SpecError, StagingError, TaskFailed,
                      WaitTimeout)
@@ -50,7 +50,7 @@ __all__ = [
     "PriceRefreshError", "Container",
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
-    "current_task", "jobs", "pools", "prune", "spec",
+    "alerts", "current_task", "jobs", "pools", "prune", "spec",
     "JobPrep", "JobRelease",
     "Schedule", "ScheduleRun", "ScheduleSpec", "ScheduleState",
 ]

@@ -30,6 +30,7 @@ from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
 from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
+from .extensions.monitoring import PoolMonitoring
 from .spec.model import JobSpec, PoolSpec
 from .spec.validate import did_you_mean
 from .node.container import check_runtime
@@ -66,7 +67,7 @@ class NodeInfo:
     memory: int | None = None
 
 
-class Pool:
+class Pool(PoolMonitoring):
     """A pool of compute nodes: a Dask cluster driven the Azure Batch way.
 
     Parameters follow Azure Batch: ``dedicated`` and ``spot`` node counts

@@ -27,6 +27,8 @@ EXTENSIONS: list[str] = [
     "batchnb.extensions.spotnotice.SpotNoticeExtension",
     "batchnb.extensions.cost.CostExtension",
     "batchnb.extensions.retention.RetentionExtension",
+    "batchnb.extensions.metrics.MetricsExtension",
+    "batchnb.extensions.alerts.AlertsExtension",
     "batchnb.extensions.schedules.SchedulesExtension",
 ]
 

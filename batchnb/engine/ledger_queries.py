@@ -201,3 +201,18 @@ class LedgerQueries:
             latest[(data["attempt"], data["instance"])] = data
         last = max((a for a, _ in latest), default=None)
         return [latest[k] for k in sorted(latest) if k[0] == last]
+
+    def alert_events(self, pool: str) -> list[dict]:
+        """The pool's alert rules and their firings and resolutions, oldest first.
+
+        Events of kind ``alert_rule`` (a rule set with ``pool.alert``) and ``alert``
+        (``state`` firing or resolved), not tied to a job; ``data`` decoded.
+        """
+        rows = self._query("SELECT seq, time, kind, state, data FROM events WHERE job_id IS NULL "
+                           "AND kind IN ('alert_rule', 'alert') ORDER BY seq")
+        out = []
+        for row in rows:
+            data = json.loads(row["data"] or "{}")
+            if data.get("pool") == pool:
+                out.append({**dict(row), "data": data})
+        return out

@@ -1,0 +1,119 @@
+"""Monitoring end to end: a real Prometheus scrapes a pool; alerts fire at a webhook and resolve."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+
+import batchnb as bnb
+from pools import temporary_pool
+from services.prometheus import prometheus_server  # noqa: F401 - the session fixture
+from waiting import wait_for
+
+
+@pytest.fixture
+def webhook():
+    """An HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it."""
+    got: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_prometheus_sees_the_ledgers_task_counts(prometheus_server):
+    with temporary_pool("mon-prom", dedicated=2) as pool:
+        prometheus_server.scrape(pool.metrics_url)
+        job = pool.job("scraped", max_task_retries=1)
+        job.add_tasks([bnb.TaskSpec(f"ok{i}", "echo ok") for i in range(5)]
+                      + [bnb.TaskSpec(f"bad{i}", "exit 3") for i in range(2)])
+        job.wait(timeout=120)
+        ledger_counts = {s: n for s, n in pool.ledger.task_counts("scraped").items() if n}
+        assert ledger_counts == {"succeeded": 5, "failed": 2}
+
+        def scraped():
+            rows = prometheus_server.query('sum by (state) (batchnb_tasks{pool="mon-prom",job="scraped"})')
+            counts = {r["metric"]["state"]: int(float(r["value"][1])) for r in rows}
+            return {s: n for s, n in counts.items() if n} == ledger_counts and counts
+        wait_for(scraped, 60, "Prometheus to hold the job's final task counts")
+        # two failed tasks retried once each: two retries, and 9 attempts timed
+        retries = prometheus_server.query('batchnb_task_retries_total{pool="mon-prom"}')
+        assert float(retries[0]["value"][1]) == 2
+        runs = prometheus_server.query('batchnb_task_seconds_count{pool="mon-prom"}')
+        assert float(runs[0]["value"][1]) == 9
+        nodes = prometheus_server.query('sum(batchnb_nodes{pool="mon-prom",group="dedicated"})')
+        assert float(nodes[0]["value"][1]) == 2
+
+
+def test_failure_rate_alert_posts_to_a_webhook_then_resolves(webhook):
+    url, got = webhook
+    with temporary_pool("mon-fail", dedicated=2) as pool:
+        pool.alert("fails", bnb.alerts.failure_rate(above=0.2, window="60s"), action=url)
+        job = pool.job("flaky")
+        job.add_tasks([bnb.TaskSpec(f"bad{i}", "exit 1") for i in range(3)])
+        wait_for(lambda: got, 60, "the webhook to hear the alert fire")
+        assert got[0]["alert"] == "fails" and got[0]["state"] == "firing" and got[0]["pool"] == "mon-fail"
+        assert "3 of 3 attempts failed" in got[0]["detail"]
+        assert pool.alerts()[0]["state"] == "firing"
+        # the rate falls below 20% as successes come in (the failures are still in the window)
+        job.add_tasks([bnb.TaskSpec(f"ok{i}", "true") for i in range(15)])
+        wait_for(lambda: len(got) >= 2, 60, "the webhook to hear the alert resolve")
+        assert got[1]["state"] == "resolved" and len(got) == 2
+        assert pool.alerts()[0]["state"] == "ok"
+        kinds = [(e["kind"], e["state"]) for e in pool.ledger.alert_events("mon-fail")]
+        assert kinds == [("alert_rule", None), ("alert", "firing"), ("alert", "resolved")]
+
+
+def test_no_progress_alert_fires_on_a_job_whose_only_task_sleeps():
+    fired: list[dict] = []
+    with temporary_pool("mon-stuck", dedicated=1) as pool:
+        pool.alert("stuck", bnb.alerts.no_progress(for_="2s", job="sleepy"), action=fired.append)
+        job = pool.job("sleepy")
+        job.add_task("nap", "sleep 60")
+        wait_for(lambda: fired, 30, "the no-progress alert to fire")
+        assert fired[0]["state"] == "firing" and "sleepy" in fired[0]["detail"]
+        job.terminate()
+
+
+def test_rules_survive_a_new_pool_on_the_same_ledger(tmp_path):
+    from batchnb.engine.ledger import Ledger
+    led = Ledger(tmp_path / "ledger.sqlite")
+    with bnb.Pool("mon-resume", dedicated=1, ledger=led) as pool:
+        pool.alert("spend", bnb.alerts.budget_used(above=0.5), action="log")
+    with bnb.Pool("mon-resume", dedicated=1, ledger=led) as pool:
+        assert [(a["name"], a["rule"], a["action"], a["state"]) for a in pool.alerts()] == \
+            [("spend", "budget_used(above=0.5)", "log", "ok")]
+
+
+def test_a_log_action_and_bad_input(caplog):
+    with temporary_pool("mon-log", dedicated=1) as pool:
+        with pytest.raises(bnb.SpecError) as err:
+            pool.alert("x", bnb.alerts.node_unusable(), action=42)
+        assert err.value.field == "action"
+        with pytest.raises(bnb.SpecError) as err:
+            pool.alert("x", "failure_rate", action="log")
+        assert err.value.field == "rule"
+        with caplog.at_level("WARNING", logger="batchnb.alerts"):
+            pool.alert("fails", bnb.alerts.failure_rate(above=0.0), action="log")
+            pool.job("once").add_task("bad", "exit 2")
+            wait_for(lambda: any("alert fails firing on pool mon-log" in r.getMessage() for r in caplog.records),
+                     60, "the alert's log record")
