@@ -131,7 +131,7 @@ class CostMeter:
         self._jobs: dict[str, _Total] = {}                 # ended attempts, per job
         self._tasks: dict[str, dict[str, _Total]] = {}     # ended attempts, per job and task
         self._job_tags: dict[str, dict[str, str]] = {}
-        self._scheduler: _Span | None = None
+        self._schedulers: list[_Span] = []     # one per pool life (a replay may hold several)
 
     def hourly_price(self, group: str) -> float:
         """The price of one node of the pool's size in ``group``; 0 without a ``vm_size``."""
@@ -175,13 +175,17 @@ class CostMeter:
                 or not math.isfinite(price_per_hour) or price_per_hour < 0:
             raise SpecError("price_per_hour", price_per_hour, "must be a finite number >= 0")
         with self._lock:
-            self._scheduler = _Span(SCHEDULER, SCHEDULER, 1, float(price_per_hour), t)
+            self._release_scheduler(t)
+            self._schedulers.append(_Span(SCHEDULER, SCHEDULER, 1, float(price_per_hour), t))
 
     def scheduler_released(self, t: float) -> None:
         """Stop billing the scheduler VM at ``t`` (the pool closed). Idempotent."""
         with self._lock:
-            if self._scheduler is not None and self._scheduler.end is None:
-                self._scheduler.end = max(t, self._scheduler.start)
+            self._release_scheduler(t)
+
+    def _release_scheduler(self, t: float) -> None:
+        if self._schedulers and self._schedulers[-1].end is None:
+            self._schedulers[-1].end = max(t, self._schedulers[-1].start)
 
     def task_started(self, job_id: str, task_id: str, node_id: str, slots: float, t: float) -> None:
         """An attempt of ``task_id`` starts holding ``slots`` of ``node_id`` at ``t``.
@@ -296,10 +300,10 @@ class CostMeter:
             rows.append({"job_id": job_id, "tasks": len(self._tasks[job_id]), **row,
                          **self.tags, **self._job_tags.get(job_id, {})})
         nodes = by_group["dedicated"] + by_group["spot"]
-        sched = self._scheduler
-        if sched is not None:   # overhead of the pool: neither a job's nor idle nodes'
+        for sched in self._schedulers:     # overhead of the pool: neither a job's nor idle nodes'
             seconds = max(0.0, (now if sched.end is None else sched.end) - sched.start)
-            node_seconds[SCHEDULER], by_group[SCHEDULER] = seconds, sched.price * seconds / 3600.0
+            node_seconds[SCHEDULER] = node_seconds.get(SCHEDULER, 0.0) + seconds
+            by_group[SCHEDULER] = by_group.get(SCHEDULER, 0.0) + sched.price * seconds / 3600.0
             rate += sched.price if sched.end is None and sched.start <= now else 0.0
         return Cost(total=nodes + by_group.get(SCHEDULER, 0.0), currency=self.currency, by_group=by_group,
                     node_seconds=node_seconds, busy=busy, idle=nodes - busy, by_job=by_job, rate_per_hour=rate,

@@ -160,8 +160,12 @@ def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = No
             # A new pool of the same name: nodes the previous one never released stopped with it.
             for node_id in list(state["billed"]):
                 meter.node_released(node_id, state["last"] if state["last"] is not None else t)
+            meter.scheduler_released(state["last"] if state["last"] is not None else t)
             state["billed"].clear()
             state["data"] = payload
+            sched = payload.get("scheduler")     # a scheduler VM of its own, billed for the pool's life
+            if job_id is None and sched:
+                _scheduler(meter, sched, t, prices, region or payload.get("region"))
         elif kind == _NODE_UP and payload[0] not in state["billed"]:
             _request(meter, state, payload[0], payload[1], t, prices, vm_size, region)
         elif kind == _NODE_DOWN and payload[0] in state["billed"]:
@@ -178,7 +182,17 @@ def cost_from_ledger(ledger, *, job_id: str | None = None, pool: str | None = No
         elif kind == _END:
             meter.task_ended(*payload, t)
         state["last"] = t
-    return meter.cost(now=end, job_id=job_id)
+    return meter.cost(now=end, job_id=job_id)      # the last pool's scheduler VM: billed up to `end`
+
+
+def _scheduler(meter: CostMeter, sched: dict, t: float, prices, region) -> None:
+    price = sched.get("price") or 0.0
+    if prices is not None and sched.get("vm_size"):
+        try:
+            price = prices.price(sched["vm_size"], "dedicated", region)
+        except SpecError:
+            pass    # a table without that size keeps the recorded price
+    meter.scheduler_requested(min(t, sched.get("since") or t), float(price))
 
 
 def _request(meter: CostMeter, state: dict, node_id: str, group: str, t: float, prices, vm_size, region) -> None:

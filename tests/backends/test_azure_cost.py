@@ -13,6 +13,7 @@ import time
 import pytest
 
 import batchnb as bnb
+from batchnb.cost import cost_from_ledger
 from batchnb.engine.ledger import Ledger
 from waiting import wait_for
 
@@ -62,5 +63,9 @@ def test_the_scheduler_vm_is_billed_for_the_pools_life_as_a_line_of_its_own(tmp_
         assert after.rate_per_hour == 0
         assert after.by_group["scheduler"] <= 2 * (closed - asked)
         assert pool.cost(closed + 100).by_group["scheduler"] == after.by_group["scheduler"]
+        # The ledger keeps what the scheduler VM was priced at, from when: a replay agrees.
+        again = cost_from_ledger(pool.ledger, pool="azcost")
+        assert again.by_group["scheduler"] == pytest.approx(after.by_group["scheduler"], rel=0.01)
+        assert again.total == pytest.approx(after.total, rel=0.01)
     finally:
         host.close()
