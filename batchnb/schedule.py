@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import SpecError
+from .errors import SpecError, WaitTimeout
 from .extensions.schedules import SchedulesExtension
 from .job import Job
+from .result import JobResult
 from .spec.model import JobSpec
 from .spec.schedule import ScheduleSpec, schedule_from_dict, schedule_to_dict
 from .states import JobState, ScheduleState
@@ -117,6 +119,19 @@ class Schedule:
             else:
                 out.append(Job.attach(r.job_id, ledger=self.pool.ledger))
         return out
+
+    def wait(self, timeout: float | None = None) -> list[JobResult]:
+        """Block until the schedule has completed (no run left, and its jobs ended); return its jobs'
+        results. A schedule with no ``do_not_run_after`` runs on: give a ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state != ScheduleState.COMPLETED:
+            if self.pool._closed:
+                raise WaitTimeout(f"the pool of schedule {self.name!r} was closed before the schedule completed")
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"schedule {self.name!r} did not complete within {timeout}s: it is "
+                                  f"{self.state.value}, next run {self.next_run}")
+            time.sleep(0.2)     # the ledger is the truth, and another process (an agent) may write it
+        return [job.result() for job in self.jobs()]
 
     def disable(self) -> None:
         """Make no job until :meth:`enable`; runs due meanwhile are not made up."""

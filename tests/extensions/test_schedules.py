@@ -39,7 +39,9 @@ def test_every_two_seconds_fires_three_runs_and_stops_at_do_not_run_after(pool, 
     sched = pool.schedule("every2", build, every="2s",
                           do_not_run_after=datetime.now() + timedelta(seconds=5))
     assert sched.state == bnb.ScheduleState.ACTIVE
-    wait_for(lambda: sched.state == bnb.ScheduleState.COMPLETED, 60, "the schedule to complete")
+    results = sched.wait(timeout=60)
+    assert [(r.job_id, r.counts) for r in results] == [(f"every2-job-{n}", {"succeeded": 2}) for n in (1, 2, 3)]
+    assert sched.state == bnb.ScheduleState.COMPLETED
     runs = sched.runs()
     assert [r.outcome for r in runs] == ["started"] * 3
     assert [r.job_id for r in runs] == ["every2-job-1", "every2-job-2", "every2-job-3"]
@@ -149,6 +151,12 @@ def test_pool_schedule_refuses_bad_input_at_the_call(pool, cleanup):
     with pytest.raises(bnb.SpecError, match="no schedule of this name"):
         pool.schedule("bad")
     assert pool.schedules() == []
+
+
+def test_wait_on_a_schedule_that_runs_on_times_out(pool, cleanup):
+    sched = pool.schedule("forever", lambda job: job.add_task("t", "true"), every="1h")
+    with pytest.raises(bnb.WaitTimeout, match="forever.*did not complete within 0.3s: it is active"):
+        sched.wait(timeout=0.3)
 
 
 def test_the_same_schedule_made_again_is_the_one_there(pool, cleanup):
