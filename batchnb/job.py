@@ -329,6 +329,25 @@ class Job:
 
     cancel = terminate
 
+    # -- failures you can act on ---------------------------------------------------
+    def failures(self) -> list[dict]:
+        """Failed tasks grouped by exit code and category with counts, largest first; each group
+        has a few of its tasks with node, message and stdout/stderr tails (kept after the node is gone)."""
+        return self.ledger.failure_groups(self.id)
+
+    def reactivate_failed(self) -> list[str]:
+        """Run every failed task again (Azure's reactivate, task by task): retry counts reset, the
+        tasks they blocked wait for them again, a completed job is active again. Their ids."""
+        return self._reactivate(None)
+
+    def _reactivate(self, task_ids: list[str] | None) -> list[str]:
+        from .engine.reactivate import reactivate
+        if self.pool is None or self.pool._closed or not self._dispatched_here():
+            raise LeaseHeld(f"job {self.id!r} is not dispatched by this process: reactivate it in the one that "
+                            "runs it, or attach it from a live pool")
+        disp = self.pool._dispatcher
+        return disp.call(reactivate, disp, self._run, task_ids, timeout=None)
+
     # -- showing -------------------------------------------------------------------
     def __repr__(self):
         counts = Counter({k: v for k, v in self.counts().items() if v})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import JobTerminated, TaskFailed, WaitTimeout
+from .errors import JobTerminated, SpecError, TaskFailed, WaitTimeout
 from .states import TERMINAL_TASK_STATES, TaskState
 
 if TYPE_CHECKING:
@@ -195,6 +195,28 @@ class Task:
 
     def stderr(self) -> str:
         return self._log("stderr.txt")
+
+    def reactivate(self) -> None:
+        """Run this failed task again (Azure's reactivate): its retry count resets, the tasks it
+        blocked wait for it again, its job is active again if it had completed. Only a failed
+        task can be reactivated (a SpecError says why otherwise)."""
+        self.job._reactivate([self.task_id])
+
+    def tail(self, n: int = 50, stream: str = "stdout") -> str:
+        """The last ``n`` lines of the last attempt's stdout (or ``stream="stderr"``): live from its
+        node while it runs, else its file or the tail the ledger kept after the node was gone."""
+        if stream not in ("stdout", "stderr"):
+            raise SpecError("stream", stream, "is 'stdout' or 'stderr'")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise SpecError("n", n, "is a number of lines: an int, 0 or more")
+        attempts = self.attempts
+        if attempts and attempts[-1]["state"] == "running" and self.job._dispatched_here():
+            from .engine.reactivate import live_tail
+            text = live_tail(self.job.pool._dispatcher, self.job.id, attempts[-1], f"{stream}.txt", n)
+            if text is not None:
+                return text
+        lines = self._log(f"{stream}.txt").splitlines(keepends=True)
+        return "".join(lines[-n:]) if n > 0 else ""
 
     def subtasks(self) -> list[SubtaskInfo]:
         """A multi-instance task's instances in its last attempt: node, state, exit code, output tails.

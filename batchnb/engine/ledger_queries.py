@@ -216,3 +216,28 @@ class LedgerQueries:
             if data.get("pool") == pool:
                 out.append({**dict(row), "data": data})
         return out
+
+    # -- failures (the job view's drill-down) ----------------------------
+    def failure_groups(self, job_id: str, sample: int = 5) -> list[dict]:
+        """The job's failed tasks grouped by exit code and failure category, largest group first.
+
+        Each group: ``exit_code``, ``category``, ``count``, ``message`` (one of its
+        tasks'), and ``tasks``: up to ``sample`` of them with ``id``, ``node``, ``message``
+        and their last attempt's ``stdout``/``stderr`` tails (kept in the ledger after the
+        node is gone).
+        """
+        cat = "json_extract(failure, '$.category')"
+        groups = [dict(r) for r in self._query(
+            f"SELECT exit_code, {cat} AS category, COUNT(*) AS count, MIN(json_extract(failure, '$.message')) "
+            f"AS message FROM tasks WHERE job_id = ? AND state = 'failed' GROUP BY exit_code, {cat} "
+            "ORDER BY count DESC, exit_code", (job_id,))]
+        rows = self._query(
+            f"SELECT * FROM (SELECT t.id, t.exit_code, {cat} AS category, t.node, json_extract(t.failure, "
+            "'$.message') AS message, a.stdout_tail AS stdout, a.stderr_tail AS stderr, ROW_NUMBER() OVER "
+            f"(PARTITION BY t.exit_code, {cat} ORDER BY t.seq) AS k FROM tasks t LEFT JOIN attempts a "
+            "ON a.job_id = t.job_id AND a.task_id = t.id AND a.n = t.attempts WHERE t.job_id = ? AND "
+            "t.state = 'failed') WHERE k <= ?", (job_id, sample))
+        for g in groups:
+            g["tasks"] = [{k: r[k] for k in ("id", "node", "message", "stdout", "stderr")} for r in rows
+                          if r["exit_code"] == g["exit_code"] and r["category"] == g["category"]]
+        return groups
