@@ -34,7 +34,7 @@ from .schema import SCHEMA_VERSION, file_version, migrate
 
 MAGIC = b"SQLite format 3\x00"
 #: The tables a ledger holds, in the order salvage copies them.
-TABLES = ("jobs", "tasks", "attempts", "events", "nodes", "audit")
+TABLES = ("jobs", "tasks", "attempts", "events", "nodes", "audit", "schedules", "schedule_runs")
 _verified: set[tuple[str, int]] = set()
 _verified_lock = threading.Lock()
 
