@@ -162,6 +162,8 @@ class Schedule:
 def make_schedule(pool: batchnb.Pool, name: str, spec_or_builder: Any, options: dict) -> Schedule:
     """``pool.schedule(...)``: check everything here, record the schedule in the pool's engine."""
     import cloudpickle
+    if pool._closed:
+        raise SpecError("pool", pool.name, "is closed; make it again (same name and ledger) to schedule on it")
     given = {k: v for k, v in options.items() if k in _OPTIONS and (v is not None or k == "max_active")}
     if options.get("max_active", 1) == 1:
         given.pop("max_active", None)

@@ -153,6 +153,14 @@ def test_pool_schedule_refuses_bad_input_at_the_call(pool, cleanup):
     assert pool.schedules() == []
 
 
+def test_a_closed_pool_takes_no_schedule(tmp_path):
+    with bnb.Pool("shut", dedicated=0, ledger=bnb.Ledger(tmp_path / "ledger.sqlite")) as pool:
+        pass
+    with pytest.raises(bnb.SpecError, match="^pool: 'shut' is invalid: is closed"):
+        pool.schedule("late", lambda job: None, every="1h")
+    assert pool.ledger.schedules() == []
+
+
 def test_wait_on_a_schedule_that_runs_on_times_out(pool, cleanup):
     sched = pool.schedule("forever", lambda job: job.add_task("t", "true"), every="1h")
     with pytest.raises(bnb.WaitTimeout, match="forever.*did not complete within 0.3s: it is active"):
