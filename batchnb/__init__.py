@@ -40,6 +40,7 @@ _LAZY = {
     "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
     "pools": "batchnb.agent.registry",
     "Schedule": "batchnb.schedule", "ScheduleRun": "batchnb.schedule",
+    "TaskCounts": "batchnb.engine.counters", "JobStats": "batchnb.engine.counters",
     "jobs": "batchnb.engine.offline", "prune": "batchnb.engine.offline", "current_ledger": "batchnb.engine.offline",
 }
 
@@ -51,7 +52,7 @@ __all__ = [
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "alerts", "current_task", "jobs", "pools", "prune", "spec",
-    "JobPrep", "JobRelease",
+    "JobPrep", "JobRelease", "JobStats", "TaskCounts",
     "Schedule", "ScheduleRun", "ScheduleSpec", "ScheduleState",
 ]
 

@@ -26,6 +26,7 @@ from . import _config
 from ._display import drawer
 from .errors import LeaseHeld, PoolStalled, SpecError, WaitTimeout
 from .spec.options import fn_name as _fn_name, job_options, task_options, unpicklable
+from .engine.counters import JobStats, TaskCounts, job_stats
 from .engine.ledger import Ledger
 from .states import FAILED_TASK_STATES, LIVE_TASK_STATES, JobState, TaskState
 from .task import Task, TaskInfo, task_info
@@ -219,9 +220,18 @@ class Job:
         return prep_runs(self.ledger, self.id, RELEASE_EVENT)
 
     def frame(self) -> pandas.DataFrame:
-        """The tasks as a pandas DataFrame."""
-        import pandas as pd
-        return pd.DataFrame([dataclasses.asdict(t) for t in self.tasks()])
+        """The tasks as a pandas DataFrame indexed by task id: ``created``, ``started`` and
+        ``ended`` as UTC Timestamps, ``duration`` a Timedelta, ``exit_code`` an ``Int64``."""
+        from .engine.counters import first_starts, task_frame
+        return task_frame(self.tasks(), first_starts(self.ledger, self.id))
+
+    def task_counts(self) -> TaskCounts:
+        """Tasks per state (:class:`bnb.TaskCounts`), from the ledger's counters: O(1) in the job's size."""
+        return TaskCounts.of(self.ledger.task_counts(self.id))
+
+    def stats(self) -> JobStats:
+        """Wall clock, summed task time, wait time, retries, requeues, bytes in/out (:class:`bnb.JobStats`)."""
+        return job_stats(self.ledger, self.id)
 
     def _done(self) -> bool:
         row = self.ledger.job(self.id)

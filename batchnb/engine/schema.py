@@ -30,6 +30,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ..errors import LedgerError
+from .counters import add_task_counters
 
 # The tables of the first ledgers (version 1). Every statement may meet a table that already
 # exists: files made before the ``meta`` table had part of these.
@@ -93,6 +94,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (2, "attempts.slots; the version moves from the meta table to PRAGMA user_version",
      _v2_slots_and_user_version),
     (3, "the schedules and schedule_runs tables (job schedules)", _v3_schedules),
+    (4, "task_counts: per-job per-state counters kept by triggers on tasks", add_task_counters),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert [n for n, _, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations must be numbered 1, 2, ..."
