@@ -80,6 +80,12 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - the creator raises it
         _report(status_fd, error=exc)
         return 2
+    # The Dask client's periodic scheduler-info update (every 2 s) caches an identity without
+    # workers; EngineHandle.workers() reads the cache right after a full fetch, and a refresh
+    # landing in between shows the dispatcher no worker: every node "left", its tasks requeued,
+    # and the node unusable after node-start-timeout. Nothing in the agent reads that cache.
+    import dask
+    dask.config.set({"distributed.client.scheduler-info-interval": "1h"})
     try:
         timeout = idle_timeout()
         pool = boot["pool_class"](name, *boot["args"], **boot["kwargs"])

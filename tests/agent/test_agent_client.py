@@ -67,7 +67,7 @@ def test_await_attach_and_a_second_client_see_the_same_job(detached):
         assert result.state == "completed" and result.counts == {"succeeded": 4}
         assert watched.wait(timeout=30, quiet=True).counts == {"succeeded": 4}
         assert other.job("awaited").counts() == job.counts()
-        assert [j["id"] for j in bnb.jobs() if j["pool"] == "client-tests"][:2] == ["heard", "awaited"]
+        assert "awaited" in [j["id"] for j in bnb.jobs() if j["pool"] == "client-tests"]
     finally:
         other.disconnect()
     assert detached.job("awaited").counts()["succeeded"] == 4      # the pool outlives the other client
