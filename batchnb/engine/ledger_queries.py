@@ -241,3 +241,49 @@ class LedgerQueries:
             g["tasks"] = [{k: r[k] for k in ("id", "node", "message", "stdout", "stderr")} for r in rows
                           if r["exit_code"] == g["exit_code"] and r["category"] == g["category"]]
         return groups
+
+    # -- timeline (the job view's lanes of attempts) ----------------------
+    def timeline(self, job_id: str, since: float | None = None, until: float | None = None, bins: int = 400,
+                 raw_limit: int = 2000) -> dict:
+        """The job's attempts per node lane, for a timeline: bars when few, counts in time bins when many.
+
+        Of the attempts that overlap ``[since, until]`` (the whole job by default).
+        Returns ``t0``, ``t1`` (the span shown), ``lanes`` (node ids, of the whole job,
+        so that lanes stay put when zoomed), ``count`` and either ``bars``
+        (``[lane, task id, attempt, start, end, outcome]``, when at most ``raw_limit``)
+        or ``bins`` (``[lane, bin, outcome, count]``, ``outcome`` an index into
+        ``outcomes``, bin ``i`` starting at ``t0 + i * width``; at most lanes x ``bins``
+        x outcomes rows, whatever the job's size). An outcome is the attempt's: succeeded, failed, requeued,
+        preempted (requeued as its node was preempted), running, interrupted or
+        terminated. Grouped in SQL: 100,000 attempts never become rows here.
+        """
+        outcome = ("CASE WHEN a.state = 'requeued' AND EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = a.node "
+                   "AND n.state = 'preempted' AND n.time BETWEEN a.end - 2 AND a.end + 2) THEN 'preempted' "
+                   "ELSE a.state END")
+        begin, finish = "COALESCE(a.start, a.dispatched)", "COALESCE(a.end, a.start, a.dispatched)"
+        lanes = [r[0] for r in self._query("SELECT DISTINCT COALESCE(node, '') FROM attempts WHERE job_id = ? "
+                                           "ORDER BY 1", (job_id,))]
+        where, params = f"a.job_id = ? AND {begin} IS NOT NULL", [job_id]
+        if since is not None:
+            where += f" AND {finish} >= ?"
+            params.append(since)
+        if until is not None:
+            where += f" AND {begin} <= ?"
+            params.append(until)
+        first, last, count = self._query(f"SELECT MIN({begin}), MAX({finish}), COUNT(*) FROM attempts a "
+                                         f"WHERE {where}", tuple(params))[0]
+        t0 = since if since is not None else first
+        t1 = until if until is not None else last
+        out: dict = {"t0": t0, "t1": t1, "lanes": lanes, "count": count}
+        lane = {name: i for i, name in enumerate(lanes)}
+        if count <= raw_limit:
+            rows = self._query(f"SELECT COALESCE(a.node, ''), a.task_id, a.n, {begin}, a.end, {outcome} "
+                               f"FROM attempts a WHERE {where} ORDER BY 4", tuple(params))
+            return {**out, "bars": [[lane[r[0]], r[1], r[2], r[3], r[4], r[5]] for r in rows]}
+        width = max((t1 - t0) / bins, 1e-6)
+        rows = self._query(f"SELECT COALESCE(a.node, ''), MIN(?, MAX(0, CAST(({begin} - ?) / ? AS INTEGER))), "
+                           f"{outcome}, COUNT(*) FROM attempts a WHERE {where} GROUP BY 1, 2, 3",
+                           (bins - 1, t0, width, *params))
+        outcomes: dict[str, int] = {}     # each name once: the bins hold its index
+        cells = [[lane[r[0]], r[1], outcomes.setdefault(r[2], len(outcomes)), r[3]] for r in rows]
+        return {**out, "width": width, "outcomes": list(outcomes), "bins": cells}
