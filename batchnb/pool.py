@@ -30,6 +30,7 @@ from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
 from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
+from .extensions.logs import check_logs_url
 from .extensions.monitoring import PoolMonitoring
 from .spec.model import JobSpec, PoolSpec
 from .spec.validate import did_you_mean
@@ -106,7 +107,8 @@ class Pool(PoolMonitoring):
                  storage_options: dict[str, dict[str, Any]] | None = None, tags: dict[str, str] | None = None,
                  region: str | None = None, ledger: Ledger | str | None = None, detached: bool = False,
                  chaos: dict[str, Any] | ChaosOptions | None = None, spot_fallback: int | None = None,
-                 container_runtime: str | None = None, **backend_options: Any) -> None:
+                 container_runtime: str | None = None, logs_url: str | None = None,
+                 **backend_options: Any) -> None:
         self.spec = PoolSpec(name=name, backend=backend, vm_size=vm_size, dedicated=dedicated, spot=spot,
                              autoscale=autoscale, autoscale_interval=autoscale_interval,
                              task_slots_per_node=task_slots_per_node, node_fill=node_fill, start_task=start_task,
@@ -129,6 +131,7 @@ class Pool(PoolMonitoring):
             chaos_options.check_backend(get_backend(backend))
         from .engine.spotfallback import check_spot_fallback
         check_spot_fallback(spot_fallback)
+        logs_url = check_logs_url(logs_url)     # before any node starts
         self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
         self.bus = EventBus()
         storage = {**(_config.get("storage-options") or {}), **(storage_options or {})}
@@ -146,6 +149,7 @@ class Pool(PoolMonitoring):
                 results_url=_config.get("results-url") or Path(home / "results").as_uri(), price_table=prices,
                 chaos_options=chaos_options, preempt=self.preempt, nodes=self.nodes)
             self._engine.spot_fallback = spot_fallback      # read by the dispatcher (engine/spotfallback.py)
+            self._engine.logs_url = logs_url                # read by extensions/logs.py
             make_extensions(self._engine)
             from .node.reaper import TaskReaper
             # A name of this pool's own: registering a plugin under a name taken replaces the

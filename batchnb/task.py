@@ -187,7 +187,11 @@ class Task:
                 return path.read_text(errors="replace")
             except OSError:
                 pass
-        return last[f"{name[:6]}_tail"] or ""
+        from .extensions.logs import kept_log      # the node's folder is gone: a copy under logs_url?
+        pool = getattr(self.job, "pool", None)
+        kept = kept_log(self.job.ledger, self.job.id, self.task_id, last["n"], name,
+                        getattr(getattr(pool, "_engine", None), "storage_options", None))
+        return kept if kept is not None else (last[f"{name[:6]}_tail"] or "")
 
     def stdout(self) -> str:
         """The last attempt's stdout.txt (its tail from the ledger if the node is out of reach)."""

@@ -29,6 +29,7 @@ EXTENSIONS: list[str] = [
     "batchnb.extensions.retention.RetentionExtension",
     "batchnb.extensions.metrics.MetricsExtension",
     "batchnb.extensions.alerts.AlertsExtension",
+    "batchnb.extensions.logs.LogsExtension",
     "batchnb.extensions.schedules.SchedulesExtension",
 ]
 

@@ -117,3 +117,33 @@ def test_a_log_action_and_bad_input(caplog):
             pool.job("once").add_task("bad", "exit 2")
             wait_for(lambda: any("alert fails firing on pool mon-log" in r.getMessage() for r in caplog.records),
                      60, "the alert's log record")
+
+
+def test_logs_outlive_a_preempted_spot_node(tmp_path):
+    import shutil
+
+    import dask
+    logs = tmp_path / "logs"
+    full = "".join(f"{i}\n" for i in range(1, 3001))      # well past the tail the ledger keeps
+    # a preempted local spot node never comes back within this test
+    with dask.config.set({"batchnb.preempt-return-after": "1h"}), \
+            temporary_pool("mon-logs", dedicated=0, spot=1, logs_url=logs.as_uri() + "/{pool}/") as pool:
+        job = pool.job("kept")
+        ok = job.add_task("ok", "seq 1 3000; echo on-stderr >&2")
+        bad = job.add_task("bad", "seq 1 3000; exit 3")
+        job.wait(timeout=120)
+        wait_for(lambda: len(pool.ledger.job_events("kept", ("logs",))) == 2, 60, "both attempts' logs uploaded")
+        assert (logs / "mon-logs" / "kept" / "ok" / "1" / "stdout.txt").read_text() == full
+        [spot] = [n.id for n in pool.nodes() if n.group == "spot"]
+        pool.preempt(spot)
+        wait_for(lambda: [n.state for n in pool.nodes()] in ([], ["preempted"]), 60, "the spot node gone")
+        for t in (ok, bad):
+            shutil.rmtree(t.attempts[-1]["task_dir"])
+        assert ok.stdout() == full and ok.stderr() == "on-stderr\n"
+        assert bad.stdout() == full and bad.attempts[-1]["exit_code"] == 3
+
+
+def test_a_bad_logs_url_is_refused_before_any_node_starts():
+    with pytest.raises(bnb.SpecError) as err:
+        bnb.Pool("mon-badlogs", dedicated=1, logs_url="/no/protocol")
+    assert err.value.field == "logs_url"
