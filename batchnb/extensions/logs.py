@@ -19,6 +19,7 @@ import logging
 import time
 
 from ..engine.extension import PoolExtension
+from ..engine.logjson import apply_log_format
 from ..errors import SpecError
 from ..node.logupload import attempt_logs_url, upload_logs
 
@@ -46,6 +47,7 @@ class LogsExtension(PoolExtension):
         super().__init__(engine)
         self.url = getattr(engine, "logs_url", None)
         self._uploads = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-logs-{engine.name}")
+        apply_log_format()       # batchnb.log-format: json, in whichever process runs the engine
 
     def stop(self) -> None:
         self._uploads.shutdown(wait=True, cancel_futures=False)
