@@ -53,7 +53,7 @@ class ScheduleRunOutcome(_Described):
     """What became of one due run of a job schedule."""
 
     STARTED = ("started", "Its job was made.")
-    SKIPPED = ("skipped", "It could not start inside its start window (or a newer run came due first).")
+    SKIPPED = ("skipped", "Not started: past its start window, a newer run came due first, or no pool ran it then.")
     FAILED = ("failed", "Its job could not be made: the builder raised, or the job was refused.")
 
 
