@@ -175,8 +175,8 @@ class Job:
             return isinstance(x, Task)
         args = _pycall.extract(args, is_handle, found)
         kwargs = _pycall.extract(kwargs, is_handle, found)
-        deps = list(specs.dependency_ids(opts.pop("depends_on", None)))
-        deps += [d for d in found if d not in deps]
+        given = specs.dependency_ids(opts.pop("depends_on", None))
+        deps = list(given.items()) + [d for d in found if d not in given]   # ranges stay ranges
         try:
             payload = cloudpickle.dumps((fn, args, kwargs))
             arg_bytes = cloudpickle.dumps((args, kwargs))

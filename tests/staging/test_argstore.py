@@ -129,3 +129,19 @@ def test_a_stored_argument_is_checked_when_read_and_read_once_per_worker(tmp_pat
     path.write_bytes(bytes(data))
     with pytest.raises(bnb.StagingError, match="was changed since it was stored"):
         argstore.fetch(changed, {})
+
+
+def _count(items):
+    return len(items)
+
+
+def test_a_python_task_on_a_range_keeps_the_range_beside_the_tasks_it_is_given(home):
+    with bnb.Pool("rangepy", dedicated=1, task_slots_per_node=2) as pool:
+        job = pool.job("rangepy")
+        job.add_tasks([bnb.TaskSpec(str(i), "true") for i in range(1, 51)])
+        extra = job.add_task("extra", "true")
+        total = job.submit(_count, [extra], task_id="total", depends_on=bnb.TaskIdRange(1, 50))
+        assert job.wait(timeout=120, quiet=True).ok
+        stored = pool.ledger.task("rangepy", "total")["spec"]
+    assert '"depends_on": [{"start": 1, "end": 50}, "extra"]' in stored
+    assert total.result() == 1
