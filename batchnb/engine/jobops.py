@@ -206,7 +206,7 @@ class JobOps:
                                 f"task {spec.id!r} needs more slots than a node of pool {self.engine.name!r} has "
                                 f"(task_slots_per_node={slots}); it could never run")
             for name, ref in spec.secrets.items():
-                if ref[4:] not in os.environ:
+                if ref.startswith("env:") and ref[4:] not in os.environ:
                     raise SpecError(f"secrets[{name!r}]", ref,
                                     f"environment variable {ref[4:]!r} is not set in this process")
             old = job.tasks.get(spec.id.lower())

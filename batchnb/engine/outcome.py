@@ -91,8 +91,11 @@ class Outcomes:
         tr.n += 1
         tr.node = node.node_id
         tr.dispatched = now
-        secrets = {}
+        secrets, refs = {}, {}
         for name, ref in spec.secrets.items():
+            if not ref.startswith("env:"):
+                refs[name] = ref        # file: and keyvault:// are the node's to read, as the attempt starts
+                continue
             value = os.environ.get(ref[4:])
             if value is None:
                 # Not retryable: the variable will not appear by itself.
@@ -104,7 +107,7 @@ class Outcomes:
         req = AttemptRequest(
             job_id=job.spec.id, task_id=spec.id, attempt=tr.n, pool_id=self.engine.name,
             command=spec.command, python=spec.python.payload if spec.python else None,
-            env=spec.env, secrets=secrets, inputs=spec.inputs, outputs=spec.outputs,
+            env=spec.env, secrets=secrets, secret_refs=refs, inputs=spec.inputs, outputs=spec.outputs,
             max_wall_clock=spec.max_wall_clock, node_root=self.engine.node_root,
             storage_options=self.engine.storage_options,
             result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{tr.n}.pkl",

@@ -46,6 +46,8 @@ class AttemptRequest:
     dep_results: dict = field(default_factory=dict)   # task id -> pickled bytes or URL
     env: dict = field(default_factory=dict)
     secrets: dict = field(default_factory=dict, repr=False)   # credentials: never in a repr
+    #: ``{name: "file:..." | "keyvault://..."}``: resolved on the node as the attempt starts
+    secret_refs: dict = field(default_factory=dict)
     inputs: tuple = ()
     outputs: tuple = ()
     max_wall_clock: float | None = None

@@ -21,9 +21,11 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from . import proctree as _proctree
+from . import secrets as _secrets
 from ..errors import StagingError
 
 from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for its callers
@@ -44,12 +46,22 @@ def run_attempt(req: AttemptRequest) -> AttemptRecord:
     """Run one attempt; never raises."""
     node_id = _node_id()
     record = AttemptRecord(req.job_id, req.task_id, req.attempt, node_id, start=time.time())
+    mask = _secrets.Masker(req.secrets.values())
     try:
+        if req.secret_refs:
+            resolved = _secrets.resolve(req.secret_refs)
+            mask = _secrets.Masker([*req.secrets.values(), *resolved.values()])
+            req = replace(req, secrets={**req.secrets, **resolved}, secret_refs={})
         _run(req, record, node_id)
+    except _secrets.SecretUnavailable as exc:
+        # Not retried by the dispatcher's rules for a command: like a missing input, the task never ran.
+        record.category, record.message = PREPROCESSING, str(exc)
     except BaseException as exc:  # noqa: BLE001 - an attempt must report, never raise into Dask
         record.category = record.category or CRASH
         record.message = f"batchnb runner failed: {type(exc).__name__}: {exc}"
         record.stderr_tail = (record.stderr_tail + traceback.format_exc())[-TAIL_BYTES:]
+    if mask:
+        _secrets.mask_record(record, mask)
     record.end = time.time()
     drop_if_empty(record)       # a succeeded attempt's folder that holds nothing is not kept
     return record

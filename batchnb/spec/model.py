@@ -181,9 +181,7 @@ class TaskSpec:
         object.__setattr__(self, "env", v.str_mapping(self.env, "env"))
         secrets = v.str_mapping(self.secrets, "secrets")
         for name, ref in secrets.items():
-            if not ref.startswith("env:") or len(ref) < 5:
-                raise SpecError(f"secrets[{name!r}]", ref,
-                                "give a reference such as 'env:MY_TOKEN', never the secret itself")
+            _secret_ref(name, ref)
         object.__setattr__(self, "secrets", secrets)
         deps = dependency_ids(self.depends_on)
         if self.id in deps:
@@ -325,3 +323,15 @@ class PoolSpec:
     @property
     def total_slots(self) -> int:
         return ((self.dedicated or 0) + self.spot) * self.task_slots_per_node
+
+
+def _secret_ref(name: str, ref: str) -> None:
+    if ref.startswith("env:") and len(ref) > 4:
+        return
+    if ref.startswith("file:") and ref[5:].startswith("/"):
+        return
+    vault, sep, secret = ref[len("keyvault://"):].partition("/")
+    if ref.startswith("keyvault://") and vault and secret and "/" not in secret:
+        return
+    raise SpecError(f"secrets[{name!r}]", ref, "give a reference: 'env:NAME', 'file:/absolute/path' or "
+                    "'keyvault://<vault>/<secret>', never the secret itself")
