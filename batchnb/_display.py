@@ -23,6 +23,7 @@ DRAWERS: dict[str, str] = {
     "JobView": "batchnb.ui.views:JobView",
     "PoolView": "batchnb.ui.views:PoolView",
     "CostView": "batchnb.ui.views:CostView",
+    "TimelineView": "batchnb.ui.timeline:TimelineView",
     "waiting": "batchnb.ui.progress:waiting",
 }
 

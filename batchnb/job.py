@@ -358,6 +358,10 @@ class Job:
         disp = self.pool._dispatcher
         return disp.call(reactivate, disp, self._run, task_ids, timeout=None)
 
+    def timeline(self) -> Any:
+        """A zoomable timeline of the job's attempts, a lane per node (:class:`batchnb.ui.TimelineView`)."""
+        return drawer("TimelineView")(self)
+
     # -- showing -------------------------------------------------------------------
     def __repr__(self):
         counts = Counter({k: v for k, v in self.counts().items() if v})

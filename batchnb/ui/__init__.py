@@ -26,13 +26,16 @@ import weakref
 
 from .progress import in_kernel
 
-__all__ = ["CostView", "JobView", "PoolView", "widgets_available"]
+__all__ = ["CostView", "JobView", "PoolView", "TimelineView", "widgets_available"]
 
 
 def __getattr__(name: str):
     if name in ("JobView", "PoolView", "CostView"):
         from . import views
         return getattr(views, name)
+    if name == "TimelineView":
+        from .timeline import TimelineView
+        return TimelineView
     raise AttributeError(f"module 'batchnb.ui' has no attribute {name!r}")
 
 
