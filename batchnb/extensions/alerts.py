@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from .. import _config
@@ -33,6 +34,17 @@ from ..states import NodeState
 from .metrics import MetricsExtension
 
 log = logging.getLogger("batchnb.alerts")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    """An alert of ``pool`` fired (``state`` "firing") or resolved ("resolved"): a bus event for the views."""
+
+    pool: str
+    alert: str
+    state: str
+    time: float
+    detail: str | None = None
 
 
 def check_action(action: Any) -> Any:
@@ -128,6 +140,8 @@ class AlertsExtension(PoolExtension):
             record = {"pool": self.engine.name, "alert": st.name, "rule": str(st.rule), "state": change,
                       "time": now, "detail": st.detail if change == "firing" else None}
             self.engine.dispatcher.batch.event(now, "alert", state=change, data=record)
+            # shown (views) only after the turn's commit, as every engine event
+            self.engine.dispatcher.events.append(AlertChanged(self.engine.name, st.name, change, now, record["detail"]))
             self._actions.submit(self._act, action, record)
 
     @staticmethod

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
+from ..extensions.alerts import AlertChanged
 from ..engine.events import (CostSample, JobStateChanged, NodeStateChanged, PoolStalledChanged, PoolTargets, TasksAdded,
                              TaskStateChanged)
 from ..states import (BILLED_NODE_STATES, FAILED_TASK_STATES, NODE_GROUPS, SCHEDULABLE_NODE_STATES,
@@ -202,6 +203,7 @@ class PoolModel:
         self.targets = {"dedicated": int(dedicated or 0), "spot": int(spot or 0)}
         self.target_reason = ""
         self.autoscale = autoscale or ""
+        self.alerts: dict[str, dict] = {}          # alert name -> its last change (pool.alert)
         self.update_nodes(nodes)
 
     @classmethod
@@ -260,6 +262,8 @@ class PoolModel:
                 self.target_reason = ev.reason or ""
             elif isinstance(ev, TaskStateChanged):
                 self._task(ev)
+            elif isinstance(ev, AlertChanged) and ev.pool == self.name:
+                self.alerts[ev.alert] = {"alert": ev.alert, "state": ev.state, "time": ev.time, "detail": ev.detail}
 
     def _task(self, ev: TaskStateChanged) -> None:
         key = (ev.job_id, ev.task_id)
@@ -292,7 +296,8 @@ class PoolModel:
             shown["running"] = sorted(n["running"], key=_natural)[:MAX_RUNNING_SHOWN]
             nodes.append(shown)
         return {"pool": self.name, "nodes": nodes, "targets": dict(self.targets), "current": self.current(),
-                "autoscale": self.autoscale, "target_reason": self.target_reason}
+                "autoscale": self.autoscale, "target_reason": self.target_reason,
+                "alerts": [a for _, a in sorted(self.alerts.items()) if a["state"] == "firing"]}
 
 
 def requested_targets(pool) -> dict | None:

@@ -1,0 +1,15 @@
+"""A pool's view model shows its firing alerts (from the alerts extension's events)."""
+
+from __future__ import annotations
+
+from batchnb.extensions.alerts import AlertChanged
+from batchnb.ui.model import PoolModel
+
+
+def test_the_pool_model_lists_firing_alerts_until_they_resolve():
+    model = PoolModel("p")
+    model.apply([AlertChanged("p", "fails", "firing", 1.0, "3 of 3 attempts failed"),
+                 AlertChanged("other", "x", "firing", 1.0)])
+    assert [(a["alert"], a["detail"]) for a in model.state()["alerts"]] == [("fails", "3 of 3 attempts failed")]
+    model.apply([AlertChanged("p", "fails", "resolved", 2.0)])
+    assert model.state()["alerts"] == []
