@@ -26,7 +26,8 @@ function render({ model, el }) {
   let receivedAt = Date.now();
 
   function draw() {
-    const dt = (Date.now() - receivedAt) / 3600000; // hours since the kernel's last reading
+    // Hours since the kernel's last reading; none once the pool closed (its figures are final).
+    const dt = model.get("final") ? 0 : (Date.now() - receivedAt) / 3600000;
     const cur = model.get("currency") || "USD";
     const metered = model.get("metered");
     /** @type {Record<string, Group>} */
@@ -65,10 +66,10 @@ function render({ model, el }) {
     root.replaceChildren(...parts);
   }
 
-  const names = ["scope", "metered", "currency", "total", "rate", "budget", "groups", "as_of"];
+  const names = ["scope", "metered", "currency", "total", "rate", "budget", "groups", "as_of", "final"];
   return drawOnChanges(model, names, draw, {
     changed: () => { receivedAt = Date.now(); },
-    ticking: () => true,       // spend moves on at the last known rate between kernel readings
+    ticking: () => !model.get("final"),   // spend moves on at the last known rate until the pool closes
   });
 }
 

@@ -56,6 +56,7 @@ class JobModel:
     def __init__(self, job_id: str, created: float, counts: dict | None = None, *, retries: int = 0,
                  requeues: int = 0, failures: Iterable[dict] = (), state: str = "active",
                  reason: str | None = None, ended: float | None = None, last_end: float | None = None,
+                 first_start: float | None = None,
                  stderr_tail: Callable[[str], str] | None = None):
         self.job_id = job_id
         self.created = created
@@ -67,6 +68,7 @@ class JobModel:
         self.reason = reason
         self.ended = ended
         self.last_end = last_end               # when its last task ended: the clock of a job whose tasks all ended
+        self.first_start = first_start         # when its first attempt started: where its clock begins
         self._tail = stderr_tail
         self.failures: dict[str, dict] = {}
         self.failures_total = 0
@@ -80,21 +82,23 @@ class JobModel:
     def from_job(cls, job) -> "JobModel":
         """The model of ``job`` now, from its ledger."""
         import json
+        from ..engine.counters import job_stats
         row = job.ledger.job(job.id)
-        # Three columns, not job.tasks(): a view of a 100k-task job must not parse every task's spec.
-        rows = job.ledger.tasks(job.id, ("state", "attempts", "requeues"))
-        retries = sum(retries_of(r["state"], r["attempts"] or 0, r["requeues"] or 0) for r in rows)
+        # Counters and aggregates, not a pass over the tasks: a million-task job's view costs
+        # what a 100-task one does.
+        counts = job.counts()
+        stats = job_stats(job.ledger, job.id)
         failures = []
         for r in job.ledger.tasks(job.id, ("id", "state", "exit_code", "node", "failure"),
                                   states=FAILED_TASK_STATES)[:MAX_FAILURES]:
             why = json.loads(r["failure"]) if r["failure"] else {}
             failures.append({"task_id": r["id"], "state": r["state"], "exit_code": r["exit_code"], "node": r["node"],
                              "category": why.get("category"), "message": why.get("message")})
-        model = cls(job.id, row["created"], job.counts(), retries=retries,
-                    requeues=sum(r["requeues"] or 0 for r in rows), failures=failures, state=row["state"],
-                    reason=row["reason"], ended=row["ended"], last_end=job.ledger.last_task_end(job.id),
+        model = cls(job.id, row["created"], counts, retries=stats.retries, requeues=stats.requeues,
+                    failures=failures, state=row["state"], reason=row["reason"], ended=row["ended"],
+                    last_end=job.ledger.last_task_end(job.id), first_start=stats.first_start,
                     stderr_tail=lambda tid: _stderr_tail(job, tid))
-        model.failures_total = sum(1 for r in rows if r["state"] in FAILED_TASK_STATES)
+        model.failures_total = sum(counts.get(s.value, 0) for s in FAILED_TASK_STATES)
         return model
 
     @property
@@ -124,6 +128,8 @@ class JobModel:
                 self.problem = ev.reason
 
     def _task(self, ev: TaskStateChanged) -> None:
+        if ev.state == "running" and (self.first_start is None or ev.time < self.first_start):
+            self.first_start = ev.time
         if ev.state in TERMINAL and ev.previous not in TERMINAL:
             self._ends.append(ev.time)
             self.last_end = max(self.last_end or ev.time, ev.time)
@@ -166,8 +172,10 @@ class JobModel:
         # a "noaction" job stays active after its tasks ended, as in Azure.
         tasks_complete = live == 0
         finished = self.ended is not None and self.job_state == "completed"
-        end = self.ended if finished else (self.last_end if tasks_complete and self.last_end else now)
-        elapsed = max(0.0, end - self.created)
+        # From its first start to its last end, as job.stats().wall_clock: once no task is left the
+        # clock stands still (a job completed later, or a view drawn later, must not stretch it).
+        end = (self.last_end or self.ended or now) if (finished or tasks_complete) else now
+        elapsed = max(0.0, end - (self.first_start if self.first_start is not None else self.created))
         # Once the tasks ended the rate is the whole run's; while they run, the recent one's.
         rate = (self.done / elapsed if elapsed > 0 else 0.0) if (finished or tasks_complete) else self.throughput(now)
         return {"job_id": self.job_id, "counts": dict(self.counts), "total": self.total, "done": self.done,
@@ -367,11 +375,13 @@ class CostModel:
         self.as_of = 0.0
         self.hours: dict = {"node_hours": {}, "nodes_up": {}}
         self._prev: tuple | None = None
+        #: the pool closed: the figures are the ledger's final ones and no longer move
+        self.final = False
 
     def apply(self, events: Iterable) -> None:
         """Cost samples move the total and rate between full readings."""
         for ev in events:
-            if isinstance(ev, CostSample) and ev.job_id == self.job_id:   # the pool's samples have no job
+            if isinstance(ev, CostSample) and ev.job_id == self.job_id and not self.final:   # the pool's have no job
                 self.total, self.rate, self.currency = ev.total, ev.rate_per_hour, ev.currency
                 self.as_of = max(self.as_of, ev.time)
 
@@ -382,18 +392,28 @@ class CostModel:
         if cost is not None:
             self.total, self.rate, self.currency = cost.total, cost.rate_per_hour, cost.currency
             groups = {}
+            # Cost gives only the total rate: split it by the groups' share of the spend since the
+            # last reading (else of all of it), so the rows' rates add up to the header's and the
+            # rows, moved on at them, keep adding up to the header's total.
+            grew = {g: max(0.0, v - (self._prev[1].get(g, 0.0) if self._prev else 0.0)) for g, v in cost.by_group.items()}
+            if not sum(grew.values()):
+                grew = {g: max(0.0, v) for g, v in cost.by_group.items()}
             for g, spent in cost.by_group.items():
-                rate = 0.0
-                if self._prev is not None and now > self._prev[0]:
-                    # A rate per group from two readings: Cost gives only the pool's total rate.
-                    rate = (spent - self._prev[1].get(g, 0.0)) / (now - self._prev[0]) * 3600
-                elif cost.total:
-                    rate = cost.rate_per_hour * spent / cost.total
-                groups[g] = {"spent": spent, "rate": max(0.0, rate),
+                share = grew[g] / sum(grew.values()) if sum(grew.values()) else 0.0
+                groups[g] = {"spent": spent, "rate": (cost.rate_per_hour or 0.0) * share,
                              "node_hours": cost.node_seconds.get(g, 0.0) / 3600}
             self._prev = (now, dict(cost.by_group))
             self.groups = groups
         self.as_of = now
+
+    def close(self, cost=None, hours: dict | None = None, now: float | None = None) -> None:
+        """The pool closed: take its final figures (from its ledger) and stop the rates."""
+        self.update(cost, hours, now)
+        self.final = True
+        self.rate = 0.0 if self.rate is not None else None
+        self.hours = {"node_hours": self.hours.get("node_hours", {}), "nodes_up": {}}
+        for v in self.groups.values():
+            v["rate"] = 0.0
 
     def state(self) -> dict:
         metered = self.total is not None
@@ -402,7 +422,7 @@ class CostModel:
                 "nodes_up": self.hours.get("nodes_up", {}).get(g, 0)}
             for g, h in self.hours.get("node_hours", {}).items()}
         for g, v in groups.items():
-            v.setdefault("nodes_up", self.hours.get("nodes_up", {}).get(g, 0))
+            v["nodes_up"] = self.hours.get("nodes_up", {}).get(g, 0)
         return {"scope": self.scope, "metered": metered, "currency": self.currency,
                 "total": self.total, "rate": self.rate, "budget": self.budget, "groups": groups,
-                "as_of": self.as_of}
+                "as_of": self.as_of, "final": self.final}

@@ -381,6 +381,7 @@ class CostView(_View):
     budget = t.Float(None, allow_none=True).tag(sync=True)
     groups = t.Dict().tag(sync=True)
     as_of = t.Float(0.0).tag(sync=True)
+    final = t.Bool(False).tag(sync=True)
     read_every = 2.0         # seconds between full readings; cost samples move the total between them
 
     def __init__(self, pool=None, job=None, *, model: CostModel | None = None, bus=None, **kwargs):
@@ -402,18 +403,21 @@ class CostView(_View):
             return
         self._read_at = time.monotonic()
         try:
-            if hasattr(self.pool, "cost"):
-                self.model.update(cost=self._cost())
-            else:
-                if self._since is None:
-                    self._since = _started(self.pool)
-                self.model.update(hours=node_hours(self.pool.ledger.node_history(self.pool.name), time.time(),
-                                                   self._since))
+            self._since = _started(self.pool) if self._since is None else self._since
+            hours = node_hours(self.pool.ledger.node_history(self.pool.name), time.time(), self._since)
+            self.model.update(cost=self._cost() if hasattr(self.pool, "cost") else None, hours=hours)
         except Exception as exc:  # the pool may be closing
             log.debug("cost view: cannot read cost: %s", exc)
 
     def _what(self) -> str:
         return self.model.scope
+
+    def _release(self) -> None:
+        if self.pool is not None and not self.model.final:   # its pool closed: the ledger's final figures
+            self._read()
+            self.model.close()
+            self._sync()
+        super()._release()
 
     def _cost(self):
         if self.job is None:

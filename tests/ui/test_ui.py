@@ -57,13 +57,13 @@ def test_job_model_folds_counts_retries_requeues_and_failures():
     # 3 tasks ended within the last 4 s of the job: 0.75/s; 1 left -> ETA 1.33 s
     assert s["throughput"] == pytest.approx(0.75)
     assert s["eta"] == pytest.approx(1 / 0.75)
-    assert s["elapsed"] == pytest.approx(4.0)
+    assert s["elapsed"] == pytest.approx(3.0)         # from its first start (1.0)
     # the job ends: elapsed stops, the rate becomes the whole run's
     m.apply([ts("c", "running", "active", 5.0), ts("c", "succeeded", "running", 6.0, code=0),
              JobStateChanged("j", "completed", 6.0, "all_tasks_complete")])
     s = m.state(now=100.0)
-    assert s["elapsed"] == pytest.approx(6.0) and s["eta"] is None
-    assert s["throughput"] == pytest.approx(4 / 6.0, abs=1e-3)
+    assert s["elapsed"] == pytest.approx(5.0) and s["eta"] is None
+    assert s["throughput"] == pytest.approx(4 / 5.0, abs=1e-3)
     assert (s["job_state"], s["reason"]) == ("completed", "all_tasks_complete")
 
 
@@ -154,7 +154,8 @@ def test_node_hours_and_cost_rates_per_group():
                        node_seconds={"dedicated": 3700.0, "spot": 1900.0}), now=200.0)
     s = m.state()
     assert s["metered"] and s["total"] == 1.2 and s["budget"] == 10.0
-    assert s["groups"]["dedicated"]["rate"] == pytest.approx(3.6)      # 0.1 per 100 s
+    # the header's 3.6/h, split by what each group spent since the last reading (0.1 and 0.1)
+    assert s["groups"]["dedicated"]["rate"] == pytest.approx(1.8) == s["groups"]["spot"]["rate"]
     assert s["groups"]["spot"]["node_hours"] == pytest.approx(1900 / 3600)
     m.apply([CostSample("p", 201.0, 1.3, 4.0, job_id="j"), CostSample("p", 201.0, 9.0, 9.0)])   # the pool's
     assert (m.state()["total"], m.state()["rate"]) == (1.3, 4.0)
