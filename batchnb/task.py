@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import _config
 from .errors import JobTerminated, SpecError, TaskFailed, WaitTimeout
 from .states import TERMINAL_TASK_STATES, TaskState
 
@@ -171,7 +172,9 @@ class Task:
         if row["result_url"]:
             import fsspec
             url = row["result_url"]
-            opts = self.job.pool._storage_options.get(url.split("://")[0], {}) if self.job.pool else {}
+            engine = getattr(self.job.pool, "_engine", None)
+            options = getattr(engine, "storage_options", None) or _config.get("storage-options") or {}
+            opts = options.get(url.split("://")[0], {})
             with fsspec.open(url, "rb", **opts) as fh:
                 return cloudpickle.loads(fh.read())
         return None if row["result"] is None else cloudpickle.loads(row["result"])

@@ -261,3 +261,16 @@ def test_submit_options_typos_secrets_and_unpicklable_arguments(pool2, unique, m
     with pytest.raises(bnb.SpecError, match="argument 'factor'.*cannot be pickled") as err:
         job.submit(scale, 2, factor=lock)
     assert err.value.value is lock
+
+
+def _bytes_of(n):
+    return b"x" * n
+
+
+def test_a_result_too_big_for_the_ledger_is_read_back_from_the_results_url(pool2, unique):
+    job = pool2.job(unique)
+    t = job.submit(_bytes_of, 2_000_000)
+    assert t.result(timeout=60) == b"x" * 2_000_000
+    assert pool2.ledger.task(unique, t.task_id)["result_url"]
+    offline = bnb.Job.attach(unique, ledger=Ledger(pool2.ledger.path))   # no pool: configured storage options
+    assert offline.task(t.task_id).result(timeout=10) == b"x" * 2_000_000
