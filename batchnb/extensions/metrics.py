@@ -95,6 +95,8 @@ class MetricsExtension(PoolExtension):
                 elif isinstance(ev, JobStateChanged) and ev.state != "active":
                     self.progress.pop(ev.job_id, None)
                     self._added.pop(ev.job_id.lower(), None)
+                    for key in [k for k in self._ready if k[0] == ev.job_id.lower()]:
+                        del self._ready[key]
                 elif isinstance(ev, NodeStateChanged) and ev.state == NodeState.PREEMPTED.value:
                     self.preemptions += 1
                 elif isinstance(ev, BytesMoved):
@@ -114,6 +116,8 @@ class MetricsExtension(PoolExtension):
             return
         if ev.state == TaskState.ACTIVE.value:
             self._ready[key] = ev.time
+        else:
+            self._ready.pop(key, None)      # cancelled or blocked while it waited: it waits no more
         if ev.previous != TaskState.RUNNING.value:
             return
         started = self._running.pop(key, None)

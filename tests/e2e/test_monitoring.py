@@ -147,3 +147,16 @@ def test_a_bad_logs_url_is_refused_before_any_node_starts():
     with pytest.raises(bnb.SpecError) as err:
         bnb.Pool("mon-badlogs", dedicated=1, logs_url="/no/protocol")
     assert err.value.field == "logs_url"
+
+
+def test_queue_wait_alert_fires_while_tasks_wait_for_a_slot_and_resolves_when_they_end():
+    changes: list[dict] = []
+    with temporary_pool("mon-queue", dedicated=1) as pool:
+        pool.alert("queued", bnb.alerts.queue_wait(above="1s"), action=changes.append)
+        job = pool.job("queued")
+        job.add_tasks([bnb.TaskSpec(f"nap{i}", "sleep 2") for i in range(3)])
+        wait_for(lambda: changes, 30, "the queue-wait alert to fire")
+        assert changes[0]["state"] == "firing" and "job queued" in changes[0]["detail"]
+        job.wait(timeout=60)
+        wait_for(lambda: len(changes) >= 2, 30, "the queue-wait alert to resolve")
+        assert changes[1]["state"] == "resolved"
