@@ -26,7 +26,7 @@ def get(key: str, default=None):
 def home() -> Path:
     """The folder of the ledger, node directories and results (created on first use)."""
     path = Path(os.environ.get("BATCHNB_HOME") or get("home")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)   # the ledger, node folders and results: the owner's
     return path
 
 

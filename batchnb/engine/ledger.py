@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from ..errors import LeaseHeld, LedgerError
 from .ledger_queries import LedgerQueries
+from .ledger_mode import tighten
 from .ledger_repair import sqlite_error, verify
 from .ledger_schedules import ScheduleRecords
 from .schema import SCHEMA_VERSION, check_version, file_version, migrate
@@ -174,8 +175,9 @@ class Ledger(LedgerQueries, ScheduleRecords):
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path).expanduser() if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)   # a new folder: the owner's only
         verify(self.path)    # an empty, foreign or damaged file is refused before anything writes to it
+        tighten(self.path)   # 0600, also a ledger an older batchnb made 0644
         self._local = threading.local()
         self._write_lock = threading.Lock()
         # The schema version is read outside a transaction: a ledger that is up to date (nearly

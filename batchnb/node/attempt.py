@@ -314,6 +314,21 @@ def task_environment(req: AttemptRequest, node_id: str, dirs: dict, task_dir: Pa
     return env
 
 
+def private_dir(path: Path) -> Path:
+    """Make ``path`` and its missing parents as folders only their owner can read (0700): an
+    attempt's folder holds its stdout and stderr, which may hold what the task read or printed."""
+    missing, p = [], Path(path)
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:   # another slot of the node made it first
+            pass
+    return Path(path)
+
+
 def job_prep_dir(dirs: dict, job_id: str, name: str = "jobpreparation") -> Path:
     """The folder of a job's preparation (or, ``name="jobrelease"``, release) task on a node, as
     Azure lays it out, beside the job's task folders (a task named ``job-1`` has only numbered

@@ -48,7 +48,8 @@ def run(argv, *, shell: bool, cwd: str, env: dict, stdout_path: str, stderr_path
     ``on_start(proc)`` lets the caller register the process so that a job's
     termination can kill it from another thread.
     """
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+    # Readable by their owner only: a task's output may hold what it read (a secret).
+    with open(_private(stdout_path), "wb") as out, open(_private(stderr_path), "wb") as err:
         proc = subprocess.Popen(argv, shell=shell, executable="/bin/sh" if shell else None, cwd=cwd, env=env,
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
     if on_start is not None:
@@ -68,3 +69,6 @@ def run(argv, *, shell: bool, cwd: str, env: dict, stdout_path: str, stderr_path
                 seen = {p.pid for p in watched}
                 watched.extend(p for p in descendants(proc.pid) if p.pid not in seen)
 
+
+def _private(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

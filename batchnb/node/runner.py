@@ -31,7 +31,7 @@ from ..errors import StagingError
 from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for its callers
     AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, NODE_LOST, NOT_TASK_FAULT, PREPROCESSING, PYTHON,
     TAIL_BYTES, TERMINATED, TIMEOUT, UPLOAD, kill_all, kill_attempts, kill_attempts_soon, node_dirs,
-    restart_worker, stop_attempts, stop_attempts_soon, task_environment, _node_id, _running, _running_lock,
+    private_dir, restart_worker, stop_attempts, stop_attempts_soon, task_environment, _node_id, _running, _running_lock,
     _tail, _terminated)
 from .pytask import read_child, run_inline, write_payload
 from .taskdir import drop_if_empty
@@ -76,7 +76,7 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
     task_dir = dirs["workitems"] / req.job_id / req.task_id / str(req.attempt)
     wd = task_dir / "wd"
     if needs_dir:
-        wd.mkdir(parents=True, exist_ok=True)
+        private_dir(wd)
         dirs["shared"].mkdir(parents=True, exist_ok=True)
         record.task_dir = str(task_dir)
     if req.inputs:
