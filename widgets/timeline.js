@@ -151,7 +151,7 @@ function render({ model, el }) {
       root.append(h("div", { class: "bnb-tl-task", "data-role": "task", "data-task": sel.id }, [
         h("div", {}, [h("b", {}, [h("code", {}, [sel.id])]), ` ${sel.state} · exit code ${exit} · `,
                       `${sel.attempts || 0} attempt(s) · node ${sel.node || "—"}`,
-                      sel.message ? ` · ${sel.message}` : ""]),
+                      sel.message && sel.message !== `exit code ${exit}` ? ` · ${sel.message}` : ""]),
         h("div", {}, ["stdout"]), h("pre", { "data-role": "stdout" }, [sel.stdout || ""]),
         h("div", {}, ["stderr"]), h("pre", { "data-role": "stderr" }, [sel.stderr || ""]),
       ]));

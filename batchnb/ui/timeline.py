@@ -95,8 +95,10 @@ class TimelineView(_View):
             data = self._ledger.timeline(self.job_id, since=win[0], until=win[1])
             failures = self._ledger.failure_groups(self.job_id)
             row = self._ledger.job(self.job_id)
+        # The task a click opened is shown as it is now (a rerun changes it), not as it was.
+        selected = self.task_details(self.selected["id"]) if self.selected.get("id") else {}
         with self.hold_sync():
-            self.data, self.failures = data, failures
+            self.data, self.failures, self.selected = data, failures, selected
             self.job_state = row["state"] if row else "?"
 
     def _on_events(self, events: list) -> None:

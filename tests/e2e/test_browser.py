@@ -129,3 +129,76 @@ def test_quickstart_in_jupyterlab_shows_the_live_job_view(lab):
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+_RERUN_CELLS = [
+    # A job whose one failing task waits for a side file that the test makes later.
+    'import pathlib\nimport batchnb as bnb\n\nside = pathlib.Path("fixed.txt").resolve()\n'
+    'pool = bnb.Pool("rerun", dedicated=2)\n'
+    'job = pool.job("rerun", max_task_retries=0, on_all_tasks_complete="terminate")\n'
+    'for i in range(6):\n    job.add_task(f"ok-{i}", "sleep 0.3")\n'
+    'job.add_task("needs-file", f"test -f {side} || {{ echo missing {side.name} >&2; exit 7; }}")\n'
+    'job.add_task("after", "echo done", depends_on=["needs-file"])\n'
+    'print(job.wait(timeout=120, quiet=True).counts)',
+    'job.timeline()',
+]
+
+
+def test_timeline_failure_drill_down_and_rerun_failed_in_jupyterlab(lab):
+    """The timeline's lanes, a click on the failed bar (its exit code and stderr), the failures
+    grouped, then "rerun failed" once its side file exists, until the job completes."""
+    import nbformat
+    from playwright.sync_api import expect, sync_playwright
+
+    from batchnb.engine.ledger import Ledger
+
+    root = lab["home"].parent / "work"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in _RERUN_CELLS])
+    # The quickstart's kernel, so that JupyterLab starts it rather than asking for one.
+    nb.metadata = json.loads((REPO / "notebooks" / "quickstart.ipynb").read_text())["metadata"]
+    nbformat.write(nb, root / "rerun.ipynb")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            page.goto(lab["url"].replace("quickstart.ipynb", "rerun.ipynb"))
+            expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+            view = page.locator(PANEL).locator(".bnb-timeline")
+            expect(view).to_have_count(1, timeout=120_000)
+            expect(view.locator('[data-role="state"]')).to_have_text("completed", timeout=30_000)
+            expect(view.locator(".bnb-tl-lane")).to_have_count(2)
+            expect(view.locator(".bnb-tl-bar")).to_have_count(7)
+            failed = view.locator('.bnb-tl-bar[data-outcome="failed"]')
+            expect(failed).to_have_count(1)
+            expect(view.locator('[data-role="failure-group"]')).to_have_count(1)
+            expect(view.locator('[data-role="failure-group"]')).to_contain_text("exit_code")
+            failed.click()
+            task = view.locator('[data-role="task"]')
+            expect(task).to_contain_text("needs-file failed · exit code 7", timeout=10_000)
+            expect(task.locator('[data-role="stderr"]')).to_contain_text("missing fixed.txt")
+            view.locator('[data-role="zoom-in"]').click()
+            expect(view.locator('[data-role="shown"]')).to_contain_text("attempt")
+            view.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "timeline-failure.png"), full_page=True)
+
+            (root / "fixed.txt").write_text("ok")
+            view.locator('[data-role="zoom-reset"]').click()
+            view.locator('[data-role="rerun-failed"]').click()
+            expect(view.locator('[data-role="note"]')).to_have_text("reactivated 1 failed task", timeout=30_000)
+            expect(view.locator('[data-role="failures"]')).to_contain_text("0 failed tasks", timeout=60_000)
+            expect(view.locator('[data-role="state"]')).to_have_text("completed", timeout=60_000)
+            expect(view.locator(".bnb-tl-bar")).to_have_count(9, timeout=30_000)
+            expect(task).to_contain_text("needs-file succeeded · exit code 0")     # the open task, as it is now
+            counts = {s: n for s, n in Ledger(lab["home"] / "ledger.sqlite").task_counts("rerun").items() if n}
+            assert counts == {"succeeded": 8}
+            page.screenshot(path=str(ARTIFACTS / "timeline-rerun.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "timeline-rerun.png").stat().st_size > 10_000

@@ -37,6 +37,7 @@ def test_timeline_opens_a_failed_task_and_reruns_it_once_fixed(pool2, unique, tm
         assert result.counts == {"succeeded": 6} and job.state == bnb.JobState.COMPLETED
         wait_for(lambda: view.job_state == "completed" and not view.failures and view.data["count"] == 7, 30,
                  "the view to show the job completed with its new attempts")
+        assert view.selected["state"] == "succeeded" and view.selected["exit_code"] == 0
     finally:
         view.close()
 
