@@ -54,3 +54,15 @@ def test_rerun_with_nothing_failed_says_so(pool2, unique):
         assert view.selected["state"] == "?" and "no task 'nope'" in view.selected["message"]
     finally:
         view.close()
+
+
+def test_the_shipped_timeline_module_parses_and_imports_nothing_remote(tmp_path):
+    import shutil
+    import subprocess
+
+    from batchnb.ui.timeline import TimelineView
+    text = TimelineView._esm
+    assert "export default" in text and "http" not in text and "import " not in text   # _dom.js inlined
+    (tmp_path / "timeline.mjs").write_text(text)
+    subprocess.run([shutil.which("node"), "--check", str(tmp_path / "timeline.mjs")], check=True,
+                   capture_output=True, timeout=30)
