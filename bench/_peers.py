@@ -1,0 +1,46 @@
+"""Helpers shared by bench/peers.py and bench/million.py: timing, memory, the
+machine's load, and the one-line-per-case format of CONVENTIONS.md
+(``case: batchnb X, peer Y, ..., ratio R (target T)``)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def rate(n: int, fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t0)
+
+
+def load() -> str:
+    """The 1-minute load average: the machine is shared, so every figure carries it."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in kB on Linux: the process's lifetime peak, hence one process per RSS case.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ledger_mb(home: str | os.PathLike) -> tuple[float, float]:
+    """(ledger file, its WAL) in MB under a BATCHNB_HOME."""
+    db = Path(home) / "ledger.sqlite"
+    size = lambda p: p.stat().st_size / 2**20 if p.exists() else 0.0  # noqa: E731
+    return size(db), size(db.with_name(db.name + "-wal"))
+
+
+def ratio(ours: float | None, base: float | None, target: float, name: str, lower_is_better: bool = False) -> str:
+    if ours is None or base is None:
+        return f"{name} n/a (target {'<=' if lower_is_better else '>='}{target:g}x)"
+    r = ours / base
+    met = r <= target if lower_is_better else r >= target
+    return f"{name} {r:.2f}x (target {'<=' if lower_is_better else '>='}{target:g}x, {'met' if met else 'MISSED'})"
+
+
+def case_line(case: str, figures: dict[str, float | None], unit: str, ratios: list[str]) -> str:
+    shown = ", ".join(f"{k} {'not installed' if v is None else f'{v:,.0f} {unit}'}" for k, v in figures.items())
+    return f"{case}: {shown}; {'; '.join(ratios)}; {load()}"
