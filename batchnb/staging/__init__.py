@@ -274,6 +274,8 @@ def _plan_output(out: OutputFile, workdir: Path, task_dir: Path, in_wd: list[str
         matches += [(task_dir / path, rel) for path, rel in globs.match(out.pattern, std)]
     if not matches:
         return []
+    for local, rel in matches:
+        globs.check_inside(local, task_dir, what, rel)
     dest = out.destination.format(**values)
     if dest.endswith("/"):
         base_url, _, query = dest.partition("?")

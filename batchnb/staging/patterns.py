@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import StagingError
+
 _WILD = frozenset("*?[")
 
 
@@ -97,3 +99,19 @@ def list_files(folder: Path) -> list[str]:
             if os.path.isfile(full):
                 found.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
     return sorted(found)
+
+
+def check_inside(local: Path, task_dir: Path, what: str, rel: str) -> None:
+    """Refuse a matched file that is a link to something outside the task's folder.
+
+    Not skipped: as on Azure, where an output that cannot be uploaded fails the task
+    (FileUploadError), a declared output never goes missing silently; and not followed,
+    or ``ln -s /etc/shadow x.txt`` would upload what the task could only point at.
+    """
+    if not os.path.islink(local):
+        return
+    target = os.path.realpath(local)
+    root = os.path.realpath(task_dir)
+    if os.path.commonpath([target, root]) != root:
+        raise StagingError(f"{what}: {rel} is a symbolic link to {target}, outside the task's folder; "
+                           "it is not uploaded")
