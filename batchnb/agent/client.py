@@ -37,6 +37,10 @@ from .link import AgentLink
 from .proxy import EngineProxy
 
 _classes: dict[type, type] = {}
+#: Backends whose pool an agent on this machine can make: for slurm the agent holds the Dask
+#: scheduler (as a driver would, on the login node); for gateway and address the scheduler stays
+#: where it is and the agent drives it from here. Azure's agent would make VMs: not tried yet.
+DETACHABLE = ("local", "slurm", "gateway", "address")
 
 
 class DetachedPool:
@@ -56,7 +60,15 @@ class DetachedPool:
         made = self.__dict__.get("_dask_client")
         if made is None:
             from distributed import Client
-            made = self.__dict__["_dask_client"] = Client(self._record["scheduler"], set_as_default=False)
+            why = self._record.get("scheduler_unreachable")
+            if why:
+                raise BackendError(f"pool {self.name!r}: no Dask client from here: {why}")
+            security = self._record.get("scheduler_security")
+            if security:
+                from distributed.security import Security
+                security = Security(require_encryption=True, **security)
+            made = self.__dict__["_dask_client"] = Client(self._record["scheduler"], security=security,
+                                                          set_as_default=False)
         return made
 
     @property
@@ -197,9 +209,9 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
     from .service import STATUS_FD, SYS_PATH
     name = task_id(name, "pool name")
     backend = kwargs.get("backend", args[0] if args else "local")
-    if backend != "local":
-        raise SpecError("detached", True, f"only local pools can be detached for now, not backend {backend!r}; "
-                        "a remote pool's agent would run beside its scheduler")
+    if backend not in DETACHABLE:
+        raise SpecError("detached", True, f"backend {backend!r} cannot be detached yet (detachable: "
+                        f"{', '.join(DETACHABLE)}): its agent would make the pool's VMs, which is untested")
     for record in registry.records():
         if record["name"].lower() == name.lower():
             raise SpecError("pool name", name, f"a detached pool of this name runs already (pid {record['pid']}, "

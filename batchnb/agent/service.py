@@ -1,4 +1,4 @@
-"""The agent process of a detached local pool: ``python -m batchnb.agent``.
+"""The agent process of a detached pool: ``python -m batchnb.agent``.
 
 ``bnb.Pool(name, ..., detached=True)`` (:mod:`.client`) starts it in a
 session of its own (the kernel's interrupt and death do not reach it) and
@@ -125,7 +125,8 @@ async def _serve(pool, token: str, record: dict, status_fd: int | None, timeout:
     record.update(address=server.address, token=token, scheduler=pool.client.scheduler.address,
                   dashboard=pool.client.dashboard_link, backend=pool.spec.backend, ledger=str(pool.ledger.path),
                   log=os.environ.get("BATCHNB_AGENT_LOG"), spec=_public_spec(pool),
-                  can_scale=bool(backend.can_scale), can_preempt=bool(backend.can_preempt))
+                  can_scale=bool(backend.can_scale), can_preempt=bool(backend.can_preempt),
+                  **_scheduler_access(pool))
     registry.publish(record)
     _report(status_fd, ok={k: v for k, v in record.items() if k != "token"})
     watch = asyncio.ensure_future(_watch_idle(handlers, timeout))
@@ -136,6 +137,24 @@ async def _serve(pool, token: str, record: dict, status_fd: int | None, timeout:
         _record_stop(pool, handlers.stop_reason or "the agent stopped")
         registry.remove(pool.name)
         server.stop()
+
+
+def _scheduler_access(pool) -> dict:
+    """How another process of this machine reaches the pool's scheduler (``pool.client``): TLS
+    files by path when the pool was given files, never key material (the record is a file), or why not."""
+    if pool.spec.backend == "gateway":
+        name = getattr(getattr(pool._engine.backend, "cluster", None), "name", "?")
+        return {"scheduler_unreachable": f"the gateway's scheduler takes the gateway's credentials, which stay "
+                f"in the agent; dask_gateway.Gateway(address, auth=...).connect({name!r}) reaches it"}
+    if not str(pool.client.scheduler.address).startswith("tls://"):
+        return {}
+    tls = pool.client.security.get_tls_config_for_role("client")
+    paths = {"tls_ca_file": tls.get("ca_file"), "tls_client_cert": tls.get("cert"), "tls_client_key": tls.get("key")}
+    if any(v is None or "\n" in v for v in paths.values()):
+        return {"scheduler_unreachable": "its scheduler talks TLS with a temporary certificate held in the "
+                "agent's memory; make the pool with security=Security(tls_ca_file=..., tls_client_cert=..., "
+                "tls_client_key=...) of files for pool.client to reach it from other processes"}
+    return {"scheduler_security": paths}
 
 
 async def _watch_idle(handlers: AgentHandlers, timeout: float | None) -> None:
