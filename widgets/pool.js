@@ -67,7 +67,9 @@ function render({ model, el }) {
   const size = h("span", { class: "bnb-muted", "data-role": "count" });
   const badge = h("span", { class: "bnb-badge" }, ["autoscale"]);
   const reason = h("span", { class: "bnb-muted", "data-role": "target-reason" });
-  const head = h("div", { class: "bnb-head" }, [title, size, badge, reason]);
+  // The Dask dashboard of the pool's scheduler, when it has one (a new tab: the view stays).
+  const dashboard = h("a", { "data-role": "dashboard", target: "_blank", rel: "noopener" }, ["Dask dashboard"]);
+  const head = h("div", { class: "bnb-head" }, [title, size, badge, reason, dashboard]);
   /** @type {Record<string, {box: HTMLElement, size: HTMLElement, controls: HTMLElement,
    *                         input: HTMLInputElement, grid: HTMLElement}>} */
   const parts = {};
@@ -113,6 +115,8 @@ function render({ model, el }) {
     badge.title = formula || "";
     reason.hidden = !(formula && model.get("target_reason"));
     reason.textContent = model.get("target_reason") || "";
+    dashboard.hidden = !model.get("dashboard");
+    dashboard.setAttribute("href", model.get("dashboard") || "#");
     for (const g of GROUPS) {
       const p = parts[g];
       const mine = nodes.filter((n) => n.group === g);
@@ -131,7 +135,7 @@ function render({ model, el }) {
     error.textContent = model.get("error") || "";
   }
 
-  const names = ["nodes", "targets", "current", "autoscale", "target_reason", "error", "pool_name"];
+  const names = ["nodes", "targets", "current", "autoscale", "target_reason", "error", "pool_name", "dashboard"];
   return drawOnChanges(model, names, draw, {
     changed: (name) => {
       // New targets (a resize done, or autoscale) replace what was typed for them.

@@ -24,9 +24,10 @@ from ..extensions.alerts import AlertChanged
 from ..engine.events import (CostSample, JobStateChanged, NodeStateChanged, PoolStalledChanged, PoolTargets, TasksAdded,
                              TaskStateChanged)
 from ..states import (BILLED_NODE_STATES, FAILED_TASK_STATES, NODE_GROUPS, SCHEDULABLE_NODE_STATES,
-                      TASK_STATE_ORDER, TERMINAL_TASK_STATES, TaskState)
+                      TASK_STATE_ORDER, TERMINAL_TASK_STATES, NodeState, TaskState)
 
 STATES = tuple(s.value for s in TaskState)
+_IDLE, _RUNNING = NodeState.IDLE.value, NodeState.RUNNING.value
 TERMINAL = tuple(s.value for s in TASK_STATE_ORDER if s in TERMINAL_TASK_STATES)
 MAX_FAILURES = 50          # failures kept in full; the rest are counted
 MAX_RUNNING_SHOWN = 8      # task ids listed per node; the rest are counted
@@ -208,10 +209,12 @@ class PoolModel:
         self.name = name
         self.nodes: dict[str, dict] = {}
         self.where: dict[tuple, str] = {}          # (job, task) -> node it runs on
+        self.gone: dict[str, dict] = {}            # nodes removed from the pool, as they last were
         self.targets = {"dedicated": int(dedicated or 0), "spot": int(spot or 0)}
         self.target_reason = ""
         self.autoscale = autoscale or ""
         self.alerts: dict[str, dict] = {}          # alert name -> its last change (pool.alert)
+        self.dashboard = ""          # the Dask dashboard's URL, when the scheduler serves one
         self.update_nodes(nodes)
 
     @classmethod
@@ -222,7 +225,12 @@ class PoolModel:
         targets = requested_targets(pool)
         if targets is None:
             targets = {"dedicated": spec.dedicated or 0, "spot": spec.spot or 0}
-        return cls(pool.name, pool.nodes(), dedicated=targets["dedicated"], spot=targets["spot"], autoscale=formula)
+        model = cls(pool.name, pool.nodes(), dedicated=targets["dedicated"], spot=targets["spot"], autoscale=formula)
+        try:
+            model.dashboard = pool.client.dashboard_link or ""
+        except Exception:  # no client, or a scheduler without a dashboard: no link
+            model.dashboard = ""
+        return model
 
     def update_nodes(self, infos: Iterable) -> None:
         """Take state, slots, running tasks, CPU and memory from ``pool.nodes()``.
@@ -233,7 +241,8 @@ class PoolModel:
         infos = list(infos)
         listed = {n.id for n in infos}
         for node_id in [k for k in self.nodes if k not in listed]:
-            del self.nodes[node_id]
+            # Kept for the pool's final snapshot (batchnb.ui.final): the nodes it had, as they ended.
+            self.gone[node_id] = dict(self.nodes.pop(node_id), running=set(), used=0)
             for key in [k for k, v in self.where.items() if v == node_id]:
                 del self.where[key]
         for n in infos:
@@ -241,7 +250,9 @@ class PoolModel:
             node.update(state=n.state, slots=n.slots, used=n.used_slots, cpu=n.cpu, memory=n.memory)
             known = {k: v for k, v in self.where.items() if v == n.id}
             for key in known:
-                if key[1] not in n.running:
+                # A task the event stream put here leaves by the event that ends it: a reading
+                # (every 2 s) may predate it and must not show its node idle meanwhile.
+                if key[0] is None and key[1] not in n.running:
                     del self.where[key]
             have = {k[1] for k in self.where if self.where[k] == n.id}
             for tid in n.running:
@@ -301,10 +312,15 @@ class PoolModel:
         for n in sorted(self.nodes.values(), key=lambda n: (n["group"], _natural(n["id"]))):
             shown = dict(n)
             shown["more"] = max(0, len(n["running"]) - MAX_RUNNING_SHOWN)
+            # State and slots agree with the tasks shown (many tiny tasks may share one slot).
+            busy = len(n["running"])
+            if n["state"] in (_IDLE, _RUNNING):
+                shown["state"] = _RUNNING if busy else _IDLE
+            shown["used"] = min(n["slots"], max(busy, n["used"])) if busy else 0
             shown["running"] = sorted(n["running"], key=_natural)[:MAX_RUNNING_SHOWN]
             nodes.append(shown)
         return {"pool": self.name, "nodes": nodes, "targets": dict(self.targets), "current": self.current(),
-                "autoscale": self.autoscale, "target_reason": self.target_reason,
+                "autoscale": self.autoscale, "target_reason": self.target_reason, "dashboard": self.dashboard,
                 "alerts": [a for _, a in sorted(self.alerts.items()) if a["state"] == "firing"]}
 
 

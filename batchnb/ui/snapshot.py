@@ -148,3 +148,35 @@ def pool_html(state: dict) -> str:
             + "<table><tr>" + "".join(f"<th style='{TD}'>{h}</th>" for h in ("node", "group", "state", "slots", "running"))
             + "</tr>"
             + rows + "</table></div>")
+
+
+def job_view_html(state: dict) -> str:
+    """A static copy of a JobView's state (:meth:`batchnb.ui.model.JobModel.state`)."""
+    counts = {k: v for k, v in state["counts"].items() if v}
+    return (f"<div class='batchnb-job' data-job='{_e(state['job_id'])}' style='{BOX}'>"
+            f"<b>job {_e(state['job_id'])}</b>: <span data-role='state'>{_e(state['job_state'])}</span>"
+            f" &middot; elapsed {state['elapsed']:.1f}s &middot; {state['throughput']:g} tasks/s"
+            f" &middot; retries {state['retries']} &middot; requeues {state['requeues']}"
+            f"{state_bar(counts)}<div>{_e(counts_text(counts))}</div>"
+            f"{failures_html(state['failures'], state['failures_total'])}</div>")
+
+
+def _money(x, currency: str) -> str:
+    return "—" if x is None else f"{x:,.4f} {_e(currency)}"
+
+
+def cost_view_html(state: dict) -> str:
+    """A static copy of a CostView's state (:meth:`batchnb.ui.model.CostModel.state`)."""
+    cur = state["currency"]
+    head = (f"<b>{_money(state['total'], cur)}</b> at {_money(state['rate'], cur)}/h" if state["metered"]
+            else "no price table: node-hours")
+    if state["metered"] and state.get("budget") is not None:
+        head += f" &middot; budget {_money(state['budget'], cur)}"
+    rows = "".join(
+        f"<tr data-group='{_e(g)}'><td style='{TD}'>{_e(g)}</td><td style='{TD}'>"
+        f"{_money(v['spent'], cur) if state['metered'] else '—'}</td>"
+        f"<td style='{TD}'>{(v.get('node_hours') or 0):.4f}</td><td style='{TD}'>{v.get('nodes_up', 0)}</td></tr>"
+        for g, v in state["groups"].items())
+    return (f"<div class='batchnb-cost' style='{BOX}'><b>cost of {_e(state['scope'])}</b>: {head}"
+            "<table><tr>" + "".join(f"<th style='{TD}'>{h}</th>" for h in ("group", "spent", "node-hours", "nodes up"))
+            + "</tr>" + rows + "</table></div>")

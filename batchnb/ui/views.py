@@ -37,6 +37,7 @@ import traitlets as t
 from .. import _config
 from ..engine.events import JobStateChanged, NodeStateChanged
 from ..states import NODE_GROUPS
+from .final import KeepsFinalState
 from .model import CostModel, JobModel, PoolModel, node_hours
 
 log = logging.getLogger("batchnb.ui")
@@ -109,7 +110,7 @@ def _interval() -> float:
     return _config.seconds("progress-interval")
 
 
-class _View(anywidget.AnyWidget):
+class _View(KeepsFinalState, anywidget.AnyWidget):
     _css = _text("theme.css")
     _sub = None
 
@@ -158,6 +159,7 @@ class _View(anywidget.AnyWidget):
     def _release(self) -> None:
         """Its pool closed: keep showing the last state, but hold nothing of the pool (its
         jobs, ledger readers, timers), so that a closed pool can be collected."""
+        self._keep_final()
         self._stop()
         for name in ("pool", "job"):
             if getattr(self, name, None) is not None:
@@ -233,6 +235,7 @@ class JobView(_View):
         self._sync()
         if any(isinstance(e, JobStateChanged) and e.state == "completed" for e in events):
             self._sub.close()        # a completed job changes no more
+            self._keep_final()
 
     def _sync(self) -> None:
         state = self.model.state(time.time())
@@ -264,6 +267,7 @@ class PoolView(_View):
     current = t.Dict().tag(sync=True)
     autoscale = t.Unicode("").tag(sync=True)
     target_reason = t.Unicode("").tag(sync=True)
+    dashboard = t.Unicode("").tag(sync=True)         # the Dask dashboard's URL, or ""
     error = t.Unicode("").tag(sync=True)
     metrics_every = 2.0      # seconds between readings of pool.nodes() (CPU, memory, removed nodes)
 
@@ -327,7 +331,7 @@ class PoolView(_View):
         state = self.model.state()
         with self.hold_sync():
             self.pool_name = state["pool"]
-            for name in ("nodes", "targets", "current", "autoscale", "target_reason"):
+            for name in ("nodes", "targets", "current", "autoscale", "target_reason", "dashboard"):
                 setattr(self, name, state[name])
 
     def _on_msg(self, _widget, content, _buffers) -> None:
@@ -411,13 +415,6 @@ class CostView(_View):
 
     def _what(self) -> str:
         return self.model.scope
-
-    def _release(self) -> None:
-        if self.pool is not None and not self.model.final:   # its pool closed: the ledger's final figures
-            self._read()
-            self.model.close()
-            self._sync()
-        super()._release()
 
     def _cost(self):
         if self.job is None:

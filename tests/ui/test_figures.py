@@ -71,3 +71,33 @@ def test_cost_view_counts_nodes_up_and_ends_on_the_ledger_cost():
             pytest.approx({g: v for g, v in truth.by_group.items() if v}, rel=1e-6)
         assert view.rate == 0 and all(v["rate"] == 0 and v["nodes_up"] == 0 for v in view.groups.values())
         view.close()
+
+
+def test_pool_view_links_to_the_dask_dashboard(pool2):
+    from batchnb.ui.views import PoolView
+    view = PoolView(pool2)
+    try:
+        assert view.dashboard and view.dashboard == pool2.client.dashboard_link
+        assert view.dashboard.startswith("http://127.0.0.1:")
+    finally:
+        view.close()
+
+
+def test_a_node_with_a_task_on_it_never_shows_idle():
+    from types import SimpleNamespace
+
+    from batchnb.ui.model import PoolModel
+
+    def reading(state, used, running=()):
+        return [SimpleNamespace(id="dedicated-0", group="dedicated", state=state, slots=1, used_slots=used,
+                                cpu=None, memory=None, running=list(running))]
+    m = PoolModel("p", reading("idle", 0))
+    m.apply([TaskStateChanged("j", f"t{i}", "running", "active", 1.0, 1, "dedicated-0") for i in range(8)])
+    m.update_nodes(reading("idle", 0))          # a reading taken before the tasks started
+    node = m.state()["nodes"][0]
+    assert (node["state"], node["used"], node["slots"]) == ("running", 1, 1) and len(node["running"]) == 8
+    m.apply([TaskStateChanged("j", f"t{i}", "succeeded", "running", 2.0, 1, "dedicated-0", 0) for i in range(8)])
+    m.update_nodes(reading("running", 1, ["t0"]))   # and one taken before they ended
+    m.apply([TaskStateChanged("j", "t0", "succeeded", "running", 2.0, 1, "dedicated-0", 0)])
+    node = m.state()["nodes"][0]
+    assert (node["state"], node["used"], node["running"]) == ("idle", 0, [])
