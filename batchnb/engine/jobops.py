@@ -126,6 +126,7 @@ class JobOps:
         job = JobRun(spec, row["pool"] or self.engine.name, row["created"], state=JobState(row["state"]),
                      reason=row["reason"], ended=row["ended"])
         rows = self.ledger.tasks(spec.id)
+        since = self.ledger.reactivations(spec.id)     # a reactivate reset the retry count there
         items = []
         for r in rows:
             tspec = specs.from_dict(specs.TaskSpec, json.loads(r["spec"]))
@@ -134,8 +135,8 @@ class JobOps:
             tr.has_result = r["result"] is not None or r["result_url"] is not None
             failure = json.loads(r["failure"]) if r["failure"] else {}
             tr.failure = failure.get("message")
-            tr.tries = sum(1 for a in self.ledger.attempts(spec.id, tspec.id) if a["state"] == "failed") \
-                if tr.n else 0
+            tr.tries = sum(1 for a in self.ledger.attempts(spec.id, tspec.id) if a["state"] == "failed"
+                           and a["n"] > since.get(tr.key, 0)) if tr.n else 0
             job.tasks[tr.key] = tr
             job.counts[tr.state] += 1
             job.next_seq = max(job.next_seq, tr.seq + 1)

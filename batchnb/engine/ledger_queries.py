@@ -242,6 +242,14 @@ class LedgerQueries:
                           if r["exit_code"] == g["exit_code"] and r["category"] == g["category"]]
         return groups
 
+    def reactivations(self, job_id: str) -> dict[str, int]:
+        """Task id (lower case) -> the attempt number it had when last reactivated: the failed
+        attempts up to it no longer count against its retries (a resumed job keeps the reset)."""
+        return {r[0].lower(): r[1] for r in self._query(
+            "SELECT task_id, MAX(CAST(json_extract(data, '$.attempt') AS INTEGER)) FROM events WHERE job_id = ? "
+            "AND kind = 'task' AND state = 'active' AND json_extract(data, '$.reason') = 'reactivated' "
+            "GROUP BY task_id", (job_id,))}
+
     # -- timeline (the job view's lanes of attempts) ----------------------
     def timeline(self, job_id: str, since: float | None = None, until: float | None = None, bins: int = 400,
                  raw_limit: int = 2000) -> dict:

@@ -67,3 +67,33 @@ def test_tail_reads_a_running_task_live(pool2, unique, tmp_path):
     assert t.tail(1).startswith("line ")
     with pytest.raises(bnb.SpecError, match="n: -1"):
         t.tail(-1)
+
+
+def test_a_resumed_job_keeps_the_retry_count_a_reactivate_reset(pool2, unique):
+    """A driver that died after a reactivate: the process that resumes the job counts only the
+    failures since (the task gets its full retries), not the ones before the reactivate."""
+    import dataclasses
+    import json
+    import time
+
+    from batchnb import spec as specs
+    from batchnb.engine.ledger import Batch
+    from test_api import dead_owner
+
+    led, now = pool2.ledger, time.time()
+    job_spec = specs.JobSpec(unique)
+    led.create_job(unique, specs.to_dict(dataclasses.replace(job_spec, tasks=())), pool2.name, now - 10)
+    task = specs.TaskSpec("a", command="exit 3", retry=bnb.Retry(max=1))
+    led.add_tasks(unique, [("a", 0, json.dumps(specs.to_dict(task)), "active")], now - 10)
+    batch = Batch()
+    for n in (1, 2):
+        batch.attempt(unique, "a", n, node="dedicated-0", state="failed", start=now - 9 + n, end=now - 8 + n,
+                      exit_code=3, category="exit_code")
+    batch.task(unique, "a", attempts=2)
+    batch.event(now - 5, "task", unique, "a", "active", {"attempt": 2, "node": None, "reason": "reactivated"})
+    led.commit(batch)
+    assert led.acquire_lease(unique, dead_owner(), ttl=600) is None
+    job = bnb.Job.attach(unique, pool=pool2)
+    job.wait(timeout=60, quiet=True)
+    a = job.task("a")
+    assert a.state == bnb.TaskState.FAILED and [x["state"] for x in a.attempts] == ["failed"] * 4
