@@ -232,3 +232,24 @@ def test_a_detached_gateway_pool_runs_its_job_without_its_creator_and_close_stop
                 gw.stop_cluster(name)
             finally:
                 _close_gateway(gw)
+
+
+def test_a_detached_address_pool_drives_a_running_scheduler_and_leaves_it_running(detached_home):
+    import batchnb as bnb
+    from distributed import LocalCluster
+    home, noted = detached_home
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0",
+                      processes=True) as cluster:
+        pool = bnb.Pool("elsewhere", backend="address", address=cluster.scheduler_address, detached=True)
+        _note(home, noted)
+        try:
+            job = pool.job("there")
+            t = job.add_task("hi", "echo $AZ_BATCH_NODE_ID")
+            assert job.wait(timeout=120, quiet=True).ok
+            assert t.stdout().strip() == pool.nodes()[0].id
+            # Plain TCP: another process reaches the scheduler with no credentials to share.
+            assert pool.client.scheduler.address == cluster.scheduler_address
+        finally:
+            pool.close()
+        # The pool never made the scheduler: closing it leaves the scheduler and its worker.
+        assert len(cluster.scheduler.workers) == 1
