@@ -20,6 +20,9 @@ from keyvault_standin import FACTORY
 
 REPO = Path(__file__).resolve().parents[2]
 VALUES = {"ENV_TOKEN": "envSecret-3b1f9a77", "FILE_TOKEN": "fileSecret-c04d2e18", "KV_TOKEN": "kvSecret-97ae5b21"}
+# The pool's storage credentials: held in memory, never stored or shown.
+STORAGE = {"account_name": "devacct", "account_key": "c3RvcmFnZUtleS1hOWYx",
+           "connection_string": "DefaultEndpointsProtocol=https;AccountName=devacct;AccountKey=Y29ubktleS04ZDJj;"}
 
 DRIVER = textwrap.dedent("""
     import json, sys
@@ -27,15 +30,16 @@ DRIVER = textwrap.dedent("""
     from batchnb.ui.model import JobModel
     if __name__ == "__main__":
         secrets = json.loads(sys.argv[1])
-        check = sys.argv[2]
-        with bnb.Pool("local", dedicated=1) as pool:
+        check, storage = sys.argv[2], json.loads(sys.argv[3])
+        with bnb.Pool("local", dedicated=1, storage_options={"az": storage}) as pool:
             job = pool.job("sec")
             job.add_tasks([bnb.TaskSpec("check", ["sh", "-c", check], secrets=secrets),
                            bnb.TaskSpec("leak", 'echo "out $ENV_TOKEN $FILE_TOKEN $KV_TOKEN"; echo "err $KV_TOKEN" >&2',
                                         secrets=secrets)])
             res = job.wait(quiet=True)
             print("RESULT", res.ok, job.task("check").state.value, job.task("leak").state.value, flush=True)
-            print("HTML", res._repr_html_(), job._repr_html_() if hasattr(job, "_repr_html_") else "")
+            print("HTML", res._repr_html_(), job._repr_html_() if hasattr(job, "_repr_html_") else "",
+                  pool._repr_html_() if hasattr(pool, "_repr_html_") else "", repr(pool), repr(pool.spec))
             print("MODEL", json.dumps(JobModel.from_job(job).state(), default=str))
             print("STDOUT", job.task("leak").stdout())
             print("STDERR", job.task("leak").stderr(), file=sys.stderr)
@@ -63,7 +67,8 @@ def test_secrets_by_reference_reach_the_task_and_nowhere_else(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    driver = subprocess.run([sys.executable, str(script), json.dumps(refs), _check_command()], env=env,
+    driver = subprocess.run([sys.executable, str(script), json.dumps(refs), _check_command(),
+                             json.dumps(STORAGE)], env=env,
                             capture_output=True, timeout=300, cwd=str(tmp_path))
     out, err = driver.stdout.decode(), driver.stderr.decode()
     assert driver.returncode == 0, err[-3000:]
@@ -81,5 +86,6 @@ def test_secrets_by_reference_reach_the_task_and_nowhere_else(tmp_path):
     assert {"ledger.sqlite", "stdout.txt", "stderr.txt"} <= {p.name for p in files}
     haystacks.update({str(p): p.read_bytes() for p in files})
     for where, data in haystacks.items():
-        for name, value in VALUES.items():
+        for name, value in [*VALUES.items(), ("account_key", STORAGE["account_key"]),
+                            ("the connection string's key", "Y29ubktleS04ZDJj")]:
             assert value.encode() not in data, f"{name}'s value found in {where}"
