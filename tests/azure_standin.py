@@ -8,26 +8,43 @@ tested at the boundary of the Azure management SDK:
   backend (through dask-cloudprovider) makes is recorded with its arguments,
   so tests assert the exact VM requests that would be sent.
 - :class:`LocalVMHost` (optional) plays the VMs: from a VM request's custom
-  data (cloud-init) it runs the bootstrap commands and then the command the
-  VM's container would run — the TLS-secured Dask scheduler or worker — as
-  local processes on 127.0.0.1. It also serves Azure's scheduled-events
-  endpoint and, on ``simulate_eviction``, announces a ``Preempt`` and then
-  kills the VM, as Azure does.
+  data (cloud-init) it runs every ``runcmd`` line — batchnb's bootstrap, the
+  start task, then the TLS-secured Dask scheduler or worker — as local
+  processes on 127.0.0.1, in a clean environment like a fresh VM's: a
+  temporary HOME and working folder, a PATH of the system folders only (not
+  the test's Python, not its site-packages, not this checkout), so batchnb
+  is there only if the bootstrap installed it. It also serves Azure's
+  scheduled-events endpoint and, on ``simulate_eviction``, announces a
+  ``Preempt`` and then kills the VM, as Azure does.
+
+What it cannot play: apt (cloud-init's ``packages:`` and the bootstrap's
+apt-get, which runs only when the interpreter is missing — it is not, here),
+systemd, a VM's own disk (the VMs of one host share ``bootstrap_dir``, hence
+the bootstrap's flock), Azure's network and its custom-data limit, and a
+``docker run`` (it runs the container's command on the host, as before).
+:func:`vm_bootstrap_dir` gives a session's ``bootstrap_dir`` whose venv
+already holds the pinned dependencies (made once per pins, by the
+bootstrap's own venv lines, then copied), and :func:`vm_wheel_store` an
+Azurite container for the wheel.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
+import fcntl
 import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
-import sys
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from email.utils import formatdate
 from types import SimpleNamespace
 
@@ -191,8 +208,10 @@ class RecordingAzureSDK:
 class LocalVMHost:
     """Boots the recorded VMs as local processes and serves their scheduled events on 127.0.0.1."""
 
-    def __init__(self, image: str = "daskdev/dask:latest", evict_after: float = 1.0):
+    def __init__(self, image: str | None = None, evict_after: float = 1.0, boot_timeout: float = 300.0):
         self.image = image
+        self.boot_timeout = boot_timeout
+        self.home = tempfile.mkdtemp(prefix="bnb-vmhost-")
         self.evict_after = evict_after
         self.procs: dict[str, list[subprocess.Popen]] = {}
         self.events: list[dict] = []
@@ -217,19 +236,22 @@ class LocalVMHost:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def boot(self, name: str, params: dict) -> None:
-        """Run what the VM's cloud-init would: its bootstrap commands, then its container's command."""
+        """Run what the VM's cloud-init would: its runcmd lines in order, the Dask process left running."""
         doc = RecordingAzureSDK.cloud_init(params)
-        env = dict(os.environ)
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env = clean_env(self.home)
         procs = []
         for cmd in doc.get("runcmd") or []:
             cmd = str(cmd)
-            if cmd.startswith("docker run"):
-                inner_env, inner = self._container(cmd)
-                procs.append(subprocess.Popen(inner, shell=True, env={**env, **inner_env}, start_new_session=True,
+            if cmd.startswith("shutdown"):
+                continue
+            if " -m distributed.cli.dask_" in cmd:
+                if self.image and cmd.split(" && ")[-1].startswith("docker run"):
+                    inner_env, cmd = self._container(cmd)
+                    env = {**env, **inner_env}
+                procs.append(subprocess.Popen(cmd, shell=True, env=env, cwd=self.home, start_new_session=True,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            elif not cmd.startswith(("shutdown", "apt-get", "curl", "add-apt-repository", "systemctl")):
-                subprocess.run(cmd, shell=True, env=env, timeout=60)   # bootstrap: the start task
+            else:      # the bootstrap, the start task: in order, to completion
+                subprocess.run(cmd, shell=True, env=env, cwd=self.home, timeout=self.boot_timeout)
         with self._lock:
             self.procs[name] = procs
             self.booted.append(name)
@@ -278,3 +300,70 @@ class LocalVMHost:
         for name in list(self.procs):
             self.kill(name)
         self.server.shutdown()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+#: The system folders of a fresh VM's PATH: not this test's Python (pyenv), nor ~/.local.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def clean_env(home: str) -> dict:
+    """A fresh VM's environment: HOME, the system PATH, and pip's registry settings (the machine's mirror).
+
+    No PYTHONPATH, no VIRTUAL_ENV, no test Python on PATH; commands run in ``home``
+    (a working folder of this checkout would put its batchnb on ``sys.path``).
+    """
+    env = {"HOME": home, "PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "USER": os.environ.get("USER", "root")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") and k != "PIP_REQUIRE_VIRTUALENV"})
+    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    return env
+
+
+_session: dict = {}
+
+
+def vm_bootstrap_dir() -> str:
+    """This test session's ``bootstrap_dir`` for the VMs: a venv with the pinned dependencies, no batchnb.
+
+    The venv is made once per set of pins (by the bootstrap's own venv lines, in a
+    clean environment, with pip's cache), kept under ~/.cache/batchnb-tests, and copied
+    here: PyPI takes about two minutes, a copy about a second. Removed at exit.
+    """
+    from batchnb.backends._azure_bootstrap import driver_pins, pins_marker, venv_script
+    if "root" in _session:
+        return _session["root"]
+    pins = driver_pins()
+    cache = Path.home() / ".cache" / "batchnb-tests" / "vm-venv" / pins_marker(pins).lstrip(".")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cache / pins_marker(pins)).exists():
+            home = tempfile.mkdtemp(prefix="bnb-vmcache-")
+            try:
+                subprocess.run(["sh", "-ec", venv_script(str(cache), pins, apt=False)], env=clean_env(home),
+                               cwd=home, timeout=600, check=True)
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+    root = tempfile.mkdtemp(prefix="bnb-vm-")
+    shutil.copytree(cache, Path(root) / "venv", symlinks=True)
+    atexit.register(shutil.rmtree, root, True)
+    _session["root"] = root
+    return root
+
+
+def vm_wheel_store() -> tuple[str, dict]:
+    """(``wheel_store``, ``wheel_storage_options``): a container on an Azurite of this session's own.
+
+    Started on first use and stopped, by its pid, at exit (module-level, not a fixture:
+    plain helpers such as test_azure_backend.azure_options need it).
+    """
+    if "azurite" not in _session:
+        from azurite_fixture import Azurite
+        az = Azurite()
+        az.start()
+        atexit.register(az.stop)
+        atexit.register(shutil.rmtree, str(az.location), True)
+        container = f"wheels{uuid.uuid4().hex[:12]}"
+        az.fs().mkdir(container)
+        _session["azurite"] = (f"abfs://{container}/batchnb", az.storage_options)
+    return _session["azurite"]

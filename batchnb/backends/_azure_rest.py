@@ -1,6 +1,7 @@
 """Azure REST shapes for dask-cloudprovider's resource requests.
 
-dask-cloudprovider 2025.9.0 writes its VM, network-interface and public-IP
+dask-cloudprovider 2025.9.0 sends the first request of each create and delete from
+its event loop's thread (see :class:`_Deferred`), and writes its VM, network-interface and public-IP
 requests as flat snake_case dicts (``{"os_profile": {"custom_data": ...}}``),
 the attribute names of the older msrest models. The current Azure management
 SDKs (azure-mgmt-compute 39, azure-mgmt-network 33) send a dict as it is,
@@ -16,6 +17,7 @@ generations send correctly, before it crosses the SDK boundary.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 #: REST names that are not plain camelCase of the snake_case ones.
@@ -76,17 +78,49 @@ def rest_public_ip(params: dict) -> dict:
     return _shape(params, "ip")
 
 
-class _Operations:
-    """One operations group whose ``begin_create_or_update`` reshapes its request first."""
+class _Deferred:
+    """A long-running operation whose first request is sent by its first ``wait()``/``result()``.
 
-    def __init__(self, ops, shape):
-        self._ops, self._shape = ops, shape
+    dask-cloudprovider writes ``call_async(ops.begin_create_or_update(...).wait)``: the
+    ``begin_*`` call, which sends the request and waits for Azure's answer, runs on the
+    event loop's thread, so VM requests went one at a time however many were made at
+    once. Deferred, the request is sent from the thread pool that runs ``wait``.
+    """
 
-    def begin_create_or_update(self, resource_group, name, params, *args, **kwargs):
-        return self._ops.begin_create_or_update(resource_group, name, self._shape(params), *args, **kwargs)
+    def __init__(self, start):
+        self._start, self._poller, self._lock = start, None, threading.Lock()
+
+    def _get(self):
+        with self._lock:
+            if self._poller is None:
+                self._poller = self._start()
+        return self._poller
+
+    def wait(self, timeout=None):
+        return self._get().wait(timeout)
+
+    def result(self, timeout=None):
+        return self._get().result(timeout)
 
     def __getattr__(self, attr):
-        return getattr(self._ops, attr)
+        return getattr(self._get(), attr)
+
+
+class _Operations:
+    """One operations group whose ``begin_*`` calls are deferred and whose requests are reshaped."""
+
+    def __init__(self, ops, shape=None):
+        self._ops, self._shape = ops, shape or (lambda params: params)
+
+    def begin_create_or_update(self, resource_group, name, params, *args, **kwargs):
+        return _Deferred(lambda: self._ops.begin_create_or_update(resource_group, name, self._shape(params),
+                                                                  *args, **kwargs))
+
+    def __getattr__(self, attr):
+        op = getattr(self._ops, attr)
+        if attr.startswith("begin_"):
+            return lambda *args, **kwargs: _Deferred(lambda: op(*args, **kwargs))
+        return op
 
 
 class RestShapedCompute:
@@ -95,6 +129,7 @@ class RestShapedCompute:
     def __init__(self, client):
         self._client = client
         self.virtual_machines = _Operations(client.virtual_machines, rest_vm)
+        self.disks = _Operations(client.disks)
 
     def __getattr__(self, attr):
         return getattr(self._client, attr)

@@ -15,11 +15,19 @@ batchnb adds on top:
   ``pool.nodes()`` use Azure Batch's names. A VM's disks are those named
   ``<vm>_...`` (Azure's ``<vm>_OsDisk_1_<hex>``): dask-cloudprovider's
   substring match would take ``spot-10``'s disk for ``spot-1``'s.
-- **The start task in the VM's bootstrap.** Each node's cloud-init runs the
-  pool's start task (``_starttask.bootstrap_script``) before its worker
-  starts, under ``node_root`` (``/mnt/batch/tasks``, mounted into the
-  worker's container); the pool reads the result from the node and keeps
-  nodes whose start task failed out of scheduling.
+- **This batchnb on every VM** (:mod:`._azure_bootstrap`). No container by
+  default: each VM (Ubuntu 24.04 LTS unless ``vm_image`` says otherwise)
+  bootstraps a venv under ``bootstrap_dir`` with the driver's versions of
+  batchnb's dependencies and a wheel of the driver's own batchnb, fetched
+  from ``wheel_store`` by a signed URL; the Dask process runs from it. A
+  ``docker_image`` must hold this batchnb: the VM checks before starting.
+- **The start task in the VM's bootstrap, in the tasks' environment**: after
+  the bootstrap and before the worker, with the venv on ``PATH`` (or in the
+  image), as the tasks' user, under ``node_root`` (``/mnt/batch/tasks``); the
+  pool reads its result and keeps nodes whose start task failed out.
+- **VMs made in parallel, in time or not at all** (:mod:`._azure_startup`):
+  ``create_concurrency`` requests at once; a VM whose Dask process is not up
+  within ``start_timeout`` is deleted with its disks, NIC and public IP.
 - **Requests in the REST API's shape.** dask-cloudprovider writes its
   requests as snake_case dicts, which the current Azure SDKs would send
   verbatim; ``_azure_rest`` reshapes them at the SDK boundary.
@@ -31,7 +39,9 @@ batchnb adds on top:
 Options (keyword arguments of ``bnb.Pool``): ``location``, ``resource_group``,
 ``vnet``, ``subnet``, ``security_group``, ``subscription_id``,
 ``public_ingress``, ``scheduler_vm_size``, ``vm_image``, ``disk_size``,
-``docker_image``, ``bootstrap``, ``auto_shutdown``, ``env_vars``,
+``docker_image``, ``bootstrap`` (install what the image lacks with apt), ``bootstrap_dir``,
+``wheel_store`` and ``wheel_storage_options``, ``node_packages``, ``create_concurrency``,
+``auto_shutdown``, ``env_vars``,
 ``extra_bootstrap``, ``scheduler_options``, ``worker_options``, ``security``,
 ``eviction_policy`` (``"Delete"`` or ``"Deallocate"``), ``max_price``
 (USD/hour, -1: up to the on-demand price), ``node_root``,
@@ -44,6 +54,7 @@ replaces the Azure management clients (tests use a recording stand-in).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -58,7 +69,9 @@ from dask_cloudprovider.azure.azurevm import AzureVMCluster, AzureVMWorker
 from ..node.spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
 from ..node.starttask import bootstrap_script
 from ..errors import BackendError, SpecError
+from ._azure_bootstrap import BOOTSTRAP_DIR, NODE_EXTRAS, UBUNTU_LTS, driver_pins, prepare_wheel, render
 from ._azure_rest import RestShapedCompute, RestShapedNetwork
+from ._azure_startup import BatchnbAzureVMScheduler, CleanOnFailure, watch_join
 from .base import SpecClusterBackend
 
 log = logging.getLogger("batchnb.azure")
@@ -77,18 +90,24 @@ def vm_name(cluster_id: str, node_id: str) -> str:
     return f"bnb-{cluster_id}-{node_id}"
 
 
-class BatchnbAzureVMWorker(AzureVMWorker):
+class BatchnbAzureVMWorker(CleanOnFailure, AzureVMWorker):
     """A node's VM: named ``bnb-<cluster>-<node id>``; its Dask worker is named by the node id."""
 
-    def __init__(self, scheduler, *args, name=None, node_group: str = "dedicated", **kwargs):
+    def __init__(self, scheduler, *args, name=None, node_group: str = "dedicated", start_lines=(), **kwargs):
         super().__init__(scheduler, *args, **kwargs)
         self.node_id, self.node_group = str(name), node_group
+        self.start_lines = list(start_lines)
         # WorkerMixin names the worker after a random VM name; a node is known by its id.
         generated = self.name
         self.command = self.command.replace(json.dumps(generated), json.dumps(self.node_id))
         if "--name " + generated in self.command:
             self.command = self.command.replace("--name " + generated, "--name " + self.node_id)
         self.name = vm_name(self.cluster.uuid, self.node_id)
+
+    async def start(self):
+        await super().start()
+        # Not awaited: the cluster's other VM requests must not wait for this one's worker.
+        self._watch = asyncio.ensure_future(watch_join(self, self.node_id, self.cluster.start_timeout))
 
     def owns_disk(self, disk_name: str) -> bool:
         """Whether ``disk_name`` is this VM's: Azure names a VM's OS disk ``<vm>_OsDisk_1_<hex>``.
@@ -128,13 +147,26 @@ class BatchnbAzureVMCluster(AzureVMCluster):
 
     worker_class = BatchnbAzureVMWorker
     _azure_sdk = None
+    # AzureVMCluster.__init__ assigns its own scheduler class just before it starts the scheduler.
+    scheduler_class = property(lambda self: BatchnbAzureVMScheduler, lambda self, value: None)
 
-    def __init__(self, *, azure_sdk=None, group_options: dict | None = None, **kwargs):
+    def __init__(self, *, azure_sdk=None, group_options: dict | None = None, boot: dict | None = None,
+                 start_timeout: float = 900.0, create_concurrency: int = 32, **kwargs):
+        from concurrent.futures import ThreadPoolExecutor
         # Set before the parent's __init__, which makes the clients and starts the scheduler VM.
         self._azure_sdk = azure_sdk
         self.group_options = group_options or {}
+        self.boot, self.start_timeout = boot or {}, start_timeout
+        self.start_failures: dict = {}
+        self._executor = ThreadPoolExecutor(create_concurrency, thread_name_prefix="batchnb-azure")
         super().__init__(**kwargs)
         self.worker_class = BatchnbAzureVMWorker
+
+    async def call_async(self, f, *args, **kwargs):
+        return await self.loop.run_in_executor(self._executor, lambda: f(*args, **kwargs))
+
+    def render_process_cloud_init(self, process):
+        return render(self, process)
 
     # The parent assigns real clients in __init__; with a stand-in SDK those assignments are ignored.
     def _client(self, attr):
@@ -155,7 +187,7 @@ class BatchnbAzureVMCluster(AzureVMCluster):
         options["worker_options"] = copy.deepcopy(options.get("worker_options") or {})
         options["node_group"] = group
         options["extra_vm_options"] = {**(options.get("extra_vm_options") or {}), **extra.get("vm", {})}
-        options["extra_bootstrap"] = [*(options.get("extra_bootstrap") or []), *extra.get("bootstrap", lambda n: [])(node_id)]
+        options["start_lines"] = list(extra.get("bootstrap", lambda n: [])(node_id))
         options["docker_args"] = " ".join(filter(None, [options.get("docker_args") or "", extra.get("docker_args", "")]))
         return {"cls": BatchnbAzureVMWorker, "options": options}
 
@@ -201,7 +233,8 @@ class AzureBackend(SpecClusterBackend):
                  scheduler_options=None, worker_options=None, security=True, eviction_policy="Delete",
                  max_price=-1, node_root=NODE_ROOT, scheduled_events_url=AZURE_SCHEDULED_EVENTS_URL,
                  scheduled_events_poll=1.0, eviction_grace=2.0, start_timeout=900.0, debug=False,
-                 azure_sdk=None, **options):
+                 bootstrap_dir=BOOTSTRAP_DIR, wheel_store=None, wheel_storage_options=None,
+                 node_packages=NODE_EXTRAS, create_concurrency=32, azure_sdk=None, **options):
         super().__init__(spec, **options)
         if options:
             name = sorted(options)[0]
@@ -216,6 +249,22 @@ class AzureBackend(SpecClusterBackend):
                 raise SpecError(field, value, "expected a non-empty string")
         if not isinstance(node_root, str) or not node_root.startswith("/"):
             raise SpecError("node_root", node_root, "expected an absolute path on the VMs")
+        if not isinstance(bootstrap_dir, str) or not bootstrap_dir.startswith("/"):
+            raise SpecError("bootstrap_dir", bootstrap_dir, "expected an absolute path on the VMs")
+        if wheel_store is not None and (not isinstance(wheel_store, str) or "://" not in wheel_store
+                                        or wheel_store.startswith("file://")):
+            raise SpecError("wheel_store", wheel_store, "expected a storage folder the VMs can read, such as "
+                            "'abfs://container/batchnb' (the wheel is fetched with a signed URL)")
+        if docker_image is not None and (not isinstance(docker_image, str) or not docker_image.strip()):
+            raise SpecError("docker_image", docker_image, "expected an image name holding this batchnb, or None")
+        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
+            raise SpecError("start_timeout", start_timeout, "expected a positive number of seconds")
+        if isinstance(create_concurrency, bool) or not isinstance(create_concurrency, int) or create_concurrency < 1:
+            raise SpecError("create_concurrency", create_concurrency, "expected a positive integer")
+        self.boot = {"root": bootstrap_dir.rstrip("/") or "/", "docker_image": docker_image,
+                     "pins": driver_pins(tuple(node_packages or ()))}
+        self.wheel_store, self.wheel_storage_options = wheel_store, wheel_storage_options or {}
+        self.create_concurrency = create_concurrency
         self.node_root = node_root
         self.eviction_policy, self.max_price = eviction_policy, max_price
         self.scheduled_events_url = scheduled_events_url
@@ -225,7 +274,7 @@ class AzureBackend(SpecClusterBackend):
         self.cluster_kwargs = dict(
             location=location, resource_group=resource_group, vnet=vnet, subnet=subnet,
             security_group=security_group, subscription_id=subscription_id, public_ingress=public_ingress,
-            vm_size=spec.vm_size, scheduler_vm_size=scheduler_vm_size, vm_image=vm_image or {},
+            vm_size=spec.vm_size, scheduler_vm_size=scheduler_vm_size, vm_image={**UBUNTU_LTS, **(vm_image or {})},
             disk_size=disk_size, docker_image=docker_image, bootstrap=bootstrap, auto_shutdown=auto_shutdown,
             env_vars=env_vars or {}, extra_bootstrap=extra_bootstrap, debug=debug, security=security,
             scheduler_options=dict(scheduler_options or {}),
@@ -257,20 +306,23 @@ class AzureBackend(SpecClusterBackend):
     def start(self):
         from distributed import Client
         self.started_at = time.time()      # the scheduler VM is billed from its request on
+        prepare_wheel(self.boot, self.wheel_store, self.wheel_storage_options, self.start_timeout)
         self._config_before = copy.deepcopy(dask.config.config)   # AzureVMCluster sets TLS settings globally
         box: dict = {}
 
         def make():
             try:
-                box["cluster"] = BatchnbAzureVMCluster(group_options=self._group_options(), **self.cluster_kwargs)
+                box["cluster"] = BatchnbAzureVMCluster(
+                    group_options=self._group_options(), boot=self.boot, start_timeout=self.start_timeout,
+                    create_concurrency=self.create_concurrency, **self.cluster_kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 box["error"] = exc
         thread = threading.Thread(target=make, name="batchnb-azure-start", daemon=True)
         thread.start()
-        thread.join(self.start_timeout)
+        thread.join(self.start_timeout + 300)     # the scheduler VM's own deadline, then its deletion
         if thread.is_alive():
             raise BackendError(f"the Azure scheduler VM did not come up within {self.start_timeout:g}s "
-                               "(start_timeout=); check the resource group for a half-made VM")
+                               "(start_timeout=) nor was it deleted in 300 s more; check the resource group")
         if "error" in box:
             self._restore_config()
             exc = box["error"]

@@ -5,7 +5,9 @@ makes through dask-cloudprovider's AzureVMCluster; ``LocalVMHost`` runs what
 each VM's cloud-init would run, as local processes on 127.0.0.1, and serves
 Azure's scheduled-events endpoint. So these tests check the exact VM requests
 and the whole path behind them: TLS, node names, the start task in the
-bootstrap, and eviction notices turned into requeues.
+bootstrap, and eviction notices turned into requeues. The VMs boot in a
+clean environment (no batchnb, no test Python): what runs there is what the
+bootstrap installed from the wheel shipped through Azurite.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from batchnb.errors import SpecError
 from batchnb.engine.ledger import Ledger
 from batchnb.spec import PoolSpec
 
-from azure_standin import LocalVMHost, RecordingAzureSDK
+from azure_standin import LocalVMHost, RecordingAzureSDK, vm_bootstrap_dir, vm_wheel_store
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-START = 'echo "start $AZ_BATCH_NODE_ID"; [ "$AZ_BATCH_NODE_ID" != spot-0 ] || { echo "not on spot-0" >&2; exit 3; }'
+START = ('echo "start $AZ_BATCH_NODE_ID $(command -v python)"; '
+         '[ "$AZ_BATCH_NODE_ID" != spot-0 ] || { echo "not on spot-0" >&2; exit 3; }')
 
 
 def free_port() -> int:
@@ -41,12 +44,14 @@ def free_port() -> int:
 
 def azure_options(host, sdk, tmp_path) -> dict:
     """Options of a pool whose VMs are played by ``host`` on 127.0.0.1."""
+    store, store_options = vm_wheel_store()
     return dict(location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg",
-                subscription_id=SUBSCRIPTION, bootstrap=False, auto_shutdown=False,
+                subscription_id=SUBSCRIPTION, auto_shutdown=False, bootstrap_dir=vm_bootstrap_dir(),
+                wheel_store=store, wheel_storage_options=store_options,
                 scheduler_options={"host": "127.0.0.1", "port": free_port(), "dashboard_address": "127.0.0.1:0"},
                 worker_options={"host": "127.0.0.1"}, node_root=str(tmp_path / "nodes"),
                 scheduled_events_url=host.url, scheduled_events_poll=0.2, eviction_grace=0.5,
-                azure_sdk=sdk, start_timeout=60)
+                azure_sdk=sdk, start_timeout=120)
 
 
 def states(pool) -> dict:
@@ -102,8 +107,8 @@ def test_vm_requests_spot_only_for_spot_workers_tls_and_start_task_in_bootstrap(
     assert (ip.public_ip_allocation_method, ip.sku.name) == ("Static", "Standard")
     # TLS: the scheduler listens on tls:// and the VMs get the certificates in their custom data
     assert pool.client.scheduler.address.startswith("tls://")
-    docker = [c for c in sdk.cloud_init(scheduler)["runcmd"] if c.startswith("docker run")][0]
-    inherited = re.search(r'DASK_INTERNAL_INHERIT_CONFIG="([^"]+)"', docker).group(1)
+    dask_line = [c for c in sdk.cloud_init(scheduler)["runcmd"] if " -m distributed.cli.dask_" in c][0]
+    inherited = re.search(r'DASK_INTERNAL_INHERIT_CONFIG="([^"]+)"', dask_line).group(1)
     config = json.loads(base64.b64decode(unquote(inherited)))
     assert config["distributed"]["comm"]["require-encryption"] is True
     assert "BEGIN CERTIFICATE" in config["distributed"]["comm"]["tls"]["ca-file"]
@@ -112,20 +117,28 @@ def test_vm_requests_spot_only_for_spot_workers_tls_and_start_task_in_bootstrap(
     for node_id, params in (("dedicated-0", dedicated), ("spot-0", spot)):
         runcmd = sdk.cloud_init(params)["runcmd"]
         boot = [c for c in runcmd if "starttask.sh" in c]
-        assert len(boot) == 1 and runcmd.index(boot[0]) < runcmd.index([c for c in runcmd
-                                                                        if c.startswith("docker run")][0])
+        worker = [c for c in runcmd if " -m distributed.cli.dask_" in c][0]
+        assert len(boot) == 1 and runcmd.index(boot[0]) < runcmd.index(worker)
         script = base64.b64decode(re.search(r"echo (\S+) \| base64 -d", boot[0]).group(1)).decode()
         assert f"export AZ_BATCH_NODE_ID={node_id}" in script and "not on spot-0" in script
         assert "max=2;" in script                                 # max_retries=1: two attempts
-        worker = [c for c in runcmd if c.startswith("docker run")][0]
         assert f'"name": "{node_id}"' in worker and "distributed.cli.dask_spec" in worker
-        assert f"-v {pool._backend.node_root}:{pool._backend.node_root}" in worker
+        # the start task and the worker run after the bootstrap succeeded, from its venv
+        root = pool._backend.boot["root"]
+        for line in (boot[0], worker):
+            assert line.startswith(f"[ -f {root}/ready ] && export PATH={root}/venv/bin:$PATH")
+        assert f" {root}/venv/bin/python -m distributed.cli.dask_spec " in worker
+    # a supported Ubuntu LTS by default (dask-cloudprovider's default is 18.04)
+    assert scheduler["properties"]["storageProfile"]["imageReference"] == {
+        "publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
 
 
 def test_start_task_from_bootstrap_keeps_failed_spot_node_out(azure, unique):
     pool, _, _ = azure
     results = pool.extension(StartTaskExtension).results
-    assert results["dedicated-0"].succeeded and "start dedicated-0" in results["dedicated-0"].stdout_tail
+    venv_python = f"{pool._backend.boot['root']}/venv/bin/python"
+    # the start task ran in the tasks' environment: the bootstrap's venv first on PATH
+    assert results["dedicated-0"].succeeded and f"start dedicated-0 {venv_python}" in results["dedicated-0"].stdout_tail
     bad = results["spot-0"]
     assert (bad.exit_code, bad.attempts) == (3, 2) and "not on spot-0" in bad.stderr_tail
     job = pool.job(unique, max_task_retries=0)
@@ -172,12 +185,38 @@ def test_pool_preempt_asks_azure_to_evict_the_spot_vm(azure):
     assert states(pool)["spot-1"] == "preempted"
 
 
+def test_tasks_run_the_drivers_batchnb_installed_by_the_bootstrap_in_a_clean_vm(azure, unique):
+    # The VMs boot with no batchnb and no test Python on PATH (LocalVMHost's clean environment):
+    # a Python task unpickles only because the bootstrap installed this batchnb from the shipped wheel.
+    pool, sdk, _ = azure
+    root = pool._backend.boot["root"]
+    job = pool.job(unique, max_task_retries=0)
+
+    def where():        # defined here, so that it travels by value (this module is not on the VMs)
+        import sys
+        import batchnb
+        return batchnb.__version__, sys.prefix, batchnb.__file__
+    job.add_task("cmd", 'python -c "import batchnb, sys; print(batchnb.__version__, sys.prefix)"')
+    py = job.submit(where)
+    assert job.wait(timeout=60).ok
+    assert job.task("cmd").stdout().split() == [bnb.__version__, f"{root}/venv"]
+    version, prefix, path = py.result(timeout=30)
+    assert (version, prefix) == (bnb.__version__, f"{root}/venv")
+    assert path.startswith(f"{root}/venv/lib/") and "site-packages/batchnb/" in path
+    # it came from the wheel the driver shipped: its SHA-256 is the one the bootstrap checked
+    assert open(f"{root}/venv/.batchnb-wheel").read().strip() == pool._backend.boot["wheel_sha"]
+
+
 @pytest.mark.parametrize("options, field", [
     ({"eviction_policy": "Keep"}, "eviction_policy"),
     ({"max_price": 0}, "max_price"),
     ({"max_price": True}, "max_price"),
     ({"node_root": "relative/dir"}, "node_root"),
     ({"regionn": "westeurope"}, "regionn"),
+    ({"wheel_store": "file:///tmp/wheels"}, "wheel_store"),
+    ({"bootstrap_dir": "opt/batchnb"}, "bootstrap_dir"),
+    ({"start_timeout": 0}, "start_timeout"),
+    ({"create_concurrency": 0}, "create_concurrency"),
 ])
 def test_bad_options_are_refused_before_any_vm(options, field):
     sdk = RecordingAzureSDK()
