@@ -235,8 +235,9 @@ def test_a_detached_gateway_pool_runs_its_job_without_its_creator_and_close_stop
 
 
 def test_a_detached_address_pool_drives_a_running_scheduler_and_leaves_it_running(detached_home):
-    import batchnb as bnb
     from distributed import LocalCluster
+
+    import batchnb as bnb
     home, noted = detached_home
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0",
                       processes=True) as cluster:
@@ -253,3 +254,39 @@ def test_a_detached_address_pool_drives_a_running_scheduler_and_leaves_it_runnin
             pool.close()
         # The pool never made the scheduler: closing it leaves the scheduler and its worker.
         assert len(cluster.scheduler.workers) == 1
+
+
+def test_a_detached_slurm_pool_with_tls_files_gives_other_processes_a_client_of_its_scheduler(tmp_path,
+                                                                                              detached_home,
+                                                                                              slurm):
+    from distributed.security import Security
+
+    import batchnb as bnb
+    home, noted = detached_home
+    made = Security.temporary()
+    # One self-signed certificate for every role, written to files readable by their owner only.
+    files = {}
+    for field in ("tls_ca_file", "tls_client_cert", "tls_client_key"):
+        path = tmp_path / field
+        path.write_text(getattr(made, field))
+        path.chmod(0o600)
+        files[field] = str(path)
+    security = Security(require_encryption=True, **files, tls_scheduler_cert=files["tls_client_cert"],
+                        tls_scheduler_key=files["tls_client_key"], tls_worker_cert=files["tls_client_cert"],
+                        tls_worker_key=files["tls_client_key"])
+    prefix = "bnb-hpc-files-"
+    pool = bnb.Pool("hpc-files", backend="slurm", dedicated=1, queue="debug", walltime="00:10:00", cores=1,
+                    memory="1GB", host="127.0.0.1", nanny=False, security=security, detached=True)
+    _note(home, noted)
+    try:
+        [record] = _records(home)
+        assert record["scheduler_security"] == files and "scheduler_unreachable" not in record
+        assert pool.client.scheduler.address.startswith("tls://127.0.0.1:")
+        assert pool.client.submit(sum, [1, 2, 3], resources={"slots": 1}).result(timeout=60) == 6
+    finally:
+        pool.close()
+        _stop_agents(home, noted)
+        left = [j["id"] for j in slurm.jobs(prefix)]
+        if left:
+            slurm.run("scancel", *left, check=False)
+    wait_for(lambda: not slurm.jobs(prefix), 60, "the pool's Slurm jobs to leave squeue")
