@@ -23,6 +23,7 @@ import time
 import traceback
 
 from . import proctree as _proctree
+from . import secrets as _secrets
 from ..errors import StagingError
 from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TAIL_BYTES, TERMINATED, TIMEOUT, AttemptRecord,
                       AttemptRequest, _node_id, _running, _running_lock, _tail, _terminated, node_dirs,
@@ -37,12 +38,17 @@ def run_coordination(req: AttemptRequest) -> AttemptRecord:
     None: nothing to run) of instance ``req.instance``; never raises."""
     node_id = _node_id()
     record = AttemptRecord(req.job_id, req.task_id, req.attempt, node_id, start=time.time())
+    mask = _secrets.Masker(req.secrets.values())
     try:
+        req, mask = _secrets.resolve_request(req)   # the coordination command gets the task's secrets too
         _coordinate(req, record, node_id)
+    except _secrets.SecretUnavailable as exc:
+        record.category, record.message = PREPROCESSING, str(exc)
     except BaseException as exc:  # noqa: BLE001 - an instance must report, never raise into Dask
         record.category = record.category or CRASH
         record.message = f"batchnb runner failed: {type(exc).__name__}: {exc}"
         record.stderr_tail = (record.stderr_tail + traceback.format_exc())[-TAIL_BYTES:]
+    _secrets.mask_record(record, mask, (COORDINATION_STDOUT, COORDINATION_STDERR))
     record.end = time.time()
     return record
 

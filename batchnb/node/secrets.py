@@ -164,12 +164,22 @@ class Masker:
         os.replace(tmp, path)
 
 
-def mask_record(record, mask: Masker) -> None:
+def mask_record(record, mask: Masker, names=("stdout.txt", "stderr.txt")) -> None:
     """Mask an attempt's tails and message, and its stdout.txt/stderr.txt on the node (which
     ``t.stdout()``, ``batchnb logs`` and a pool's ``logs_url`` read)."""
     record.stdout_tail = mask.text(record.stdout_tail)
     record.stderr_tail = mask.text(record.stderr_tail)
     record.message = mask.text(record.message)
     if record.task_dir:
-        for name in ("stdout.txt", "stderr.txt"):
+        for name in names:
             mask.file(os.path.join(record.task_dir, name))
+
+
+def resolve_request(req):
+    """``(req with its references resolved into req.secrets, a Masker of every value)``."""
+    from dataclasses import replace
+    if not req.secret_refs:
+        return req, Masker(req.secrets.values())
+    resolved = resolve(req.secret_refs)
+    return (replace(req, secrets={**req.secrets, **resolved}, secret_refs={}),
+            Masker([*req.secrets.values(), *resolved.values()]))

@@ -94,3 +94,14 @@ def test_a_malformed_reference_is_a_spec_error_naming_it(ref):
 @pytest.mark.parametrize("ref", ["env:X", "file:/run/secrets/x", "keyvault://myvault/db-password"])
 def test_the_three_forms_are_accepted(ref):
     assert bnb.TaskSpec("t", "true", secrets={"TOKEN": ref}).secrets == {"TOKEN": ref}
+
+
+def test_a_multi_instance_coordination_command_gets_resolved_secrets_masked(tmp_path, vault):
+    from batchnb.node import multiinstance
+    rec = multiinstance.run_coordination(request(tmp_path, command='test "$C" = "' + VALUE + '" && echo "c=$C"',
+                                                 instance=1, host_list=("127.0.0.1", "127.0.0.1"),
+                                                 secret_refs={"C": "keyvault://myvault/db-password"}))
+    assert rec.category is None and rec.exit_code == 0, (rec.message, rec.stderr_tail)
+    assert rec.stdout_tail == "c=***\n"
+    data = open(os.path.join(rec.task_dir, multiinstance.COORDINATION_STDOUT), "rb").read()
+    assert data == b"c=***\n"
