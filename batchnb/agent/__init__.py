@@ -11,6 +11,6 @@ the ledger file directly (SQLite WAL allows readers beside the writer);
 every write goes through the agent. ``bnb.pools()`` lists the agents of
 this machine (:mod:`.registry`).
 
-A remote pool's agent would run beside its scheduler and serve the same
-operations; only local pools are detached for now.
+Local, Slurm, gateway and address pools can be detached (the README's
+"Detached pools" says where each one's agent runs); Azure pools not yet.
 """

@@ -138,3 +138,16 @@ def test_a_disconnected_client_says_so_and_the_pool_goes_on(detached):
         other.job("after")
     assert "disconnected" in repr(other)
     assert [p["name"] for p in bnb.pools()] == ["client-tests"]
+
+
+def test_metrics_and_alerts_are_served_by_the_agent(detached):
+    import urllib.request
+    url = detached.metrics_url
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert f'pool="{detached.name}"' in text and "batchnb_nodes" in text
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    listening = {c.laddr.port for c in psutil.Process(detached._record["pid"]).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    assert port in listening            # the agent serves them, where the engine runs
+    detached.alert("stuck", bnb.alerts.no_progress(for_="10m"), action="log")
+    assert [(a["name"], a["state"]) for a in detached.alerts()] == [("stuck", "ok")]
