@@ -102,6 +102,13 @@ function render({ model, el }) {
     root.replaceChildren(head, bar, legend, stats);
     const problem = model.get("problem");
     if (problem) root.append(h("div", { class: "bnb-problem", role: "alert", "data-role": "problem" }, [problem]));
+    /** @type {{node: string, prep: string, release: string, exit_code: (number|null)}[]} */
+    const prep = model.get("prep") || [];
+    if (prep.length) {
+      root.append(h("div", { class: "bnb-muted", "data-role": "prep" }, prep.map((p) => h("div", {}, [
+        `${p.node}: preparation ${p.prep || "—"}${p.exit_code ? ` (exit ${p.exit_code})` : ""}`,
+        ` · release ${p.release || "—"}`]))));
+    }
 
     /** @type {Failure[]} */
     const failures = model.get("failures") || [];
@@ -132,7 +139,7 @@ function render({ model, el }) {
   }
 
   const names = ["counts", "total", "done", "job_state", "tasks_complete", "reason", "elapsed", "throughput", "eta",
-                 "retries", "requeues", "failures", "failures_total", "problem"];
+                 "retries", "requeues", "failures", "failures_total", "problem", "prep"];
   return drawOnChanges(model, names, draw, {
     changed: () => { receivedAt = Date.now(); },
     // The clock ticks in the browser between updates; the kernel sends nothing for it.

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 from ..extensions.alerts import AlertChanged
 from ..engine.events import (CostSample, JobStateChanged, NodeStateChanged, PoolStalledChanged, PoolTargets, TasksAdded,
                              TaskStateChanged)
+from .hours import node_hours, prep_lines  # noqa: F401  (node_hours: views and tests import it from here)
 from ..states import (BILLED_NODE_STATES, FAILED_TASK_STATES, NODE_GROUPS, SCHEDULABLE_NODE_STATES,
                       TASK_STATE_ORDER, TERMINAL_TASK_STATES, NodeState, TaskState)
 
@@ -78,6 +79,8 @@ class JobModel:
         for f in failures:
             self._fail(dict(f))
         self._ends: deque = deque()            # times tasks ended, inside WINDOW
+        self._prep_reader: Callable[[], list] | None = None   # the job's prep/release runs, from its ledger
+        self._prep: tuple = (-1.0, [])         # (when read, lines): they are ledger rows, not events
 
     @classmethod
     def from_job(cls, job) -> "JobModel":
@@ -100,6 +103,8 @@ class JobModel:
                     last_end=job.ledger.last_task_end(job.id), first_start=stats.first_start,
                     stderr_tail=lambda tid: _stderr_tail(job, tid))
         model.failures_total = sum(counts.get(s.value, 0) for s in FAILED_TASK_STATES)
+        if row.get("spec") and ('"prep"' in row["spec"] or '"release"' in row["spec"]):
+            model._prep_reader = lambda: prep_lines(job.prep_runs(), job.release_runs())
         return model
 
     @property
@@ -179,7 +184,15 @@ class JobModel:
         elapsed = max(0.0, end - (self.first_start if self.first_start is not None else self.created))
         # Once the tasks ended the rate is the whole run's; while they run, the recent one's.
         rate = (self.done / elapsed if elapsed > 0 else 0.0) if (finished or tasks_complete) else self.throughput(now)
-        return {"job_id": self.job_id, "counts": dict(self.counts), "total": self.total, "done": self.done,
+        if self._prep_reader is not None and time.monotonic() - self._prep[0] >= 1.0:
+            try:
+                self._prep = (time.monotonic(), self._prep_reader())
+            except Exception:  # a closing pool: keep the last lines
+                self._prep = (time.monotonic(), self._prep[1])
+        prep = self._prep[1]
+        if prep and all(p["prep"] == "failed" for p in prep) and live and not self.problem:
+            self.problem = f"its preparation task failed on every node ({len(prep)}): no task can run"
+        return {"prep": prep, "job_id": self.job_id, "counts": dict(self.counts), "total": self.total, "done": self.done,
                 "job_state": self.job_state, "tasks_complete": tasks_complete,
                 "reason": self.reason or "", "elapsed": elapsed,
                 "throughput": round(rate, 3),
@@ -343,34 +356,6 @@ def requested_targets(pool) -> dict | None:
 def _natural(node_id: str):
     head, _, tail = node_id.rpartition("-")
     return (head, int(tail)) if tail.isdigit() else (node_id, 0)
-
-
-def node_hours(history: Iterable[dict], now: float, since: float = 0.0) -> dict:
-    """Billed node-hours per group from the ledger's node history (rows of node, group, state, time).
-
-    A node bills while in a billed state (starting, idle, running, ...), as the cloud does.
-    Only time after ``since`` counts: the ledger keeps nodes of earlier pools of the same name.
-
-    >>> rows = [{"node_id": "d-0", "grp": "dedicated", "state": "idle", "time": 0.0},
-    ...         {"node_id": "d-0", "grp": "dedicated", "state": "offline", "time": 1800.0}]
-    >>> node_hours(rows, now=3600.0)
-    {'node_hours': {'dedicated': 0.5, 'spot': 0.0}, 'nodes_up': {'dedicated': 0, 'spot': 0}}
-    """
-    by_node: dict[str, list] = {}
-    for row in history:
-        by_node.setdefault(row["node_id"], []).append(row)
-    hours = dict.fromkeys(NODE_GROUPS, 0.0)
-    up = dict.fromkeys(NODE_GROUPS, 0)
-    for rows in by_node.values():
-        rows.sort(key=lambda r: r["time"])
-        group = rows[-1].get("grp") or rows[-1].get("group") or "dedicated"
-        for a, b in zip(rows, rows[1:] + [None]):
-            if a["state"] in BILLED:
-                end = now if b is None else b["time"]
-                hours[group] = hours.get(group, 0.0) + max(0.0, end - max(a["time"], since)) / 3600
-        if rows[-1]["state"] in BILLED and rows[-1]["time"] >= since:
-            up[group] = up.get(group, 0) + 1
-    return {"node_hours": hours, "nodes_up": up}
 
 
 class CostModel:

@@ -215,6 +215,7 @@ class JobView(_View):
     failures = t.List().tag(sync=True)
     failures_total = t.Int(0).tag(sync=True)
     problem = t.Unicode("").tag(sync=True)
+    prep = t.List().tag(sync=True)           # a line per node: its prep and release runs' states
 
     def __init__(self, job=None, *, model: JobModel | None = None, bus=None, **kwargs):
         super().__init__(**kwargs)
