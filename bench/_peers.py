@@ -5,7 +5,6 @@ machine's load, and the one-line-per-case format of CONVENTIONS.md
 from __future__ import annotations
 
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -21,9 +20,13 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
-def peak_rss_mb() -> float:
-    # ru_maxrss is in kB on Linux: the process's lifetime peak, hence one process per RSS case.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak RSS in MB: VmHWM, which exec resets (ru_maxrss survives exec, so a
+    child started by a large parent would report the parent's peak)."""
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def ledger_mb(home: str | os.PathLike) -> tuple[float, float]:
@@ -33,14 +36,17 @@ def ledger_mb(home: str | os.PathLike) -> tuple[float, float]:
     return size(db), size(db.with_name(db.name + "-wal"))
 
 
-def ratio(ours: float | None, base: float | None, target: float, name: str, lower_is_better: bool = False) -> str:
-    if ours is None or base is None:
+def ratio(ours, base, target: float, name: str, lower_is_better: bool = False) -> str:
+    if not all(isinstance(v, (int, float)) for v in (ours, base)):  # a peer not installed or failed
         return f"{name} n/a (target {'<=' if lower_is_better else '>='}{target:g}x)"
     r = ours / base
     met = r <= target if lower_is_better else r >= target
     return f"{name} {r:.2f}x (target {'<=' if lower_is_better else '>='}{target:g}x, {'met' if met else 'MISSED'})"
 
 
-def case_line(case: str, figures: dict[str, float | None], unit: str, ratios: list[str]) -> str:
-    shown = ", ".join(f"{k} {'not installed' if v is None else f'{v:,.0f} {unit}'}" for k, v in figures.items())
+def case_line(case: str, figures: dict[str, float | str | None], unit: str, ratios: list[str]) -> str:
+    """A figure is a number, None (not installed) or a string saying why there is none."""
+    def shown1(v):
+        return "not installed" if v is None else v if isinstance(v, str) else f"{v:,.0f} {unit}"
+    shown = ", ".join(f"{k} {shown1(v)}" for k, v in figures.items())
     return f"{case}: {shown}; {'; '.join(ratios)}; {load()}"

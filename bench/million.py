@@ -23,9 +23,8 @@ import tempfile
 import threading
 import time
 
-import psutil
 
-from _peers import ledger_mb, load
+from _peers import ledger_mb, load, peak_rss_mb
 
 
 def noop(x):
@@ -82,13 +81,12 @@ def main() -> None:
                             start_new_session=True)
     last: dict = {}
     peak = {"rss": 0.0, "ledger": 0.0, "wal": 0.0}
-    me = psutil.Process(proc.pid)
 
     def sample():
         while proc.poll() is None:
             try:
-                peak["rss"] = max(peak["rss"], me.memory_info().rss / 2**20)
-            except psutil.NoSuchProcess:
+                peak["rss"] = peak_rss_mb(proc.pid)
+            except (OSError, RuntimeError):  # it has just ended
                 return
             db, wal = ledger_mb(home)
             peak["ledger"], peak["wal"] = max(peak["ledger"], db), max(peak["wal"], wal)

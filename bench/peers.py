@@ -170,6 +170,18 @@ def installed(name: str) -> bool:
     return name in ("batchnb", "dask") or importlib.util.find_spec(name) is not None
 
 
+def attempt(name: str, fn):
+    """fn()'s figures, None when the peer is not installed, or why it failed (e.g. Ray's
+    raylet timing out at start on a loaded machine): one peer failing keeps the others' lines."""
+    if not installed(name):
+        return None
+    try:
+        return fn()
+    except Exception as e:
+        print(f"# {name} failed: {e!r}", file=sys.stderr, flush=True)
+        return f"failed ({type(e).__name__})"
+
+
 def rss_of(name: str, n: int) -> float:
     """Peak RSS (MB) of a fresh driver process that maps and runs n no-op tasks through ``name``."""
     out = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss", str(n)],
@@ -193,8 +205,11 @@ def main() -> None:
     print(f"# {CORES} cores; batchnb: local pool of {CORES} nodes x 1 slot; dask: LocalCluster {CORES} "
           f"processes x 1 thread; ray num_cpus={CORES}; parsl ThreadPoolExecutor({CORES}); {load()} at start",
           flush=True)
-    got = {p: (RUNNERS[p](args) if installed(p) else None) for p in chosen}
-    fig = lambda p, k: got[p][k] if got.get(p) else None  # noqa: E731
+    got = {p: attempt(p, lambda: RUNNERS[p](args)) for p in chosen}
+
+    def fig(p, k):
+        v = got.get(p)
+        return v[k] if isinstance(v, dict) else v
     xargs = rate(args.commands, lambda: subprocess.run(
         f"seq {args.commands} | xargs -P {CORES} -n 1 /bin/true", shell=True, check=True))
     print(case_line(f"python-noop (n={args.python})", {p: fig(p, "noop") for p in chosen}, "tasks/s",
@@ -206,7 +221,7 @@ def main() -> None:
     print(case_line(f"chain (n={args.chain})", {p: fig(p, "chain") for p in chosen}, "steps/s",
                     [ratio(fig("batchnb", "chain"), fig("dask", "chain"), 4, "chain batchnb/dask"),
                      ratio(fig("batchnb", "chain"), fig("ray", "chain"), 1, "chain batchnb/ray")]), flush=True)
-    rss = {p: (rss_of(p, args.rss) if installed(p) else None) for p in chosen}
+    rss = {p: attempt(p, lambda: rss_of(p, args.rss)) for p in chosen}
     print(case_line(f"driver-rss (n={args.rss})", rss, "MB",
                     [ratio(rss.get("batchnb"), 1024, 1, "batchnb/1GB", lower_is_better=True)]), flush=True)
 
