@@ -333,5 +333,7 @@ def _secret_ref(name: str, ref: str) -> None:
     vault, sep, secret = ref[len("keyvault://"):].partition("/")
     if ref.startswith("keyvault://") and vault and secret and "/" not in secret:
         return
-    raise SpecError(f"secrets[{name!r}]", ref, "give a reference: 'env:NAME', 'file:/absolute/path' or "
+    # What is no reference may be the secret itself: not echoed into a notebook or a log.
+    shown = ref if ref.startswith(("env:", "file:", "keyvault:")) else "<hidden>"
+    raise SpecError(f"secrets[{name!r}]", shown, "give a reference: 'env:NAME', 'file:/absolute/path' or "
                     "'keyvault://<vault>/<secret>', never the secret itself")

@@ -105,3 +105,9 @@ def test_a_multi_instance_coordination_command_gets_resolved_secrets_masked(tmp_
     assert rec.stdout_tail == "c=***\n"
     data = open(os.path.join(rec.task_dir, multiinstance.COORDINATION_STDOUT), "rb").read()
     assert data == b"c=***\n"
+
+
+def test_a_value_given_instead_of_a_reference_is_not_echoed():
+    with pytest.raises(bnb.SpecError) as info:
+        bnb.TaskSpec("t", "true", secrets={"TOKEN": "hunter2-plain-value"})
+    assert "hunter2" not in str(info.value) and "secrets['TOKEN']: '<hidden>'" in str(info.value)
