@@ -363,3 +363,22 @@ def _tail(path: Path) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def stage_inputs(req: AttemptRequest, record: AttemptRecord, dest: Path, dirs: dict) -> bool:
+    """Stage ``req``'s inputs into ``dest``, timed on ``record``; False, with ``record`` failed as
+    preprocessing (transient or not, as the storage said), when they could not be staged."""
+    if not req.inputs:
+        return True
+    from .. import staging
+    from ..errors import StagingError
+    t0 = time.time()
+    try:
+        stats = staging.stage_in(req.inputs, dest, storage_options=req.storage_options,
+                                 cache_dir=dirs["root"] / "cache")
+    except StagingError as exc:
+        record.category, record.message, record.transient = PREPROCESSING, str(exc), exc.transient
+        record.stage_in_seconds = time.time() - t0
+        return False
+    record.bytes_in, record.stage_in_seconds = stats.nbytes, time.time() - t0
+    return True

@@ -24,10 +24,9 @@ import traceback
 
 from . import proctree as _proctree
 from . import secrets as _secrets
-from ..errors import StagingError
 from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TAIL_BYTES, TERMINATED, TIMEOUT, AttemptRecord,
                       AttemptRequest, _node_id, _running, _running_lock, _tail, _terminated, node_dirs,
-                      task_environment, task_shared_dir)
+                      stage_inputs, task_environment, task_shared_dir)
 
 COORDINATION_STDOUT = "coordination-stdout.txt"
 COORDINATION_STDERR = "coordination-stderr.txt"
@@ -66,17 +65,8 @@ def _coordinate(req: AttemptRequest, record: AttemptRecord, node_id: str) -> Non
     for folder in (wd, shared, dirs["shared"]):
         folder.mkdir(parents=True, exist_ok=True)
     record.task_dir = str(task_dir)
-    if req.inputs:
-        from .. import staging
-        t0 = time.time()
-        try:
-            stats = staging.stage_in(req.inputs, shared, storage_options=req.storage_options,
-                                     cache_dir=dirs["root"] / "cache")
-        except StagingError as exc:
-            record.category, record.message, record.transient = PREPROCESSING, str(exc), exc.transient
-            record.stage_in_seconds = time.time() - t0
-            return
-        record.bytes_in, record.stage_in_seconds = stats.nbytes, time.time() - t0
+    if not stage_inputs(req, record, shared, dirs):
+        return
     key = (req.job_id, req.task_id, req.attempt)
     if req.command is None:
         record.exit_code = 0

@@ -32,7 +32,7 @@ from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for 
     AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, NODE_LOST, NOT_TASK_FAULT, PREPROCESSING, PYTHON,
     TAIL_BYTES, TERMINATED, TIMEOUT, UPLOAD, kill_all, kill_attempts, kill_attempts_soon, node_dirs,
     private_dir, restart_worker, stop_attempts, stop_attempts_soon, task_environment, _node_id, _running, _running_lock,
-    _tail, _terminated)
+    _tail, _terminated, stage_inputs)
 from .pytask import read_child, run_inline, write_payload
 from .taskdir import drop_if_empty
 
@@ -79,17 +79,8 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
         private_dir(wd)
         dirs["shared"].mkdir(parents=True, exist_ok=True)
         record.task_dir = str(task_dir)
-    if req.inputs:
-        from .. import staging
-        t0 = time.time()
-        try:
-            stats = staging.stage_in(req.inputs, wd, storage_options=req.storage_options,
-                                     cache_dir=dirs["root"] / "cache")
-        except StagingError as exc:
-            record.category, record.message, record.transient = PREPROCESSING, str(exc), exc.transient
-            record.stage_in_seconds = time.time() - t0
-            return
-        record.bytes_in, record.stage_in_seconds = stats.nbytes, time.time() - t0
+    if not stage_inputs(req, record, wd, dirs):
+        return
     key = (req.job_id, req.task_id, req.attempt)
     with _running_lock:
         doomed = key in _terminated
