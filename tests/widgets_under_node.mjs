@@ -93,6 +93,11 @@ const unsubscribed = (model) => Object.values(model.cbs).every((cbs) => cbs.leng
   assert.equal(byAttr(el, "data-node", "dedicated-1").length, 0);
   model.sync({ autoscale: "$TargetDedicatedNodes = 1;" }); frame();
   assert.ok(all(el, (e) => e.className === "bnb-controls").every((c) => c.hidden), "autoscale hides the controls");
+  assert.equal(byAttr(el, "data-alert", "fails").length, 0);
+  model.sync({ alerts: [{ alert: "fails", state: "firing", detail: "failure rate 0.5 above 0.2" }] }); frame();
+  assert.equal(text(el, "data-alert", "fails"), "alert fails firing: failure rate 0.5 above 0.2");
+  model.sync({ alerts: [] }); frame();
+  assert.equal(byAttr(el, "data-alert", "fails").length, 0, "a resolved alert is no longer shown");
   model.sync({ nodes: [{ ...node(0), cpu: 150 }] }); frame();
   assert.equal(byClass(el, "bnb-meter")[0].className, "bnb-meter bnb-over");
   assert.equal(byClass(el, "bnb-meter")[0].children[0].getAttribute("style"), "width:100%");

@@ -101,7 +101,8 @@ function render({ model, el }) {
   }
   const legend = h("div", { class: "bnb-legend" });
   const error = h("div", { class: "bnb-error" });
-  root.append(head, ...GROUPS.map((g) => parts[g].box), legend, error);
+  const alerts = h("div", { class: "bnb-alerts" });
+  root.append(head, alerts, ...GROUPS.map((g) => parts[g].box), legend, error);
 
   function draw() {
     /** @type {NodeRow[]} */
@@ -133,9 +134,14 @@ function render({ model, el }) {
     legend.replaceChildren(...NODE_STATES.filter((s) => present.has(s)).map((s) => chip(s, s)));
     error.hidden = !model.get("error");
     error.textContent = model.get("error") || "";
+    const firing = model.get("alerts") || [];
+    alerts.hidden = !firing.length;
+    alerts.replaceChildren(...firing.map((a) => h("div", { class: "bnb-error", "data-alert": a.alert },
+      [`alert ${a.alert} firing${a.detail ? `: ${a.detail}` : ""}`])));
   }
 
-  const names = ["nodes", "targets", "current", "autoscale", "target_reason", "error", "pool_name", "dashboard"];
+  const names = ["nodes", "targets", "current", "autoscale", "target_reason", "error", "pool_name", "dashboard",
+                 "alerts"];
   return drawOnChanges(model, names, draw, {
     changed: (name) => {
       // New targets (a resize done, or autoscale) replace what was typed for them.

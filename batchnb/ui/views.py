@@ -269,6 +269,7 @@ class PoolView(_View):
     autoscale = t.Unicode("").tag(sync=True)
     target_reason = t.Unicode("").tag(sync=True)
     dashboard = t.Unicode("").tag(sync=True)         # the Dask dashboard's URL, or ""
+    alerts = t.List().tag(sync=True)                  # the pool's alerts now firing (pool.alert)
     error = t.Unicode("").tag(sync=True)
     metrics_every = 2.0      # seconds between readings of pool.nodes() (CPU, memory, removed nodes)
 
@@ -332,7 +333,7 @@ class PoolView(_View):
         state = self.model.state()
         with self.hold_sync():
             self.pool_name = state["pool"]
-            for name in ("nodes", "targets", "current", "autoscale", "target_reason", "dashboard"):
+            for name in ("nodes", "targets", "current", "autoscale", "target_reason", "dashboard", "alerts"):
                 setattr(self, name, state[name])
 
     def _on_msg(self, _widget, content, _buffers) -> None:
