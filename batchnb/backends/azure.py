@@ -303,6 +303,12 @@ class AzureBackend(SpecClusterBackend):
                 "spot": {"vm": spot_vm_options(self.eviction_policy, self.max_price), "bootstrap": start("spot"),
                          "docker_args": mount}}
 
+    def notice_plugins(self) -> list:
+        """Every worker polls Azure's scheduled events for its own VM (spot evictions)."""
+        return [ScheduledEventsPlugin(self.scheduled_events_url,
+                                      vm_name_template=vm_name(self.cluster.uuid, "{node_id}"),
+                                      poll_interval=self.scheduled_events_poll, grace=self.eviction_grace)]
+
     def start(self):
         from distributed import Client
         self.started_at = time.time()      # the scheduler VM is billed from its request on
@@ -330,9 +336,6 @@ class AzureBackend(SpecClusterBackend):
         self.cluster = box["cluster"]
         try:
             client = Client(self.cluster, security=self.cluster.security, set_as_default=False)
-            client.register_plugin(ScheduledEventsPlugin(
-                self.scheduled_events_url, vm_name_template=vm_name(self.cluster.uuid, "{node_id}"),
-                poll_interval=self.scheduled_events_poll, grace=self.eviction_grace))
             initial = {"dedicated": self.spec.dedicated or 0, "spot": self.spec.spot}
             for group, count in initial.items():
                 for _ in range(count):

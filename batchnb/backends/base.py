@@ -115,6 +115,16 @@ class Backend:
         """
         return None
 
+    def notice_plugins(self) -> list:
+        """Worker plugins that announce a node's coming preemption, registered by the pool.
+
+        Each publishes ``{"node_id", "event_type", ...}`` on the
+        :data:`batchnb.node.spotnotice.TOPIC` topic when the backend's platform
+        says a node is about to be taken (Azure's scheduled events); the pool
+        then requeues that node's tasks while it is still up. None by default.
+        """
+        return []
+
     def scale(self, group: str, count: int) -> list[str]:
         """Make ``group`` have ``count`` nodes; return the ids of new nodes."""
         from ..errors import BackendError

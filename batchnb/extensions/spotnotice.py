@@ -50,6 +50,8 @@ class SpotNoticeExtension(PoolExtension):
         self._subscribed = False
 
     def start(self) -> None:
+        for plugin in self.engine.backend.notice_plugins():   # the backend says how its nodes hear
+            self.engine.client.register_plugin(plugin)
         try:
             self.engine.client.subscribe_topic(TOPIC, self._on_notice)
             self._subscribed = True

@@ -223,3 +223,39 @@ def test_local_backend_close_ends_workers_that_will_not_close(caplog):
     backend.close()
     assert worker.wait(timeout=10) == -9 and backend.cluster.closes == 2
     assert "did not close within" in caplog.text
+
+
+class NoticeFileBackend(LocalBackend):
+    """The local backend whose nodes hear eviction notices from a file, as Azure's poll its
+    metadata service: what the Backend ABC's notice_plugins() hands the pool."""
+
+    name = "local-notices"
+    events_url = ""
+
+    def notice_plugins(self) -> list:
+        from batchnb.node.spotnotice import ScheduledEventsPlugin
+        return [ScheduledEventsPlugin(self.events_url, vm_name_template="{node_id}", poll_interval=0.1, grace=0.2)]
+
+
+def test_a_backends_notice_plugins_make_its_nodes_preemption_notices_requeue(tmp_path, monkeypatch):
+    import json
+    from batchnb.engine.ledger import Ledger
+    events = tmp_path / "scheduledevents.json"
+    events.write_text('{"Events": []}')
+    monkeypatch.setattr(NoticeFileBackend, "events_url", events.as_uri())
+    register(NoticeFileBackend.name, NoticeFileBackend)
+    try:
+        with bnb.Pool("notices", backend=NoticeFileBackend.name, dedicated=0, spot=1,
+                      ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+            job = pool.job("j", max_task_retries=0)
+            job.add_task("t", "sleep 2")
+            wait_for(lambda: states(pool)["spot-0"] == "running", 30, "spot-0 running")
+            events.write_text(json.dumps({"Events": [{
+                "EventId": "e1", "EventType": "Preempt", "Resources": ["spot-0"], "EventStatus": "Scheduled",
+                "NotBefore": "Wed, 25 Nov 2026 08:00:00 GMT"}]}))
+            wait_for(lambda: states(pool).get("spot-0") == "preempted", 30, "spot-0 preempted by its notice")
+            events.write_text('{"Events": []}')
+            assert job.wait(timeout=90, quiet=True).ok
+            assert job.task("t").info().requeues == 1
+    finally:
+        backends.registry.pop(NoticeFileBackend.name, None)
