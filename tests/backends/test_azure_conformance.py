@@ -1,0 +1,31 @@
+"""The Azure backend passes the conformance suite every shipped backend passes
+(batchnb.backends.testing), its VMs played by the stand-in host of tests/azure_standin.py:
+VM requests recorded at the Azure SDK's boundary, each VM's cloud-init run in a clean
+environment on 127.0.0.1, evictions announced through Azure's scheduled events."""
+
+from __future__ import annotations
+
+import contextlib
+
+import batchnb as bnb
+from batchnb.backends.testing import BackendConformance
+from batchnb.engine.ledger import Ledger
+
+from azure_standin import LocalVMHost, RecordingAzureSDK
+from test_azure_backend import azure_options
+
+
+class TestAzureBackend(BackendConformance):
+    name = "azure"
+    startup = 180.0          # a VM boots: its bootstrap makes a venv and installs the wheel
+
+    @contextlib.contextmanager
+    def make_pool(self, tmp_path):
+        host = LocalVMHost(evict_after=1.0)
+        try:
+            with bnb.Pool("conf-az", backend="azure", vm_size="Standard_D2s_v5", dedicated=1, spot=1,
+                          ledger=Ledger(tmp_path / "l.sqlite"),
+                          **azure_options(host, RecordingAzureSDK(host), tmp_path)) as pool:
+                yield pool
+        finally:
+            host.close()
