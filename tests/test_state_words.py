@@ -105,7 +105,8 @@ def test_the_view_model_freezes_its_clock_once_the_tasks_ended():
              TaskStateChanged("j", "a", "running", "active", 1.0, 1, "dedicated-0"),
              TaskStateChanged("j", "a", "succeeded", "running", 4.0, 1, "dedicated-0", 0)])
     s = m.state(now=100.0)
-    assert (s["job_state"], s["tasks_complete"], s["elapsed"], s["eta"]) == ("active", True, 4.0, None)
+    # frozen at the tasks' span (first start to last end), not at now=100
+    assert (s["job_state"], s["tasks_complete"], s["elapsed"], s["eta"]) == ("active", True, 3.0, None)
 
 
 SCRIPT = textwrap.dedent("""

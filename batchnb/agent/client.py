@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .. import spec as specs
@@ -35,6 +35,9 @@ from ..spec.validate import task_id
 from . import registry
 from .link import AgentLink
 from .proxy import EngineProxy
+
+if TYPE_CHECKING:
+    import batchnb
 
 _classes: dict[type, type] = {}
 #: Backends whose pool an agent on this machine can make: for slurm the agent holds the Dask
@@ -150,7 +153,7 @@ def client_class(pool_class: type) -> type:
     return made
 
 
-def connect(pool_class: type, name_or_address: str):
+def connect(pool_class: type, name_or_address: str) -> batchnb.Pool:
     """A client of the running detached pool of this name (or agent address) on this machine.
 
     ``bnb.pools()`` lists them; a name no agent serves is a :class:`~batchnb.SpecError`."""
