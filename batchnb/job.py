@@ -25,7 +25,7 @@ from .result import JobResult
 from . import _config
 from ._display import drawer
 from .errors import LeaseHeld, PoolStalled, SpecError, WaitTimeout
-from .spec.options import fn_name as _fn_name, job_options, task_options, unpicklable
+from .spec.options import fn_name as _fn_name, job_options, task_options
 from .engine.counters import JobStats, TaskCounts, job_stats
 from .engine.ledger import Ledger
 from .states import FAILED_TASK_STATES, LIVE_TASK_STATES, JobState, TaskState
@@ -158,7 +158,6 @@ class Job:
         return self.add_tasks(made, replace=opts.get("replace", False))
 
     def _python_spec(self, fn, args, kwargs, opts) -> specs.TaskSpec:
-        import cloudpickle
         opts = dict(opts)
         opts.pop("replace", None)
         name = _fn_name(fn)
@@ -166,25 +165,13 @@ class Job:
         if task_id is None:
             counter = self._auto_ids.setdefault(name, itertools.count())
             task_id = f"{name}-{next(counter)}"
-        found: dict[str, None] = {}
         def is_handle(x) -> bool:
             if isinstance(x, Task) and x.job.id.lower() != self.id.lower():
                 raise SpecError(f"task {task_id!r} arguments", x,
                                 f"is a task of job {x.job.id!r}; a task's arguments may only hold tasks of its own "
                                 f"job ({self.id!r}); pass the value instead, e.g. other.result()")
             return isinstance(x, Task)
-        args = _pycall.extract(args, is_handle, found)
-        kwargs = _pycall.extract(kwargs, is_handle, found)
-        given = specs.dependency_ids(opts.pop("depends_on", None))
-        deps = list(given.items()) + [d for d in found if d not in given]   # ranges stay ranges
-        try:
-            payload = cloudpickle.dumps((fn, args, kwargs))
-            arg_bytes = cloudpickle.dumps((args, kwargs))
-        except Exception as exc:  # noqa: BLE001 - whatever pickling raises, name the culprit
-            raise unpicklable(task_id, fn, args, kwargs, exc) from None
-        call = specs.PythonCall(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', name)}",
-                                payload, arg_bytes)
-        return specs.TaskSpec(task_id, python=call, depends_on=tuple(deps), **opts)
+        return _pycall.python_task_spec(task_id, name, fn, args, kwargs, opts, is_handle)
 
     # -- watching ------------------------------------------------------------------
     @property

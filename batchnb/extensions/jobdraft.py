@@ -23,7 +23,7 @@ from typing import Any
 from .. import spec as specs
 from ..errors import SpecError
 from ..node import pycall
-from ..spec.options import fn_name, task_options, unpicklable
+from ..spec.options import fn_name, task_options
 
 
 class DraftTask:
@@ -86,26 +86,11 @@ class JobDraft:
         return self.add_tasks(made)
 
     def _python_spec(self, fn, args, kwargs, opts) -> specs.TaskSpec:
-        import cloudpickle
         opts = dict(opts)
         opts.pop("replace", None)
         name = fn_name(fn)
         task_id = opts.pop("task_id", None)
         if task_id is None:
             task_id = f"{name}-{next(self._auto.setdefault(name, itertools.count()))}"
-        found: dict[str, None] = {}
-
-        def is_handle(x) -> bool:
-            return isinstance(x, DraftTask)
-        args = pycall.extract(args, is_handle, found)
-        kwargs = pycall.extract(kwargs, is_handle, found)
-        deps = list(specs.dependency_ids(opts.pop("depends_on", None)))
-        deps += [d for d in found if d not in deps]
-        try:
-            payload = cloudpickle.dumps((fn, args, kwargs))
-            arg_bytes = cloudpickle.dumps((args, kwargs))
-        except Exception as exc:  # noqa: BLE001 - whatever pickling raises, name the culprit
-            raise unpicklable(task_id, fn, args, kwargs, exc) from None
-        call = specs.PythonCall(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', name)}",
-                                payload, arg_bytes)
-        return specs.TaskSpec(task_id, python=call, depends_on=tuple(deps), **opts)
+        return pycall.python_task_spec(task_id, name, fn, args, kwargs, opts,
+                                       lambda x: isinstance(x, DraftTask))

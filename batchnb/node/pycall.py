@@ -58,3 +58,25 @@ def substitute(obj: Any, results: dict) -> Any:
     """Replace TaskRefs by results (matched case-insensitively, as task ids are)."""
     lowered = {k.lower(): v for k, v in results.items()}
     return _walk(obj, lambda x: lowered[x.task_id.lower()] if isinstance(x, TaskRef) else x)
+
+
+def python_task_spec(task_id: str, name: str, fn: Callable, args: tuple, kwargs: dict, opts: dict,
+                     is_handle: Callable[[Any], bool]):
+    """The TaskSpec of ``fn(*args, **kwargs)``, pickled by value: the tasks among the arguments
+    (``is_handle``) become dependencies after ``opts["depends_on"]`` (ranges kept whole)."""
+    import cloudpickle
+    from .. import spec as specs
+    from ..spec.options import unpicklable
+    found: dict[str, None] = {}
+    args = extract(args, is_handle, found)
+    kwargs = extract(kwargs, is_handle, found)
+    given = specs.dependency_ids(opts.pop("depends_on", None))
+    deps = list(given.items()) + [d for d in found if d not in given]
+    try:
+        payload = cloudpickle.dumps((fn, args, kwargs))
+        arg_bytes = cloudpickle.dumps((args, kwargs))
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raises, name the culprit
+        raise unpicklable(task_id, fn, args, kwargs, exc) from None
+    call = specs.PythonCall(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', name)}",
+                            payload, arg_bytes)
+    return specs.TaskSpec(task_id, python=call, depends_on=tuple(deps), **opts)
