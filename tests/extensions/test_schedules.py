@@ -183,6 +183,7 @@ def test_a_schedule_survives_making_the_pool_again_with_the_same_ledger(tmp_path
         sched = pool.schedule("beat", lambda job: job.add_task("t", "echo beat"), every="1s")
         wait_for(lambda: "started" in _outcomes(sched), 30, "a first run")
     closed_at = time.time()
+    time.sleep(2.5)   # the scenario itself: runs fall due (every 1 s) while no pool runs the schedule
     seen = len(bnb.Ledger(tmp_path / "ledger.sqlite").schedule_runs("beat"))
     with bnb.Pool("keeper", dedicated=1, ledger=bnb.Ledger(tmp_path / "ledger.sqlite")) as pool:
         [sched] = pool.schedules()
