@@ -1,0 +1,105 @@
+"""The audit log (engine/audit.py): an append-only table, identities, outcomes, and the
+actions of pools, jobs, tasks and schedules that land there once each."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from batchnb.engine import audit
+from batchnb.engine.ledger import Ledger
+
+
+def test_the_audit_table_refuses_update_and_delete(ledger):
+    audit.record(ledger, "job-create", "job:j")
+    con = sqlite3.connect(ledger.path, isolation_level=None)
+    try:
+        for sql in ("UPDATE audit SET outcome = 'ok', actor = 'someone else'", "DELETE FROM audit",
+                    "DELETE FROM audit WHERE action = 'job-create'"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                con.execute(sql)
+        con.execute("INSERT INTO audit(time, action) VALUES (9e9, 'appended')")     # appending still works
+    finally:
+        con.close()
+    assert [(r.action, r.outcome) for r in audit.read(ledger)] == [("job-create", "ok"), ("appended", "")]
+
+
+def test_acting_as_sets_the_identity_and_the_os_user_is_the_default(ledger):
+    import getpass
+    audit.record(ledger, "pool-resize", "pool:p", detail="dedicated 2")
+    with audit.acting_as("CN=alice"):
+        assert audit.current_identity() == "CN=alice"
+        with audit.acting_as("bob"):
+            audit.record(ledger, "job-terminate", "job:j")
+        audit.record(ledger, "task-add", "job:j", detail="3 tasks")
+        seen = []
+        # A thread started inside acting_as does not inherit it (contextvars), but the engine's
+        # calls carry the caller's context: what matters is the thread that called.
+        t = threading.Thread(target=lambda: seen.append(audit.current_identity()))
+        t.start()
+        t.join()
+    assert audit.current_identity() == getpass.getuser() == seen[0]
+    rows = audit.read(ledger)
+    assert [(r.identity, r.action, r.job) for r in rows] == [
+        (getpass.getuser(), "pool-resize", None), ("bob", "job-terminate", "j"), ("CN=alice", "task-add", "j")]
+    assert [r.action for r in audit.read(ledger, identity="CN=alice")] == ["task-add"]
+    assert [r.action for r in audit.read(ledger, job="J")] == ["job-terminate", "task-add"]   # ids are case-blind
+    assert audit.read(ledger, since=rows[-1].time + 1) == []
+    with pytest.raises(Exception, match="identity"):
+        with audit.acting_as(""):
+            pass
+
+
+def test_a_failed_action_is_recorded_with_its_error_and_still_raised(ledger):
+    from batchnb.errors import SpecError
+    with pytest.raises(SpecError):
+        with audit.audited(ledger, "job-create", "job:bad id"):
+            raise SpecError("id", "bad id", "must not hold spaces")
+    (r,) = audit.read(ledger)
+    assert r.outcome.startswith("failed: SpecError: ") and "bad id" in r.outcome and r.job == "bad id"
+
+
+def test_since_accepts_times_dates_and_durations_and_names_a_bad_value():
+    from datetime import datetime, timezone
+
+    from batchnb.errors import SpecError
+    assert audit.since_time(None) is None
+    assert audit.since_time(5) == 5.0
+    assert audit.since_time("1h", now=7200.0) == 3600.0
+    assert audit.since_time("1970-01-02") == 86400.0
+    assert audit.since_time(datetime(1970, 1, 1, 1, tzinfo=timezone.utc)) == 3600.0
+    with pytest.raises(SpecError, match=r"since.*'yesterday'"):
+        audit.since_time("yesterday")
+
+
+_V4_AUDIT = "CREATE TABLE audit(time REAL NOT NULL, actor TEXT, action TEXT NOT NULL, job_id TEXT, detail TEXT)"
+
+
+def test_a_ledger_without_the_audit_columns_opens_and_gains_them(tmp_path):
+    """A ledger of schema version 4 (audit rows without target or outcome, no triggers) is
+    upgraded on opening: its rows stay, new records have every field, and it is append-only."""
+    from batchnb.engine.schema import SCHEMA_VERSION
+    path = tmp_path / "v4.sqlite"
+    new = Ledger(tmp_path / "new.sqlite")      # the other tables as version 4 had them
+    con = sqlite3.connect(path, isolation_level=None)
+    src = sqlite3.connect(new.path)
+    for (sql,) in src.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name != 'audit' "
+                              "AND name NOT LIKE 'sqlite%' ORDER BY type = 'trigger'"):
+        con.execute(sql)
+    src.close()
+    con.execute(_V4_AUDIT)
+    con.execute("INSERT INTO audit VALUES (1.0, 'pid 7', 'resume', 'old', 'owner x')")
+    con.execute("PRAGMA user_version = 4")
+    con.close()
+
+    led = Ledger(path)
+    con = sqlite3.connect(path, isolation_level=None)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        con.execute("DELETE FROM audit")
+    con.close()
+    audit.record(led, "job-create", "job:new", identity="carol")
+    assert [(r.identity, r.action, r.target, r.outcome, r.job) for r in audit.read(led)] == [
+        ("pid 7", "resume", "job:old", "", "old"), ("carol", "job-create", "job:new", "ok", "new")]
