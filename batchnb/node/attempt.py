@@ -135,8 +135,8 @@ def call_killable(key, fn, args, kwargs):
     try:
         try:
             with _running_lock:
-                if key in _terminated:
-                    raise SystemExit("killed by job.terminate() before it started")
+                if key in _terminated or _worker_closing():
+                    raise SystemExit("killed by job.terminate() or its node's close before it started")
                 _running[key] = entry
             return fn(*args, **kwargs)
         finally:
@@ -196,6 +196,29 @@ def kill_all() -> int:
     with _running_lock:
         keys = list(_running)
     return kill_attempts(keys)
+
+
+def _worker_closing() -> bool:
+    """Whether the Dask worker running this thread closes: its reaper's ``kill_all`` may have run
+    already, so a task process starting now would outlive the node."""
+    try:
+        from distributed import get_worker
+        from distributed.core import Status
+        worker = get_worker()
+    except (ImportError, ValueError):       # not on a worker's task thread
+        return False
+    return worker.status in (Status.closing, Status.closed, Status.closing_gracefully, Status.failed)
+
+
+def register_process(key, proc) -> None:
+    """Hold an attempt's process for :func:`kill_attempts`; kill it at once if the attempt was
+    killed before its process existed, or the node closed meanwhile."""
+    with _running_lock:
+        _running[tuple(key)] = proc
+        # Under the lock: a kill_all after this sees the process, one before has set the status.
+        doomed = tuple(key) in _terminated or _worker_closing()
+    if doomed:
+        _kill(proc)
 
 
 async def kill_attempts_soon(keys) -> int:

@@ -15,12 +15,14 @@ is :mod:`batchnb.engine.jobprep`.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
 from . import proctree as _proctree
 from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TERMINATED, TIMEOUT, AttemptRequest, _node_id, _running,
-                      _running_lock, _tail, _terminated, job_prep_dir, kill_attempts, node_dirs, task_environment)
+                      _running_lock, _tail, _terminated, job_prep_dir, kill_attempts, node_dirs, register_process,
+                      task_environment)
 from ..errors import StagingError
 
 #: The task ids Azure gives them by default; with the job id, the keys under which they run.
@@ -68,17 +70,12 @@ def _once(job_id: str, name: str, spec, attempt: int, pool_id: str, node_id: str
         argv, shell = (command, True) if isinstance(command, str) else (list(command), False)
         env = _environment(job_id, name, attempt, pool_id, node_id, dirs, task_dir, wd, spec.env, group, app_packages)
 
-        def register(proc):
-            with _running_lock:
-                _running[key] = proc
-                doomed = key in _terminated
-            if doomed:     # killed before its process existed
-                _proctree.kill_tree(proc)
         try:
             code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env,
                                             stdout_path=str(task_dir / "stdout.txt"),
                                             stderr_path=str(task_dir / "stderr.txt"),
-                                            timeout=spec.max_wall_clock, on_start=register)
+                                            timeout=spec.max_wall_clock,
+                                            on_start=functools.partial(register_process, key))
         except OSError as exc:
             rec.update(exit_code=127, category=EXIT_CODE, message=f"cannot start {argv!r}: {exc.strerror}")
             return rec

@@ -18,6 +18,7 @@ Each instance keeps, in its attempt folder on its node::
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import traceback
@@ -26,7 +27,7 @@ from . import proctree as _proctree
 from . import secrets as _secrets
 from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TAIL_BYTES, TERMINATED, TIMEOUT, AttemptRecord,
                       AttemptRequest, _node_id, _running, _running_lock, _tail, _terminated, node_dirs,
-                      stage_inputs, task_environment, task_shared_dir)
+                      register_process, stage_inputs, task_environment, task_shared_dir)
 
 COORDINATION_STDOUT = "coordination-stdout.txt"
 COORDINATION_STDERR = "coordination-stderr.txt"
@@ -75,16 +76,11 @@ def _coordinate(req: AttemptRequest, record: AttemptRecord, node_id: str) -> Non
     env.update(task_environment(req, node_id, dirs, task_dir, wd))
     argv, shell = (req.command, True) if isinstance(req.command, str) else (list(req.command), False)
 
-    def register(proc):
-        with _running_lock:
-            _running[key] = proc
-            doomed = key in _terminated
-        if doomed:   # the task was stopped before its process existed
-            _proctree.kill_tree(proc)
     out, err = task_dir / COORDINATION_STDOUT, task_dir / COORDINATION_STDERR
     try:
         code, timed_out = _proctree.run(argv, shell=shell, cwd=str(wd), env=env, stdout_path=str(out),
-                                        stderr_path=str(err), timeout=req.max_wall_clock, on_start=register)
+                                        stderr_path=str(err), timeout=req.max_wall_clock,
+                                        on_start=functools.partial(register_process, key))
     except OSError as exc:
         record.exit_code, record.category = 127, EXIT_CODE
         record.message = f"cannot start the coordination command {argv!r}: {exc.strerror}"

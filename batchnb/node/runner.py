@@ -17,6 +17,7 @@ Node layout (as Azure Batch's)::
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -31,7 +32,8 @@ from ..errors import StagingError
 from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for its callers
     AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, NODE_LOST, NOT_TASK_FAULT, PREPROCESSING, PYTHON,
     TAIL_BYTES, TERMINATED, TIMEOUT, UPLOAD, kill_all, kill_attempts, kill_attempts_soon, node_dirs,
-    private_dir, restart_worker, stop_attempts, stop_attempts_soon, task_environment, _node_id, _running, _running_lock,
+    private_dir, register_process, restart_worker, stop_attempts, stop_attempts_soon, task_environment,
+    _node_id, _running, _running_lock,
     _tail, _terminated, stage_inputs)
 from .pytask import read_child, run_inline, write_payload
 from .taskdir import drop_if_empty
@@ -133,17 +135,12 @@ def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
     else:
         argv, shell = list(req.command), False
 
-    def register(proc):
-        with _running_lock:
-            _running[key] = proc
-            doomed = key in _terminated
-        if doomed:  # terminate() reached this node before the process existed
-            _proctree.kill_tree(proc)
     try:
         code, timed_out = run(argv, shell=shell, cwd=str(wd), env=env,
                                         stdout_path=str(task_dir / "stdout.txt"),
                                         stderr_path=str(task_dir / "stderr.txt"),
-                                        timeout=req.max_wall_clock, on_start=register)
+                                        timeout=req.max_wall_clock,
+                                        on_start=functools.partial(register_process, key))
     except OSError as exc:
         record.exit_code, record.category = 127, EXIT_CODE
         record.message = f"cannot start {argv!r}: {exc.strerror}"

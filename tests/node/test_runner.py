@@ -259,3 +259,20 @@ def test_a_kill_racing_the_end_of_a_call_never_lands_in_later_code(tmp_path):
     assert all(r.succeeded or r.category == runner.TERMINATED for r in records)
     assert any(r.category == runner.TERMINATED and "SystemExit" in r.stderr_tail for r in records)
     assert not any(k[0] == "race" for k in runner._running)
+
+
+def test_a_process_that_starts_while_its_worker_closes_is_killed_at_once(tmp_path):
+    # The race of a resize: the worker's reaper ran kill_all, then the attempt's thread started its
+    # process. It must not outlive the node (it would finish a task already requeued elsewhere).
+    from distributed import Client, LocalCluster, get_worker
+    from distributed.core import Status
+    mark = tmp_path / "ran"
+
+    def attempt_on_a_closing_worker():
+        get_worker().status = Status.closing_gracefully       # what retire_workers sets first
+        return runner.run_attempt(request(tmp_path, command=f"sleep 1; touch {mark}"))
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        rec = client.submit(attempt_on_a_closing_worker, pure=False).result(timeout=60)
+    time.sleep(1.5)         # longer than the command: a process left running would have made the mark
+    assert not rec.succeeded and rec.exit_code != 0
+    assert not mark.exists()
