@@ -162,15 +162,16 @@ class NodeProcess(ProcessInterface):
 
     async def _end(self, run: _Run) -> None:
         """Ask the process to close (SIGTERM: the worker closes, its reaper kills its tasks);
-        SIGKILL it after ``close_timeout``; then kill what is left of its tasks if it died."""
+        SIGKILL it after ``close_timeout``; then kill what is left of its tasks."""
         if not run.done.is_set():
             _signal_group(run.proc.pid, signal.SIGTERM)
             await _wait_event(run.done, self.close_timeout)
         if not run.done.is_set():
             _signal_group(run.proc.pid, signal.SIGKILL)
             await _wait_event(run.done, 10.0)
-        if run.returncode != 0:
-            await asyncio.get_running_loop().run_in_executor(None, kill_marked, run.mark)
+        # Even after a clean close: a task process that started while the worker closed carries
+        # the mark and no longer has a worker to end it.
+        await asyncio.get_running_loop().run_in_executor(None, kill_marked, run.mark)
 
     async def close(self) -> None:
         self._closing = True
