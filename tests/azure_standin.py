@@ -26,6 +26,13 @@ the bootstrap's flock), Azure's network and its custom-data limit, and a
 already holds the pinned dependencies (made once per pins, by the
 bootstrap's own venv lines, then copied), and :func:`vm_wheel_store` an
 Azurite container for the wheel.
+
+Both pickle (a detached pool's agent gets the pool's ``azure_sdk`` in its boot
+message): the copy in the other process records and boots VMs there, so the
+VMs' processes belong to that process. Given a ``journal`` file, the SDK
+appends every call to it and the host every process it starts, so a test
+reads what another process did and stops what it left behind by pid
+(tests/azure_journal.py).
 """
 
 from __future__ import annotations
@@ -44,11 +51,13 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from email.utils import formatdate
+from pathlib import Path
 from types import SimpleNamespace
 
 import yaml
+from azure_journal import append as _append
+from azure_journal import created as _created
 
 
 class _Poller:
@@ -104,11 +113,13 @@ class RecordingAzureSDK:
     'subnets.list'
     """
 
-    def __init__(self, host: "LocalVMHost | None" = None, private_ip: str = "127.0.0.1"):
+    def __init__(self, host: "LocalVMHost | None" = None, private_ip: str = "127.0.0.1",
+                 journal: str | None = None):
         self.calls: list[tuple[str, tuple, dict]] = []
         self._lock = threading.Lock()
         self.host = host
         self.ip = private_ip
+        self.journal = journal
         self.credential = _Credential()
         self._nics: dict[str, SimpleNamespace] = {}
         self._vms: dict[str, dict] = {}
@@ -140,9 +151,21 @@ class RecordingAzureSDK:
                 "begin_delete": lambda rg, name: _Poller()}),
         )
 
+    def __getstate__(self) -> dict:
+        # Locks and the bound handlers do not travel: the copy is rebuilt, with what was made so far.
+        with self._lock:
+            return {"host": self.host, "ip": self.ip, "journal": self.journal, "calls": list(self.calls),
+                    "nics": dict(self._nics), "vms": dict(self._vms), "disks": dict(self.disks)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["host"], state["ip"], state["journal"])
+        self.calls, self._nics, self._vms, self.disks = state["calls"], state["nics"], state["vms"], state["disks"]
+
     def record(self, op, args, kwargs):
         with self._lock:
             self.calls.append((op, args, kwargs))
+            if self.journal is not None:
+                _append(self.journal, {"op": op, "args": list(args)})
 
     def ops(self, op: str) -> list[tuple]:
         with self._lock:
@@ -208,15 +231,35 @@ class RecordingAzureSDK:
 class LocalVMHost:
     """Boots the recorded VMs as local processes and serves their scheduled events on 127.0.0.1."""
 
-    def __init__(self, image: str | None = None, evict_after: float = 1.0, boot_timeout: float = 300.0):
+    def __init__(self, image: str | None = None, evict_after: float = 1.0, boot_timeout: float = 300.0,
+                 journal: str | None = None, *, _home: str | None = None, _port: int | None = None):
         self.image = image
         self.boot_timeout = boot_timeout
-        self.home = tempfile.mkdtemp(prefix="bnb-vmhost-")
+        self.home = _home or tempfile.mkdtemp(prefix="bnb-vmhost-")
+        os.makedirs(self.home, exist_ok=True)
         self.evict_after = evict_after
+        self.journal = journal
         self.procs: dict[str, list[subprocess.Popen]] = {}
         self.events: list[dict] = []
         self.booted: list[str] = []
         self._lock = threading.Lock()
+        # The endpoint's port is fixed now, its server started by the first boot: a pickled copy
+        # (a detached pool's agent) serves it from the process whose VMs poll it.
+        self.port = _port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/metadata/scheduledevents?api-version=2020-07-01"
+        self.server = None
+
+    def __getstate__(self) -> dict:
+        with self._lock:
+            if self.procs:
+                raise TypeError("a LocalVMHost with running VMs cannot be copied to another process")
+        return {"image": self.image, "evict_after": self.evict_after, "boot_timeout": self.boot_timeout,
+                "journal": self.journal, "_home": self.home, "_port": self.port}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def _serve(self) -> None:
         host = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -231,12 +274,14 @@ class LocalVMHost:
 
             def log_message(self, *args):
                 pass
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metadata/scheduledevents?api-version=2020-07-01"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        with self._lock:
+            if self.server is None:
+                self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+                threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def boot(self, name: str, params: dict) -> None:
         """Run what the VM's cloud-init would: its runcmd lines in order, the Dask process left running."""
+        self._serve()
         doc = RecordingAzureSDK.cloud_init(params)
         env = clean_env(self.home)
         procs = []
@@ -248,8 +293,11 @@ class LocalVMHost:
                 if self.image and cmd.split(" && ")[-1].startswith("docker run"):
                     inner_env, cmd = self._container(cmd)
                     env = {**env, **inner_env}
-                procs.append(subprocess.Popen(cmd, shell=True, env=env, cwd=self.home, start_new_session=True,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                proc = subprocess.Popen(cmd, shell=True, env=env, cwd=self.home, start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                procs.append(proc)
+                if self.journal is not None:
+                    _append(self.journal, {"vm": name, "pid": proc.pid, "created": _created(proc.pid)})
             else:      # the bootstrap, the start task: in order, to completion
                 subprocess.run(cmd, shell=True, env=env, cwd=self.home, timeout=self.boot_timeout)
         with self._lock:
@@ -299,8 +347,17 @@ class LocalVMHost:
     def close(self) -> None:
         for name in list(self.procs):
             self.kill(name)
-        self.server.shutdown()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 #: The system folders of a fresh VM's PATH: not this test's Python (pyenv), nor ~/.local.
@@ -322,16 +379,14 @@ def clean_env(home: str) -> dict:
 _session: dict = {}
 
 
-def vm_bootstrap_dir() -> str:
-    """This test session's ``bootstrap_dir`` for the VMs: a venv with the pinned dependencies, no batchnb.
+def vm_venv_cache() -> Path:
+    """The cached venv with the pinned dependencies (~/.cache/batchnb-tests/vm-venv), made if missing.
 
-    The venv is made once per set of pins (by the bootstrap's own venv lines, in a
-    clean environment, with pip's cache), kept under ~/.cache/batchnb-tests, and copied
-    here: PyPI takes about two minutes, a copy about a second. Removed at exit.
+    ``make setup-test`` makes it (``python tests/azure_standin.py build-vm-venv``), so the
+    suite's first Azure pool does not wait minutes on PyPI; a test makes it only when the
+    pins changed since.
     """
     from batchnb.backends._azure_bootstrap import driver_pins, pins_marker, venv_script
-    if "root" in _session:
-        return _session["root"]
     pins = driver_pins()
     cache = Path.home() / ".cache" / "batchnb-tests" / "vm-venv" / pins_marker(pins).lstrip(".")
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +399,19 @@ def vm_bootstrap_dir() -> str:
                                cwd=home, timeout=600, check=True)
             finally:
                 shutil.rmtree(home, ignore_errors=True)
+    return cache
+
+
+def vm_bootstrap_dir() -> str:
+    """This test session's ``bootstrap_dir`` for the VMs: a venv with the pinned dependencies, no batchnb.
+
+    The venv is made once per set of pins (by the bootstrap's own venv lines, in a
+    clean environment, with pip's cache), kept under ~/.cache/batchnb-tests, and copied
+    here: PyPI takes about two minutes, a copy about a second. Removed at exit.
+    """
+    if "root" in _session:
+        return _session["root"]
+    cache = vm_venv_cache()
     root = tempfile.mkdtemp(prefix="bnb-vm-")
     shutil.copytree(cache, Path(root) / "venv", symlinks=True)
     atexit.register(shutil.rmtree, root, True)
@@ -367,3 +435,10 @@ def vm_wheel_store() -> tuple[str, dict]:
         az.fs().mkdir(container)
         _session["azurite"] = (f"abfs://{container}/batchnb", az.storage_options)
     return _session["azurite"]
+
+
+if __name__ == "__main__":      # make setup-test: python tests/azure_standin.py build-vm-venv
+    import sys
+    if sys.argv[1:] != ["build-vm-venv"]:
+        sys.exit("usage: python tests/azure_standin.py build-vm-venv")
+    print(vm_venv_cache())

@@ -11,6 +11,6 @@ the ledger file directly (SQLite WAL allows readers beside the writer);
 every write goes through the agent. ``bnb.pools()`` lists the agents of
 this machine (:mod:`.registry`).
 
-Local, Slurm, gateway and address pools can be detached (the README's
-"Detached pools" says where each one's agent runs); Azure pools not yet.
+Local, Slurm, gateway, address and Azure pools can be detached (the README's
+"Detached pools" says where each one's agent runs).
 """

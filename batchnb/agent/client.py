@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 
 _classes: dict[type, type] = {}
 #: Backends whose pool an agent on this machine can make: for slurm the agent holds the Dask
-#: scheduler (as a driver would, on the login node); for gateway and address the scheduler stays
-#: where it is and the agent drives it from here. Azure's agent would make VMs: not tried yet.
-DETACHABLE = ("local", "slurm", "gateway", "address")
+#: scheduler (as a driver would, on the login node); for gateway, address and azure the scheduler
+#: stays where it is (azure: its VM) and the agent drives it from here, azure's making and deleting
+#: the VMs with the pool's credentials, so this machine must stay up for the jobs to go on.
+DETACHABLE = ("local", "slurm", "gateway", "address", "azure")
 
 
 class DetachedPool:
@@ -214,7 +215,7 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
     backend = kwargs.get("backend", args[0] if args else "local")
     if backend not in DETACHABLE:
         raise SpecError("detached", True, f"backend {backend!r} cannot be detached yet (detachable: "
-                        f"{', '.join(DETACHABLE)}): its agent would make the pool's VMs, which is untested")
+                        f"{', '.join(DETACHABLE)})")
     for record in registry.records():
         if record["name"].lower() == name.lower():
             raise SpecError("pool name", name, f"a detached pool of this name runs already (pid {record['pid']}, "
@@ -245,7 +246,7 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
             process.stdin.close()
         except BrokenPipeError:
             pass                        # it died at once: its log says why, below
-        status = _read_status(read_end, process, _config.seconds("agent-start-timeout"))
+        status = _read_status(read_end, process, _start_wait(backend, kwargs))
     finally:
         os.close(read_end)
     if "error" in status:
@@ -262,6 +263,18 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
                            f"{'exit code ' + str(code) if code is not None else 'no answer in time'}); "
                            f"its log {log_path}:\n{_tail(log_path)}")
     return status["ok"], token, process
+
+
+def _start_wait(backend: str, kwargs: dict) -> float:
+    """How long the creator waits for its agent. An Azure agent is waited for as long as it waits for
+    its scheduler VM (``start_timeout``, 900 s by default, then 300 s to delete it): given up on
+    sooner, the agent would be killed with that VM made and not deleted."""
+    wait = _config.seconds("agent-start-timeout")
+    if backend == "azure":
+        given = kwargs.get("start_timeout", 900.0)
+        if isinstance(given, (int, float)) and not isinstance(given, bool) and given > 0:
+            wait = max(wait, given + 330.0)
+    return wait
 
 
 def _read_status(fd: int, process: subprocess.Popen, timeout: float) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 
 import psutil
 import pytest
@@ -121,10 +122,14 @@ def test_bad_options_and_a_taken_name_fail_at_once_naming_the_field(detached):
         bnb.Pool("bad", dedicatd=1, detached=True)
     with pytest.raises(bnb.SpecError, match="runs already"):
         bnb.Pool("client-tests", dedicated=1, detached=True)
-    # An Azure pool's agent would make its VMs: refused until that is tried (no Azure call is made).
-    with pytest.raises(bnb.SpecError, match="'azure' cannot be detached") as err:
-        bnb.Pool("remote", backend="azure", detached=True)
-    assert err.value.field == "detached"
+    # An Azure pool detaches (its agent makes the VMs); a bad option is refused by the agent, before
+    # any Azure call, and raised here naming it; what cannot travel to the agent is named too.
+    with pytest.raises(bnb.SpecError, match="eviction_policy") as err:
+        bnb.Pool("remote", backend="azure", eviction_policy="Never", detached=True)
+    assert (err.value.field, err.value.value) == ("eviction_policy", "Never")
+    with pytest.raises(bnb.SpecError, match="cannot be sent to the pool's agent") as err:
+        bnb.Pool("remote", backend="azure", azure_sdk=threading.Lock(), detached=True)
+    assert err.value.field == "azure_sdk"
     # Other backends are made in the agent: what goes wrong there is raised here, and the name is free again.
     with pytest.raises(bnb.BackendError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         bnb.Pool("remote", "address", address="tcp://127.0.0.1:9", timeout=2, detached=True)

@@ -1,0 +1,199 @@
+"""A detached pool on the Azure backend (issue 13, point 1): its agent makes and deletes the VMs.
+
+The agent runs on this machine, beside the notebook, as it does for Slurm and
+dask-gateway pools: it is given the pool's Azure management clients (here the
+recording stand-in of tests/azure_standin.py, pickled in its boot message) and
+makes the scheduler VM and the node VMs itself, so the VMs' processes (played
+by ``LocalVMHost``, each one's cloud-init run in a clean environment) are the
+agent's. The creator is SIGKILLed mid-job; the job finishes with no process of
+the user's running; another process connects and finds every task succeeded
+once; ``pool.close()`` deletes every VM. The stand-in's journal file holds what
+the agent's copy did: every SDK call, every VM process (stopped by pid after
+the test if an agent died with them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from azure_journal import journal_calls, journal_entries, stop_journaled_vms
+from azure_standin import vm_bootstrap_dir, vm_wheel_store
+from azurite_fixture import free_port
+from waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP = 240.0             # the scheduler VM and two node VMs boot (a wheel install each), 2 loaded cores
+TASKS = 10
+
+
+def _records(home: Path) -> list[dict]:
+    out = []
+    for path in (home / "pools").glob("*.json"):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _stop_agents(home: Path, noted: set) -> None:
+    """SIGTERM (then SIGKILL) the agents this test started, each only if it is still that process."""
+    from batchnb.agent.registry import alive
+    found = {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
+    live = [{"pid": pid, "process_created": created} for pid, created in found | set(noted)]
+    live = [r for r in live if alive(r)]
+    for r in live:
+        os.kill(r["pid"], signal.SIGTERM)       # the agent closes its pool: its VMs are deleted
+    try:
+        wait_for(lambda: not any(alive(r) for r in live), 120, "the test's agents to stop")
+    except Exception:  # noqa: BLE001 - a stuck agent is killed
+        for r in live:
+            if alive(r):
+                os.kill(r["pid"], signal.SIGKILL)
+
+
+@pytest.fixture
+def azure_home(tmp_path, monkeypatch):
+    """A batchnb home and a stand-in journal; after the test its agents are stopped, then any VM
+    process an agent left behind (by the pids the journal holds)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("BATCHNB_HOME", str(home))
+    import batchnb.engine.ledger
+    monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
+    journal = tmp_path / "azure.jsonl"
+    noted: set = set()
+    yield home, journal, noted
+    try:
+        _stop_agents(home, noted)
+    finally:
+        stop_journaled_vms(journal)
+
+
+def _options(tmp_path: Path) -> dict:
+    store, store_options = vm_wheel_store()
+    return dict(location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg",
+                subscription_id="00000000-0000-0000-0000-000000000000", auto_shutdown=False, bootstrap_dir=vm_bootstrap_dir(),
+                wheel_store=store, wheel_storage_options=store_options,
+                scheduler_options={"host": "127.0.0.1", "port": free_port(), "dashboard_address": "127.0.0.1:0"},
+                worker_options={"host": "127.0.0.1"}, node_root=str(tmp_path / "nodes"),
+                scheduled_events_poll=0.2, eviction_grace=0.5, start_timeout=120)
+
+
+def _script(tmp_path: Path, name: str, text: str, home: Path, *args: str) -> subprocess.Popen:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(text))
+    tests = REPO / "tests"
+    env = {**os.environ, "BATCHNB_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(tests), os.environ.get("PYTHONPATH", "")])}
+    # A session of its own, as Jupyter starts a kernel: the test kills the whole group.
+    return subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+CREATOR = """
+    import json
+    import sys
+    import batchnb as bnb
+    from azure_standin import LocalVMHost, RecordingAzureSDK
+
+    options, journal, out, tasks = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    host = LocalVMHost(journal=journal)
+    pool = bnb.Pool("cloud", backend="azure", vm_size="Standard_D2s_v5", dedicated=2, detached=True,
+                    azure_sdk=RecordingAzureSDK(host, journal=journal), scheduled_events_url=host.url,
+                    **options)
+    job = pool.job("render")
+    job.add_tasks([{"id": f"t{i:02d}", "command": f"sleep 1; echo t{i:02d} >> {out}"} for i in range(tasks)])
+    print("submitted", flush=True)
+    job.wait()
+"""
+
+WATCHER = """
+    import collections
+    import sys
+    import batchnb as bnb
+
+    pool = bnb.Pool.connect("cloud")
+    job = pool.job("render")
+    result = job.wait(timeout=240, quiet=True)
+    print("counts", sorted(result.counts.items()), flush=True)
+    print("attempts", sorted(collections.Counter(len(job.task(t.id).attempts) for t in job.tasks()).items()),
+          flush=True)
+    print("nodes", sorted({t.node for t in job.tasks()}), flush=True)
+    pool.disconnect()
+"""
+
+
+def _alive(entry: dict) -> bool:
+    try:
+        return psutil.Process(entry["pid"]).create_time() == entry["created"]
+    except psutil.Error:
+        return False
+
+
+@pytest.mark.timeout(900)
+def test_a_detached_azure_pool_makes_its_vms_in_its_agent_outlives_its_killed_creator_and_close_deletes_them(
+        tmp_path, azure_home):
+    import batchnb as bnb
+    home, journal, noted = azure_home
+    out = tmp_path / "out.txt"
+    creator = _script(tmp_path, "creator", CREATOR, home, json.dumps(_options(tmp_path)), str(journal), str(out),
+                      str(TASKS))
+    try:
+        wait_for(lambda: out.exists() or creator.poll() is not None, STARTUP, "the first task to run")
+        assert creator.poll() is None, creator.stdout.read()
+        noted |= {(r["pid"], r.get("process_created")) for r in _records(home)}
+        os.killpg(creator.pid, signal.SIGKILL)          # the driver dies, with everything in its group
+        creator.wait(10)
+    finally:
+        _end(creator)
+    assert len(out.read_text().splitlines()) < TASKS, "the job was over before its creator was killed"
+    [record] = _records(home)
+    assert record["backend"] == "azure" and record["scheduler"].startswith("tls://127.0.0.1:")
+    # The agent made the VMs: their processes are its (the creator, killed, made none).
+    made = journal_calls(journal, "virtual_machines.begin_create_or_update")
+    vms = sorted(args[1] for args in made)
+    assert len(vms) == 3 and sum(v.endswith("-scheduler") for v in vms) == 1, vms
+    booted = [e for e in journal_entries(journal) if "pid" in e]
+    assert {e["vm"] for e in booted} == set(vms)
+    assert all(_alive(e) for e in booted)
+    agent = psutil.Process(record["pid"])
+    assert {e["pid"] for e in booted} <= {p.pid for p in agent.children()}
+    # The scheduler's TLS certificate is a temporary one, held by the agent: said, not tried.
+    assert "temporary certificate" in record["scheduler_unreachable"]
+
+    watcher = _script(tmp_path, "watcher", WATCHER, home)
+    try:
+        text, _ = watcher.communicate(timeout=300)
+    finally:
+        _end(watcher)
+    lines = text.splitlines()
+    assert f"counts [('succeeded', {TASKS})]" in lines, text
+    assert f"attempts [(1, {TASKS})]" in lines, text
+    [nodes] = [line for line in lines if line.startswith("nodes ")]
+    assert set(eval(nodes[len("nodes "):])) <= {"dedicated-0", "dedicated-1"}, text
+    assert sorted(out.read_text().split()) == [f"t{i:02d}" for i in range(TASKS)]
+    assert not journal_calls(journal, "virtual_machines.begin_delete")     # the VMs stay until close
+
+    pool = bnb.Pool.connect("cloud")
+    pool.close()
+    deleted = sorted(args[1] for args in journal_calls(journal, "virtual_machines.begin_delete"))
+    assert deleted == vms
+    nics = {args[1] for args in journal_calls(journal, "network_interfaces.begin_create_or_update")}
+    assert {args[1] for args in journal_calls(journal, "network_interfaces.begin_delete")} == nics
+    assert not any(_alive(e) for e in booted)
+    assert not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE
+    assert bnb.pools() == []
