@@ -41,6 +41,7 @@ _LAZY = {
     "pools": "batchnb.agent.registry",
     "Schedule": "batchnb.schedule", "ScheduleRun": "batchnb.schedule",
     "TaskCounts": "batchnb.engine.counters", "JobStats": "batchnb.engine.counters",
+    "AuditRecord": "batchnb.engine.audit",
     "jobs": "batchnb.engine.offline", "prune": "batchnb.engine.offline", "current_ledger": "batchnb.engine.offline",
 }
 
@@ -54,6 +55,7 @@ __all__ = [
     "alerts", "current_task", "jobs", "pools", "prune", "spec",
     "JobPrep", "JobRelease", "JobStats", "TaskCounts",
     "Schedule", "ScheduleRun", "ScheduleSpec", "ScheduleState",
+    "AuditRecord",
 ]
 
 #: public name -> the module that defines it (doctests and tools find the source there).

@@ -25,6 +25,7 @@ from . import _config
 from ._display import drawer
 from .agent.client import client_class, connect as _connect
 from .backends import get_backend
+from .engine.auditops import AuditRecord, pool_audit, pool_close, pool_create, pool_resize
 from .engine.extension import EngineHandle, make_extensions
 from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
@@ -97,6 +98,7 @@ class Pool(PoolMonitoring):
 
     connect = classmethod(_connect)
 
+    @pool_create
     def __init__(self, name: str = "local", backend: str = "local", *, vm_size: str | None = None,
                  dedicated: int | None = None, spot: int = 0,
                  autoscale: str | Callable[[Metrics], Any] | None = None,
@@ -190,6 +192,10 @@ class Pool(PoolMonitoring):
         from .schedule import pool_schedules
         return pool_schedules(self)
 
+    def audit(self, since: Any = None, job: str | None = None, identity: str | None = None) -> list[AuditRecord]:
+        """Who did what to this pool, its jobs and schedules, oldest first (:class:`bnb.AuditRecord`)."""
+        return pool_audit(self, since, job, identity)
+
     def cost(self, now: float | None = None) -> Cost | None:
         """What the pool has cost so far (:class:`bnb.Cost`): nodes' time x price, per job, idle apart.
 
@@ -259,6 +265,7 @@ class Pool(PoolMonitoring):
         from .extensions.chaos import ChaosExtension, chaos_context
         return chaos_context(self.extension(ChaosExtension), options)
 
+    @pool_resize
     def resize(self, dedicated: int | None = None, spot: int | None = None) -> None:
         """Set the number of nodes per group (what a fixed-size Azure pool's resize does)."""
         for group, count in (("dedicated", dedicated), ("spot", spot)):
@@ -271,6 +278,7 @@ class Pool(PoolMonitoring):
                                 "(Azure refuses a resize of an autoscaling pool too)")
             self._scale_group(group, count)
 
+    @pool_close
     def close(self) -> None:
         """Stop dispatching, end the nodes, release the jobs' leases."""
         if self._closed:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchnb.agent")
 
 #: Pool methods a client may call by name (their answers travel pickled).
-POOL_CALLS = frozenset({"nodes", "preempt", "resize", "evaluate_autoscale"})
+POOL_CALLS = frozenset({"nodes", "preempt", "resize", "evaluate_autoscale", "audit"})
 #: Per-job tables of the dispatcher a client's Job.wait reads (``dispatcher_get``).
 DISPATCHER_TABLES = frozenset({"preps.blocked", "preps.releasing"})
 #: A client that neither polls nor calls for this long is gone (killed, or its machine asleep).

@@ -8,6 +8,7 @@
     batchnb ledger check | backup DEST | salvage DEST
     batchnb pool start NAME [--dedicated N] | pool list | pool stop NAME   # detached pools
     batchnb submit job.yaml --pool NAME | wait JOB [--pool NAME]
+    batchnb audit [--pool NAME | --ledger PATH] [--job J] [--since 2h] [--json]   # who did what
 
 Exit codes a scheduler can act on: 0 all tasks succeeded, 1 some did not
 (or the job is dispatched elsewhere), 2 bad input (a bad file, an unknown
@@ -29,7 +30,8 @@ from ..errors import BatchError, LeaseHeld, LedgerError, SpecError
 
 #: Modules of other features that add verbs, each with ``register(subparsers)``.
 VERB_MODULES = ["batchnb.cli.cost"]
-_OWN_VERBS = ["batchnb.cli.run", "batchnb.cli.jobs", "batchnb.cli.ledger", "batchnb.cli.pool", "batchnb.cli.submit"]
+_OWN_VERBS = ["batchnb.cli.run", "batchnb.cli.jobs", "batchnb.cli.ledger", "batchnb.cli.pool", "batchnb.cli.submit",
+              "batchnb.cli.audit"]
 
 
 def _demo(args) -> int:

@@ -88,23 +88,24 @@ def _job_of(target: str, job: str | None) -> str | None:
 
 
 def row(action: str, target: str, outcome: str = "ok", identity: str | None = None, detail: Any = None,
-        job: str | None = None, now: float | None = None) -> tuple:
+        job: str | None = None, pool: str | None = None, now: float | None = None) -> tuple:
     """The parameters of the audit INSERT for one record (for a caller inside its own transaction)."""
     return (time.time() if now is None else now, identity or current_identity(), action, _job_of(target, job),
-            target, _cut(outcome), _cut(detail))
+            target, _cut(outcome), _cut(detail), pool)
 
 
 def record(ledger, action: str, target: str, outcome: str = "ok", identity: str | None = None,
-           detail: Any = None, *, job: str | None = None, batch=None) -> None:
+           detail: Any = None, *, job: str | None = None, pool: str | None = None, batch=None) -> None:
     """Append one record to the ledger's audit table.
 
     ``batch``, a dispatcher's :class:`~batchnb.engine.ledger.Batch`, puts the
     INSERT into the transaction that writes the action's own changes;
     without it the row is written at once in a transaction of its own.
     ``job`` is the job the action concerns (taken from a ``job:ID`` target
-    when not given).
+    when not given), ``pool`` the pool whose log shows it (a record without
+    one shows in the log of the pool its target or job belongs to).
     """
-    params = row(action, target, outcome, identity, detail, job)
+    params = row(action, target, outcome, identity, detail, job, pool)
     if batch is not None:
         batch.statements.append((ledger_audit.INSERT, params))
     else:
@@ -127,7 +128,7 @@ class _Note:
 
 @contextmanager
 def audited(ledger, action: str, target: str, *, detail: Any = None, job: str | None = None,
-            batch=None) -> Iterator[_Note]:
+            pool: str | None = None, batch=None) -> Iterator[_Note]:
     """Record ``action``: ``ok`` when the block ends, ``failed: <error>`` when it raises (then re-raised).
 
     >>> import os, tempfile
@@ -148,12 +149,12 @@ def audited(ledger, action: str, target: str, *, detail: Any = None, job: str | 
         # The action's own error is what the caller must see; a ledger that cannot take the
         # record as well must not replace it.
         try:
-            record(ledger, action, target, failed(exc), detail=note.detail, job=note.job, batch=batch)
+            record(ledger, action, target, failed(exc), detail=note.detail, job=note.job, pool=pool, batch=batch)
         except Exception:  # noqa: BLE001
             import logging
             logging.getLogger("batchnb.audit").exception("batchnb could not record the failed %s", action)
         raise
-    record(ledger, action, target, detail=note.detail, job=note.job, batch=batch)
+    record(ledger, action, target, detail=note.detail, job=note.job, pool=pool, batch=batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,8 +222,9 @@ def since_time(value: Any, now: float | None = None) -> float | None:
 
 
 def read(ledger, since: Any = None, job: str | None = None, identity: str | None = None,
-         action: str | None = None) -> list[AuditRecord]:
-    """The audit records of the ledger, oldest first; each filter narrows them."""
-    rows = ledger_audit.select(ledger, since_time(since), job, identity, action)
+         action: str | None = None, pool: str | None = None) -> list[AuditRecord]:
+    """The audit records of the ledger, oldest first; each filter narrows them (``pool``: the
+    records of that pool, of its jobs and of its schedules)."""
+    rows = ledger_audit.select(ledger, since_time(since), job, identity, action, pool)
     return [AuditRecord(r[0], r[1] or "", r[2], r[4] or (f"job:{r[3]}" if r[3] else ""), r[5] or "", r[6], r[3])
             for r in rows]

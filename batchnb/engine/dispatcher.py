@@ -13,6 +13,7 @@ and hands back its result or its exception.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import heapq
 import itertools
 import logging
@@ -93,7 +94,7 @@ class Dispatcher(Results, Outcomes, JobOps, MultiInstances):
         if not self._thread.is_alive():
             raise RuntimeError("the pool is closed; make a new bnb.Pool(...)")
         reply: cf.Future = cf.Future()
-        self._q.put(("call", fn, args, kwargs, reply))
+        self._q.put(("call", contextvars.copy_context().run, (fn, *args), kwargs, reply))   # with audit identity
         try:
             return reply.result(timeout=timeout)
         except BatchError as exc:

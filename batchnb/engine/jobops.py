@@ -16,6 +16,7 @@ from collections import Counter
 
 from .. import _config
 from .. import spec as specs
+from . import auditops
 from .jobrun import JobRun, TaskRun
 from ..staging.argstore import spec_by_reference
 from ..errors import LeaseHeld, SpecError
@@ -62,6 +63,7 @@ def kill_leftovers(pool_name: str, job_id: str, attempts: set) -> set:
 
 
 class JobOps:
+    @auditops.create_job
     def create_job(self, spec: specs.JobSpec, owner: str) -> JobRun:
         now = time.time()
         body = specs.to_dict(dataclasses.replace(spec, tasks=()))
@@ -185,6 +187,7 @@ class JobOps:
         ok = tr.state == TaskState.SUCCEEDED
         return dependency_action(tr.spec, ok, tr.exit_code, None if ok else failure.get("category"))[0]
 
+    @auditops.add_tasks
     def add_tasks(self, job_key: str, new: list, replace: bool = False) -> list[TaskRun]:
         """Validate and record tasks; a task equal to one the job has is a no-op."""
         job = self.jobs.get(job_key)
@@ -271,6 +274,7 @@ class JobOps:
             if dtr.state == TaskState.ACTIVE and dtr.retry_at is None and dtr.n == 0:
                 self.set_state(job, dtr, TaskState.PENDING, now, reason=f"{old.spec.id} was replaced")
 
+    @auditops.terminate
     def terminate(self, job: JobRun, reason: str, now: float, state: TaskState = TaskState.CANCELLED) -> None:
         """Kill the job's running processes, cancel the rest, end the job with ``reason``."""
         if job.state == JobState.COMPLETED or self.jobs.get(job.key) is not job:

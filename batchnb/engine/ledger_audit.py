@@ -6,8 +6,8 @@ triggers are made by :mod:`.schema` (version 5).
 
 from __future__ import annotations
 
-INSERT = ("INSERT INTO audit(time, actor, action, job_id, target, outcome, detail) "
-          "VALUES (?,?,?,?,?,?,?)")
+INSERT = ("INSERT INTO audit(time, actor, action, job_id, target, outcome, detail, pool) "
+          "VALUES (?,?,?,?,?,?,?,?)")
 
 
 def insert(ledger, params: tuple) -> None:
@@ -17,7 +17,7 @@ def insert(ledger, params: tuple) -> None:
 
 
 def select(ledger, since: float | None = None, job: str | None = None, identity: str | None = None,
-           action: str | None = None) -> list[tuple]:
+           action: str | None = None, pool: str | None = None) -> list[tuple]:
     """``(time, actor, action, job_id, target, outcome, detail)`` rows, oldest first."""
     where, params = [], []
     for clause, value in (("time >= ?", since), ("job_id = ? COLLATE NOCASE", job), ("actor = ?", identity),
@@ -25,6 +25,11 @@ def select(ledger, since: float | None = None, job: str | None = None, identity:
         if value is not None:
             where.append(clause)
             params.append(value)
+    if pool is not None:
+        # Records written without a pool (older ones, a role's) belong to the pool of their job.
+        where.append("(pool = ? COLLATE NOCASE OR target = ? COLLATE NOCASE OR (pool IS NULL AND job_id IN "
+                     "(SELECT id FROM jobs WHERE pool = ?)))")
+        params += [pool, f"pool:{pool}", pool]
     sql = ("SELECT time, actor, action, job_id, target, outcome, detail FROM audit"
            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, rowid")
     return [tuple(r) for r in ledger._query(sql, tuple(params))]

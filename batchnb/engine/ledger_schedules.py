@@ -45,8 +45,6 @@ class ScheduleRecords:
                         "started, updated) VALUES (?,?,?,?,?,?,?,NULL,?,?)",
                         (name, pool, json.dumps(spec), builder, ScheduleState.ACTIVE.value, now, next_due, started,
                          now))
-            con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
-                        (now, None, "schedule-create", None, f"schedule {name} of pool {pool}"))
 
     def schedule(self, name: str) -> dict | None:
         rows = self._query("SELECT * FROM schedules WHERE name = ?", (name,))
@@ -102,5 +100,3 @@ class ScheduleRecords:
         with self._tx() as con:
             con.execute("DELETE FROM schedule_runs WHERE schedule = ?", (name,))
             con.execute("DELETE FROM schedules WHERE name = ?", (name,))
-            con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
-                        (time.time(), None, "schedule-delete", None, f"schedule {name}"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import auditops
 from ..errors import LeaseHeld, SpecError
 from .events import JobStateChanged
 from ..states import JobState, TaskState
@@ -42,6 +43,7 @@ def dependents_to_unblock(graph, key: str, states: dict, actions: dict) -> list[
     return freed
 
 
+@auditops.reactivate
 def reactivate(disp, job, task_keys: list[str] | None, now: float | None = None) -> list[str]:
     """Reactivate failed tasks of ``job`` (all of them when ``task_keys`` is None); their ids.
 
@@ -86,7 +88,6 @@ def reactivate(disp, job, task_keys: list[str] | None, now: float | None = None)
         disp.set_state(job, tr, TaskState.ACTIVE, now, reason="reactivated", failure=None, exit_code=None,
                        ended=None)
         disp.push_ready(job, tr)
-    disp.ledger.audit("reactivate", job.spec.id, ", ".join(tr.spec.id for tr in runs)[:2000])
     return [tr.spec.id for tr in runs]
 
 

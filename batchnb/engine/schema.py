@@ -89,9 +89,9 @@ def _v3_schedules(con: sqlite3.Connection) -> None:
 
 
 def _v5_audit_append_only(con: sqlite3.Connection) -> None:
-    # Who did what, and how it ended (engine/audit.py); rows written before keep NULL there.
+    # Who did what, to what, how it ended, in which pool (engine/audit.py); older rows keep NULL there.
     have = {r[1] for r in con.execute("PRAGMA table_info(audit)")}
-    for column in ("target", "outcome"):
+    for column in ("target", "outcome", "pool"):
         if column not in have:
             con.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT")
     # An audit log that can be edited proves nothing: the file itself refuses it.
@@ -107,7 +107,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
      _v2_slots_and_user_version),
     (3, "the schedules and schedule_runs tables (job schedules)", _v3_schedules),
     (4, "task_counts: per-job per-state counters kept by triggers on tasks", add_task_counters),
-    (5, "audit.target and audit.outcome; triggers make the audit table append-only", _v5_audit_append_only),
+    (5, "audit.target, .outcome and .pool; triggers make the audit table append-only", _v5_audit_append_only),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert [n for n, _, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations must be numbered 1, 2, ..."

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 
+from ..engine import auditops
 from ..engine.extension import PoolExtension
 from ..errors import SpecError, shorten
 from ..spec.schedule import job_id, next_run, schedule_from_dict, step
@@ -174,6 +175,7 @@ class SchedulesExtension(PoolExtension):
                     disp.post(self.look)
 
     # -- what the Schedule handle asks (any thread; a detached pool's client, through its agent) ----
+    @auditops.schedule_create
     def add(self, data: dict, builder: bytes | None) -> None:
         """Record a new schedule of this pool (``data``: a ScheduleSpec's dict) and look at it at once."""
         spec = schedule_from_dict(data)
@@ -184,12 +186,13 @@ class SchedulesExtension(PoolExtension):
     def replace_builder(self, name: str, builder: bytes | None) -> None:
         self.engine.ledger.update_schedule(name, builder=builder)
 
+    @auditops.schedule_disable
     def disable(self, name: str) -> None:
         row = self._row(name)
         if row["state"] in (ScheduleState.ACTIVE.value, ScheduleState.DISABLED.value):
             self.engine.ledger.update_schedule(name, state=ScheduleState.DISABLED.value, pending=None)
-            self.engine.ledger.audit("schedule-disable", None, f"schedule {name}")
 
+    @auditops.schedule_enable
     def enable(self, name: str) -> None:
         """Runs are due again from the next recurrence on (none is made up for the time it was disabled)."""
         row = self._row(name)
@@ -199,9 +202,9 @@ class SchedulesExtension(PoolExtension):
             spec = schedule_from_dict(json.loads(row["spec"]))
             self.engine.ledger.update_schedule(name, state=ScheduleState.ACTIVE.value, pending=None,
                                                next_due=next_run(spec, time.time(), row["created"]))
-            self.engine.ledger.audit("schedule-enable", None, f"schedule {name}")
             self._poke()
 
+    @auditops.schedule_delete
     def delete(self, name: str) -> None:
         """Terminate the schedule's active jobs, then forget it (its jobs stay in the ledger)."""
         from ..engine.offline import terminate_job

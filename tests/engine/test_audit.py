@@ -103,3 +103,65 @@ def test_a_ledger_without_the_audit_columns_opens_and_gains_them(tmp_path):
     audit.record(led, "job-create", "job:new", identity="carol")
     assert [(r.identity, r.action, r.target, r.outcome, r.job) for r in audit.read(led)] == [
         ("pid 7", "resume", "job:old", "", "old"), ("carol", "job-create", "job:new", "ok", "new")]
+
+
+# -- every mutating action lands once, on a real local pool ------------------------------------------------------------
+
+def _actions(ledger, **filters) -> list[tuple]:
+    return [(r.identity, r.action, r.target, r.outcome.split(":")[0], r.detail) for r in audit.read(ledger, **filters)]
+
+
+def test_every_mutating_action_of_a_pool_its_jobs_and_schedules_is_recorded_once(tmp_path):
+    import getpass
+
+    import batchnb as bnb
+    me = getpass.getuser()
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    with pytest.raises(bnb.SpecError):
+        bnb.Pool("audited", dedicated=-1, ledger=ledger)               # refused: recorded too
+    pool = bnb.Pool("audited", dedicated=1, ledger=ledger)
+    try:
+        job = pool.job("aj")
+        with audit.acting_as("alice"):
+            job.add_tasks([bnb.TaskSpec("bad", "exit 3")] + [bnb.TaskSpec(f"t{i}", "true") for i in range(3)])
+            with pytest.raises(bnb.SpecError):
+                job.add_task("t0", "false")                             # a different spec under a taken id
+        job.wait(timeout=60, quiet=True)
+        with audit.acting_as("bob"):
+            assert job.reactivate_failed() == ["bad"]
+        job.task("bad").wait(timeout=60)
+        pool.resize(dedicated=2)
+        with pytest.raises(bnb.SpecError):
+            pool.resize(spot=-2)
+        sched = pool.schedule("nightly", bnb.JobSpec("tmpl", tasks=[bnb.TaskSpec("x", "true")]), every="1d",
+                              do_not_run_until="2999-01-01T00:00:00Z")
+        sched.disable()
+        sched.enable()
+        sched.delete()
+        job.terminate("enough")
+    finally:
+        pool.close()
+    pool.close()                                                        # a second close changes nothing
+    got = _actions(ledger)
+    assert got == [
+        (me, "pool-create", "pool:audited", "failed", None),
+        (me, "pool-create", "pool:audited", "ok", "backend local, dedicated 1, spot 0"),
+        (me, "job-create", "job:aj", "ok", None),
+        ("alice", "task-add", "job:aj", "ok", "4 tasks"),
+        ("alice", "task-add", "job:aj", "failed", "1 task"),
+        ("bob", "task-reactivate", "job:aj", "ok", "1 task: bad"),
+        (me, "pool-resize", "pool:audited", "ok", "dedicated 2"),
+        (me, "pool-resize", "pool:audited", "failed", "spot -2"),
+        (me, "schedule-create", "schedule:nightly", "ok", None),
+        (me, "schedule-disable", "schedule:nightly", "ok", None),
+        (me, "schedule-enable", "schedule:nightly", "ok", None),
+        (me, "schedule-delete", "schedule:nightly", "ok", None),
+        (me, "job-terminate", "job:aj", "ok", "reason: enough"),
+        (me, "pool-close", "pool:audited", "ok", None),
+    ], got
+    failed = [r.outcome for r in audit.read(ledger) if r.outcome.startswith("failed")]
+    assert "dedicated" in failed[0] and "'t0'" in failed[1] and "spot" in failed[2]
+    assert [r.action for r in audit.read(ledger, job="aj")] == [
+        "job-create", "task-add", "task-add", "task-reactivate", "job-terminate"]
+    assert len(audit.read(ledger, pool="audited")) == len(got)
+    assert audit.read(ledger, pool="another") == []

@@ -1,0 +1,68 @@
+"""A detached pool's audit log, read through its agent (issue 16, point 4).
+
+The pool's agent is a real ``python -m batchnb.agent`` process in this
+test's own batchnb home; what a client does reaches the pool's methods in the
+agent, which records it; ``pool.audit()`` of another client (``Pool.connect``)
+asks the agent for it. The agent is stopped at the end, by pid if closing it failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+import batchnb as bnb
+
+
+@pytest.fixture
+def detached(tmp_path, monkeypatch):
+    import batchnb.engine.ledger
+    monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
+    pool = bnb.Pool("audited-d", dedicated=1, detached=True)
+    pid = pool._record["pid"]
+    try:
+        yield pool
+    finally:
+        try:
+            pool.close()
+        finally:
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_connected_client_reads_through_the_agent_what_clients_did(detached):
+    pool = detached
+    job = pool.job("dj")
+    job.add_tasks([bnb.TaskSpec(f"t{i}", "true") for i in range(3)])
+    with pytest.raises(bnb.SpecError):
+        job.add_task("t0", "false")                 # refused in the agent: recorded there as failed
+    job.wait(timeout=120, quiet=True)
+    pool.resize(dedicated=2)
+
+    other = bnb.Pool.connect("audited-d")
+    try:
+        records = other.audit()
+        mine = other.audit(job="dj")
+    finally:
+        other.disconnect()
+    assert all(isinstance(r, bnb.AuditRecord) for r in records)
+    got = [(r.action, r.target, r.outcome.split(":")[0], r.detail) for r in records]
+    assert got == [
+        ("pool-create", "pool:audited-d", "ok", "backend local, dedicated 1, spot 0"),
+        ("job-create", "job:dj", "ok", None),
+        ("task-add", "job:dj", "ok", "3 tasks"),
+        ("task-add", "job:dj", "failed", "1 task"),
+        ("pool-resize", "pool:audited-d", "ok", "dedicated 2"),
+    ], got
+    # The client's actions are recorded under one identity (the one the agent knows it by).
+    assert len({r.identity for r in records[1:]}) == 1 and records[1].identity
+    assert [r.action for r in mine] == ["job-create", "task-add", "task-add"]
+
+    pool.close()
+    from batchnb.engine import audit
+    closed = audit.read(bnb.Ledger(), action="pool-close")
+    assert [(r.target, r.outcome, r.identity) for r in closed] == [("pool:audited-d", "ok", records[1].identity)]
