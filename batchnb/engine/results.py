@@ -81,8 +81,9 @@ class Results:
         for fut, entry in finished:
             self.nodes.give_back(entry[1], fut.key, entry[3], now)
             for job_key, task_key, n in entry[2]:
+                # The attempt finished: its node's loss is not the task's doing (crash=False).
                 self.requeue(job_key, task_key, n, now, f"its result could not be fetched within "
-                             f"{self._result_timeout:g}s (batchnb.result-timeout): its node is gone")
+                             f"{self._result_timeout:g}s (batchnb.result-timeout): its node is gone", crash=False)
 
     def _record_gathered(self, token: int, results: list) -> None:
         finished = self._gathering.pop(token, None)
@@ -95,7 +96,7 @@ class Results:
             if result is None:    # its worker died between finishing and our gather: run it again
                 self.release([fut])
                 for job_key, task_key, n in entry[2]:
-                    self.requeue(job_key, task_key, n, now, "the result was lost with its worker")
+                    self.requeue(job_key, task_key, n, now, "the result was lost with its worker", crash=False)
                 continue
             for record in (result if isinstance(result, list) else [result]):
                 try:
