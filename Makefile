@@ -13,8 +13,11 @@ test: setup-test           ## install everything the tests need and run the whol
 	$(PYTHON) -m pytest -q -ra tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
+# Last, the Azure tests' clean-VM venv (the pinned dependencies from PyPI, about 3 min), made
+# once per set of pins into ~/.cache/batchnb-tests, so the suite's first Azure pool does not wait on it.
 setup-test: system-packages azurite
 	$(PIP) install -q -e ".[dev]"
+	$(PYTHON) tests/azure_standin.py build-vm-venv
 
 # From Debian: Chromium (widget tests in JupyterLab), mpich (multi-instance
 # tasks), podman with busybox-static and runc (container tasks, images built

@@ -1,15 +1,23 @@
 """The Azure backend passes the conformance suite every shipped backend passes
 (batchnb.backends.testing), its VMs played by the stand-in host of tests/azure_standin.py:
 VM requests recorded at the Azure SDK's boundary, each VM's cloud-init run in a clean
-environment on 127.0.0.1, evictions announced through Azure's scheduled events."""
+environment on 127.0.0.1, evictions announced through Azure's scheduled events.
+
+The suite's one Azure pool (test_backends.py had a second, the same checks against
+the same stand-in): its VM size is the backend's default."""
 
 from __future__ import annotations
 
 import contextlib
 
+import pytest
+
 import batchnb as bnb
+from batchnb.backends import get_backend
 from batchnb.backends.testing import BackendConformance
 from batchnb.engine.ledger import Ledger
+from batchnb.errors import SpecError
+from batchnb.spec import PoolSpec
 
 from azure_standin import LocalVMHost, RecordingAzureSDK
 from test_azure_backend import azure_options
@@ -21,11 +29,14 @@ class TestAzureBackend(BackendConformance):
 
     @contextlib.contextmanager
     def make_pool(self, tmp_path):
-        host = LocalVMHost(evict_after=1.0)
+        host = LocalVMHost(evict_after=0.5)
         try:
-            with bnb.Pool("conf-az", backend="azure", vm_size="Standard_D2s_v5", dedicated=1, spot=1,
-                          ledger=Ledger(tmp_path / "l.sqlite"),
+            with bnb.Pool("conf-az", backend="azure", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite"),
                           **azure_options(host, RecordingAzureSDK(host), tmp_path)) as pool:
                 yield pool
         finally:
             host.close()
+
+    def test_a_misspelt_option_is_refused(self):
+        with pytest.raises(SpecError, match="regionn"):
+            get_backend(self.name)(PoolSpec("x", backend=self.name), regionn="westeurope")
