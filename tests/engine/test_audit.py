@@ -165,3 +165,18 @@ def test_every_mutating_action_of_a_pool_its_jobs_and_schedules_is_recorded_once
         "job-create", "task-add", "task-add", "task-reactivate", "job-terminate"]
     assert len(audit.read(ledger, pool="audited")) == len(got)
     assert audit.read(ledger, pool="another") == []
+
+
+def test_a_large_add_writes_a_record_per_call_not_per_task(tmp_path):
+    import batchnb as bnb
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    pool = bnb.Pool("audited-big", dedicated=0, ledger=ledger)       # no node: nothing runs, only the adds count
+    try:
+        job = pool.job("big")
+        job.add_tasks(bnb.TaskSpec(f"t{i}", "true") for i in range(12_000))
+        job.terminate()
+    finally:
+        pool.close()
+    details = [r.detail for r in audit.read(ledger, action="task-add")]
+    # One record for the call (or one per chunk of 10,000 where the add is written in chunks).
+    assert 1 <= len(details) <= 2 and sum(int(d.split()[0]) for d in details) == 12_000, details
