@@ -51,8 +51,12 @@ class LocalBackend(SpecClusterBackend):
         self.memory_limit = memory_limit
         self.silence_logs = silence_logs
         self.start_timeout = start_timeout
+        self._launcher = None
 
     def start(self):
+        from ._launch import Launcher
+        # First: the launcher imports the nodes' code on another core while this one starts the scheduler.
+        self._launcher = Launcher(self.silence_logs)
         from distributed import Client, Scheduler, SpecCluster
         self.cluster = SpecCluster(
             scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "protocol": "tcp://", "dashboard": True,
@@ -71,6 +75,7 @@ class LocalBackend(SpecClusterBackend):
         except Exception as exc:
             client.close()
             self.cluster.close()
+            self._launcher.close()
             raise BackendError(f"the local pool could not start its worker processes ({exc})") from None
         return client
 
@@ -79,7 +84,7 @@ class LocalBackend(SpecClusterBackend):
         slots = self.spec.task_slots_per_node
         worker = {"nthreads": slots, "resources": {"slots": slots}, "memory_limit": self.memory_limit,
                   "host": "127.0.0.1", "dashboard": False, "death_timeout": self.start_timeout}
-        return {"cls": NodeProcess, "options": {
+        return {"cls": NodeProcess, "options": {"launcher": self._launcher,
             "worker": worker, "scheduler_obj": self.cluster.scheduler, "silence_logs": self.silence_logs,
             "start_timeout": self.start_timeout}}
 
@@ -136,6 +141,8 @@ class LocalBackend(SpecClusterBackend):
                 self.cluster.close(timeout=10)
             except (TimeoutError, asyncio.TimeoutError):
                 log.warning("batchnb: the local cluster did not close cleanly")
+        if self._launcher is not None:     # after its nodes: it ends with its input, they do not
+            self._launcher.close()
 
 
 def _kill_worker_process(node) -> None:

@@ -5,8 +5,10 @@ re-imports the user's main module (a script then needs an
 ``if __name__ == "__main__":`` guard) and leaves them in the driver's process
 group, where Jupyter's interrupt (SIGINT to the kernel's group) kills them.
 So, as dask's ``SSHCluster`` does on remote hosts, each node here is
-``distributed.cli.dask_spec`` run with ``subprocess.Popen(start_new_session=True)``,
-given the driver's ``sys.path`` and Dask config (what spawn gave it).
+``distributed.cli.dask_spec`` in a session of its own, given the driver's
+``sys.path`` and Dask config (what spawn gave it): a fork of the pool's node
+launcher (:mod:`._launch`), which imported the worker's code once, while the
+driver started its scheduler, instead of every node importing it again.
 
 The driver's side also does what a nanny did: it restarts a worker that died
 (a task that crashed it, the out-of-memory killer), and kills what is left of
@@ -22,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,24 +34,26 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 from ..node.reaper import DRIVER_PID, NODE_MARK, kill_marked
+from ._launch import Launcher, silence as _silence
 
 log = logging.getLogger("batchnb.backends.local")
 
-# ``python -c``: no module of the driver's is imported before the driver's sys.path is in place;
-# the config is dropped from the environment once read, so task processes do not inherit it.
-_BOOT = ("import json, os, sys; sys.path[:] = json.loads(os.environ.pop('BATCHNB_SYS_PATH')); "
-         "import dask; os.environ.pop('DASK_INTERNAL_INHERIT_CONFIG', None); "
-         "from distributed.cli.dask_spec import main; main()")
 _PRELOAD = "batchnb.node.reaper"
+
+
+class _Proc:
+    """A node's process, forked by the launcher: its pid once the launcher told it."""
+
+    pid: int | None = None
 
 
 class _Run:
     """One started process of a node (a restart makes another)."""
 
-    def __init__(self, proc: subprocess.Popen, mark: str):
+    def __init__(self, proc: _Proc, mark: str):
         self.proc, self.mark, self.started = proc, mark, time.monotonic()
         self.returncode: int | None = None
-        self.done = threading.Event()   # set by the waiter thread: Popen.poll() says None while it waits
+        self.done = threading.Event()   # set when the launcher tells of its exit
 
 
 class NodeProcess(ProcessInterface):
@@ -61,19 +64,21 @@ class NodeProcess(ProcessInterface):
     """
 
     def __init__(self, scheduler: str, name: str, *, worker: dict, scheduler_obj, silence_logs=logging.ERROR,
-                 start_timeout: float = 60.0, close_timeout: float = 5.0):
+                 start_timeout: float = 60.0, close_timeout: float = 5.0,
+                 launcher: Launcher | None = None):
         super().__init__(scheduler=scheduler, name=name)
         self.scheduler_address, self.name = scheduler, name
         self.worker_options = worker
         self.silence_logs = silence_logs
         self.start_timeout, self.close_timeout = start_timeout, close_timeout
         self._scheduler = scheduler_obj
+        self._launcher = launcher if launcher is not None else _default_launcher(silence_logs)
         self._run: _Run | None = None
         self._closing = False
         self._loop = None
 
     @property
-    def process(self) -> subprocess.Popen | None:
+    def process(self) -> _Proc | None:
         return self._run.proc if self._run is not None else None
 
     def _environment(self, mark: str) -> dict:
@@ -83,24 +88,29 @@ class NodeProcess(ProcessInterface):
                 "BATCHNB_SYS_PATH": json.dumps(sys.path),
                 "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(config)}
 
-    def _spawn(self) -> _Run:
+    async def _spawn(self) -> _Run:
         preload = list(dask.config.get("distributed.worker.preload", None) or [])
         opts = {**self.worker_options, "name": self.name, "preload": [*preload, _PRELOAD]}
         spec = json.dumps({"cls": "distributed.Worker", "opts": opts})
         mark = f"{self.name}-{uuid.uuid4().hex}"
-        proc = subprocess.Popen([sys.executable, "-c", _BOOT, self.scheduler_address, "--spec", spec],
-                                env=self._environment(mark), stdin=subprocess.DEVNULL, start_new_session=True)
-        run = self._run = _Run(proc, mark)
+        run = self._run = _Run(_Proc(), mark)
         loop = self._loop
+        started = loop.create_future()
 
-        def wait() -> None:
-            run.returncode = proc.wait()
+        def on_start(pid: int) -> None:
+            run.proc.pid = pid
+            loop.call_soon_threadsafe(lambda: started.done() or started.set_result(pid))
+
+        def on_exit(code: int) -> None:
+            run.returncode = code
             run.done.set()
             try:
+                loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
                 loop.call_soon_threadsafe(self._exited, run)
             except RuntimeError:    # the driver's loop is closed: nothing left to restart
                 pass
-        threading.Thread(target=wait, name=f"batchnb-node-{self.name}", daemon=True).start()
+        self._launcher.spawn([self.scheduler_address, "--spec", spec], self._environment(mark), on_start, on_exit)
+        await started
         return run
 
     @property
@@ -108,12 +118,12 @@ class NodeProcess(ProcessInterface):
         """Whether the scheduler lists this node's current worker process (one that left, e.g.
         after an eviction notice, may still be closing, which its status does not tell)."""
         run = self._run
-        return run is not None and any(ws.name == self.name and ws.pid == run.proc.pid
-                                       for ws in self._scheduler.workers.values())
+        return run is not None and run.proc.pid is not None and any(
+            ws.name == self.name and ws.pid == run.proc.pid for ws in self._scheduler.workers.values())
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        run = self._spawn()
+        run = await self._spawn()
         deadline = time.monotonic() + self.start_timeout
         while not self.joined:
             if run.done.is_set() or time.monotonic() > deadline:
@@ -150,14 +160,14 @@ class NodeProcess(ProcessInterface):
         await asyncio.sleep(max(0.0, run.started + 1.0 - time.monotonic()))   # no tight crash loop
         if self._closing or run is not self._run or not self._wanted():
             return
-        self._spawn()
+        await self._spawn()
 
     def kill(self) -> None:
         """SIGKILL the worker now, as sudden as a spot eviction; it is not restarted."""
         self._closing = True
         self.status = Status.closing
         run = self._run
-        if run is not None and not run.done.is_set():
+        if run is not None and not run.done.is_set() and run.proc.pid is not None:
             _signal_group(run.proc.pid, signal.SIGKILL)
 
     async def _end(self, run: _Run) -> None:
@@ -180,21 +190,20 @@ class NodeProcess(ProcessInterface):
         await super().close()
 
 
-def _silence(config: dict, level) -> None:
-    """Set the node's ``distributed`` log level in the config it starts with (where distributed
-    looks for it), as LocalCluster's ``silence_logs`` does for its workers."""
-    if isinstance(level, bool) or not isinstance(level, (int, str)) or not level:
-        return
-    name = level if isinstance(level, str) else logging.getLevelName(level)
-    nested = {"logging", "logging-file-config"} & set(config.get("distributed", {}))
-    base = config["distributed"] if nested else config
-    logs = base.setdefault("logging", {})
-    if "logging-file-config" not in base and isinstance(logs, dict) and "version" not in logs:
-        logs["distributed"] = str(name).lower()
+_default: list[Launcher] = []
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _default_launcher(silence_logs) -> Launcher:
+    """The launcher of nodes made outside a local backend (which passes its own)."""
+    if not _default:
+        _default.append(Launcher(silence_logs))
+    return _default[0]
+
+
+def _signal_group(pid: int | None, sig: int) -> None:
     # The worker leads its own session and group; its task processes have sessions of their own.
+    if pid is None:     # the launcher has not forked it yet
+        return
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -205,3 +214,4 @@ async def _wait_event(event: threading.Event, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not event.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
