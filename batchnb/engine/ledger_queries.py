@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 
 from ..states import LIVE_TASK_STATES, TERMINAL_TASK_STATES
+from . import audit, ledger_audit
 
 _LIVE = tuple(sorted(s.value for s in LIVE_TASK_STATES))
 _ENDED = tuple(sorted(s.value for s in TERMINAL_TASK_STATES))
@@ -73,8 +74,9 @@ class LedgerQueries:
                         (reason, now, job_id))
             con.execute("INSERT INTO events(time, job_id, kind, state, data) VALUES (?,?,?,?,?)",
                         (now, job_id, "job", "completed", json.dumps({"reason": reason})))
-            con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
-                        (now, actor or f"pid {os.getpid()}", "terminate", job_id, f"{len(ids)} tasks cancelled"))
+            # The audit record of this terminate (none dispatches the job to record it), in its transaction.
+            con.execute(ledger_audit.INSERT, audit.row("job-terminate", f"job:{job_id}", identity=actor, now=now,
+                                                       detail=f"reason: {reason}; tasks cancelled: {len(ids)}"))
         return ids
 
     def audit_trail(self, job_id: str | None = None, action: str | None = None) -> list[dict]:

@@ -180,3 +180,16 @@ def test_a_large_add_writes_a_record_per_call_not_per_task(tmp_path):
     details = [r.detail for r in audit.read(ledger, action="task-add")]
     # One record for the call (or one per chunk of 10,000 where the add is written in chunks).
     assert 1 <= len(details) <= 2 and sum(int(d.split()[0]) for d in details) == 12_000, details
+
+
+def test_a_job_no_process_dispatches_is_terminated_with_one_record(ledger):
+    """``batchnb terminate`` (and Job.terminate of an attached job) ends a job no driver holds in the
+    ledger itself: the audit record is written there, once, with the caller's identity."""
+    from batchnb.engine.offline import terminate_job
+    ledger.create_job("orphan", {"id": "orphan"}, pool="gone", now=1.0)
+    ledger.add_tasks("orphan", [("a", 0, '{"id": "a", "command": "true"}', "active")], 1.0)
+    with audit.acting_as("carol"):
+        terminate_job("orphan", ledger, reason="no longer needed")
+    assert [(r.identity, r.action, r.target, r.outcome, r.detail) for r in audit.read(ledger)] == [
+        ("carol", "job-terminate", "job:orphan", "ok", "reason: no longer needed; tasks cancelled: 1")]
+    assert [r.action for r in audit.read(ledger, pool="gone")] == ["job-terminate"]
