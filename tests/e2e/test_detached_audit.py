@@ -8,14 +8,19 @@ asks the agent for it. The agent is stopped at the end, by pid if closing it fai
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 import pytest
 
 import batchnb as bnb
 
+REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def detached(tmp_path, monkeypatch):
@@ -61,6 +66,13 @@ def test_a_connected_client_reads_through_the_agent_what_clients_did(detached):
     # The client's actions are recorded under one identity (the one the agent knows it by).
     assert len({r.identity for r in records[1:]}) == 1 and records[1].identity
     assert [r.action for r in mine] == ["job-create", "task-add", "task-add"]
+
+    # The command asks the running pool's agent too (with the owner's credentials of this home).
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "batchnb.cli", "audit", "--pool", "audited-d", "--json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [(r["action"], r["outcome"]) for r in json.loads(out.stdout)] == [(r.action, r.outcome) for r in records]
 
     pool.close()
     from batchnb.engine import audit
