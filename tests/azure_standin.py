@@ -232,8 +232,11 @@ class LocalVMHost:
     """Boots the recorded VMs as local processes and serves their scheduled events on 127.0.0.1."""
 
     def __init__(self, image: str | None = None, evict_after: float = 1.0, boot_timeout: float = 300.0,
-                 journal: str | None = None, *, _home: str | None = None, _port: int | None = None):
+                 journal: str | None = None, boot_gate: str | None = None, *, _home: str | None = None,
+                 _port: int | None = None):
         self.image = image
+        #: a file that must exist before a VM boots: a test holds VMs in "being provisioned" with it
+        self.boot_gate = boot_gate
         self.boot_timeout = boot_timeout
         self.home = _home or tempfile.mkdtemp(prefix="bnb-vmhost-")
         os.makedirs(self.home, exist_ok=True)
@@ -254,7 +257,7 @@ class LocalVMHost:
             if self.procs:
                 raise TypeError("a LocalVMHost with running VMs cannot be copied to another process")
         return {"image": self.image, "evict_after": self.evict_after, "boot_timeout": self.boot_timeout,
-                "journal": self.journal, "_home": self.home, "_port": self.port}
+                "journal": self.journal, "boot_gate": self.boot_gate, "_home": self.home, "_port": self.port}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -282,6 +285,9 @@ class LocalVMHost:
     def boot(self, name: str, params: dict) -> None:
         """Run what the VM's cloud-init would: its runcmd lines in order, the Dask process left running."""
         self._serve()
+        deadline = time.monotonic() + self.boot_timeout
+        while self.boot_gate and not os.path.exists(self.boot_gate) and time.monotonic() < deadline:
+            time.sleep(0.05)        # the test opens the gate from another process: a file is all it has
         doc = RecordingAzureSDK.cloud_init(params)
         env = clean_env(self.home)
         procs = []

@@ -80,6 +80,7 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - the creator raises it
         _report(status_fd, error=exc)
         return 2
+    noted = _defer_stop_signals()
     # The Dask client's periodic scheduler-info update (every 2 s) caches an identity without
     # workers; EngineHandle.workers() reads the cache right after a full fetch, and a refresh
     # landing in between shows the dispatcher no worker: every node "left", its tasks requeued,
@@ -94,6 +95,8 @@ def main() -> int:
         _report(status_fd, error=exc)
         return 2
     log.info("agent: pool %s is up (pid %s, idle timeout %s)", name, os.getpid(), timeout)
+    if _stopped_while_starting(pool, name, noted, status_fd):
+        return 1
     try:
         asyncio.run(_serve(pool, boot["token"], record, status_fd, timeout))
     finally:
@@ -185,3 +188,29 @@ def _record_stop(pool, reason: str) -> None:
         pool.ledger.audit("pool-stop", None, f"pool {pool.name}: {reason}", actor=f"agent of pool {pool.name}")
     except Exception:  # noqa: BLE001 - the pool still stops
         log.exception("agent: could not record the stop of pool %s", pool.name)
+
+
+def _defer_stop_signals() -> list:
+    """Until the pool is made, a stop signal is noted, not obeyed: an agent ended while its backend
+    starts would leave what it made so far (an Azure scheduler VM) running, known to no one."""
+    noted: list = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: noted.append(signal.Signals(signum).name))
+    return noted
+
+
+def _stopped_while_starting(pool, name: str, noted: list, status_fd: int | None) -> bool:
+    """Close a pool that was asked to stop while it started (its nodes go with it); say so."""
+    if not noted:
+        return False
+    from ..errors import BackendError
+    reason = f"signal {noted[0]} while the pool started"
+    log.info("agent: closing pool %s: %s", name, reason)
+    try:
+        _record_stop(pool, reason)
+        pool.close()
+    finally:
+        registry.remove(name)
+        _report(status_fd, error=BackendError(f"the agent of pool {name!r} was stopped ({reason}); "
+                                              "the pool and its nodes are closed"))
+    return True

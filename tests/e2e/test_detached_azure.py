@@ -197,3 +197,49 @@ def test_a_detached_azure_pool_makes_its_vms_in_its_agent_outlives_its_killed_cr
     assert not any(_alive(e) for e in booted)
     assert not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE
     assert bnb.pools() == []
+
+
+STARTER = """
+    import json
+    import sys
+    import batchnb as bnb
+    from azure_standin import LocalVMHost, RecordingAzureSDK
+
+    options, journal, gate = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+    host = LocalVMHost(journal=journal, boot_gate=gate)
+    try:
+        bnb.Pool("cloud", backend="azure", vm_size="Standard_D2s_v5", dedicated=1, detached=True,
+                 azure_sdk=RecordingAzureSDK(host, journal=journal), scheduled_events_url=host.url, **options)
+    except bnb.BatchError as exc:
+        print("refused", type(exc).__name__, exc, flush=True)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_an_azure_agent_stopped_while_its_scheduler_vm_boots_deletes_what_it_made(tmp_path, azure_home):
+    import batchnb as bnb
+    from batchnb.agent.registry import alive
+    home, journal, noted = azure_home
+    gate = tmp_path / "provisioned"
+    starter = _script(tmp_path, "starter", STARTER, home, json.dumps(_options(tmp_path)), str(journal), str(gate))
+    try:
+        # The scheduler VM is asked for and held in provisioning (the gate) while the agent is told to stop.
+        wait_for(lambda: journal_calls(journal, "virtual_machines.begin_create_or_update")
+                 or starter.poll() is not None, STARTUP, "the scheduler VM to be asked for")
+        assert starter.poll() is None, starter.stdout.read()
+        [record] = _records(home)
+        noted.add((record["pid"], record.get("process_created")))
+        os.kill(record["pid"], signal.SIGTERM)   # an agent ended here would leave the VM, known to no one
+        gate.touch()
+        text, _ = starter.communicate(timeout=STARTUP)
+    finally:
+        _end(starter)
+    assert "refused BackendError" in text and "signal SIGTERM while the pool started" in text, text
+    wait_for(lambda: not alive(record), 120, "the agent to end")
+    made = sorted(args[1] for args in journal_calls(journal, "virtual_machines.begin_create_or_update"))
+    assert made and sorted(args[1] for args in journal_calls(journal, "virtual_machines.begin_delete")) == made
+    nics = {args[1] for args in journal_calls(journal, "network_interfaces.begin_create_or_update")}
+    assert {args[1] for args in journal_calls(journal, "network_interfaces.begin_delete")} == nics
+    assert journal_calls(journal, "public_ip_addresses.begin_delete")      # the scheduler's public IP
+    assert not any(_alive(e) for e in journal_entries(journal) if "pid" in e)
+    assert bnb.pools() == []
