@@ -374,9 +374,8 @@ class Ledger(LedgerQueries, ScheduleRecords):
         return [dict(r) for r in self._query("SELECT * FROM nodes WHERE pool = ? ORDER BY time", (pool,))]
 
     def audit(self, action: str, job_id: str | None = None, detail: str | None = None, actor: str | None = None):
-        with self._tx() as con:
-            con.execute("INSERT INTO audit(time, actor, action, job_id, detail) VALUES (?,?,?,?,?)",
-                        (time.time(), actor or f"pid {os.getpid()}", action, job_id, detail))
+        from .audit import record     # the engine's own records (resume, prune, ...) carry who and an outcome too
+        record(self, action, f"job:{job_id}" if job_id else "", identity=actor, detail=detail, job=job_id)
 
     def last_audit(self, job_id: str, action: str, since: float = 0.0) -> dict | None:
         """The newest audit row of ``action`` for the job at or after ``since`` (requests between processes)."""

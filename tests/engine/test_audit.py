@@ -193,3 +193,13 @@ def test_a_job_no_process_dispatches_is_terminated_with_one_record(ledger):
     assert [(r.identity, r.action, r.target, r.outcome, r.detail) for r in audit.read(ledger)] == [
         ("carol", "job-terminate", "job:orphan", "ok", "reason: no longer needed; tasks cancelled: 1")]
     assert [r.action for r in audit.read(ledger, pool="gone")] == ["job-terminate"]
+
+
+def test_the_engines_own_records_carry_the_identity_and_an_outcome(ledger):
+    """What the engine notes of its own (a job resumed, pruned, asked to end) reads as every record does."""
+    with audit.acting_as("dave"):
+        ledger.audit("prune", "old", "finished 2026-11-01 10:00 UTC")
+    ledger.audit("terminate-request", "busy", "stop", actor="host:1:abc")
+    assert [(r.identity, r.action, r.target, r.outcome, r.job) for r in audit.read(ledger)] == [
+        ("dave", "prune", "job:old", "ok", "old"), ("host:1:abc", "terminate-request", "job:busy", "ok", "busy")]
+    assert ledger.last_audit("busy", "terminate-request")["detail"] == "stop"     # still a request between processes
