@@ -23,13 +23,13 @@ import time
 from typing import Any, Callable
 
 from .. import _config
-from ..node import runner
 from .jobrun import JobRun, TaskRun
 from .nodes import NodeTable
 from .jobops import JobOps
 from .multiinstance import MultiInstances
 from .jobprep import JobPreps
 from .outcome import Outcomes
+from .bundles import Bundles
 from .spotfallback import SpotFallback
 from .results import Results
 from ..errors import BatchError
@@ -43,7 +43,7 @@ log = logging.getLogger("batchnb.dispatch")
 _WAITING_FOR_WORKER = frozenset({NodeState.STARTING, NodeState.OFFLINE, NodeState.PREEMPTED})
 
 
-class Dispatcher(Results, Outcomes, JobOps, MultiInstances):
+class Dispatcher(Results, Bundles, Outcomes, JobOps, MultiInstances):
     def __init__(self, engine, client, ledger: Ledger, bus: EventBus):
         self.engine = engine              # the EngineHandle: the pool's settings, workers and hooks
         self.client = client
@@ -410,9 +410,9 @@ class Dispatcher(Results, Outcomes, JobOps, MultiInstances):
         if len(reqs) < len(members):   # some could not go (a missing secret): the rest share the slot
             for req in reqs:
                 self.batch.attempt(req.job_id, req.task_id, req.attempt, slots=slots / len(reqs))
-        fn, arg = (runner.run_attempt, reqs[0]) if len(reqs) == 1 else (runner.run_bundle, reqs)
+        fn, args, keys = self.bundle_call(node, members, reqs, keys, slots, now)   # with the chains it carries
         key = f"bnb-{reqs[0].job_id}-{reqs[0].task_id}-{reqs[0].attempt}-{next(self._counter)}"
-        fut = self.client.submit(fn, arg, key=key, workers=[node.address], allow_other_workers=False, pure=False,
+        fut = self.client.submit(fn, *args, key=key, workers=[node.address], allow_other_workers=False, pure=False,
                                  resources={"slots": slots} if node.resources else None)
         self.inflight[key] = (fut, node.node_id, keys, slots)
         self.nodes.take(node, key, slots, now)

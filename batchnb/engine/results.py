@@ -98,7 +98,11 @@ class Results:
                 for job_key, task_key, n in entry[2]:
                     self.requeue(job_key, task_key, n, now, "the result was lost with its worker", crash=False)
                 continue
-            for record in (result if isinstance(result, list) else [result]):
+            records = result if isinstance(result, list) else [result]
+            carried_from = getattr(result, "carried_from", len(records))
+            for i, record in enumerate(records):
+                if i >= carried_from and not self.start_carried(record, now):
+                    continue      # it may no longer start (its job ended): as if it had not run
                 try:
                     self.finished(record, now)
                 except Exception as exc:  # noqa: BLE001 - this task fails; the others go on

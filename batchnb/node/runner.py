@@ -37,6 +37,7 @@ from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for 
     _tail, _terminated, stage_inputs)
 from .pytask import read_child, run_inline, write_payload
 from .taskdir import drop_if_empty
+from . import quickrun as _quickrun
 
 
 def run_bundle(requests: list[AttemptRequest]) -> list[AttemptRecord]:
@@ -44,8 +45,9 @@ def run_bundle(requests: list[AttemptRequest]) -> list[AttemptRecord]:
     return [run_attempt(req) for req in requests]
 
 
-def run_attempt(req: AttemptRequest) -> AttemptRecord:
-    """Run one attempt; never raises."""
+def run_attempt(req: AttemptRequest, drop=drop_if_empty) -> AttemptRecord:
+    """Run one attempt; never raises. ``drop`` removes a succeeded attempt's empty folder (a bundle
+    leaves that to a background thread: :func:`batchnb.node.quickrun.drop_later`)."""
     node_id = _node_id()
     record = AttemptRecord(req.job_id, req.task_id, req.attempt, node_id, start=time.time())
     mask = _secrets.Masker(req.secrets.values())
@@ -65,7 +67,7 @@ def run_attempt(req: AttemptRequest) -> AttemptRecord:
     if mask:
         _secrets.mask_record(record, mask)
     record.end = time.time()
-    drop_if_empty(record)       # a succeeded attempt's folder that holds nothing is not kept
+    drop(record)                # a succeeded attempt's folder that holds nothing is not kept
     return record
 
 
@@ -119,7 +121,7 @@ def _stage_out(req: AttemptRequest, record: AttemptRecord, wd: Path, task_dir: P
 def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
     env = dict(os.environ)
     env.update(task_environment(req, node_id, dirs, task_dir, wd))
-    run, plan = _proctree.run, None
+    run, plan = _quickrun.run, None
     if req.container is not None:
         from . import container as _container
         plan = _container.plan(req, record, env, dirs, task_dir, wd, node_id)

@@ -1,0 +1,138 @@
+"""Bundles: tiny tasks ride together in one Dask task, and a chain runs on without a round trip.
+
+A mixin of :class:`~batchnb.engine.dispatcher.Dispatcher`, run on its thread.
+
+**What is tiny.** A task may share a Dask task with others (:meth:`Bundles.tiny`)
+when it needs one slot and nothing of its own on the node: no multi-instance
+run, no inputs or outputs to stage, no container, no secrets; and only while
+the pool's recent attempts are short (their moving average, a quarter of
+``batchnb.bundle-target`` or less). A task with staging, a container, secrets
+or more slots always goes alone.
+
+**Chains.** When a bundle is sent, a ready-to-be successor of each of its tasks
+goes with it (:meth:`Bundles.carry`), and its own successor, and so on, up to
+about ``bundle-target`` of work: a tiny task that is ``pending`` only on a task
+of the bundle (its other dependencies are satisfied), whose predecessor's
+success satisfies its dependents and asks nothing of the job (its exit
+conditions for exit code 0, if any, say ``satisfy`` and job action ``none``).
+The node runs such a successor right after its predecessor succeeds, with the
+predecessor's result as its argument (:func:`batchnb.node.bundle.run_bundle`);
+any other outcome stops that branch there, and the driver then does what it
+always does (retry, block or satisfy per the exit conditions, terminate the job).
+Of a task's several such successors (a fan-out) only the first rides on: the
+others are made ready by the driver, so that they spread over the nodes.
+
+Each carried task is its own task in the ledger: it stays ``pending`` while it
+rides and, when the bundle's records come back, it is started and ended from
+its own record (:meth:`Bundles.start_carried`), one attempt row with the
+node's times, in the order the node ran them. Its key (attempt ``n + 1``) is
+among the bundle's members, so a job's terminate kills it on the node and a
+lost node forgets it (it was never shown running, so it is not requeued: it
+is still ``pending`` on its predecessor, which is).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from .. import _config
+from ..node.attempt import AttemptRequest
+from ..node import bundle as _bundle
+from ..node import runner
+from ..states import TaskState
+from .outcome import dependency_action
+
+#: carried tasks per bundle at most, whatever the pool's average says
+MAX_CARRIED = 500
+
+
+class Bundles:
+    """Needs the dispatcher's ``jobs``, ``nodes``, ``batch``, ``engine``, ``preps``, ``_bundle_target``,
+    ``_avg_task_seconds`` and the outcome methods (``set_state``, ``finished``, ``fallback_group``)."""
+
+    @staticmethod
+    def tiny(tr) -> bool:
+        """May ``tr`` share a Dask task (see the module's docstring)?"""
+        s = tr.spec
+        return s.required_slots == 1 and s.multi_instance is None and not s.inputs and not s.outputs \
+            and s.container is None and not s.secrets
+
+    bundleable = tiny       # the dispatcher's rule for tasks sent together, in place of Outcomes'
+
+    def _carry_limit(self) -> int:
+        avg = self._avg_task_seconds
+        if avg is None or avg * 4 > self._bundle_target:
+            return 0
+        return max(0, min(MAX_CARRIED, int(self._bundle_target / max(avg, 1e-4))))
+
+    def carry(self, node, members: list, now: float) -> list:
+        """The successors to send with ``members`` [(job, tr)]: [(job, tr, predecessor's tr)], each
+        after its predecessor."""
+        limit = self._carry_limit()
+        if limit <= 0:
+            return []
+        out: list = []
+        frontier = [(job, tr) for job, tr in members if self.tiny(tr)]
+        while frontier and len(out) < limit:
+            nxt = []
+            for job, pred in frontier:
+                if dependency_action(pred.spec, True, 0, None) != ("satisfy", "none"):
+                    continue
+                for key in itertools.islice(job.graph.dependents.get(pred.key, ()), limit):
+                    dtr = job.tasks.get(key)
+                    if dtr is None or dtr.state != TaskState.PENDING or dtr.unmet != 1 or not self.tiny(dtr) \
+                            or not self.engine.may_dispatch(job, dtr, now) \
+                            or self.fallback_group(job, dtr) not in (None, node.group) \
+                            or not self.preps.ready_on(job, node):
+                        continue
+                    out.append((job, dtr, pred))
+                    nxt.append((job, dtr))
+                    break       # one branch rides on; the others spread over the nodes from the driver
+                if len(out) >= limit:
+                    break
+            frontier = nxt
+        return out
+
+    def carried_request(self, job, tr, pred, node, slots: float) -> AttemptRequest:
+        """The request of ``tr``'s next attempt, made without starting it (it waits on ``pred``)."""
+        spec, n = tr.spec, tr.n + 1
+        deps = self._dep_results(job, spec) if spec.python else {}
+        deps.pop(pred.spec.id, None)        # the node puts the predecessor's fresh result there
+        return AttemptRequest(
+            job_id=job.spec.id, task_id=spec.id, attempt=n, pool_id=self.engine.name,
+            command=spec.command, python=spec.python.payload if spec.python else None,
+            env=spec.env, max_wall_clock=spec.max_wall_clock, node_root=self.engine.node_root,
+            storage_options=self.engine.storage_options,
+            result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{n}.pkl",
+            result_inline_max=int(_config.get("result-inline-max")), dep_results=deps,
+            app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages),
+            node_group=node.group, job_prep=job.spec.prep is not None, container_runtime=self.engine.spec.container_runtime)
+
+    def bundle_call(self, node, members: list, reqs: list, keys: list, slots: float, now: float):
+        """(function, its arguments, the keys riding) of one Dask task for ``reqs``, with the
+        successors that may run on after them."""
+        chain = self.carry(node, members, now) if all(self.tiny(tr) for _, tr in members) else []
+        if not chain:
+            if len(reqs) == 1:
+                return runner.run_attempt, (reqs[0],), keys
+            return _bundle.run_bundle, (reqs,), keys
+        carried = [(self.carried_request(job, tr, pred, node, slots), pred.spec.id) for job, tr, pred in chain]
+        return _bundle.run_bundle, (reqs, carried), keys + [(job.key, tr.key, tr.n + 1) for job, tr, _ in chain]
+
+    def start_carried(self, record, now: float) -> bool:
+        """Start a carried task from its node's record, as its predecessor's success made it ready;
+        False when it may no longer start (its job ended, it was cancelled): the record is dropped."""
+        job, tr = self._lookup(record.job_id.lower(), record.task_id.lower())
+        if tr is None or not self.dispatchable(job, tr) or tr.n + 1 != record.attempt:
+            return False
+        node = self.nodes.nodes.get(record.node_id or "")
+        if node is None:
+            return False        # its node was forgotten meanwhile: it runs again from the ready queue
+        tr.n += 1
+        tr.node = record.node_id
+        tr.dispatched = record.start
+        self.set_state(job, tr, TaskState.RUNNING, record.start, attempts=tr.n, node=tr.node)
+        self.batch.attempt(job.spec.id, tr.spec.id, tr.n, node=tr.node, state="running", dispatched=record.start,
+                           slots=1)
+        self.engine.task_started(job, tr, node, record.start)
+        return True

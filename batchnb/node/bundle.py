@@ -1,0 +1,44 @@
+"""A bundle on a worker: several tiny attempts in one Dask task, and the chains they carry.
+
+The dispatcher sends tiny tasks together (see :mod:`batchnb.engine.bundles` for
+what is tiny) so that a task costs about its own work, not a Dask round trip.
+Each attempt is still run by :func:`batchnb.node.runner.run_attempt`, with its own
+folder, tails, exit code and record; the bundle returns the records in the
+order it ran them.
+
+``carried`` are successors sent along: ``(request, predecessor's task id)``.
+One runs only after its predecessor ran in this bundle and succeeded, with
+that predecessor's result in its ``dep_results``; otherwise it is left out
+(the driver dispatches it, or blocks it, as the predecessor's outcome says).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import quickrun, runner
+from .attempt import AttemptRecord, AttemptRequest
+
+
+class BundleRecords(list):
+    """The records of one bundle; those from ``carried_from`` on are of carried tasks."""
+
+    carried_from: int = 0
+
+
+def run_bundle(requests: list[AttemptRequest], carried: list = ()) -> BundleRecords:
+    """Run ``requests`` one after another, then the ``carried`` whose predecessor succeeded here."""
+    out = BundleRecords(runner.run_attempt(req, drop=quickrun.drop_later) for req in requests)
+    out.carried_from = len(out)
+    done: dict[str, AttemptRecord] = {r.task_id.lower(): r for r in out}
+    for req, pred in carried:
+        prev = done.get(pred.lower())
+        if prev is None or not prev.succeeded:
+            continue
+        value = prev.result_url or prev.result
+        if req.python is not None and value is not None:
+            req = replace(req, dep_results={**req.dep_results, pred: value})
+        record = runner.run_attempt(req, drop=quickrun.drop_later)
+        out.append(record)
+        done[record.task_id.lower()] = record
+    return out

@@ -1,0 +1,185 @@
+"""Tiny tasks in bundles, and chains that run on in the bundle (issue 17, points 2 to 4).
+
+Real local pools. The pool first runs a few no-op tasks so that it knows its
+tasks are tiny (bundles and chains start only then); its bundle target is
+long (5 s) so that a test's gate task (held until the whole chain is added,
+as tasks are dispatched as soon as they are added) does not make it think
+otherwise. A spy on the dispatcher's ``bundle_call`` counts the Dask tasks it
+sends, to show that a chain did not cost a round trip per step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import dask.config
+import pytest
+
+import batchnb as bnb
+from pools import temporary_pool
+
+
+def noop(x=None):
+    return x
+
+
+def step(x):
+    return x + 1
+
+
+def gate(path):
+    """Wait (bounded) until ``path`` exists: holds a chain's first step until the chain is added."""
+    import time
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return 0
+
+
+@pytest.fixture
+def opened(tmp_path):
+    """(a gate's path, a function that opens it)."""
+    path = tmp_path / "open"
+    return str(path), path.touch
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with dask.config.set({"batchnb.bundle-target": "5s"}), temporary_pool("bundles", dedicated=2) as p:
+        warm = p.job("warm")
+        warm.map(noop, range(20))
+        assert warm.wait(quiet=True, timeout=120).ok
+        yield p
+
+
+@pytest.fixture
+def sends(pool, monkeypatch):
+    """The Dask tasks the dispatcher sends: [(task ids sent, task ids carried)]."""
+    disp, seen, lock = pool._dispatcher, [], threading.Lock()
+    real = disp.bundle_call
+
+    def spy(node, members, reqs, keys, slots, now):
+        fn, args, riding = real(node, members, reqs, keys, slots, now)
+        with lock:
+            seen.append(([r.task_id for r in reqs], [r.task_id for r, _ in (args[1] if len(args) > 1 else ())]))
+        return fn, args, riding
+    monkeypatch.setattr(disp, "bundle_call", spy)
+    return seen
+
+
+def _one_attempt_each_in_order(tasks):
+    prev_end = None
+    for t in tasks:
+        (a,) = t.attempts
+        assert a["state"] == "succeeded" and a["exit_code"] == 0, (t.id, a)
+        assert a["dispatched"] <= a["start"] <= a["end"], (t.id, a)
+        if prev_end is not None:
+            assert a["start"] >= prev_end, (t.id, a, prev_end)
+        prev_end = a["end"]
+
+
+def test_a_chain_of_200_tiny_tasks_runs_in_bundles_and_records_every_step(pool, sends, unique, opened):
+    job = pool.job(unique)
+    tasks = [job.submit(gate, opened[0], task_id="s0")]
+    for i in range(1, 200):
+        tasks.append(job.submit(step, tasks[-1], task_id=f"s{i}"))
+    opened[1]()
+    res = job.wait(quiet=True, timeout=300)
+    assert res.ok and tasks[-1].result() == 199
+    assert all(t.state == bnb.TaskState.SUCCEEDED for t in tasks)
+    _one_attempt_each_in_order(tasks)
+    carried = sum(len(c) for _, c in sends)
+    # Most steps rode behind their predecessor: far fewer Dask tasks than steps.
+    assert carried >= 150 and len(sends) <= 50, (len(sends), carried)
+
+
+def test_a_failing_step_blocks_its_dependents_and_exit_conditions_apply(pool, sends, unique, opened):
+    job = pool.job(unique)
+    job.add_tasks([
+        {"id": "a", "command": f"while [ ! -e {opened[0]} ]; do sleep 0.01; done"},
+        {"id": "b", "command": "exit 3", "depends_on": ["a"]},
+        {"id": "c", "command": "true", "depends_on": ["b"]},
+        {"id": "d", "command": "true", "depends_on": ["c"]},
+        # the same chain, but b's exit code 3 satisfies its dependents
+        {"id": "a2", "command": "true", "depends_on": ["a"]},
+        {"id": "b2", "command": "exit 3", "depends_on": ["a2"],
+         "exit_conditions": {3: bnb.ExitOptions(dependency_action="satisfy")}},
+        {"id": "c2", "command": "true", "depends_on": ["b2"]},
+        # a success that blocks: exit conditions on code 0 stop the chain at the driver
+        {"id": "z", "command": "true", "depends_on": ["a"], "exit_conditions": {0: bnb.ExitOptions(dependency_action="block")}},
+        {"id": "z1", "command": "true", "depends_on": ["z"]},
+    ])
+    opened[1]()
+    job.wait(quiet=True, timeout=120)
+    states = {t.id: str(getattr(t.state, 'value', t.state)) for t in job.tasks()}
+    assert states == {"a": "succeeded", "b": "failed", "c": "blocked", "d": "blocked",
+                      "a2": "succeeded", "b2": "failed", "c2": "succeeded", "z": "succeeded", "z1": "blocked"}
+    assert [a["exit_code"] for a in job.task("b").attempts] == [3]
+    assert job.task("c").attempts == [] and job.task("d").attempts == []
+    assert any(carried for _, carried in sends), sends      # b, b2 rode behind a, a2
+
+
+def test_a_retried_step_in_a_chain_retries(pool, sends, unique, tmp_path):
+    job = pool.job(unique, max_task_retries=2)
+    mark = tmp_path / "failed-once"
+    job.add_tasks([
+        {"id": "a", "command": "true"},
+        {"id": "b", "command": f"test -e {mark} || {{ touch {mark}; exit 4; }}", "depends_on": ["a"]},
+        {"id": "c", "command": "true", "depends_on": ["b"]},
+    ])
+    assert job.wait(quiet=True, timeout=120).ok
+    b = job.task("b").attempts
+    assert [(a["state"], a["exit_code"]) for a in b] == [("failed", 4), ("succeeded", 0)]
+    assert [a["state"] for a in job.task("c").attempts] == ["succeeded"]
+    assert any("b" in carried for _, carried in sends), sends
+
+
+def kill_my_worker_once(x, mark):
+    if not os.path.exists(mark):
+        open(mark, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x + 1
+
+
+def test_a_bundle_whose_worker_dies_is_requeued_task_by_task(pool, sends, unique, tmp_path, opened):
+    job = pool.job(unique)
+    mark = str(tmp_path / "killed")
+    tasks = [job.submit(gate, opened[0], task_id="k0")]
+    for i in range(1, 30):
+        fn, args = (kill_my_worker_once, (tasks[-1], mark)) if i == 10 else (step, (tasks[-1],))
+        tasks.append(job.submit(fn, *args, task_id=f"k{i}"))
+    opened[1]()
+    assert job.wait(quiet=True, timeout=300).ok and tasks[-1].result() == 29
+    # The member of the bundle that carried k10 was shown running: it is requeued, not failed nor retried. The
+    # steps carried behind it were still pending in the ledger (never shown running or ended):
+    # they run again with one attempt each, k10 included.
+    states = {t.task_id: [a["state"] for a in t.attempts] for t in tasks}
+    (member,), _ = next(sent for sent in sends if "k10" in sent[1])
+    assert states[member] == ["requeued", "succeeded"], (states, sends)
+    assert all(v == ["succeeded"] for k, v in states.items() if k != member), (states, sends)
+    assert len([c for _, c in sends if "k10" in c]) >= 2, sends    # carried, lost, carried again
+    assert any(carried for _, carried in sends), sends
+
+
+def test_commands_in_bundles_record_exit_codes_tails_and_timeouts(pool, sends, unique, opened):
+    job = pool.job(unique)
+    specs = [{"id": "gate", "command": f"while [ ! -e {opened[0]} ]; do sleep 0.01; done"}]
+    for i in range(40):
+        specs.append({"id": f"c{i}", "command": f"echo line{i}; echo err{i} >&2; exit {i % 3}", "depends_on": ["gate"]})
+    specs.append({"id": "slow", "command": "sleep 30", "max_wall_clock": 1, "depends_on": ["gate"]})
+    job.add_tasks(specs)
+    opened[1]()
+    job.wait(quiet=True, timeout=120)
+    for i in range(40):
+        t = job.task(f"c{i}")
+        (a,) = t.attempts
+        assert a["exit_code"] == i % 3 and a["state"] == ("succeeded" if i % 3 == 0 else "failed"), (t, a)
+        assert a["stdout_tail"] == f"line{i}\n" and a["stderr_tail"] == f"err{i}\n", a
+        assert t.stdout() == f"line{i}\n"
+    (a,) = job.task("slow").attempts
+    assert a["state"] == "failed" and a["category"] == "timeout" and a["end"] - a["start"] < 20, a
+    assert max(len(sent) + len(carried) for sent, carried in sends) > 1, sends   # several to a Dask task
+    # A fan-out is not carried whole behind the gate: its branches go back to the driver to spread.
+    assert all(len(carried) <= 1 for sent, carried in sends if sent == ["gate"]), sends
