@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import importlib
 
-# Load batchnb's defaults into dask.config at once: a `with dask.config.set({"batchnb.x": ...})`
-# entered before they were loaded would delete the whole batchnb section when it exits.
+# batchnb's defaults go into dask.config the moment it is imported (not here: Dask is half of the
+# import time): a `with dask.config.set({"batchnb.x": ...})` entered before they were loaded would
+# delete the whole batchnb section when it exits.
 from . import _config  # noqa: F401
 from . import alerts, spec
 from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld,
