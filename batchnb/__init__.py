@@ -22,8 +22,8 @@ import importlib
 from . import _config  # noqa: F401
 from . import alerts, spec
 from .errors import (AzureImportWarning, BackendError, BatchError, FormulaError, JobTerminated, LeaseHeld,
-                     LedgerError, MissingDependency, PoolStalled, PriceRefreshError, SpecError, StagingError, TaskFailed,
-                     WaitTimeout)
+                     LedgerError, MissingDependency, PermissionDenied, PoolStalled, PriceRefreshError, SpecError,
+                     StagingError, TaskFailed, WaitTimeout)
 from .spec.model import (AppPackage, ExitOptions, JobSpec, MultiInstance, OutputFile, PoolSpec, ResourceFile,
                          Retry, StartTask, TaskIdRange, TaskSpec)
 from .spec.container import Container
@@ -50,7 +50,7 @@ __all__ = [
     "AppPackage", "AzureImportWarning", "BackendError", "BatchError", "Cost", "ExitOptions", "FormulaError", "Job",
     "JobResult", "JobSpec", "JobState", "JobTerminated", "LeaseHeld", "Ledger", "LedgerError", "MissingDependency",
     "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PoolStalled",
-    "PriceRefreshError", "Container",
+    "PriceRefreshError", "Container", "PermissionDenied",
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
     "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "alerts", "current_task", "jobs", "pools", "prune", "spec",

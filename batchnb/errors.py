@@ -15,6 +15,8 @@
     │                               (offline, timeout); the price table is unchanged
     ├── PoolStalled                 tasks wait and the pool has no node that can run them
     │                               (all unusable or gone, none coming): ``job.wait()`` says so
+    ├── PermissionDenied            the caller's role on a detached pool (or job) does
+    │                               not allow the call; nothing changed
     ├── TaskFailed                  ``task.result()`` of a task that did not succeed
     ├── JobTerminated               waiting on a job that was terminated/cancelled
     └── WaitTimeout (TimeoutError)  ``wait(timeout=...)`` ran out
@@ -127,6 +129,14 @@ class PoolStalled(BatchError):
 
     ``job.wait()`` raises it once the pool has been so for ``batchnb.stall-grace``,
     instead of waiting for good; the log says it when it starts.
+    """
+
+
+class PermissionDenied(BatchError):
+    """The caller's identity holds no role on a detached pool (or its job) that allows the call.
+
+    Raised by a detached pool's client; the agent changed nothing (``pool.roles()`` lists who
+    holds what; the pool's owner grants with ``pool.grant``).
     """
 
 

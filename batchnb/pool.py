@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import _config
 from ._display import drawer
+from .agent.access import PoolAccess
 from .agent.client import client_class, connect as _connect
 from .backends import get_backend
 from .engine.auditops import AuditRecord, pool_audit, pool_close, pool_create, pool_resize
@@ -69,7 +70,7 @@ class NodeInfo:
     memory: int | None = None
 
 
-class Pool(PoolMonitoring):
+class Pool(PoolMonitoring, PoolAccess):
     """A pool of compute nodes: a Dask cluster driven the Azure Batch way.
 
     Parameters follow Azure Batch: ``dedicated`` and ``spot`` node counts

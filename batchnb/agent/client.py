@@ -16,9 +16,9 @@ process (a killed kernel, a script that returns); ``pool.close()`` stops it.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
-import secrets
 import select
 import subprocess
 import sys
@@ -33,7 +33,9 @@ from ..engine.ledger import Ledger
 from ..errors import BackendError, BatchError, SpecError
 from ..spec.validate import task_id
 from . import registry
+from .access import client_security
 from .link import AgentLink
+from .tls import security_of
 from .proxy import EngineProxy
 
 if TYPE_CHECKING:
@@ -54,8 +56,8 @@ class DetachedPool:
     _pool_class: type
 
     def __init__(self, name: str = "local", *args: Any, detached: bool = True, **kwargs: Any) -> None:
-        record, token, process = start_agent(self._pool_class, name, args, kwargs)
-        attach(self, record, token, process)
+        record, process = start_agent(self._pool_class, name, args, kwargs)
+        attach(self, record, None, process)
 
     @property
     def client(self):
@@ -154,18 +156,37 @@ def client_class(pool_class: type) -> type:
     return made
 
 
-def connect(pool_class: type, name_or_address: str) -> batchnb.Pool:
-    """A client of the running detached pool of this name (or agent address) on this machine.
+def connect(pool_class: type, name_or_address: str, security: Any = None) -> batchnb.Pool:
+    """A client of the running detached pool of this name (or agent address).
 
-    ``bnb.pools()`` lists them; a name no agent serves is a :class:`~batchnb.SpecError`."""
-    record = registry.find(name_or_address)
+    ``bnb.pools()`` lists those of this machine, which their owner reaches
+    with the credentials beside their records. ``security``: another
+    identity's credentials (``pool.credentials(identity)`` made them: the
+    folder, or a ``distributed.Security``), to reach a pool by its address.
+    A name no agent serves is a :class:`~batchnb.SpecError`."""
+    security = client_security(security)
+    try:
+        record = registry.find(name_or_address)
+    except SpecError:
+        if security is None or not str(name_or_address).startswith("tls://"):
+            raise
+        record = None
     pool = object.__new__(client_class(pool_class))
-    attach(pool, record, record["token"], None)
+    if record is None:      # not this user's pool: the agent says what it is
+        link = AgentLink({"name": name_or_address, "address": name_or_address}, security)
+        try:
+            record = link.call("describe")
+        finally:
+            link.close(say_bye=False)
+    attach(pool, record, security, None)
     return pool
 
 
-def attach(pool, record: dict, token: str, process) -> None:
-    """Make ``pool`` a client of the agent that ``record`` describes."""
+def attach(pool, record: dict, security, process) -> None:
+    """Make ``pool`` a client of the agent that ``record`` describes, showing ``security``
+    (by default the owner's credentials, beside the record)."""
+    if security is None:
+        security = security_of(record["tls"]["owner"])
     data = dict(record["spec"])
     callable_policy = data.pop("autoscale_callable", False)
     spec = specs.from_dict(specs.PoolSpec, data)
@@ -174,7 +195,7 @@ def attach(pool, record: dict, token: str, process) -> None:
     pool.spec, pool.name, pool._record, pool._ended = spec, spec.name, record, ""
     pool.ledger = Ledger(record["ledger"])
     pool.bus = EventBus()
-    link = AgentLink(record, token, process)
+    link = AgentLink(record, security, process)
     pool._agent = link
     pool._engine = engine = EngineProxy(link, record, spec)
     try:
@@ -206,7 +227,7 @@ def _with_policy(spec: specs.PoolSpec) -> specs.PoolSpec:
 
 
 # -- starting an agent ------------------------------------------------------------------
-def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple[dict, str, subprocess.Popen]:
+def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple[dict, subprocess.Popen]:
     """Start the agent of a new detached pool and wait until it serves (or says why it cannot)."""
     import cloudpickle
     import dask
@@ -222,10 +243,9 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
                             f"address {record['address']}); use bnb.Pool.connect({name!r}) or close it first")
     if isinstance(kwargs.get("ledger"), Ledger):      # the agent opens the same file
         kwargs = {**kwargs, "ledger": str(kwargs["ledger"].path)}
-    token = secrets.token_urlsafe(32)
     try:
         payload = cloudpickle.dumps({"pool_class": pool_class, "name": name, "args": args, "kwargs": kwargs,
-                                     "token": token})
+                                     "owner": getpass.getuser()})
     except Exception as exc:  # noqa: BLE001 - name what cannot travel to the agent
         bad = next((k for k, v in kwargs.items() if not _picklable(v)), None)
         raise SpecError(bad or "arguments", "<not shown>", f"cannot be sent to the pool's agent process ({exc})",
@@ -262,7 +282,7 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
         raise BackendError(f"the agent of pool {name!r} did not start ("
                            f"{'exit code ' + str(code) if code is not None else 'no answer in time'}); "
                            f"its log {log_path}:\n{_tail(log_path)}")
-    return status["ok"], token, process
+    return status["ok"], process
 
 
 def _start_wait(backend: str, kwargs: dict) -> float:

@@ -21,7 +21,7 @@ import uuid
 import weakref
 from typing import Any, Callable
 
-from ..errors import BackendError, BatchError
+from ..errors import BackendError, BatchError, PermissionDenied
 from .wire import unpack_error, unpack_event
 
 log = logging.getLogger("batchnb.agent")
@@ -40,9 +40,11 @@ def _unreachable(message: str) -> BackendError:
 
 
 class AgentLink:
-    def __init__(self, record: dict, token: str, process=None):
+    """``security``: the ``distributed.Security`` this client shows the agent (its certificate is who it is)."""
+
+    def __init__(self, record: dict, security, process=None):
         self.name, self.address, self.pid = record["name"], record["address"], record.get("pid")
-        self._token = token
+        self._security = security
         self.process = process          # the Popen when this process started the agent
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.closed = False
@@ -59,7 +61,7 @@ class AgentLink:
 
     async def _make_rpc(self):
         from distributed.core import rpc
-        return rpc(self.address)
+        return rpc(self.address, connection_args=self._security.get_connection_args("client"))
 
     def call(self, op: str, *, wait: float | None = None, **kwargs: Any) -> Any:
         """Ask the agent ``op``; its answer, or the error it raised (as the pool in-kernel would)."""
@@ -73,9 +75,13 @@ class AgentLink:
             raise exc.with_traceback(None) from None
 
     async def _call(self, op: str, kwargs: dict) -> Any:
-        from distributed.comm.core import CommClosedError
+        from distributed.comm.core import CommClosedError, FatalCommClosedError
         try:
-            answer = await getattr(self._rpc, f"bnb_{op}")(token=self._token, client=self.id, **kwargs)
+            answer = await getattr(self._rpc, f"bnb_{op}")(client=self.id, **kwargs)
+        except FatalCommClosedError as exc:       # the TLS handshake failed: not the pool's CA
+            raise PermissionDenied(f"the agent of pool {self.name!r} at {self.address} and this client do not "
+                                   f"trust each other's certificates ({exc}); connect with credentials of this "
+                                   "pool (its owner makes them: pool.credentials(identity))") from None
         except (OSError, CommClosedError, asyncio.TimeoutError) as exc:
             raise _unreachable(f"the agent of pool {self.name!r} at {self.address} cannot be reached ({exc}); "
                                "bnb.pools() lists the running ones") from None

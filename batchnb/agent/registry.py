@@ -3,8 +3,9 @@
 An agent claims its pool's name by creating ``<name>.json`` (only one agent
 per name), fills in its address once it serves, and removes the file when
 it stops. A file whose process is gone (a killed agent) is stale: it is
-pruned by the next reader. The files hold the agent's token, so they and
-their folder are readable by their owner only.
+pruned by the next reader. Beside each record, ``<name>.tls/`` holds the
+pool's certificates and its owner's credentials (:mod:`.tls`); the records
+name them, so they and their folder are readable by their owner only.
 
 >>> import batchnb as bnb
 >>> bnb.pools()              # no detached pool runs in this doctest's home
@@ -21,7 +22,7 @@ from pathlib import Path
 from .. import _config
 from ..errors import SpecError
 
-#: What ``bnb.pools()`` shows of a record; the token stays in the file.
+#: What ``bnb.pools()`` shows of a record; the paths of the owner's credentials stay in the file.
 SHOWN = ("name", "address", "pid", "started", "backend", "scheduler", "dashboard", "ledger", "log")
 
 
@@ -102,10 +103,17 @@ def claim(name: str) -> dict:
 def _remove_if(path: Path, record: dict | None) -> None:
     """Remove a stale record, unless another process replaced it meanwhile."""
     if read(path) == record:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    """Remove a record and the certificates beside it (a pool's CA ends with its agent)."""
+    import shutil
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(path.with_suffix(".tls"), ignore_errors=True)
 
 
 def publish(record: dict) -> None:
@@ -118,14 +126,11 @@ def remove(name: str, pid: int | None = None) -> None:
     path = path_of(name)
     record = read(path)
     if record is not None and record.get("pid") == (pid or os.getpid()):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        _unlink(path)
 
 
 def records() -> list[dict]:
-    """Every live agent's full record (token included), stale ones pruned, by name."""
+    """Every live agent's full record (its credentials' paths included), stale ones pruned, by name."""
     out = []
     for path in sorted(folder().glob("*.json")):
         record = read(path)

@@ -1,8 +1,11 @@
 """The agent's operations: what a client may ask of the pool the agent runs.
 
-Each operation is a handler of a ``distributed.core.Server`` (Dask's comm,
-so TLS is Dask's ``Security`` when it is switched on), called with the
-agent's token; the pool is driven through its own methods (``pool.job``,
+Each operation is a handler of a ``distributed.core.Server`` on Dask's
+``tls://`` comm: a caller shows a certificate of the pool's CA, whose subject
+CN is its identity (:mod:`.tls`), and every operation first checks that the
+identity holds the role the operation needs (:mod:`.access`, one table); a
+caller without it gets :class:`~batchnb.PermissionDenied` and nothing
+changes. The pool is driven through its own methods (``pool.job``,
 ``job.add_tasks``, ``job.terminate``, ``pool.nodes``...), so a detached pool
 runs exactly the code of an in-kernel one. Blocking calls run on a thread
 pool, never on the server's event loop. Every answer is ``{"ok": value}`` or
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import hmac
+import contextvars
+import inspect
 import itertools
 import json
 import logging
@@ -28,9 +32,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .. import spec as specs
+from ..engine import audit
 from ..engine.events import PoolStalledChanged
 from ..errors import BatchError, SpecError
 from ..states import JobState
+from .access import RoleOps, allowed, need
+from .tls import identity_of
 from .wire import pack_error, pack_event
 
 if TYPE_CHECKING:
@@ -104,12 +111,13 @@ class EventLog:
         self._sub.close()
 
 
-class AgentHandlers:
+class AgentHandlers(RoleOps):
     """The operations of one agent, bound to the pool it runs."""
 
-    def __init__(self, pool: batchnb.Pool, token: str, loop: asyncio.AbstractEventLoop):
+    def __init__(self, pool: batchnb.Pool, loop: asyncio.AbstractEventLoop, tls_files: dict | None = None):
         self.pool = pool
-        self.token = token
+        self.tls_files = tls_files or {}
+        self.record: dict = {}                         # what the registry holds (describe)
         self.loop = loop
         self.log = EventLog(pool.bus, loop)
         self.jobs: dict[str, Any] = {}                 # job key -> the agent's own Job
@@ -122,18 +130,25 @@ class AgentHandlers:
 
     def handlers(self) -> dict:
         ops = ("hello", "bye", "open_job", "add_tasks", "terminate", "events", "pool_call", "extension_get",
-               "requested", "dispatcher_get", "close_pool")
+               "requested", "dispatcher_get", "close_pool", *RoleOps.OPS)
         return {f"bnb_{name}": self._guard(getattr(self, name)) for name in ops}
 
     def _guard(self, method):
-        async def handler(token: str = "", client: str = "", **kwargs):
-            if not hmac.compare_digest(str(token), self.token):
-                return {"error": pack_error(BatchError("refused: the caller does not hold this agent's token "
-                                                       "(see bnb.pools() on the agent's machine)"))}
-            if client and method.__name__ != "bye":
-                self.clients[client] = time.monotonic()
+        name = method.__name__
+        wants_caller = "caller" in inspect.signature(method).parameters
+
+        async def handler(comm, client: str = "", **kwargs):
+            caller = identity_of(comm)
             try:
-                return {"ok": await method(client=client, **kwargs)}
+                needed = need(name, kwargs)
+                if caller is None or not await self._run(allowed, self.pool.ledger, self.pool.name, caller, needed):
+                    raise await self._run(self.denied, caller, name, needed)
+                if client and name != "bye":
+                    self.clients[client] = time.monotonic()
+                if wants_caller:
+                    kwargs["caller"] = caller
+                with audit.acting_as(caller):         # what the pool records is done by the caller
+                    return {"ok": await method(client=client, **kwargs)}
             except Exception as exc:  # noqa: BLE001 - every error goes back to the caller, as in-kernel
                 if not isinstance(exc, BatchError):
                     log.exception("agent: %s failed", method.__name__)
@@ -142,7 +157,9 @@ class AgentHandlers:
         return handler
 
     async def _run(self, fn, *args, **kwargs):
-        return await self.loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        # The caller's identity (audit.acting_as) goes with the work to the pool's thread.
+        context = contextvars.copy_context()
+        return await self.loop.run_in_executor(self._executor, lambda: context.run(fn, *args, **kwargs))
 
     # -- clients ---------------------------------------------------------------
     def connected(self) -> list[str]:

@@ -3,7 +3,7 @@
 ``bnb.Pool(name, ..., detached=True)`` (:mod:`.client`) starts it in a
 session of its own (the kernel's interrupt and death do not reach it) and
 writes a boot message to its stdin: the pool class and the arguments the
-pool was made with, pickled, and the token clients must show. The pool
+pool was made with, pickled, and who made it (the pool's owner). The pool
 class comes in the message, so the agent (a layer below the Pool) never
 imports it, and it runs the very code the client runs: the agent is a
 Pool made in a process of its own, driven through its methods
@@ -12,7 +12,10 @@ local nodes do, and it is started as a module, so it never imports the
 creator's ``__main__`` (a script needs no ``if __name__ == "__main__":``).
 
 Then it claims the pool's name in the registry (:mod:`.registry`), makes
-the pool, serves on 127.0.0.1, publishes its address, and says so (or
+the pool's certificates (:mod:`.tls`; a local pool's Dask scheduler and
+workers talk TLS with them too), makes the pool, gives its creator the
+role ``owner`` (:mod:`.access`), serves on ``tls://127.0.0.1``, publishes
+its address, and says so (or
 why it could not start) on the status pipe the creator reads. It stops
 when a client closes the pool, on SIGTERM/SIGINT/SIGHUP, or when no job
 has run and no client has been there for ``batchnb.agent-idle-timeout``;
@@ -23,6 +26,7 @@ it records why in the ledger (an event of kind ``pool``, state
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -33,7 +37,8 @@ import time
 from .. import _config
 from ..engine.ledger import Batch
 from ..spec.validate import duration
-from . import registry
+from ..engine import ledger_roles as roles
+from . import registry, tls
 from .rpc import AgentHandlers
 
 log = logging.getLogger("batchnb.agent")
@@ -80,6 +85,18 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - the creator raises it
         _report(status_fd, error=exc)
         return 2
+    owner = boot.get("owner") or getpass.getuser()
+    args, kwargs = boot["args"], dict(boot["kwargs"])
+    try:
+        own = tls.user_pool_files(name, registry.folder(), kwargs["security"]) if _is_security(
+            kwargs.get("security")) else None
+        files, owner = own or (tls.make_pool_files(name, registry.folder(), owner), owner)
+    except BaseException as exc:  # noqa: BLE001 - the creator raises it
+        registry.remove(name)
+        _report(status_fd, error=exc)
+        return 2
+    if kwargs.get("backend", args[0] if args else "local") == "local" and kwargs.get("security") is None:
+        kwargs["security"] = tls.cluster_security(files)       # its scheduler and workers talk TLS too
     noted = _defer_stop_signals()
     # The Dask client's periodic scheduler-info update (every 2 s) caches an identity without
     # workers; EngineHandle.workers() reads the cache right after a full fetch, and a refresh
@@ -89,7 +106,8 @@ def main() -> int:
     dask.config.set({"distributed.client.scheduler-info-interval": "1h"})
     try:
         timeout = idle_timeout()
-        pool = boot["pool_class"](name, *boot["args"], **boot["kwargs"])
+        pool = boot["pool_class"](name, *args, **kwargs)
+        roles.grant(pool.ledger, pool.name, owner, "owner", by="batchnb (made the pool)")
     except BaseException as exc:  # noqa: BLE001 - a bad option: the creator raises the pool's own error
         registry.remove(name)
         _report(status_fd, error=exc)
@@ -98,13 +116,18 @@ def main() -> int:
     if _stopped_while_starting(pool, name, noted, status_fd):
         return 1
     try:
-        asyncio.run(_serve(pool, boot["token"], record, status_fd, timeout))
+        asyncio.run(_serve(pool, files, record, status_fd, timeout, owner))
     finally:
         try:
             pool.close()            # a no-op when the handlers closed it
         finally:
             registry.remove(name)
     return 0
+
+
+def _is_security(value) -> bool:
+    from distributed.security import Security
+    return isinstance(value, Security)
 
 
 def _public_spec(pool) -> dict:
@@ -116,22 +139,24 @@ def _public_spec(pool) -> dict:
     return spec
 
 
-async def _serve(pool, token: str, record: dict, status_fd: int | None, timeout: float | None) -> None:
+async def _serve(pool, files: dict, record: dict, status_fd: int | None, timeout: float | None,
+                 owner: str) -> None:
     from distributed.core import Server
     loop = asyncio.get_running_loop()
-    handlers = AgentHandlers(pool, token, loop)
+    handlers = AgentHandlers(pool, loop, files)
     server = Server(handlers.handlers(), blocked_handlers=["dump_state", "connection_stream"])
-    await server.listen("tcp://127.0.0.1:0")
+    await server.listen("tls://127.0.0.1:0", **tls.agent_security(files).get_listen_args("scheduler"))
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(handlers.shutdown(f"signal {s.name}")))
     backend = pool._engine.backend
-    record.update(address=server.address, token=token, scheduler=pool.client.scheduler.address,
+    record.update(address=server.address, tls=files, owner=owner, scheduler=pool.client.scheduler.address,
                   dashboard=pool.client.dashboard_link, backend=pool.spec.backend, ledger=str(pool.ledger.path),
                   log=os.environ.get("BATCHNB_AGENT_LOG"), spec=_public_spec(pool),
                   can_scale=bool(backend.can_scale), can_preempt=bool(backend.can_preempt),
                   **_scheduler_access(pool))
     registry.publish(record)
-    _report(status_fd, ok={k: v for k, v in record.items() if k != "token"})
+    handlers.record = record
+    _report(status_fd, ok=record)
     watch = asyncio.ensure_future(_watch_idle(handlers, timeout))
     try:
         await handlers.stop.wait()

@@ -64,13 +64,14 @@ class NodeProcess(ProcessInterface):
     """
 
     def __init__(self, scheduler: str, name: str, *, worker: dict, scheduler_obj, silence_logs=logging.ERROR,
-                 start_timeout: float = 60.0, close_timeout: float = 5.0,
+                 start_timeout: float = 60.0, close_timeout: float = 5.0, security=None,
                  launcher: Launcher | None = None):
         super().__init__(scheduler=scheduler, name=name)
         self.scheduler_address, self.name = scheduler, name
         self.worker_options = worker
         self.silence_logs = silence_logs
         self.start_timeout, self.close_timeout = start_timeout, close_timeout
+        self.security = security
         self._scheduler = scheduler_obj
         self._launcher = launcher if launcher is not None else _default_launcher(silence_logs)
         self._run: _Run | None = None
@@ -84,6 +85,8 @@ class NodeProcess(ProcessInterface):
     def _environment(self, mark: str) -> dict:
         config = copy.deepcopy(dask.config.global_config)      # what a nanny hands its worker
         _silence(config, self.silence_logs)
+        if self.security is not None:       # the worker's Security() reads it (a Security does not fit in JSON)
+            _tls_config(config, self.security)
         return {**os.environ, NODE_MARK: mark, DRIVER_PID: str(os.getpid()),
                 "BATCHNB_SYS_PATH": json.dumps(sys.path),
                 "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(config)}
@@ -215,3 +218,12 @@ async def _wait_event(event: threading.Event, timeout: float) -> None:
     while not event.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
+
+def _tls_config(config: dict, security) -> None:
+    """Put ``security`` in a worker's Dask config: its comms, and a ``get_client()`` in its tasks, talk TLS."""
+    comm = config.setdefault("distributed", {}).setdefault("comm", {})
+    comm["require-encryption"] = True
+    tls = comm.setdefault("tls", {})
+    tls["ca-file"] = security.tls_ca_file
+    for role in ("worker", "client"):
+        tls[role] = {"cert": getattr(security, f"tls_{role}_cert"), "key": getattr(security, f"tls_{role}_key")}

@@ -100,6 +100,13 @@ def _v5_audit_append_only(con: sqlite3.Connection) -> None:
                     f"BEGIN SELECT RAISE(ABORT, 'the audit table is append-only: {op} refused'); END")
 
 
+def _v6_roles(con: sqlite3.Connection) -> None:
+    # Who holds which role on a detached pool or one of its jobs (engine/ledger_roles.py); '' is the whole pool.
+    con.execute("""CREATE TABLE IF NOT EXISTS roles(
+      pool TEXT NOT NULL COLLATE NOCASE, identity TEXT NOT NULL, job_id TEXT NOT NULL DEFAULT '' COLLATE NOCASE,
+      role TEXT NOT NULL, granted REAL NOT NULL, granted_by TEXT, PRIMARY KEY(pool, identity, job_id))""")
+
+
 #: ``(version, what it changes, step)`` in order; step ``n`` takes a file from version n - 1 to n.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "the jobs, tasks, attempts, events, nodes and audit tables", _v1_tables),
@@ -108,6 +115,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (3, "the schedules and schedule_runs tables (job schedules)", _v3_schedules),
     (4, "task_counts: per-job per-state counters kept by triggers on tasks", add_task_counters),
     (5, "audit.target, .outcome and .pool; triggers make the audit table append-only", _v5_audit_append_only),
+    (6, "the roles table: reader, contributor, owner of a detached pool or one of its jobs", _v6_roles),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert [n for n, _, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations must be numbered 1, 2, ..."

@@ -104,11 +104,13 @@ def test_terminate_from_the_client_ends_the_job_in_the_agent(detached):
     assert job.task("long").state == bnb.TaskState.CANCELLED and job.state == bnb.JobState.COMPLETED
 
 
-def test_a_caller_without_the_token_is_refused(detached):
+def test_a_caller_without_the_pools_credentials_is_refused(detached):
+    from distributed.security import Security
     from batchnb.agent.link import AgentLink
-    link = AgentLink(detached._record, "not-the-token")
+    assert detached.address.startswith("tls://")
+    link = AgentLink(detached._record, Security.temporary())      # a certificate of another CA
     try:
-        with pytest.raises(bnb.BatchError, match="refused"):
+        with pytest.raises(bnb.PermissionDenied, match="do not trust each other's certificates"):
             link.call("hello", pid=os.getpid())
     finally:
         link.close(say_bye=False)

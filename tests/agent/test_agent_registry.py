@@ -22,13 +22,16 @@ def test_a_name_is_claimed_once_and_its_record_is_private(home):
     assert err.value.field == "pool name"
     # Claimed but not serving yet: not listed.
     assert bnb.pools() == []
-    registry.publish({**own, "address": "tcp://127.0.0.1:1", "token": "secret", "backend": "local"})
+    tls = path.with_suffix(".tls")
+    tls.mkdir(mode=0o700)
+    registry.publish({**own, "address": "tls://127.0.0.1:1", "tls": {"owner": str(tls / "owner")},
+                      "backend": "local"})
     shown = bnb.pools()
-    assert [(p["name"], p["pid"], p["address"]) for p in shown] == [("render", os.getpid(), "tcp://127.0.0.1:1")]
-    assert "token" not in shown[0]
-    assert registry.find("tcp://127.0.0.1:1")["token"] == "secret"
+    assert [(p["name"], p["pid"], p["address"]) for p in shown] == [("render", os.getpid(), "tls://127.0.0.1:1")]
+    assert "tls" not in shown[0]
+    assert registry.find("tls://127.0.0.1:1")["tls"] == {"owner": str(tls / "owner")}
     registry.remove("render")
-    assert not path.exists()
+    assert not path.exists() and not tls.exists()       # the pool's certificates end with its agent
 
 
 def test_a_dead_agents_record_is_pruned_and_its_name_can_be_claimed_again(home):

@@ -137,7 +137,7 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
             _end(creator)
         assert len(out.read_text().splitlines()) < 20, "the job was over before its creator was killed"
         [record] = _records(home)
-        assert record["backend"] == "slurm" and record["address"].startswith("tcp://127.0.0.1:")
+        assert record["backend"] == "slurm" and record["address"].startswith("tls://127.0.0.1:")
         # The scheduler talks TLS with a temporary certificate that stays in the agent: said, not tried.
         assert "temporary certificate" in record["scheduler_unreachable"]
         pool = bnb.Pool.connect("hpc-detached")
@@ -210,7 +210,7 @@ def test_a_detached_gateway_pool_runs_its_job_without_its_creator_and_close_stop
         made = clusters() - before
         assert len(made) == 1, made             # the agent's cluster runs with no client of it left
         [record] = _records(home)
-        assert record["backend"] == "gateway" and record["address"].startswith("tcp://127.0.0.1:")
+        assert record["backend"] == "gateway" and record["address"].startswith("tls://127.0.0.1:")
         watcher = _script(tmp_path, "watcher", WATCHER, home, "team-detached", "few")
         try:
             text, _ = watcher.communicate(timeout=300)
