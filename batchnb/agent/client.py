@@ -275,7 +275,10 @@ def start_agent(pool_class: type, name: Any, args: tuple, kwargs: dict) -> tuple
             raise error.with_traceback(None) from None
         raise BackendError(str(error))
     if "ok" not in status:
-        code = process.poll()
+        try:            # its end closed the pipe a moment before it can be reaped
+            code = process.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             process.kill()
             process.wait(10)

@@ -243,3 +243,26 @@ def test_an_azure_agent_stopped_while_its_scheduler_vm_boots_deletes_what_it_mad
     assert journal_calls(journal, "public_ip_addresses.begin_delete")      # the scheduler's public IP
     assert not any(_alive(e) for e in journal_entries(journal) if "pid" in e)
     assert bnb.pools() == []
+
+
+@pytest.mark.timeout(600)
+def test_an_azure_agent_killed_while_it_starts_is_said_so_and_leaves_its_vm_requested(tmp_path, azure_home):
+    home, journal, noted = azure_home
+    gate = tmp_path / "provisioned"
+    starter = _script(tmp_path, "starter", STARTER, home, json.dumps(_options(tmp_path)), str(journal), str(gate))
+    try:
+        wait_for(lambda: journal_calls(journal, "virtual_machines.begin_create_or_update")
+                 or starter.poll() is not None, STARTUP, "the scheduler VM to be asked for")
+        assert starter.poll() is None, starter.stdout.read()
+        [record] = _records(home)
+        noted.add((record["pid"], record.get("process_created")))
+        os.kill(record["pid"], signal.SIGKILL)
+        text, _ = starter.communicate(timeout=120)
+    finally:
+        gate.touch()
+        _end(starter)
+    # The creator says how its agent ended (it said "no answer in time" when the pipe closed first).
+    assert "refused BackendError" in text and "did not start (exit code -9)" in text, text
+    # What the README says: a killed agent deletes nothing; the VM is left to its resource group.
+    assert len(journal_calls(journal, "virtual_machines.begin_create_or_update")) == 1
+    assert not journal_calls(journal, "virtual_machines.begin_delete")
