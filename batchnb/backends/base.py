@@ -68,6 +68,22 @@ class Backend:
         """Start the initial nodes; return a ``distributed.Client``."""
         raise NotImplementedError
 
+    def while_nodes_start(self) -> None:
+        """What :meth:`start` calls once it asked for its first nodes, while they boot.
+
+        The pool's own start then overlaps theirs: here, its extensions are
+        imported (on this core, while the nodes boot on others), which it would
+        otherwise do only once every node had joined. Never raises: an import
+        that fails fails again where the pool makes its extensions.
+        """
+        import importlib
+        from ..engine.extension import EXTENSIONS
+        for path in EXTENSIONS:
+            try:
+                importlib.import_module(path.rpartition(".")[0])
+            except Exception:  # noqa: BLE001 - reported by make_extensions, with the pool's context
+                return
+
     def requested(self) -> dict[str, str]:
         """Nodes asked for and not yet released: node id -> group."""
         return {}
