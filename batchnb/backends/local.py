@@ -44,10 +44,13 @@ class LocalBackend(SpecClusterBackend):
     can_preempt = True
 
     def __init__(self, spec, *, memory_limit="auto", silence_logs=logging.ERROR, start_timeout: float = 60.0,
-                 **options):
+                 security=None, **options):
         super().__init__(spec, **options)
         if options:
             raise BackendError(f"the local backend does not take option(s) {sorted(options)}")
+        # security: a distributed.Security (True: a temporary one) makes the scheduler and the
+        # workers talk TLS; a detached pool's agent passes its pool's own (batchnb.agent.tls).
+        self.security = _security(security)
         self.memory_limit = memory_limit
         self.silence_logs = silence_logs
         self.start_timeout = start_timeout
@@ -59,10 +62,11 @@ class LocalBackend(SpecClusterBackend):
         self._launcher = Launcher(self.silence_logs)
         from distributed import Client, Scheduler, SpecCluster
         self.cluster = SpecCluster(
-            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "protocol": "tcp://", "dashboard": True,
-                                                     "dashboard_address": ":0"}},
-            workers={}, silence_logs=self.silence_logs, name="batchnb-local")
-        client = Client(self.cluster, set_as_default=False)
+            scheduler={"cls": Scheduler, "options": {
+                "host": "127.0.0.1", "protocol": "tls://" if self.security else "tcp://", "dashboard": True,
+                "dashboard_address": ":0", **({"security": self.security} if self.security else {})}},
+            workers={}, silence_logs=self.silence_logs, name="batchnb-local", security=self.security)
+        client = Client(self.cluster, security=self.security, set_as_default=False)
         initial = {"dedicated": self.spec.dedicated if self.spec.dedicated is not None else (
             0 if self.spec.autoscale is not None else os.cpu_count() or 1), "spot": self.spec.spot}
         if self.spec.autoscale is not None:
@@ -88,7 +92,7 @@ class LocalBackend(SpecClusterBackend):
                   "host": "127.0.0.1", "dashboard": False, "death_timeout": self.start_timeout}
         return {"cls": NodeProcess, "options": {"launcher": self._launcher,
             "worker": worker, "scheduler_obj": self.cluster.scheduler, "silence_logs": self.silence_logs,
-            "start_timeout": self.start_timeout}}
+            "start_timeout": self.start_timeout, "security": self.security}}
 
     def preempt(self, node_id: str) -> None:
         with self._lock:
@@ -145,6 +149,19 @@ class LocalBackend(SpecClusterBackend):
                 log.warning("batchnb: the local cluster did not close cleanly")
         if self._launcher is not None:     # after its nodes: it ends with its input, they do not
             self._launcher.close()
+
+
+def _security(security):
+    if security is None or security is False:
+        return None
+    from distributed.security import Security
+    if security is True:
+        return Security.temporary()
+    if not isinstance(security, Security):
+        from ..errors import SpecError
+        raise SpecError("security", type(security).__name__, "expected a distributed.security.Security, True "
+                                                             "(temporary TLS certificates) or None (plain TCP)")
+    return security
 
 
 async def _correct(cluster) -> None:
