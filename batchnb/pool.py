@@ -26,7 +26,7 @@ from ._display import drawer
 from .agent.access import PoolAccess
 from .agent.client import client_class, connect as _connect
 from .backends import get_backend
-from .engine.auditops import AuditRecord, pool_audit, pool_close, pool_create, pool_resize
+from .engine.auditops import AuditRecord, pool_audit, pool_close, pool_create, pool_job, pool_resize
 from .engine.extension import EngineHandle, make_extensions
 from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
@@ -171,6 +171,7 @@ class Pool(PoolMonitoring, PoolAccess):
         _open_pools.add(self)
 
     # -- the public surface ------------------------------------------------------
+    @pool_job
     def job(self, job_id: str | JobSpec, **options: Any) -> Job:
         """Make a job, or re-attach to the one with this id (a re-run notebook resumes)."""
         from .cost.prices import check_job_tags

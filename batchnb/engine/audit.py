@@ -150,6 +150,7 @@ def audited(ledger, action: str, target: str, *, detail: Any = None, job: str | 
         # record as well must not replace it.
         try:
             record(ledger, action, target, failed(exc), detail=note.detail, job=note.job, pool=pool, batch=batch)
+            exc._bnb_audited = True        # an outer caller that records refusals knows this one is in
         except Exception:  # noqa: BLE001
             import logging
             logging.getLogger("batchnb.audit").exception("batchnb could not record the failed %s", action)

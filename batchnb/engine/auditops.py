@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from ..errors import SpecError
 from . import audit
 from .audit import AuditRecord
 
@@ -114,6 +115,22 @@ def _refused_pool(name: Any, ledger: Any, exc: BaseException) -> None:
         audit.record(led, "pool-create", f"pool:{name}", audit.failed(exc), pool=str(name))
     except Exception:  # noqa: BLE001 - no ledger to write to (a bad ledger= was the refusal): nothing to add
         pass
+
+
+def pool_job(method):
+    """``Pool.job``: a job refused for its spec before it reached the engine (a misspelt option,
+    a bad id, tags or budget) is recorded ``job-create`` ``failed``; what the engine does is recorded
+    there. A detached pool's client leaves it to the agent: what the client refuses itself never reached the pool."""
+    @functools.wraps(method)
+    def wrapped(self, job_id, **options):
+        try:
+            return method(self, job_id, **options)
+        except SpecError as exc:
+            if getattr(self, "_agent", None) is None and not getattr(exc, "_bnb_audited", False):
+                name = str(getattr(job_id, "id", job_id))
+                audit.record(self.ledger, "job-create", f"job:{name}", audit.failed(exc), job=name, pool=self.name)
+            raise
+    return wrapped
 
 
 def _resize_detail(pool, dedicated=None, spot=None) -> str:

@@ -121,6 +121,8 @@ def test_every_mutating_action_of_a_pool_its_jobs_and_schedules_is_recorded_once
         bnb.Pool("audited", dedicated=-1, ledger=ledger)               # refused: recorded too
     pool = bnb.Pool("audited", dedicated=1, ledger=ledger)
     try:
+        with pytest.raises(bnb.SpecError, match="max_task_retry"):
+            pool.job("aj", max_task_retry=2)                            # refused before the engine: recorded
         job = pool.job("aj")
         with audit.acting_as("alice"):
             job.add_tasks([bnb.TaskSpec("bad", "exit 3")] + [bnb.TaskSpec(f"t{i}", "true") for i in range(3)])
@@ -146,6 +148,7 @@ def test_every_mutating_action_of_a_pool_its_jobs_and_schedules_is_recorded_once
     assert got == [
         (me, "pool-create", "pool:audited", "failed", None),
         (me, "pool-create", "pool:audited", "ok", "backend local, dedicated 1, spot 0"),
+        (me, "job-create", "job:aj", "failed", None),
         (me, "job-create", "job:aj", "ok", None),
         ("alice", "task-add", "job:aj", "ok", "4 tasks"),
         ("alice", "task-add", "job:aj", "failed", "1 task"),
@@ -160,9 +163,9 @@ def test_every_mutating_action_of_a_pool_its_jobs_and_schedules_is_recorded_once
         (me, "pool-close", "pool:audited", "ok", None),
     ], got
     failed = [r.outcome for r in audit.read(ledger) if r.outcome.startswith("failed")]
-    assert "dedicated" in failed[0] and "'t0'" in failed[1] and "spot" in failed[2]
+    assert "dedicated" in failed[0] and "max_task_retry" in failed[1] and "'t0'" in failed[2] and "spot" in failed[3]
     assert [r.action for r in audit.read(ledger, job="aj")] == [
-        "job-create", "task-add", "task-add", "task-reactivate", "job-terminate"]
+        "job-create", "job-create", "task-add", "task-add", "task-reactivate", "job-terminate"]
     assert len(audit.read(ledger, pool="audited")) == len(got)
     assert audit.read(ledger, pool="another") == []
 
