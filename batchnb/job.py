@@ -125,11 +125,26 @@ class Job:
         return self.add_tasks([specs.TaskSpec(task_id, command, **options)], replace=replace)[0]
 
     def add_tasks(self, tasks: Iterable[specs.TaskSpec | Mapping[str, Any]], *, replace: bool = False) -> list[Task]:
-        """Add many tasks at once (TaskSpecs or dicts); dependencies may point within the batch."""
-        items = [t if isinstance(t, specs.TaskSpec) else specs.from_dict(specs.TaskSpec, t) for t in tasks]
+        """Add many tasks (TaskSpecs or dicts); a dependency may name a task added before or in the same chunk.
+
+        ``tasks`` may be any iterable, a generator of a million specs too: it is read in
+        chunks of 10,000, never held whole, and each chunk is checked and written to the
+        ledger in one transaction. A bad task raises a :class:`bnb.SpecError` naming it and
+        its field; the chunks before its own stay added (their tasks run)."""
+        from .engine.arrays import CHUNK
         disp = self._dispatcher()
-        runs = disp.call(disp.add_tasks, self._run.key, items, replace, timeout=None)
-        return [Task(self, tr.spec.id) for tr in runs]
+        out: list[Task] = []
+        it = iter(tasks)
+        while True:
+            chunk = []
+            for t in itertools.islice(it, CHUNK):
+                chunk.append(t if isinstance(t, specs.TaskSpec) else _task_spec(t, len(out) + len(chunk), len(out)))
+            if not chunk:
+                return out
+            runs = disp.call(disp.add_tasks, self._run.key, chunk, replace, timeout=None)
+            out.extend(Task(self, tr.spec.id) for tr in runs)
+            if len(chunk) < CHUNK:
+                return out
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
         """Run ``fn(*args, **kwargs)`` as a task; Task handles in the arguments become
@@ -148,14 +163,34 @@ class Job:
         opts = task_options(fn, kwargs, "job.map()", extra=("task_prefix",))
         if "task_id" in opts:
             raise SpecError("task_id", opts["task_id"], "map() names its tasks itself; use task_prefix=")
-        items = list(zip(*iterables))
-        made = []
-        for i, args in enumerate(items):
-            o = dict(opts)
-            if prefix:
-                o["task_id"] = f"{prefix}{i}"
-            made.append(self._python_spec(fn, args, dict(kwargs), o))
+        if self._array_fits(opts, kwargs):      # one array spec plus an index per task
+            from .engine.jobmap import map_array
+            name = _fn_name(fn)
+            start = 0 if prefix else next(self._auto_ids.setdefault(name, itertools.count()))
+            ids = map_array(self._dispatcher(), self._run.key, fn, name, iterables, kwargs, opts,
+                            (prefix, 0) if prefix else (f"{name}-", start), self._python_spec,
+                            lambda x: isinstance(x, Task) and self._own_task(x))
+            if not prefix:
+                self._auto_ids[name] = itertools.count(start + len(ids))
+            return [Task(self, i) for i in ids]
+        made = (self._python_spec(fn, args, dict(kwargs), {**opts, **({"task_id": f"{prefix}{i}"} if prefix else {})})
+                for i, args in enumerate(zip(*iterables)))
         return self.add_tasks(made, replace=opts.get("replace", False))
+
+    def _array_fits(self, opts: dict, kwargs: dict) -> bool:
+        """A map is one array spec unless its tasks need to be apart: dependencies, a priority
+        (the ready order of tasks paged in from the ledger is the order of adding), a detached pool."""
+        from .node.pycall import extract
+        found: dict = {}
+        extract(kwargs, lambda x: isinstance(x, Task), found)
+        return not found and not opts.get("depends_on") and not opts.get("priority") \
+            and getattr(self.pool, "_agent", None) is None
+
+    def _own_task(self, x: Task) -> bool:
+        if x.job.id.lower() != self.id.lower():
+            raise SpecError("job.map() arguments", x, f"is a task of job {x.job.id!r}; a task's arguments may only "
+                            f"hold tasks of its own job ({self.id!r}); pass the value instead, e.g. other.result()")
+        return True
 
     def _python_spec(self, fn, args, kwargs, opts) -> specs.TaskSpec:
         opts = dict(opts)
@@ -278,8 +313,7 @@ class Job:
         tasks_complete = not any(counts.get(s.value) for s in LIVE_TASK_STATES)
         done = row["state"] == JobState.COMPLETED.value or tasks_complete
         reason = row["reason"] or ("all_tasks_complete" if done else None)
-        ended = row["ended"] or (time.time() if not done else max(
-            [r["ended"] or 0 for r in self.ledger.tasks(self.id, ("ended",))] or [time.time()]))
+        ended = row["ended"] or (time.time() if not done else self.ledger.last_task_end(self.id) or time.time())
         cost = self.cost()
         return JobResult(self.id, JobState(row["state"]).value, reason, counts, failures,
                          ended - row["created"], cost, all_tasks_complete=tasks_complete)
@@ -374,6 +408,16 @@ class Job:
         from .engine.jobrun import JobRun
         spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
         return cls(None, JobRun(spec, row["pool"], row["created"], state=JobState(row["state"])), ledger)
+
+
+def _task_spec(data, n: int, added: int) -> specs.TaskSpec:
+    """A task's spec from a dict, a SpecError naming the task (and how many went before it)."""
+    try:
+        return specs.from_dict(specs.TaskSpec, data)
+    except SpecError as exc:
+        name = data.get("id") if isinstance(data, dict) else None
+        raise SpecError(f"task {name!r} (number {n} given) {exc.field}", exc.value,
+                        f"{exc.problem}; the {added} tasks before its chunk were added") from None
 
 
 def _recorded_options(ledger: Ledger, job_id: str) -> dict:

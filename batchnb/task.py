@@ -77,7 +77,8 @@ class SubtaskInfo:
 def task_info(row) -> TaskInfo:
     spec = json.loads(row["spec"])
     failure = json.loads(row["failure"]) if row["failure"] else {}
-    command = spec.get("command") or f"{(spec.get('python') or {}).get('name', '?')}(...)"
+    # A map's task refers to its array and names its function (engine/arrays.py).
+    command = spec.get("command") or f"{(spec.get('python') or spec).get('name', '?')}(...)"
     if isinstance(command, list):
         command = " ".join(command)
     return TaskInfo(row["id"], row["state"], row["exit_code"], row["attempts"], row["requeues"], row["node"],
@@ -138,6 +139,15 @@ class Task:
 
     def info(self) -> TaskInfo:
         return task_info(self._row())
+
+    @property
+    def spec(self) -> batchnb.TaskSpec:
+        """The task's :class:`bnb.TaskSpec`; a task of a ``job.map`` has its own made now, from its
+        job's array spec and its index (no map holds a spec per task)."""
+        from .engine.arrays import Arrays, spec_of_row
+        engine = getattr(self.job.pool, "_engine", None)
+        arrays = Arrays(self.job.ledger, getattr(engine, "storage_options", None) or {})
+        return spec_of_row(arrays, self.job.id, self._row()["spec"])
 
     def wait(self, timeout: float | None = None) -> TaskState:
         """Block until the task ends; return its final state."""

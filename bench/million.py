@@ -7,7 +7,10 @@ session, so ``--limit-seconds`` can stop it cleanly at any point (even inside
 ``job.map``) by ending that session, then say how far it got: the phase, the
 task counts last read from the ledger's counters, and the figures so far.
 
-Usage: ``python bench/million.py [--n N] [--limit-seconds S] [--nodes K] [--keep]``
+``--kind commands`` adds ``n`` command tasks (``/bin/true``) from a generator of
+TaskSpecs through ``job.add_tasks`` instead of a ``job.map``.
+
+Usage: ``python bench/million.py [--n N] [--kind map|commands] [--limit-seconds S] [--nodes K] [--keep]``
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def noop(x):
     return x
 
 
-def driver(n: int, nodes: int) -> None:
+def driver(n: int, nodes: int, kind: str = "map") -> None:
     """The child: maps n tasks, waits, and prints a JSON progress line every second."""
     import batchnb as bnb
     state = {"phase": "starting pool", "counts": {}, "add_s": None, "run_s": None}
@@ -53,7 +56,10 @@ def driver(n: int, nodes: int) -> None:
         job = pool.job("million")
         state["phase"] = "adding"
         t1 = time.perf_counter()
-        job.map(noop, range(n))
+        if kind == "map":
+            job.map(noop, range(n))
+        else:       # a generator: read in chunks, never held whole
+            job.add_tasks(bnb.TaskSpec(f"c{i}", "/bin/true") for i in range(n))
         state["add_s"] = time.perf_counter() - t1
         state["phase"] = "running"
         t2 = time.perf_counter()
@@ -69,14 +75,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--limit-seconds", type=float, default=None)
     ap.add_argument("--nodes", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--kind", choices=("map", "commands"), default="map")
     ap.add_argument("--keep", action="store_true", help="keep the pool's home (its ledger) afterwards")
     ap.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.driver:
-        return driver(args.n, args.nodes)
+        return driver(args.n, args.nodes, args.kind)
     home = tempfile.mkdtemp(prefix="batchnb-million-")
     print(f"# n={args.n:,}, local pool of {args.nodes} nodes x 1 slot, home {home}; {load()} at start", flush=True)
-    proc = subprocess.Popen([sys.executable, __file__, "--driver", "--n", str(args.n), "--nodes", str(args.nodes)],
+    proc = subprocess.Popen([sys.executable, __file__, "--driver", "--n", str(args.n), "--nodes", str(args.nodes),
+                             "--kind", args.kind],
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "BATCHNB_HOME": home},
                             start_new_session=True)
     last: dict = {}
@@ -119,7 +127,7 @@ def main() -> None:
         return "-" if v is None else f"{v:,.1f} s"
 
     how = f"stopped at the {args.limit_seconds:g} s limit" if stopped.is_set() else f"exit {proc.returncode}"
-    print(f"million (n={args.n:,}): {how}, phase {last.get('phase')!r} at {last.get('t', 0):,.1f} s, "
+    print(f"million {args.kind} (n={args.n:,}): {how}, phase {last.get('phase')!r} at {last.get('t', 0):,.1f} s, "
           f"counts {last.get('counts')}; add {secs(last.get('add_s'))} (target < 60 s), "
           f"complete {secs(last.get('run_s'))}; driver peak RSS {peak['rss']:,.0f} MB (target < 1024); "
           f"ledger {db:,.0f} MB + WAL {wal:,.0f} MB now, peak {peak['ledger']:,.0f} + {peak['wal']:,.0f} MB "

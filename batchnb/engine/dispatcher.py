@@ -31,6 +31,7 @@ from .jobprep import JobPreps
 from .outcome import Outcomes
 from .bundles import Bundles
 from .spotfallback import SpotFallback
+from .taskstore import TaskPaging
 from .results import Results
 from ..errors import BatchError
 from .events import EventBus, NodeStateChanged, PoolStalledChanged
@@ -43,7 +44,7 @@ log = logging.getLogger("batchnb.dispatch")
 _WAITING_FOR_WORKER = frozenset({NodeState.STARTING, NodeState.OFFLINE, NodeState.PREEMPTED})
 
 
-class Dispatcher(Results, Bundles, Outcomes, JobOps, MultiInstances):
+class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances):
     def __init__(self, engine, client, ledger: Ledger, bus: EventBus):
         self.engine = engine              # the EngineHandle: the pool's settings, workers and hooks
         self.client = client
@@ -346,6 +347,7 @@ class Dispatcher(Results, Bundles, Outcomes, JobOps, MultiInstances):
     def _schedule(self, now: float) -> None:
         skipped, held = [], []
         self.nodes.held.clear()           # a waiting multi-instance task claims its nodes anew each pass
+        self.page_in()                    # tasks waiting in the ledger alone: a window of them
         while self.ready and self.nodes.free_slots() > 0:
             entry = heapq.heappop(self.ready)
             job, tr = self._lookup(entry[3], entry[4])

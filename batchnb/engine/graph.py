@@ -9,30 +9,43 @@ close a cycle is refused with the ids on the cycle. Pure: no Dask, no I/O.
 >>> g.add([("a", ()), ("b", ("a",))])
 >>> g.dependents["a"]
 ['b']
+
+A sparse graph (the dispatcher's) holds a task with no dependencies only once
+another depends on it: a million-task map adds nothing to it.
+
+>>> s = DepGraph(sparse=True)
+>>> s.add([("a", ()), ("b", ("a",))])
+>>> "a" in s.deps, s.dependents["a"]
+(False, ['b'])
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..errors import SpecError
 from ..spec.deps import DependsOn
 
 
 class DepGraph:
-    def __init__(self):
+    def __init__(self, sparse: bool = False):
+        self.sparse = sparse
         self.deps: dict[str, tuple[str, ...]] = {}       # key -> keys it depends on
         self.dependents: dict[str, list[str]] = {}       # key -> keys that depend on it
         self.names: dict[str, str] = {}                  # key -> id as given
 
     def __contains__(self, task_id: str) -> bool:
-        return task_id.lower() in self.deps
+        return task_id.lower() in self.deps or task_id.lower() in self.dependents
 
     def __len__(self) -> int:
         return len(self.deps)
 
-    def check(self, items: Sequence[tuple[str, Iterable[str]]], replacing: Iterable[str] = ()) -> None:
-        """Raise SpecError if adding ``items`` (id, depends_on) would break the graph."""
+    def check(self, items: Sequence[tuple[str, Iterable[str]]], replacing: Iterable[str] = (),
+              exists: Callable[[str], bool] | None = None) -> None:
+        """Raise SpecError if adding ``items`` (id, depends_on) would break the graph.
+
+        ``exists(key)``: whether the job has a task the graph does not hold (one with no
+        dependencies and no dependents is kept out of it: a million-task map adds nothing here)."""
         replacing = {r.lower() for r in replacing}
         batch: dict[str, str] = {}
         for task_id, _ in items:
@@ -48,7 +61,8 @@ class DepGraph:
         missing: dict[str, int] = {}
         for task_id, deps in items:
             for dep in deps:
-                if dep.lower() not in self.deps and dep.lower() not in batch:
+                if dep.lower() not in self.deps and dep.lower() not in batch \
+                        and dep.lower() not in self.dependents and not (exists and exists(dep.lower())):
                     missing[task_id] = missing.get(task_id, 0) + 1
                     if missing[task_id] <= 5:
                         unknown.setdefault(task_id, []).append(dep)
@@ -63,8 +77,9 @@ class DepGraph:
             raise SpecError("depends_on", unknown[first],
                             f"task {first!r} names task ids that are not in the job ({listing}); "
                             "add the tasks it depends on first, or in the same add_tasks call")
+        # Only a task with dependencies can be on a cycle: a map of a million adds nothing to walk.
         cycle = self._find_cycle({t.lower(): deps.lowered() if isinstance(deps, DependsOn) else
-                                  tuple(d.lower() for d in deps) for t, deps in items},
+                                  tuple(d.lower() for d in deps) for t, deps in items if deps},
                                  through_existing=bool(replacing))
         if cycle:
             names = [batch.get(k) or self.names.get(k, k) for k in cycle]
@@ -105,20 +120,24 @@ class DepGraph:
                     path.append(nxt)
         return None
 
-    def add(self, items: Sequence[tuple[str, Iterable[str]]], replacing: Iterable[str] = ()) -> None:
+    def add(self, items: Sequence[tuple[str, Iterable[str]]], replacing: Iterable[str] = (),
+            exists: Callable[[str], bool] | None = None) -> None:
         """Check, then add; ``replacing`` ids drop their old edges first."""
         items = [(t, d if isinstance(d, DependsOn) else tuple(d)) for t, d in items]
-        self.check(items, replacing)
+        self.check(items, replacing, exists)
         for r in replacing:
             key = r.lower()
             for dep in self.deps.pop(key, ()):
                 self.dependents.get(dep, []).remove(key)
         for task_id, deps in items:
             key = task_id.lower()
+            if self.sparse and not deps:
+                continue
             self.names[key] = task_id
             # A range stays a range here too: a task on TaskIdRange(1, 10**6) holds two numbers.
             self.deps[key] = deps.lowered() if isinstance(deps, DependsOn) else tuple(d.lower() for d in deps)
-            self.dependents.setdefault(key, [])
+            if not self.sparse:
+                self.dependents.setdefault(key, [])
             for dep in self.deps[key]:
                 self.dependents.setdefault(dep, []).append(key)
 

@@ -18,6 +18,9 @@ from .. import _config
 from .. import spec as specs
 from . import auditops
 from .jobrun import JobRun, TaskRun
+from .arrays import spec_cold_able
+from .taskstore import tables
+from ..spec.taskjson import task_json
 from ..staging.argstore import spec_by_reference
 from ..errors import LeaseHeld, SpecError
 from .events import JobStateChanged, TasksAdded
@@ -69,6 +72,7 @@ class JobOps:
         body = specs.to_dict(dataclasses.replace(spec, tasks=()))
         self.ledger.create_job(spec.id, body, self.engine.name, now, spec.tags)
         job = JobRun(spec, self.engine.name, now)
+        tables(job)
         self._adopt(job, owner, now)
         self.events.append(JobStateChanged(spec.id, JobState.ACTIVE.value, now))
         return job
@@ -127,26 +131,8 @@ class JobOps:
         spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
         job = JobRun(spec, row["pool"] or self.engine.name, row["created"], state=JobState(row["state"]),
                      reason=row["reason"], ended=row["ended"])
-        rows = self.ledger.tasks(spec.id)
-        since = self.ledger.reactivations(spec.id)     # a reactivate reset the retry count there
-        items = []
-        for r in rows:
-            tspec = specs.from_dict(specs.TaskSpec, json.loads(r["spec"]))
-            tr = TaskRun(tspec, r["seq"], TaskState(r["state"]))
-            tr.n, tr.requeues, tr.exit_code, tr.node = r["attempts"], r["requeues"], r["exit_code"], r["node"]
-            tr.has_result = r["result"] is not None or r["result_url"] is not None
-            failure = json.loads(r["failure"]) if r["failure"] else {}
-            tr.failure = failure.get("message")
-            tr.tries = sum(1 for a in self.ledger.attempts(spec.id, tspec.id) if a["state"] == "failed"
-                           and a["n"] > since.get(tr.key, 0)) if tr.n else 0
-            job.tasks[tr.key] = tr
-            job.counts[tr.state] += 1
-            job.next_seq = max(job.next_seq, tr.seq + 1)
-            items.append((tspec.id, tspec.depends_on))
-            if tr.state in TERMINAL_TASK_STATES:
-                job.actions[tr.key] = "block" if tr.state in (TaskState.BLOCKED, TaskState.CANCELLED) else \
-                    self._final_action(tr, failure)
-        job.graph.add(items)
+        # Tasks that merely wait, or succeeded, stay in the ledger alone (engine/taskstore.py).
+        self.resume_tasks(job)
         self._adopt(job, owner, now)
         if job.state == JobState.TERMINATING:
             # The driver died while ending the job: finish ending it.
@@ -169,8 +155,8 @@ class JobOps:
                 self.set_state(job, tr, TaskState.ACTIVE, now, reason="resumed after the driver stopped",
                                requeues=tr.requeues)
             if tr.state == TaskState.PENDING:
-                tr.unmet = sum(1 for d in job.graph.deps[tr.key] if job.actions.get(d) != "satisfy")
-                if any(job.actions.get(d) == "block" for d in job.graph.deps[tr.key]):
+                tr.unmet = sum(1 for d in job.graph.deps.get(tr.key, ()) if job.actions.get(d) != "satisfy")
+                if any(job.actions.get(d) == "block" for d in job.graph.deps.get(tr.key, ())):
                     self.set_state(job, tr, TaskState.BLOCKED, now, reason="a dependency failed")
                     job.actions[tr.key] = "block"
                 elif tr.unmet == 0:
@@ -193,6 +179,9 @@ class JobOps:
         job = self.jobs.get(job_key)
         if job is None:
             raise LeaseHeld(f"job {job_key!r} is dispatched by another process now; this process only watches it")
+        table = tables(job)
+        # Tasks of the job held in the ledger alone: those added again, and those depended on.
+        self.load_known(job, [t.id for t in new] + [d for t in new for d in t.depends_on])
         if job.state != JobState.ACTIVE:
             # A re-run notebook or job file adds the same tasks again: that is a no-op, not an error.
             same = [job.tasks.get(t.id.lower()) for t in new]
@@ -230,7 +219,7 @@ class JobOps:
             adding.append((i, spec))
         if not adding:
             return out
-        job.graph.add([(s.id, s.depends_on) for _, s in adding], replacing)
+        job.graph.add([(s.id, s.depends_on) for _, s in adding], replacing, exists=table.__contains__)
         now = time.time()
         rows, runs = [], []
         for i, spec in adding:
@@ -242,22 +231,27 @@ class JobOps:
             if old is not None:
                 tr.n = old.n      # attempt numbers never repeat, so a late kill cannot hit the new one
             job.next_seq += 1
-            acts = [job.actions.get(d) for d in job.graph.deps[tr.key]]
+            acts = [job.actions.get(d) for d in job.graph.deps.get(tr.key, ())]
             tr.unmet = sum(1 for a in acts if a != "satisfy")
             if "block" in acts:
                 tr.state = TaskState.BLOCKED
                 job.actions[tr.key] = "block"
             elif tr.unmet == 0:
                 tr.state = TaskState.ACTIVE
-            job.tasks[tr.key] = tr
             job.counts[tr.state] += 1
-            rows.append((spec.id, tr.seq, json.dumps(specs.to_dict(spec)), tr.state.value))
+            table.any = True
+            if tr.state == TaskState.ACTIVE and spec_cold_able(spec) and not job.graph.dependents.get(tr.key) \
+                    and old is None:        # (a replacing row may take its old row's id: it is held)
+                table.cold = True           # it waits in the ledger alone, paged in as slots free up
+            else:
+                job.tasks[tr.key] = tr
+            rows.append((spec.id, tr.seq, task_json(spec), tr.state.value))
             runs.append(tr)
             out[i] = tr
         # Written before it is seen: the add returns only once the ledger has the tasks.
         self.ledger.add_tasks(job.spec.id, rows, now, replace_ids=replacing)
         for tr in runs:
-            if tr.state == TaskState.ACTIVE:
+            if tr.state == TaskState.ACTIVE and tr.key in table:
                 self.push_ready(job, tr)
         self.events.append(TasksAdded(job.spec.id, len(runs), now, dict(Counter(t.state.value for t in runs))))
         return out
@@ -290,6 +284,7 @@ class JobOps:
                     self.batch.attempt(job.spec.id, tr.spec.id, tr.n, state="terminated", end=now,
                                        category="terminated", message=f"job ended: {reason}")
                 self.set_state(job, tr, state, now, reason=f"job ended: {reason}")
+        self.cancel_cold(job, reason, now)
         self.complete(job, reason, now)
 
     def running_attempts(self, job: JobRun | None = None) -> dict[str, list]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import LeaseHeld, LedgerError
-from .ledger_queries import LedgerQueries
+from .ledger_queries import LedgerQueries, put_array
 from .ledger_mode import tighten
 from .ledger_repair import sqlite_error, verify
 from .ledger_schedules import ScheduleRecords
@@ -157,6 +157,12 @@ class Batch:
         no other process sees the job unleased and not yet completed."""
         self._add("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND lease_owner = ?",
                   (job_id, owner), None)
+
+    def cancel_waiting(self, job_id: str, now: float, failure: str) -> None:
+        """Cancel, with this batch, the job's tasks still active or pending in the ledger (those
+        waiting there alone, never loaded, as well as any the batch has not ended yet)."""
+        self._add("UPDATE tasks SET state = 'cancelled', updated = ?, ended = ?, failure = ? "
+                  "WHERE job_id = ? AND state IN ('active', 'pending')", (now, now, failure, job_id), job_id)
 
     def node(self, pool: str, node_id: str, group: str, state: str, t: float) -> None:
         self.statements.append(("INSERT INTO nodes(pool, node_id, grp, state, time) VALUES (?,?,?,?,?)",
@@ -316,8 +322,11 @@ class Ledger(LedgerQueries, ScheduleRecords):
 
     # -- tasks -----------------------------------------------------------
     def add_tasks(self, job_id: str, rows: Iterable[tuple[str, int, str, str]], now: float,
-                  replace_ids: Iterable[str] = ()) -> None:
-        """Insert ``(task_id, seq, spec_json, state)`` rows in one transaction."""
+                  replace_ids: Iterable[str] = (), array: tuple[str, str] | None = None) -> None:
+        """Insert ``(task_id, seq, spec_json, state)`` rows in one transaction.
+
+        ``array``: ``(id, record)`` of the task array the rows refer to, written with them;
+        their adding is then one event, not one per task."""
         rows = list(rows)
         with self._tx() as con:
             holder = _lease_owner(con, job_id)
@@ -330,6 +339,12 @@ class Ledger(LedgerQueries, ScheduleRecords):
             con.executemany(
                 "INSERT INTO tasks(job_id, id, seq, spec, state, created, updated) VALUES (?,?,?,?,?,?,?)",
                 [(job_id, tid, seq, spec, state, now, now) for tid, seq, spec, state in rows])
+            if array is not None:
+                put_array(con, job_id, array[0], array[1], now)
+                con.execute("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
+                            (now, job_id, rows[0][0] if rows else None, "tasks", rows[0][3] if rows else None,
+                             json.dumps({"array": array[0], "count": len(rows)})))
+                return
             con.executemany("INSERT INTO events(time, job_id, task_id, kind, state) VALUES (?,?,?,?,?)",
                             [(now, job_id, tid, "task", state) for tid, _, _, state in rows])
 
@@ -387,6 +402,8 @@ class Ledger(LedgerQueries, ScheduleRecords):
         with self._tx() as con:
             for table, col in (("attempts", "job_id"), ("tasks", "job_id"), ("events", "job_id"), ("jobs", "id")):
                 con.execute(f"DELETE FROM {table} WHERE {col} = ?", (job_id,))
+            if self._has_arrays():
+                con.execute("DELETE FROM task_arrays WHERE job_id = ?", (job_id,))
 
 
 _default_ledger: Ledger | None = None

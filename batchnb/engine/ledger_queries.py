@@ -31,6 +31,14 @@ _LIVE = tuple(sorted(s.value for s in LIVE_TASK_STATES))
 _ENDED = tuple(sorted(s.value for s in TERMINAL_TASK_STATES))
 
 
+def put_array(con, job_id: str, array_id: str, record: str, now: float | None) -> None:
+    """Upsert an array's record on an open transaction (its table is made on first use)."""
+    con.execute("CREATE TABLE IF NOT EXISTS task_arrays(job_id TEXT NOT NULL COLLATE NOCASE, id TEXT NOT NULL, "
+                "spec TEXT NOT NULL, created REAL, PRIMARY KEY(job_id, id))")
+    con.execute("INSERT INTO task_arrays(job_id, id, spec, created) VALUES (?,?,?,?) "
+                "ON CONFLICT(job_id, id) DO UPDATE SET spec = excluded.spec", (job_id, array_id, record, now))
+
+
 def _one_of(job_id: str | None, pool: str | None) -> tuple[str, str]:
     """The WHERE clause (and its parameter) for one job or every job of a pool."""
     if (job_id is None) == (pool is None):
@@ -120,6 +128,60 @@ class LedgerQueries:
         for the arguments they keep by reference)."""
         for row in self._con().execute("SELECT spec FROM tasks WHERE instr(spec, '\"python\"') > 0"):
             yield row[0]
+
+        # A map's tasks share one array record (engine/arrays.py): its call and argument chunks.
+        if self._has_arrays():
+            import base64
+            for (text,) in self._con().execute("SELECT spec FROM task_arrays"):
+                rec = json.loads(text)
+                kept = base64.b64decode(rec["call"]) + "\n".join(c["url"] for c in rec["chunks"].values()).encode()
+                yield json.dumps({"python": {"payload": base64.b64encode(kept).decode("ascii")}})
+
+    # -- task arrays and the ready tasks paged in (engine/arrays.py, engine/taskstore.py) -------
+    def _has_arrays(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'task_arrays'"))
+
+    def array(self, job_id: str, array_id: str) -> str | None:
+        """The JSON record of one of the job's task arrays."""
+        if not self._has_arrays():
+            return None
+        rows = self._query("SELECT spec FROM task_arrays WHERE job_id = ? AND id = ?", (job_id, array_id))
+        return rows[0][0] if rows else None
+
+    def arrays_of(self, job_id: str) -> list[str]:
+        """The ids of the job's task arrays (one per ``job.map``), oldest first."""
+        if not self._has_arrays():
+            return []
+        return [r[0] for r in self._query("SELECT id FROM task_arrays WHERE job_id = ? ORDER BY created, rowid",
+                                          (job_id,))]
+
+    def put_array(self, job_id: str, array_id: str, record: str, now: float | None = None) -> None:
+        """Write (or rewrite, as chunks are added) an array's record."""
+        with self._tx() as con:
+            put_array(con, job_id, array_id, record, now)
+
+    def ready_page(self, job_id: str, after: int, limit: int) -> list:
+        """Up to ``limit`` of the job's active tasks after row ``after``, in the order they were
+        added (the tasks_state index holds the row id: no sort of a million rows)."""
+        return self._query("SELECT rowid, id, seq, spec, attempts, requeues, exit_code, node FROM tasks "
+                           "WHERE job_id = ? AND state = 'active' AND rowid > ? ORDER BY rowid LIMIT ?",
+                           (job_id, after, limit))
+
+    def tasks_named(self, job_id: str, ids: Iterable[str]) -> list:
+        """The job's task rows with these ids (one query, whatever their number)."""
+        return self._query("SELECT *, rowid FROM tasks WHERE job_id = ? AND id IN (SELECT value FROM json_each(?))",
+                           (job_id, json.dumps(list(ids))))
+
+    def iter_tasks(self, job_id: str) -> Iterable:
+        """The job's task rows in the order added, one at a time (a resume of a million tasks
+        holds the rows it keeps, not all of them), with ``has_result`` instead of the result."""
+        yield from self._con().execute(
+            "SELECT id, seq, spec, state, attempts, requeues, exit_code, node, failure, "
+            "result IS NOT NULL OR result_url IS NOT NULL AS has_result FROM tasks WHERE job_id = ? ORDER BY seq",
+            (job_id,))
+
+    def max_task_seq(self, job_id: str) -> int:
+        return self._query("SELECT COALESCE(MAX(seq), -1) FROM tasks WHERE job_id = ?", (job_id,))[0][0]
 
     def reclaim(self) -> bool:
         """Give the space of deleted rows back to the file system: VACUUM, then truncate the

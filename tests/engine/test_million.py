@@ -1,0 +1,158 @@
+"""A million tasks on a laptop (issue 17, point 1), on smaller n with the same code paths.
+
+A map is one array spec plus an index per task; ``add_tasks`` reads an iterable in
+chunks; the dispatcher holds a bounded window of the tasks that merely wait, paging
+them in from the ledger; a resumed job does not run its succeeded tasks again.
+Real local pools; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import batchnb as bnb
+from batchnb.engine import arrays
+from batchnb.engine.ledger import Ledger
+from pools import temporary_pool
+from waiting import wait_for
+
+
+def noop(x):
+    return x
+
+
+def add(x, y, bias=0):
+    return x + y + bias
+
+
+def held(pool, job_id: str) -> int:
+    """How many of the job's tasks the dispatcher holds in memory."""
+    disp = pool._dispatcher
+    return disp.call(lambda: len(disp.jobs[job_id.lower()].tasks))
+
+
+@pytest.mark.timeout(1800)     # 20,000 tasks on a loaded 2-core machine; the bound only catches a hang
+def test_a_map_of_20000_tasks_runs_each_once_from_one_array_spec():
+    with temporary_pool("million-map", dedicated=2) as pool:
+        job = pool.job("map20k")
+        tasks = job.map(noop, range(20_000))
+        assert len(tasks) == 20_000 and tasks[-1].task_id == "noop-19999"
+        # One array spec for the whole map; each task row only points into it.
+        assert len(pool.ledger.arrays_of("map20k")) == 1
+        window = pool._dispatcher.window()
+        peak = 0
+
+        def done():
+            nonlocal peak
+            peak = max(peak, held(pool, "map20k"))
+            return job.task_counts().live == 0
+        wait_for(done, 3600, "the map to finish")
+        counts = job.task_counts()
+        assert (counts.succeeded, counts.completed, counts.total) == (20_000, 20_000, 20_000), counts
+        rows = job.tasks()
+        assert len(rows) == 20_000 and {r.attempts for r in rows} == {1}
+        assert job.stats().attempts == 20_000              # no task ran twice
+        # The dispatcher held a window of the map's waiting tasks, its running bundles and their
+        # outcomes being recorded: a bound of its own, far from the map's 20,000.
+        assert peak <= 3 * window, (peak, window)
+        assert tasks[12_345].result() == 12_345
+
+
+def test_a_generator_of_command_specs_is_read_in_chunks_while_tasks_run(monkeypatch):
+    monkeypatch.setattr(arrays, "CHUNK", 100)
+    with temporary_pool("million-gen", dedicated=2) as pool:
+        job = pool.job("gen")
+        pulled = []            # (index pulled, tasks in the ledger then)
+
+        def specs():
+            for i in range(250):
+                if i == 150:
+                    # Past the first chunk: its tasks are in the ledger and run while this one is read.
+                    wait_for(lambda: job.task("c0").state == bnb.TaskState.SUCCEEDED, 120, "c0 to run")
+                pulled.append((i, job.task_counts().total))
+                yield bnb.TaskSpec(f"c{i}", "true")
+        tasks = job.add_tasks(specs())
+        assert len(tasks) == 250
+        seen = dict(pulled)
+        assert (seen[0], seen[99], seen[100], seen[199], seen[200]) == (0, 0, 100, 100, 200)
+        result = job.wait(timeout=600, quiet=True)
+        assert result.ok and job.task_counts().succeeded == 250, result
+
+
+def test_a_bad_spec_mid_stream_names_the_task_and_keeps_the_chunks_before(monkeypatch):
+    monkeypatch.setattr(arrays, "CHUNK", 100)
+    with temporary_pool("million-bad", dedicated=1) as pool:
+        job = pool.job("bad")
+
+        def specs():
+            for i in range(300):
+                yield {"id": "oops", "command": "true", "required_slots": 0} if i == 250 else \
+                    {"id": f"t{i}", "command": "true"}
+        with pytest.raises(bnb.SpecError, match="task 'oops'.*required_slots.*200 tasks before"):
+            job.add_tasks(specs())
+        assert job.task_counts().total == 200
+        assert job.task("t199") and pytest.raises(KeyError, job.task, "t200")
+        job.terminate()
+
+
+def test_a_map_over_lists_stores_its_arguments_once_in_chunks_and_keeps_ranges(monkeypatch):
+    monkeypatch.setattr(arrays, "CHUNK", 1000)
+    with temporary_pool("million-args", dedicated=2) as pool:
+        job = pool.job("args")
+        ys = [10 * i for i in range(2_500)]
+        tasks = job.map(add, range(5_000), iter(ys), bias=1)
+        assert len(tasks) == 2_500                          # zip's length
+        (array_id,) = pool.ledger.arrays_of("args")
+        record = json.loads(pool.ledger.array("args", array_id))
+        assert record["args"] == [{"range": [0, 5_000, 1]}, {"col": 0}] and len(record["chunks"]) == 3
+        specs_text = [r["spec"] for r in pool.ledger.tasks("args", ("spec",))]
+        assert {json.loads(s)["array"] for s in specs_text} == {array_id}
+        assert max(map(len, specs_text)) < 80               # a reference, not a pickled call
+        spec = tasks[1_234].spec                            # made on demand from the array and its index
+        assert spec.id == "add-1234" and spec.python.name.endswith("add")
+        assert job.wait(timeout=600, quiet=True).ok
+        assert [tasks[i].result() for i in (0, 1_234, 2_499)] == [1, 1_234 + 12_340 + 1, 2_499 + 24_990 + 1]
+        # A re-run notebook maps the same again: nothing new is added.
+        again = bnb.Job(pool, job._run).map(add, range(5_000), iter(ys), bias=1)
+        assert [t.task_id for t in again] == [t.task_id for t in tasks] and job.task_counts().total == 2_500
+
+
+@pytest.mark.timeout(1800)
+def test_a_resumed_map_does_not_run_its_succeeded_tasks_again(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    gate = tmp_path / "gate"
+    first = bnb.Pool("million-resume", dedicated=1, ledger=Ledger(path))
+    try:
+        job = first.job("resume")
+        job.map(_gated, range(2_000), gate=str(gate))
+        wait_for(lambda: job.task_counts().succeeded >= 200, 900, "200 tasks to succeed")
+    finally:
+        first.close()
+    led = Ledger(path)
+    before = {r["id"] for r in led.tasks("resume", ("id",), states=[bnb.TaskState.SUCCEEDED])}
+    assert 200 <= len(before) < 2_000
+    Path(gate).touch()
+    with bnb.Pool("million-resume", dedicated=2, ledger=Ledger(path)) as again:
+        job = again.job("resume")
+        # Resumed: it holds a window of the waiting tasks at most, none of the succeeded ones.
+        assert held(again, "resume") <= again._dispatcher.window()
+        assert job.wait(timeout=1200, quiet=True).ok
+        assert job.task_counts().succeeded == 2_000
+    ran = Counter((a["task_id"]) for a in led.attempts("resume") if a["state"] == "succeeded")
+    assert set(ran) == {f"_gated-{i}" for i in range(2_000)} and set(ran.values()) == {1}
+    assert all(len(led.attempts("resume", t)) == 1 for t in sorted(before)[:50])
+
+
+def _gated(i, gate):
+    """The first 1,000 tasks run at once; the others wait for the gate (a resumed pool opens it).
+    A bundle of tiny tasks (at most 500) that meets a waiting one reports none of them: the
+    first 1,000 leave room for whole bundles to succeed first."""
+    import os
+    import time
+    while i >= 1_000 and not os.path.exists(gate):
+        time.sleep(0.05)
+    return i
