@@ -103,6 +103,10 @@ class AgentLink:
             except Exception as exc:  # noqa: BLE001 - sorted below; a view must not lose its pool over one answer
                 if self.closed:
                     return              # disconnected meanwhile
+                if isinstance(exc, PermissionDenied):   # its role was revoked: asking again is refused again
+                    self.lost = str(exc)
+                    on_lost(self.lost)
+                    return
                 if not getattr(exc, "unreachable", False):
                     log.warning("batchnb: events of pool %s: %s", self.name, exc)
                     self._stopping.wait(1.0)

@@ -22,6 +22,8 @@ import pytest
 import batchnb as bnb
 from batchnb.engine import audit
 
+from waiting import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -148,8 +150,14 @@ def test_grant_and_revoke_round_trip_and_only_an_owner_may(shared):
             watcher.credentials("mallory")
         assert [(r["identity"], r["role"]) for r in watcher.roles() if r["identity"] == "watcher"] \
             == [("watcher", "reader")]
+        shared.revoke("watcher")
+        # Its events poll is refused at once: the client says it is cut off, and stops asking.
+        wait_for(lambda: "cut off" in repr(watcher), 30, "the revoked client to know it")
+        assert "'watcher' may not events" in repr(watcher)
     finally:
         watcher.disconnect()
+    polls = [r for r in audit.read(shared.ledger) if r.identity == "watcher" and r.action == "events"]
+    assert len(polls) == 1 and polls[0].outcome == "denied"
     assert shared.nodes() and len(shared.nodes()) == 1           # the refused resize changed nothing
     actions = [(r.identity, r.action, r.outcome) for r in audit.read(shared.ledger)]
     assert (shared.identity, "role-grant", "ok") in actions and (shared.identity, "role-revoke", "ok") in actions
