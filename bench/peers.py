@@ -27,6 +27,9 @@ import tempfile
 
 from _peers import case_line, load, peak_rss_mb, rate, ratio
 
+# This checkout's batchnb, not whatever an editable install elsewhere left on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 CORES = os.cpu_count() or 1
 PEERS = ("batchnb", "dask", "ray", "parsl")
 

@@ -183,3 +183,40 @@ def test_commands_in_bundles_record_exit_codes_tails_and_timeouts(pool, sends, u
     assert max(len(sent) + len(carried) for sent, carried in sends) > 1, sends   # several to a Dask task
     # A fan-out is not carried whole behind the gate: its branches go back to the driver to spread.
     assert all(len(carried) <= 1 for sent, carried in sends if sent == ["gate"]), sends
+
+
+def spin_until(x, started, stop_after):
+    """Mark that it started, then loop (in Python, so a kill stops it) for at most ``stop_after`` s."""
+    import time
+    open(started, "w").close()
+    deadline = time.monotonic() + stop_after
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x + 1
+
+
+def write_mark(x, path):
+    open(path, "w").close()
+    return x + 1
+
+
+def test_terminating_a_job_stops_a_carried_step_and_runs_none_after_it(pool, sends, unique, opened, tmp_path):
+    from waiting import wait_for
+    job = pool.job(unique)
+    started, after = str(tmp_path / "started"), str(tmp_path / "after")
+    t = job.submit(gate, opened[0], task_id="g")
+    t = job.submit(step, t, task_id="s1")
+    spin = job.submit(spin_until, t, started, 60, task_id="spin")
+    job.submit(write_mark, spin, after, task_id="after")
+    opened[1]()
+    wait_for(lambda: os.path.exists(started), timeout=60, what="the carried step to start")
+    assert spin.state == bnb.TaskState.PENDING         # it rides behind s1: not shown running yet
+    job.terminate()
+    states = {i.id: str(getattr(i.state, "value", i.state)) for i in job.tasks()}
+    assert states["spin"] == "cancelled" and states["after"] == "cancelled", states
+    # The kill reached the carried step: its slot is given back long before its 60 s loop ends,
+    # and the step behind it never ran.
+    wait_for(lambda: not any(n.running for n in pool.nodes()), timeout=30, what="the bundle to end")
+    assert not os.path.exists(after)
+    assert spin.attempts == [] and job.task("after").attempts == []
+    assert any("spin" in carried for _, carried in sends), sends
