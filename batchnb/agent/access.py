@@ -39,30 +39,40 @@ NEEDS: dict[str, tuple[str, str] | None] = {
     "pool_call:audit": ("reader", "any"),
     "pool_call:resize": ("owner", "pool"), "pool_call:preempt": ("owner", "pool"),
     # Extensions: reading a value or calling one of READS is watching; any other call changes the
-    # pool (a schedule made, enabled or deleted, an alert added): a contributor's; a call reached
-    # through the engine an extension holds could do anything (resize through its backend): an owner's.
+    # pool (a schedule made, enabled or deleted, an alert added): a contributor's; what is reached
+    # through the engine an extension holds (its storage options; resize through its backend)
+    # is an owner's, but for ENGINE_READS.
     "extension_get:read": ("reader", "any"), "extension_get:call": ("contributor", "pool"),
     "extension_get:engine": ("owner", "pool"),
     "close_pool": ("owner", "pool"), "issue_credentials": ("owner", "pool"),
     "grant": ("owner", "job"), "revoke": ("owner", "job"),
 }
+#: What a client's ``pool.job(id)`` reads through an extension's engine (the job's budget); any other
+#: path through the engine is the owner's.
+ENGINE_READS = frozenset({"engine", "engine.ledger", "engine.ledger.job"})
 #: Extension methods that only read.
 READS = frozenset({"cost", "job_cost", "forecast", "evaluate", "listing", "runs", "jobs", "job"})
 
 
-def need(op: str, kwargs: dict) -> tuple[str, str, str | None] | None:
-    """The role ``op`` called with ``kwargs`` needs, where, and the job it names (None: no role needed)."""
+def need(op: str, kwargs: dict, job_exists=None) -> tuple[str, str, str | None] | None:
+    """The role ``op`` called with ``kwargs`` needs, where, and the job it names (None: no role needed).
+
+    ``job_exists(job_id)``: whether the ledger has that job (opening one it has not makes it)."""
     key = op
     if op == "open_job":
-        key = "open_job:create" if kwargs.get("spec") is not None else "open_job:attach"
+        attach = kwargs.get("spec") is None and (job_exists is None or job_exists(kwargs.get("job_id")))
+        key = "open_job:attach" if attach else "open_job:create"
     elif op == "pool_call":
         key = f"pool_call:{kwargs.get('method')}"
     elif op == "extension_get":
-        parts = str(kwargs.get("path", "")).split(".")
-        if kwargs.get("args") is None or parts[-1] in READS:
+        path = str(kwargs.get("path", ""))
+        parts = path.split(".")
+        if "engine" in parts:       # its values hold the pool's storage options, its objects can do anything
+            key = "extension_get:read" if path in ENGINE_READS else "extension_get:engine"
+        elif kwargs.get("args") is None or parts[-1] in READS:
             key = "extension_get:read"
         else:
-            key = "extension_get:engine" if "engine" in parts else "extension_get:call"
+            key = "extension_get:call"
     needed = NEEDS.get(key, ("owner", "pool"))        # an operation missing here is the owner's alone
     if needed is None:
         return None

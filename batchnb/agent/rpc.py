@@ -140,7 +140,7 @@ class AgentHandlers(RoleOps):
         async def handler(comm, client: str = "", **kwargs):
             caller = identity_of(comm)
             try:
-                needed = need(name, kwargs)
+                needed = await self._run(need, name, kwargs, self._job_exists)
                 if caller is None or not await self._run(allowed, self.pool.ledger, self.pool.name, caller, needed):
                     raise await self._run(self.denied, caller, name, needed)
                 if client and name != "bye":
@@ -155,6 +155,9 @@ class AgentHandlers(RoleOps):
                 return {"error": pack_error(exc)}
         handler.__name__ = method.__name__
         return handler
+
+    def _job_exists(self, job_id) -> bool:
+        return isinstance(job_id, str) and self.pool.ledger.job(job_id) is not None
 
     async def _run(self, fn, *args, **kwargs):
         # The caller's identity (audit.acting_as) goes with the work to the pool's thread.

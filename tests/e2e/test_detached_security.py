@@ -148,6 +148,14 @@ def test_grant_and_revoke_round_trip_and_only_an_owner_may(shared):
             watcher.resize(dedicated=2)
         with pytest.raises(bnb.PermissionDenied):
             watcher.credentials("mallory")
+        from batchnb.extensions.cost import CostExtension
+        with pytest.raises(bnb.PermissionDenied, match="may not extension_get"):   # the storage keys stay there
+            watcher.extension(CostExtension).engine.storage_options
+        shared.job("watched")
+        assert watcher.job("watched").id == "watched"        # re-attaching reads the job's budget through it
+        with pytest.raises(bnb.PermissionDenied, match="may not open_job on job 'new-one'"):
+            watcher.job("new-one")                            # which would make it: a contributor's
+        assert shared.ledger.job("new-one") is None
         assert [(r["identity"], r["role"]) for r in watcher.roles() if r["identity"] == "watcher"] \
             == [("watcher", "reader")]
         shared.revoke("watcher")
