@@ -6,7 +6,8 @@ methods as a kernel does (its RPC handlers set the caller's identity with
 it to the dispatcher's thread), so one decorator per method records both, once:
 
 - the dispatcher's ``create_job``, ``add_tasks`` (one record per call, with the
-  count: a million tasks make a handful of records, not a million) and
+  count: a million tasks make a handful of records, not a million), ``add_array_chunk``
+  (one per chunk of a ``job.map``) and
   ``terminate`` (a job's wall clock, budget or failed task end it through
   there too: recorded with the reason); :func:`~batchnb.engine.reactivate.reactivate`;
 - the Pool's ``__init__``, ``resize`` and ``close``;
@@ -82,6 +83,9 @@ def _count(n: int, what: str = "task") -> str:
 create_job = _audits(_on_dispatcher, "job-create", lambda d, spec, *a, **k: f"job:{spec.id}")
 add_tasks = _audits(_on_dispatcher, "task-add", _job_target,
                     detail=lambda d, key, new, replace=False: _count(len(new)) + (" (replace)" if replace else ""))
+add_array_chunk = _audits(_on_dispatcher, "task-add", _job_target,
+                          detail=lambda d, key, array, record, ids, first, replace=False:
+                          _count(len(ids)) + f" of map {array}" + (" (replace)" if replace else ""))
 terminate = _audits(_on_dispatcher, "job-terminate", _job_target,
                     detail=lambda d, run, reason, *a, **k: f"reason: {reason}")
 reactivate = _audits(_on_dispatcher, "task-reactivate", _job_target,

@@ -18,6 +18,7 @@ import json
 import time
 from collections import Counter
 
+from . import auditops
 from .arrays import Arrays, array_ref, cold_able, spec_of_row, task_refs
 from .events import TasksAdded
 from .jobrun import TaskRun
@@ -69,6 +70,7 @@ class TaskPaging:
         return arrays
 
     # -- adding a chunk of a map --------------------------------------------
+    @auditops.add_array_chunk
     def add_array_chunk(self, job_key: str, array_id: str, record: str, ids: list[str], first: int,
                         replace: bool = False) -> list[str]:
         """Record tasks ``first ..`` of an array (their ids given); ids the job has already are

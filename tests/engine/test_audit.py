@@ -185,6 +185,23 @@ def test_a_large_add_writes_a_record_per_call_not_per_task(tmp_path):
     assert 1 <= len(details) <= 2 and sum(int(d.split()[0]) for d in details) == 12_000, details
 
 
+def test_a_map_is_recorded_per_chunk_with_its_count(tmp_path, monkeypatch):
+    import batchnb as bnb
+    from batchnb.engine import arrays
+    monkeypatch.setattr(arrays, "CHUNK", 1_000)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    pool = bnb.Pool("audited-map", dedicated=0, ledger=ledger)       # no node: nothing runs, only the adds count
+    try:
+        job = pool.job("mapped")
+        job.map(abs, range(2_500))
+        job.terminate()
+    finally:
+        pool.close()
+    details = [r.detail for r in audit.read(ledger, action="task-add")]
+    assert len(details) == 3 and sum(int(d.split()[0]) for d in details) == 2_500, details
+    assert all(" of map " in d for d in details), details
+
+
 def test_a_job_no_process_dispatches_is_terminated_with_one_record(ledger):
     """``batchnb terminate`` (and Job.terminate of an attached job) ends a job no driver holds in the
     ledger itself: the audit record is written there, once, with the caller's identity."""
