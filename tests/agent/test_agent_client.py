@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
 
 import psutil
@@ -17,26 +16,15 @@ import pytest
 import batchnb as bnb
 from batchnb.engine.events import JobStateChanged, TaskStateChanged
 
+from detached_agents import detached_pool
 from waiting import wait_for
 
 
 @pytest.fixture(scope="module")
 def detached(tmp_path_factory):
-    import batchnb.engine.ledger
     home = tmp_path_factory.mktemp("detached") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BATCHNB_HOME", str(home))
-        mp.setattr(batchnb.engine.ledger, "_default_ledger", None)
-        pool = bnb.Pool("client-tests", dedicated=2, task_slots_per_node=2, detached=True)
-        pid = pool._record["pid"]
-        try:
-            yield pool
-        finally:
-            try:
-                pool.close()
-            finally:
-                if psutil.pid_exists(pid):
-                    os.kill(pid, signal.SIGKILL)
+    with detached_pool(home, "client-tests", dedicated=2, task_slots_per_node=2) as pool:
+        yield pool
 
 
 def test_jobs_run_in_the_agent_and_the_client_hears_their_events(detached):

@@ -15,40 +15,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import psutil
 import pytest
 
+from detached_agents import agent_records, note_agents, stop_agents
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _records(home: Path) -> list[dict]:
-    out = []
-    for path in (home / "pools").glob("*.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def _stop_agents(home: Path, pids: set) -> None:
-    """SIGTERM (then SIGKILL) the agents this test started: those of its home's records, and
-    those it noted; each only if it is still the same process (an unreaped zombie is gone)."""
-    from batchnb.agent.registry import alive
-    found = {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
-    found |= set(pids)
-    live = [{"pid": pid, "process_created": created} for pid, created in found]
-    live = [r for r in live if alive(r)]
-    for r in live:
-        os.kill(r["pid"], signal.SIGTERM)
-    try:
-        wait_for(lambda: not any(alive(r) for r in live), 30, "the test's agents to stop")
-    except Exception:  # noqa: BLE001 - a stuck agent is killed
-        for r in live:
-            if alive(r):
-                os.kill(r["pid"], signal.SIGKILL)
 
 
 @pytest.fixture
@@ -60,11 +32,7 @@ def detached_home(tmp_path, monkeypatch):
     monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
     noted: set = set()
     yield home, noted
-    _stop_agents(home, noted)
-
-
-def _note(home: Path, noted: set) -> None:
-    noted |= {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
+    stop_agents(home, noted, timeout=30)
 
 
 def _env(home: Path, **extra: str) -> dict:
@@ -120,7 +88,7 @@ def test_a_killed_creator_leaves_its_job_running_and_each_task_runs_once(tmp_pat
     try:
         wait_for(lambda: out.exists() or creator.poll() is not None, 120, "the first task to run")
         assert creator.poll() is None, creator.stdout.read()
-        _note(home, noted)
+        note_agents(home, noted)
         os.killpg(creator.pid, signal.SIGKILL)          # the kernel dies, with everything in its group
         creator.wait(10)
     finally:
@@ -177,7 +145,7 @@ def test_sigint_to_the_creators_group_does_not_stop_a_detached_job(tmp_path, det
     try:
         wait_for(lambda: started.exists() or proc.poll() is not None, 120, "the first task to run")
         assert proc.poll() is None, proc.stdout.read()
-        _note(home, noted)
+        note_agents(home, noted)
         os.killpg(proc.pid, signal.SIGINT)              # what Jupyter's interrupt button does
         text, _ = proc.communicate(timeout=60)
     finally:
@@ -207,7 +175,7 @@ def test_the_cli_starts_a_pool_submits_waits_and_stops_it(tmp_path, detached_hom
                                       "  - {id: b, command: 'echo B', depends_on: [a]}\n")
     (tmp_path / "bad.yaml").write_text("id: broken\ntasks:\n  - {id: a, command: 'exit 3'}\n")
     started = _cli(home, "pool", "start", "cli-pool", "--dedicated", "1")
-    _note(home, noted)
+    note_agents(home, noted)
     assert started.returncode == 0, started.stderr
     listed = _cli(home, "pool", "list", "--json")
     assert [p["name"] for p in json.loads(listed.stdout)] == ["cli-pool"], listed.stdout + listed.stderr
@@ -246,9 +214,9 @@ def test_an_idle_agent_stops_itself_after_its_jobs_and_says_so_in_the_ledger(tmp
     # No client stays, but a job runs longer than the idle timeout: the agent waits for it.
     made = subprocess.run([sys.executable, str(path)], env=_env(home, DASK_BATCHNB__AGENT_IDLE_TIMEOUT="2s"),
                           capture_output=True, text=True, timeout=180)
-    _note(home, noted)
+    note_agents(home, noted)
     assert made.stdout.splitlines() == ["left"], made.stdout + made.stderr
-    wait_for(lambda: not _records(home), 120, "the idle agent to stop and remove its record")
+    wait_for(lambda: not agent_records(home), 120, "the idle agent to stop and remove its record")
     assert bnb.pools() == []
     from batchnb.agent.registry import alive
     wait_for(lambda: not any(alive({"pid": pid, "process_created": c}) for pid, c in noted), 60,

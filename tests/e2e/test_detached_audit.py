@@ -10,33 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 import batchnb as bnb
+from detached_agents import detached_pool
 
 REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def detached(tmp_path, monkeypatch):
-    import batchnb.engine.ledger
-    monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
-    pool = bnb.Pool("audited-d", dedicated=1, detached=True)
-    pid = pool._record["pid"]
-    try:
+    monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))   # this test's CLI runs see the same home
+    with detached_pool(tmp_path / "home", "audited-d", dedicated=1) as pool:
         yield pool
-    finally:
-        try:
-            pool.close()
-        finally:
-            if psutil.pid_exists(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_connected_client_reads_through_the_agent_what_clients_did(detached):

@@ -27,37 +27,12 @@ import pytest
 from azure_journal import journal_calls, journal_entries, stop_journaled_vms
 from azure_standin import vm_bootstrap_dir, vm_wheel_store
 from azurite_fixture import free_port
+from detached_agents import agent_records, note_agents, stop_agents
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP = 240.0             # the scheduler VM and two node VMs boot (a wheel install each), 2 loaded cores
 TASKS = 10
-
-
-def _records(home: Path) -> list[dict]:
-    out = []
-    for path in (home / "pools").glob("*.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def _stop_agents(home: Path, noted: set) -> None:
-    """SIGTERM (then SIGKILL) the agents this test started, each only if it is still that process."""
-    from batchnb.agent.registry import alive
-    found = {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
-    live = [{"pid": pid, "process_created": created} for pid, created in found | set(noted)]
-    live = [r for r in live if alive(r)]
-    for r in live:
-        os.kill(r["pid"], signal.SIGTERM)       # the agent closes its pool: its VMs are deleted
-    try:
-        wait_for(lambda: not any(alive(r) for r in live), 120, "the test's agents to stop")
-    except Exception:  # noqa: BLE001 - a stuck agent is killed
-        for r in live:
-            if alive(r):
-                os.kill(r["pid"], signal.SIGKILL)
 
 
 @pytest.fixture
@@ -72,7 +47,7 @@ def azure_home(tmp_path, monkeypatch):
     noted: set = set()
     yield home, journal, noted
     try:
-        _stop_agents(home, noted)
+        stop_agents(home, noted, timeout=120)
     finally:
         stop_journaled_vms(journal)
 
@@ -155,13 +130,13 @@ def test_a_detached_azure_pool_makes_its_vms_in_its_agent_outlives_its_killed_cr
     try:
         wait_for(lambda: out.exists() or creator.poll() is not None, STARTUP, "the first task to run")
         assert creator.poll() is None, creator.stdout.read()
-        noted |= {(r["pid"], r.get("process_created")) for r in _records(home)}
+        note_agents(home, noted)
         os.killpg(creator.pid, signal.SIGKILL)          # the driver dies, with everything in its group
         creator.wait(10)
     finally:
         _end(creator)
     assert len(out.read_text().splitlines()) < TASKS, "the job was over before its creator was killed"
-    [record] = _records(home)
+    [record] = agent_records(home)
     assert record["backend"] == "azure" and record["scheduler"].startswith("tls://127.0.0.1:")
     # The agent made the VMs: their processes are its (the creator, killed, made none).
     made = journal_calls(journal, "virtual_machines.begin_create_or_update")
@@ -227,7 +202,7 @@ def test_an_azure_agent_stopped_while_its_scheduler_vm_boots_deletes_what_it_mad
         wait_for(lambda: journal_calls(journal, "virtual_machines.begin_create_or_update")
                  or starter.poll() is not None, STARTUP, "the scheduler VM to be asked for")
         assert starter.poll() is None, starter.stdout.read()
-        [record] = _records(home)
+        [record] = agent_records(home)
         noted.add((record["pid"], record.get("process_created")))
         os.kill(record["pid"], signal.SIGTERM)   # an agent ended here would leave the VM, known to no one
         gate.touch()
@@ -254,7 +229,7 @@ def test_an_azure_agent_killed_while_it_starts_is_said_so_and_leaves_its_vm_requ
         wait_for(lambda: journal_calls(journal, "virtual_machines.begin_create_or_update")
                  or starter.poll() is not None, STARTUP, "the scheduler VM to be asked for")
         assert starter.poll() is None, starter.stdout.read()
-        [record] = _records(home)
+        [record] = agent_records(home)
         noted.add((record["pid"], record.get("process_created")))
         os.kill(record["pid"], signal.SIGKILL)
         text, _ = starter.communicate(timeout=120)

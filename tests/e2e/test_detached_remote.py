@@ -10,7 +10,6 @@ name them), and the Slurm jobs or gateway clusters of a test's pool go with them
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,36 +18,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from detached_agents import agent_records, note_agents, stop_agents
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP = 240.0             # Slurm jobs or gateway workers, on a loaded 2-core machine
-
-
-def _records(home: Path) -> list[dict]:
-    out = []
-    for path in (home / "pools").glob("*.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def _stop_agents(home: Path, pids: set) -> None:
-    """SIGTERM (then SIGKILL) the agents this test started, each only if it is still that process."""
-    from batchnb.agent.registry import alive
-    found = {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
-    live = [{"pid": pid, "process_created": created} for pid, created in found | set(pids)]
-    live = [r for r in live if alive(r)]
-    for r in live:
-        os.kill(r["pid"], signal.SIGTERM)
-    try:
-        wait_for(lambda: not any(alive(r) for r in live), 60, "the test's agents to stop")
-    except Exception:  # noqa: BLE001 - a stuck agent is killed
-        for r in live:
-            if alive(r):
-                os.kill(r["pid"], signal.SIGKILL)
 
 
 @pytest.fixture
@@ -59,11 +33,7 @@ def detached_home(tmp_path, monkeypatch):
     monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
     noted: set = set()
     yield home, noted
-    _stop_agents(home, noted)
-
-
-def _note(home: Path, noted: set) -> None:
-    noted |= {(r["pid"], r.get("process_created")) for r in _records(home) if isinstance(r.get("pid"), int)}
+    stop_agents(home, noted, timeout=60)
 
 
 def _script(tmp_path: Path, name: str, text: str, home: Path, *args: str) -> subprocess.Popen:
@@ -127,7 +97,7 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
         try:
             wait_for(lambda: out.exists() or creator.poll() is not None, STARTUP, "the first task to run")
             assert creator.poll() is None, creator.stdout.read()
-            _note(home, noted)
+            note_agents(home, noted)
             # The agent holds the scheduler: the nodes are the pool's Slurm jobs, running.
             assert sorted(j["name"] for j in slurm.jobs(prefix, live=True)) == [prefix + "dedicated-0",
                                                                                 prefix + "dedicated-1"]
@@ -136,7 +106,7 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
         finally:
             _end(creator)
         assert len(out.read_text().splitlines()) < 20, "the job was over before its creator was killed"
-        [record] = _records(home)
+        [record] = agent_records(home)
         assert record["backend"] == "slurm" and record["address"].startswith("tls://127.0.0.1:")
         # The scheduler talks TLS with a temporary certificate that stays in the agent: said, not tried.
         assert "temporary certificate" in record["scheduler_unreachable"]
@@ -160,7 +130,7 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
         wait_for(lambda: not slurm.jobs(prefix), 60, "the pool's Slurm jobs to leave squeue")
         assert bnb.pools() == []
     finally:
-        _stop_agents(home, noted)
+        stop_agents(home, noted, timeout=60)
         left = [j["id"] for j in slurm.jobs(prefix)]
         if left:            # an agent that had to be killed leaves its jobs: this test's own, cancelled
             slurm.run("scancel", *left, check=False)
@@ -204,12 +174,12 @@ def test_a_detached_gateway_pool_runs_its_job_without_its_creator_and_close_stop
         try:
             text, _ = creator.communicate(timeout=STARTUP + 60)
         finally:
-            _note(home, noted)
+            note_agents(home, noted)
             _end(creator)
         assert text.splitlines()[-1:] == ["left"], text
         made = clusters() - before
         assert len(made) == 1, made             # the agent's cluster runs with no client of it left
-        [record] = _records(home)
+        [record] = agent_records(home)
         assert record["backend"] == "gateway" and record["address"].startswith("tls://127.0.0.1:")
         watcher = _script(tmp_path, "watcher", WATCHER, home, "team-detached", "few")
         try:
@@ -225,7 +195,7 @@ def test_a_detached_gateway_pool_runs_its_job_without_its_creator_and_close_stop
         assert not clusters() & made                # the pool made the cluster: closing it shut it down
         assert bnb.pools() == []
     finally:
-        _stop_agents(home, noted)
+        stop_agents(home, noted, timeout=60)
         for name in clusters() - before:        # an agent that had to be killed leaves its cluster
             gw = Gateway(gateway_server.address, auth=gateway_server.auth())
             try:
@@ -242,7 +212,7 @@ def test_a_detached_address_pool_drives_a_running_scheduler_and_leaves_it_runnin
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0",
                       processes=True) as cluster:
         pool = bnb.Pool("elsewhere", backend="address", address=cluster.scheduler_address, detached=True)
-        _note(home, noted)
+        note_agents(home, noted)
         try:
             job = pool.job("there")
             t = job.add_task("hi", "echo $AZ_BATCH_NODE_ID")
@@ -277,15 +247,15 @@ def test_a_detached_slurm_pool_with_tls_files_gives_other_processes_a_client_of_
     prefix = "bnb-hpc-files-"
     pool = bnb.Pool("hpc-files", backend="slurm", dedicated=1, queue="debug", walltime="00:10:00", cores=1,
                     memory="1GB", host="127.0.0.1", nanny=False, security=security, detached=True)
-    _note(home, noted)
+    note_agents(home, noted)
     try:
-        [record] = _records(home)
+        [record] = agent_records(home)
         assert record["scheduler_security"] == files and "scheduler_unreachable" not in record
         assert pool.client.scheduler.address.startswith("tls://127.0.0.1:")
         assert pool.client.submit(sum, [1, 2, 3], resources={"slots": 1}).result(timeout=60) == 6
     finally:
         pool.close()
-        _stop_agents(home, noted)
+        stop_agents(home, noted, timeout=60)
         left = [j["id"] for j in slurm.jobs(prefix)]
         if left:
             slurm.run("scancel", *left, check=False)

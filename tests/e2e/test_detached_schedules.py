@@ -3,7 +3,6 @@ and keeps the agent from stopping for idleness (issue 13, point 5)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 import batchnb as bnb
 from batchnb.agent.rpc import CLIENT_SILENCE
+from detached_agents import agent_records
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,16 +37,6 @@ pool.disconnect()
 """
 
 
-def _agents(home: Path) -> list[dict]:
-    out = []
-    for path in (home / "pools").glob("*.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     home = tmp_path / "home"
@@ -56,7 +46,7 @@ def home(tmp_path, monkeypatch):
     started: list[dict] = []
     yield home, started
     from batchnb.agent.registry import alive
-    live = [r for r in started + _agents(home) if isinstance(r.get("pid"), int) and alive(r)]
+    live = [r for r in started + agent_records(home) if isinstance(r.get("pid"), int) and alive(r)]
     for r in live:                  # only the agents this test started, by pid
         os.kill(r["pid"], signal.SIGTERM)
     try:
@@ -74,7 +64,7 @@ def test_a_detached_pools_schedule_fires_with_no_client_and_keeps_its_agent_up(h
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, str(tmp_path / "make.py")], env=env, cwd=tmp_path, capture_output=True,
                          text=True, timeout=180)
-    agents += _agents(home)
+    agents += agent_records(home)
     assert out.returncode == 0 and "made active" in out.stdout, out.stdout + out.stderr
     left = time.time()
     ledger = bnb.Ledger(home / "ledger.sqlite")
@@ -84,14 +74,14 @@ def test_a_detached_pools_schedule_fires_with_no_client_and_keeps_its_agent_up(h
     quiet_from = left + CLIENT_SILENCE + 3
 
     def completed_late_runs() -> list[str]:
-        assert _agents(home), "the agent stopped while its schedule was active"
+        assert agent_records(home), "the agent stopped while its schedule was active"
         runs = [r for r in ledger.schedule_runs("tick") if r["outcome"] == "started"]
         return [r["job_id"] for r in runs if r["time"] > quiet_from
                 and (ledger.job(r["job_id"]) or {}).get("state") == "completed"]
     wait_for(lambda: len(completed_late_runs()) >= 2, 120, "two scheduled jobs made long after the client left")
     made = [r["job_id"] for r in ledger.schedule_runs("tick") if r["outcome"] == "started"]
     assert made[:3] == ["tick-job-1", "tick-job-2", "tick-job-3"]
-    assert [a["name"] for a in _agents(home)] == ["dsched"]
+    assert [a["name"] for a in agent_records(home)] == ["dsched"]
     pool = bnb.Pool.connect("dsched")
     try:
         [sched] = pool.schedules()
@@ -103,4 +93,4 @@ def test_a_detached_pools_schedule_fires_with_no_client_and_keeps_its_agent_up(h
         assert pool.schedules() == []
     finally:
         pool.close()
-    wait_for(lambda: not _agents(home), 60, "the agent to stop")
+    wait_for(lambda: not agent_records(home), 60, "the agent to stop")

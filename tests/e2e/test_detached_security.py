@@ -22,6 +22,7 @@ import pytest
 import batchnb as bnb
 from batchnb.engine import audit
 
+from detached_agents import detached_pool
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,21 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    import batchnb.engine.ledger
     home = tmp_path_factory.mktemp("secured") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BATCHNB_HOME", str(home))
-        mp.setattr(batchnb.engine.ledger, "_default_ledger", None)
-        pool = bnb.Pool("shared", dedicated=1, task_slots_per_node=2, detached=True)
-        pid = pool._record["pid"]
-        try:
-            yield pool
-        finally:
-            try:
-                pool.close()
-            finally:
-                if psutil.pid_exists(pid):
-                    os.kill(pid, signal.SIGKILL)
+    with detached_pool(home, "shared", dedicated=1, task_slots_per_node=2) as pool:
+        yield pool
 
 
 def _as(pool, identity: str, role: str | None = None, job: str | None = None):
