@@ -26,10 +26,9 @@ import queue
 import shutil
 import subprocess
 import threading
-from pathlib import Path
 
 from . import proctree as _proctree
-from .taskdir import holds_nothing
+from .taskdir import empty_attempt_dir
 
 
 def run(argv, *, shell: bool, cwd: str, env: dict, stdout_path: str, stderr_path: str,
@@ -53,11 +52,8 @@ _remover_lock = threading.Lock()
 
 def drop_later(record) -> None:
     """:func:`batchnb.node.taskdir.drop_if_empty`, with the removal itself off this thread."""
-    if not record.task_dir or not record.succeeded:
-        return
-    task_dir = Path(record.task_dir)
-    if not task_dir.name.isdigit() or task_dir.parent.parent.parent.name != "workitems" \
-            or not holds_nothing(task_dir):
+    task_dir = empty_attempt_dir(record)
+    if task_dir is None:
         return
     record.task_dir = None
     _put(task_dir)

@@ -46,6 +46,17 @@ def holds_nothing(task_dir: Path) -> bool:
     return True
 
 
+def empty_attempt_dir(record) -> Path | None:
+    """A succeeded attempt's folder (an :class:`AttemptRecord`'s) when it holds nothing, else None."""
+    if not record.task_dir or not record.succeeded:
+        return None
+    task_dir = Path(record.task_dir)
+    if not task_dir.name.isdigit() or task_dir.parent.parent.parent.name != "workitems" \
+            or not holds_nothing(task_dir):
+        return None
+    return task_dir
+
+
 def drop_if_empty(record) -> None:
     """Remove a succeeded attempt's folder (an :class:`AttemptRecord`'s) when it holds nothing.
 
@@ -53,11 +64,8 @@ def drop_if_empty(record) -> None:
     ``<job>`` folder stays, as another task of the job may be making its own
     inside it at this moment.
     """
-    if not record.task_dir or not record.succeeded:
-        return
-    task_dir = Path(record.task_dir)
-    if not task_dir.name.isdigit() or task_dir.parent.parent.parent.name != "workitems" \
-            or not holds_nothing(task_dir):
+    task_dir = empty_attempt_dir(record)
+    if task_dir is None:
         return
     shutil.rmtree(task_dir, ignore_errors=True)
     if task_dir.exists():
