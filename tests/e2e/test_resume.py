@@ -183,10 +183,14 @@ def orphan_a_running_task(home, tmp_path, job_id: str, out) -> Ledger:
     # Nodes close when their driver dies, killing its tasks: only a driver killed together
     # with its nodes (the out-of-memory killer, a lost machine session) orphans them. Stopped
     # first, the driver cannot restart the nodes it loses.
+    # The nodes are forks of a launcher the driver started: every process below the driver but
+    # the task's own goes, at once, so no node lives on to end the task.
     import psutil
     proc.send_signal(signal.SIGSTOP)
-    for node in psutil.Process(proc.pid).children():
-        node.kill()
+    tasks = {p.pid for p in leftovers(job_id)}
+    for node in psutil.Process(proc.pid).children(recursive=True):
+        if node.pid not in tasks:
+            node.kill()
     kill(proc)
     assert leftovers(job_id), "the task's processes died with the driver: nothing to test"
     return led
