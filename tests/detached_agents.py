@@ -7,6 +7,9 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import psutil
@@ -66,3 +69,27 @@ def detached_pool(home: Path, name: str, **options):
             finally:
                 if psutil.pid_exists(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script_env(home: Path, **extra: str) -> dict:
+    """The environment of a test's script: batchnb home ``home``, this checkout and tests/ first."""
+    return {**os.environ, "BATCHNB_HOME": str(home), **extra,
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+
+
+def start_script(tmp_path: Path, name: str, text: str, home: Path, *args: str) -> subprocess.Popen:
+    """Run ``text`` (dedented) as a script in a session of its own, as Jupyter starts a kernel:
+    the test signals, or kills, its whole group (:func:`end_script`)."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(text))
+    return subprocess.Popen([sys.executable, str(path), *args], env=script_env(home), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def end_script(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

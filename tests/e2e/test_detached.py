@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from detached_agents import agent_records, note_agents, stop_agents
+from detached_agents import agent_records, end_script, note_agents, script_env, start_script, stop_agents
 from waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -33,25 +32,6 @@ def detached_home(tmp_path, monkeypatch):
     noted: set = set()
     yield home, noted
     stop_agents(home, noted, timeout=30)
-
-
-def _env(home: Path, **extra: str) -> dict:
-    return {**os.environ, "BATCHNB_HOME": str(home), **extra,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-
-
-def _script(tmp_path: Path, name: str, text: str, home: Path, *args: str) -> subprocess.Popen:
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(text))
-    # A process group of its own, as Jupyter starts a kernel: the test signals the group.
-    return subprocess.Popen([sys.executable, str(path), *args], env=_env(home), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 CREATOR = """
@@ -84,7 +64,7 @@ def test_a_killed_creator_leaves_its_job_running_and_each_task_runs_once(tmp_pat
     import batchnb as bnb
     home, noted = detached_home
     out = tmp_path / "out.txt"
-    creator = _script(tmp_path, "creator", CREATOR, home, str(out))
+    creator = start_script(tmp_path, "creator", CREATOR, home, str(out))
     try:
         wait_for(lambda: out.exists() or creator.poll() is not None, 120, "the first task to run")
         assert creator.poll() is None, creator.stdout.read()
@@ -92,18 +72,18 @@ def test_a_killed_creator_leaves_its_job_running_and_each_task_runs_once(tmp_pat
         os.killpg(creator.pid, signal.SIGKILL)          # the kernel dies, with everything in its group
         creator.wait(10)
     finally:
-        _end(creator)
+        end_script(creator)
     lines_at_kill = len(out.read_text().splitlines())
     assert lines_at_kill < 200, "the job was over before its creator was killed"
     # No process of the user's runs now; the agent goes on. Another client sees the same job.
     watcher_here = bnb.Pool.connect("survivor")
     try:
         job = watcher_here.job("appends")
-        watcher = _script(tmp_path, "watcher", WATCHER, home)
+        watcher = start_script(tmp_path, "watcher", WATCHER, home)
         try:
             text, _ = watcher.communicate(timeout=300)
         finally:
-            _end(watcher)
+            end_script(watcher)
         assert "counts [('succeeded', 200)]" in text.splitlines(), text
         assert "attempts Counter({1: 200})" in text.splitlines(), text
         assert job.counts()["succeeded"] == 200      # what this client sees is what the other saw
@@ -141,7 +121,7 @@ def test_sigint_to_the_creators_group_does_not_stop_a_detached_job(tmp_path, det
     import batchnb as bnb
     home, noted = detached_home
     imports, started = tmp_path / "imports.txt", tmp_path / "started"
-    proc = _script(tmp_path, "interrupted", INTERRUPTED, home, str(imports), str(started))
+    proc = start_script(tmp_path, "interrupted", INTERRUPTED, home, str(imports), str(started))
     try:
         wait_for(lambda: started.exists() or proc.poll() is not None, 120, "the first task to run")
         assert proc.poll() is None, proc.stdout.read()
@@ -149,7 +129,7 @@ def test_sigint_to_the_creators_group_does_not_stop_a_detached_job(tmp_path, det
         os.killpg(proc.pid, signal.SIGINT)              # what Jupyter's interrupt button does
         text, _ = proc.communicate(timeout=60)
     finally:
-        _end(proc)
+        end_script(proc)
     assert "interrupted" in text.splitlines(), text
     pool = bnb.Pool.connect("interrupted")
     try:
@@ -165,7 +145,7 @@ def test_sigint_to_the_creators_group_does_not_stop_a_detached_job(tmp_path, det
 
 
 def _cli(home: Path, *args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "batchnb.cli", *args], env=env or _env(home), cwd=home.parent,
+    return subprocess.run([sys.executable, "-m", "batchnb.cli", *args], env=env or script_env(home), cwd=home.parent,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -212,7 +192,7 @@ def test_an_idle_agent_stops_itself_after_its_jobs_and_says_so_in_the_ledger(tmp
     path = tmp_path / "idle.py"
     path.write_text(textwrap.dedent(IDLE))
     # No client stays, but a job runs longer than the idle timeout: the agent waits for it.
-    made = subprocess.run([sys.executable, str(path)], env=_env(home, DASK_BATCHNB__AGENT_IDLE_TIMEOUT="2s"),
+    made = subprocess.run([sys.executable, str(path)], env=script_env(home, DASK_BATCHNB__AGENT_IDLE_TIMEOUT="2s"),
                           capture_output=True, text=True, timeout=180)
     note_agents(home, noted)
     assert made.stdout.splitlines() == ["left"], made.stdout + made.stderr

@@ -17,9 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import psutil
@@ -27,10 +24,9 @@ import pytest
 from azure_journal import journal_calls, journal_entries, stop_journaled_vms
 from azure_standin import vm_bootstrap_dir, vm_wheel_store
 from azurite_fixture import free_port
-from detached_agents import agent_records, note_agents, stop_agents
+from detached_agents import agent_records, end_script, note_agents, start_script, stop_agents
 from waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 STARTUP = 240.0             # the scheduler VM and two node VMs boot (a wheel install each), 2 loaded cores
 TASKS = 10
 
@@ -60,23 +56,6 @@ def _options(tmp_path: Path) -> dict:
                 scheduler_options={"host": "127.0.0.1", "port": free_port(), "dashboard_address": "127.0.0.1:0"},
                 worker_options={"host": "127.0.0.1"}, node_root=str(tmp_path / "nodes"),
                 scheduled_events_poll=0.2, eviction_grace=0.5, start_timeout=120)
-
-
-def _script(tmp_path: Path, name: str, text: str, home: Path, *args: str) -> subprocess.Popen:
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(text))
-    tests = REPO / "tests"
-    env = {**os.environ, "BATCHNB_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(tests), os.environ.get("PYTHONPATH", "")])}
-    # A session of its own, as Jupyter starts a kernel: the test kills the whole group.
-    return subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 CREATOR = """
@@ -125,7 +104,7 @@ def test_a_detached_azure_pool_makes_its_vms_in_its_agent_outlives_its_killed_cr
     import batchnb as bnb
     home, journal, noted = azure_home
     out = tmp_path / "out.txt"
-    creator = _script(tmp_path, "creator", CREATOR, home, json.dumps(_options(tmp_path)), str(journal), str(out),
+    creator = start_script(tmp_path, "creator", CREATOR, home, json.dumps(_options(tmp_path)), str(journal), str(out),
                       str(TASKS))
     try:
         wait_for(lambda: out.exists() or creator.poll() is not None, STARTUP, "the first task to run")
@@ -134,7 +113,7 @@ def test_a_detached_azure_pool_makes_its_vms_in_its_agent_outlives_its_killed_cr
         os.killpg(creator.pid, signal.SIGKILL)          # the driver dies, with everything in its group
         creator.wait(10)
     finally:
-        _end(creator)
+        end_script(creator)
     assert len(out.read_text().splitlines()) < TASKS, "the job was over before its creator was killed"
     [record] = agent_records(home)
     assert record["backend"] == "azure" and record["scheduler"].startswith("tls://127.0.0.1:")
@@ -150,11 +129,11 @@ def test_a_detached_azure_pool_makes_its_vms_in_its_agent_outlives_its_killed_cr
     # The scheduler's TLS certificate is a temporary one, held by the agent: said, not tried.
     assert "temporary certificate" in record["scheduler_unreachable"]
 
-    watcher = _script(tmp_path, "watcher", WATCHER, home)
+    watcher = start_script(tmp_path, "watcher", WATCHER, home)
     try:
         text, _ = watcher.communicate(timeout=300)
     finally:
-        _end(watcher)
+        end_script(watcher)
     lines = text.splitlines()
     assert f"counts [('succeeded', {TASKS})]" in lines, text
     assert f"attempts [(1, {TASKS})]" in lines, text
@@ -196,7 +175,7 @@ def test_an_azure_agent_stopped_while_its_scheduler_vm_boots_deletes_what_it_mad
     from batchnb.agent.registry import alive
     home, journal, noted = azure_home
     gate = tmp_path / "provisioned"
-    starter = _script(tmp_path, "starter", STARTER, home, json.dumps(_options(tmp_path)), str(journal), str(gate))
+    starter = start_script(tmp_path, "starter", STARTER, home, json.dumps(_options(tmp_path)), str(journal), str(gate))
     try:
         # The scheduler VM is asked for and held in provisioning (the gate) while the agent is told to stop.
         wait_for(lambda: journal_calls(journal, "virtual_machines.begin_create_or_update")
@@ -208,7 +187,7 @@ def test_an_azure_agent_stopped_while_its_scheduler_vm_boots_deletes_what_it_mad
         gate.touch()
         text, _ = starter.communicate(timeout=STARTUP)
     finally:
-        _end(starter)
+        end_script(starter)
     assert "refused BackendError" in text and "signal SIGTERM while the pool started" in text, text
     wait_for(lambda: not alive(record), 120, "the agent to end")
     made = sorted(args[1] for args in journal_calls(journal, "virtual_machines.begin_create_or_update"))
@@ -224,7 +203,7 @@ def test_an_azure_agent_stopped_while_its_scheduler_vm_boots_deletes_what_it_mad
 def test_an_azure_agent_killed_while_it_starts_is_said_so_and_leaves_its_vm_requested(tmp_path, azure_home):
     home, journal, noted = azure_home
     gate = tmp_path / "provisioned"
-    starter = _script(tmp_path, "starter", STARTER, home, json.dumps(_options(tmp_path)), str(journal), str(gate))
+    starter = start_script(tmp_path, "starter", STARTER, home, json.dumps(_options(tmp_path)), str(journal), str(gate))
     try:
         wait_for(lambda: journal_calls(journal, "virtual_machines.begin_create_or_update")
                  or starter.poll() is not None, STARTUP, "the scheduler VM to be asked for")
@@ -235,7 +214,7 @@ def test_an_azure_agent_killed_while_it_starts_is_said_so_and_leaves_its_vm_requ
         text, _ = starter.communicate(timeout=120)
     finally:
         gate.touch()
-        _end(starter)
+        end_script(starter)
     # The creator says how its agent ended (it said "no answer in time" when the pipe closed first).
     assert "refused BackendError" in text and "did not start (exit code -9)" in text, text
     # What the README says: a killed agent deletes nothing; the VM is left to its resource group.

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from detached_agents import agent_records, note_agents, stop_agents
+from detached_agents import agent_records, end_script, note_agents, start_script, stop_agents
 from waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 STARTUP = 240.0             # Slurm jobs or gateway workers, on a loaded 2-core machine
 
 
@@ -34,21 +30,6 @@ def detached_home(tmp_path, monkeypatch):
     noted: set = set()
     yield home, noted
     stop_agents(home, noted, timeout=60)
-
-
-def _script(tmp_path: Path, name: str, text: str, home: Path, *args: str) -> subprocess.Popen:
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(text))
-    env = {**os.environ, "BATCHNB_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 SLURM_CREATOR = """
@@ -92,7 +73,7 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
     home, noted = detached_home
     out = tmp_path / "out.txt"
     prefix = "bnb-hpc-detached-"
-    creator = _script(tmp_path, "creator", SLURM_CREATOR, home, str(out))
+    creator = start_script(tmp_path, "creator", SLURM_CREATOR, home, str(out))
     try:
         try:
             wait_for(lambda: out.exists() or creator.poll() is not None, STARTUP, "the first task to run")
@@ -104,7 +85,7 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
             os.killpg(creator.pid, signal.SIGKILL)          # the driver dies, with everything in its group
             creator.wait(10)
         finally:
-            _end(creator)
+            end_script(creator)
         assert len(out.read_text().splitlines()) < 20, "the job was over before its creator was killed"
         [record] = agent_records(home)
         assert record["backend"] == "slurm" and record["address"].startswith("tls://127.0.0.1:")
@@ -112,11 +93,11 @@ def test_a_detached_slurm_pool_outlives_its_killed_creator_and_close_cancels_its
         assert "temporary certificate" in record["scheduler_unreachable"]
         pool = bnb.Pool.connect("hpc-detached")
         try:
-            watcher = _script(tmp_path, "watcher", WATCHER, home, "hpc-detached", "mixed", "py")
+            watcher = start_script(tmp_path, "watcher", WATCHER, home, "hpc-detached", "mixed", "py")
             try:
                 text, _ = watcher.communicate(timeout=300)
             finally:
-                _end(watcher)
+                end_script(watcher)
             lines = text.splitlines()
             assert "counts [('succeeded', 21)]" in lines, text
             assert "attempts [(1, 21)]" in lines, text
@@ -168,24 +149,24 @@ def test_a_detached_gateway_pool_runs_its_job_without_its_creator_and_close_stop
     home, noted = detached_home
     out = tmp_path / "out.txt"
     before = clusters()
-    creator = _script(tmp_path, "creator", GATEWAY_CREATOR, home, gateway_server.address, gateway_server.user,
+    creator = start_script(tmp_path, "creator", GATEWAY_CREATOR, home, gateway_server.address, gateway_server.user,
                       gateway_server.password, str(out))
     try:
         try:
             text, _ = creator.communicate(timeout=STARTUP + 60)
         finally:
             note_agents(home, noted)
-            _end(creator)
+            end_script(creator)
         assert text.splitlines()[-1:] == ["left"], text
         made = clusters() - before
         assert len(made) == 1, made             # the agent's cluster runs with no client of it left
         [record] = agent_records(home)
         assert record["backend"] == "gateway" and record["address"].startswith("tls://127.0.0.1:")
-        watcher = _script(tmp_path, "watcher", WATCHER, home, "team-detached", "few")
+        watcher = start_script(tmp_path, "watcher", WATCHER, home, "team-detached", "few")
         try:
             text, _ = watcher.communicate(timeout=300)
         finally:
-            _end(watcher)
+            end_script(watcher)
         assert "counts [('succeeded', 5)]" in text.splitlines(), text
         assert "attempts [(1, 5)]" in text.splitlines(), text
         pool = bnb.Pool.connect("team-detached")
