@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
 from detached_agents import agent_records, end_script, note_agents, start_script, stop_agents
