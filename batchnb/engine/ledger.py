@@ -400,10 +400,9 @@ class Ledger(LedgerQueries, ScheduleRecords):
 
     def delete_job(self, job_id: str) -> None:
         with self._tx() as con:
-            for table, col in (("attempts", "job_id"), ("tasks", "job_id"), ("events", "job_id"), ("jobs", "id")):
+            for table, col in (("attempts", "job_id"), ("tasks", "job_id"), ("events", "job_id"), ("jobs", "id"),
+                               ("task_arrays", "job_id")):
                 con.execute(f"DELETE FROM {table} WHERE {col} = ?", (job_id,))
-            if self._has_arrays():
-                con.execute("DELETE FROM task_arrays WHERE job_id = ?", (job_id,))
 
 
 _default_ledger: Ledger | None = None

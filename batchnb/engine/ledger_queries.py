@@ -32,9 +32,7 @@ _ENDED = tuple(sorted(s.value for s in TERMINAL_TASK_STATES))
 
 
 def put_array(con, job_id: str, array_id: str, record: str, now: float | None) -> None:
-    """Upsert an array's record on an open transaction (its table is made on first use)."""
-    con.execute("CREATE TABLE IF NOT EXISTS task_arrays(job_id TEXT NOT NULL COLLATE NOCASE, id TEXT NOT NULL, "
-                "spec TEXT NOT NULL, created REAL, PRIMARY KEY(job_id, id))")
+    """Upsert an array's record on an open transaction."""
     con.execute("INSERT INTO task_arrays(job_id, id, spec, created) VALUES (?,?,?,?) "
                 "ON CONFLICT(job_id, id) DO UPDATE SET spec = excluded.spec", (job_id, array_id, record, now))
 
@@ -130,28 +128,20 @@ class LedgerQueries:
             yield row[0]
 
         # A map's tasks share one array record (engine/arrays.py): its call and argument chunks.
-        if self._has_arrays():
-            import base64
-            for (text,) in self._con().execute("SELECT spec FROM task_arrays"):
-                rec = json.loads(text)
-                kept = base64.b64decode(rec["call"]) + "\n".join(c["url"] for c in rec["chunks"].values()).encode()
-                yield json.dumps({"python": {"payload": base64.b64encode(kept).decode("ascii")}})
+        import base64
+        for (text,) in self._con().execute("SELECT spec FROM task_arrays"):
+            rec = json.loads(text)
+            kept = base64.b64decode(rec["call"]) + "\n".join(c["url"] for c in rec["chunks"].values()).encode()
+            yield json.dumps({"python": {"payload": base64.b64encode(kept).decode("ascii")}})
 
     # -- task arrays and the ready tasks paged in (engine/arrays.py, engine/taskstore.py) -------
-    def _has_arrays(self) -> bool:
-        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'task_arrays'"))
-
     def array(self, job_id: str, array_id: str) -> str | None:
         """The JSON record of one of the job's task arrays."""
-        if not self._has_arrays():
-            return None
         rows = self._query("SELECT spec FROM task_arrays WHERE job_id = ? AND id = ?", (job_id, array_id))
         return rows[0][0] if rows else None
 
     def arrays_of(self, job_id: str) -> list[str]:
         """The ids of the job's task arrays (one per ``job.map``), oldest first."""
-        if not self._has_arrays():
-            return []
         return [r[0] for r in self._query("SELECT id FROM task_arrays WHERE job_id = ? ORDER BY created, rowid",
                                           (job_id,))]
 

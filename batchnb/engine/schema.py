@@ -107,6 +107,14 @@ def _v6_roles(con: sqlite3.Connection) -> None:
       role TEXT NOT NULL, granted REAL NOT NULL, granted_by TEXT, PRIMARY KEY(pool, identity, job_id))""")
 
 
+def _v7_task_arrays(con: sqlite3.Connection) -> None:
+    # A job.map's one array record (engine/arrays.py): its call pickled once and its argument chunks;
+    # the map's tasks rows only point into it. Ledgers that ran a map before this step have the table.
+    con.execute("""CREATE TABLE IF NOT EXISTS task_arrays(
+      job_id TEXT NOT NULL COLLATE NOCASE, id TEXT NOT NULL, spec TEXT NOT NULL, created REAL,
+      PRIMARY KEY(job_id, id))""")
+
+
 #: ``(version, what it changes, step)`` in order; step ``n`` takes a file from version n - 1 to n.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "the jobs, tasks, attempts, events, nodes and audit tables", _v1_tables),
@@ -116,6 +124,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (4, "task_counts: per-job per-state counters kept by triggers on tasks", add_task_counters),
     (5, "audit.target, .outcome and .pool; triggers make the audit table append-only", _v5_audit_append_only),
     (6, "the roles table: reader, contributor, owner of a detached pool or one of its jobs", _v6_roles),
+    (7, "the task_arrays table: one record per job.map, its tasks pointing into it", _v7_task_arrays),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert [n for n, _, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations must be numbered 1, 2, ..."
