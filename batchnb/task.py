@@ -179,6 +179,12 @@ class Task:
             raise TaskFailed(f"task {self.task_id!r} of job {self.job.id!r} {state.value}: "
                              f"{failure.get('message') or 'no message'}")
         import cloudpickle
+        remote = self._remote()
+        data = remote(self.job.id, self.task_id, "result") if remote is not None else self._result_bytes(row)
+        return None if data is None else cloudpickle.loads(data)
+
+    def _result_bytes(self, row: dict | None = None) -> bytes | None:
+        row = row or self._row()
         if row["result_url"]:
             import fsspec
             url = row["result_url"]
@@ -186,10 +192,17 @@ class Task:
             options = getattr(engine, "storage_options", None) or _config.get("storage-options") or {}
             opts = options.get(url.split("://")[0], {})
             with fsspec.open(url, "rb", **opts) as fh:
-                return cloudpickle.loads(fh.read())
-        return None if row["result"] is None else cloudpickle.loads(row["result"])
+                return fh.read()
+        return row["result"]
+
+    def _remote(self):
+        # A detached pool's client: the task's files are where its agent runs, maybe on another machine.
+        return getattr(getattr(self.job.pool, "_engine", None), "task_output", None)
 
     def _log(self, name: str) -> str:
+        remote = self._remote()
+        if remote is not None:
+            return remote(self.job.id, self.task_id, "log", name=name)
         attempts = self.attempts
         if not attempts:
             return ""
@@ -226,6 +239,9 @@ class Task:
             raise SpecError("stream", stream, "is 'stdout' or 'stderr'")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise SpecError("n", n, "is a number of lines: an int, 0 or more")
+        remote = self._remote()
+        if remote is not None:
+            return remote(self.job.id, self.task_id, "tail", n=n, stream=stream)
         attempts = self.attempts
         if attempts and attempts[-1]["state"] == "running" and self.job._dispatched_here():
             from .engine.reactivate import live_tail

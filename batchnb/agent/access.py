@@ -44,6 +44,10 @@ NEEDS: dict[str, tuple[str, str] | None] = {
     # is an owner's, but for ENGINE_READS.
     "extension_get:read": ("reader", "any"), "extension_get:call": ("contributor", "pool"),
     "extension_get:engine": ("owner", "pool"),
+    # Reads: a job's queries and its tasks' files need a role on that job; the pool's named queries
+    # any role (as its events do); a raw SELECT can read any table, so a role on the pool.
+    "ledger_read:job": ("reader", "job"), "ledger_read:pool": ("reader", "any"),
+    "ledger_read:sql": ("reader", "pool"), "task_output": ("reader", "job"),
     "close_pool": ("owner", "pool"), "issue_credentials": ("owner", "pool"),
     "grant": ("owner", "job"), "revoke": ("owner", "job"),
 }
@@ -64,6 +68,9 @@ def need(op: str, kwargs: dict, job_exists=None) -> tuple[str, str, str | None] 
         key = "open_job:attach" if attach else "open_job:create"
     elif op == "pool_call":
         key = f"pool_call:{kwargs.get('method')}"
+    elif op == "ledger_read":
+        key = "ledger_read:sql" if kwargs.get("method") == "_query" else \
+            "ledger_read:job" if kwargs.get("job_id") else "ledger_read:pool"
     elif op == "extension_get":
         path = str(kwargs.get("path", ""))
         parts = path.split(".")

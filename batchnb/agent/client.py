@@ -37,6 +37,7 @@ from .access import client_security
 from .link import AgentLink
 from .tls import security_of
 from .proxy import EngineProxy
+from .reads import LedgerProxy
 
 if TYPE_CHECKING:
     import batchnb
@@ -193,10 +194,10 @@ def attach(pool, record: dict, security, process) -> None:
     if callable_policy:                  # shown as a Python policy; it runs in the agent
         spec = _with_policy(spec)
     pool.spec, pool.name, pool._record, pool._ended = spec, spec.name, record, ""
-    pool.ledger = Ledger(record["ledger"])
     pool.bus = EventBus()
     link = AgentLink(record, security, process)
     pool._agent = link
+    pool.ledger = LedgerProxy(link, record)       # its file is where the agent runs: read through it
     pool._engine = engine = EngineProxy(link, record, spec)
     try:
         hello = link.call("hello", pid=os.getpid())

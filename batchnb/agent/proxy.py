@@ -157,6 +157,10 @@ class EngineProxy:
         self.extensions: list = []          # they run in the agent
         self.closed = False
 
+    def task_output(self, job_id: str, task_id: str, what: str, **kwargs: Any) -> Any:
+        """A task's log, tail or pickled result, read by the agent (``Task`` asks this of a client's engine)."""
+        return self.link.call("task_output", job_id=job_id, task_id=task_id, what=what, **kwargs)
+
     def extension(self, cls: type) -> RemoteExtension:
         return RemoteExtension(self.link, cls)
 

@@ -37,6 +37,7 @@ from ..engine.events import PoolStalledChanged
 from ..errors import BatchError, SpecError
 from ..states import JobState
 from .access import RoleOps, allowed, need
+from .reads import ReadOps
 from .tls import identity_of
 from .wire import pack_error, pack_event
 
@@ -111,7 +112,7 @@ class EventLog:
         self._sub.close()
 
 
-class AgentHandlers(RoleOps):
+class AgentHandlers(RoleOps, ReadOps):
     """The operations of one agent, bound to the pool it runs."""
 
     def __init__(self, pool: batchnb.Pool, loop: asyncio.AbstractEventLoop, tls_files: dict | None = None):
@@ -130,7 +131,7 @@ class AgentHandlers(RoleOps):
 
     def handlers(self) -> dict:
         ops = ("hello", "bye", "open_job", "add_tasks", "terminate", "events", "pool_call", "extension_get",
-               "requested", "dispatcher_get", "close_pool", *RoleOps.OPS)
+               "requested", "dispatcher_get", "close_pool", *RoleOps.OPS, *ReadOps.OPS)
         return {f"bnb_{name}": self._guard(getattr(self, name)) for name in ops}
 
     def _guard(self, method):
@@ -196,6 +197,9 @@ class AgentHandlers(RoleOps):
     def _job(self, job_id: str):
         job = self.jobs.get(job_id.lower())
         if job is None:             # opened by a client before, through another path: re-attach
+            row = self.pool.ledger.job(job_id)
+            if row is not None and row["pool"] != self.pool.name:     # another pool's, in a shared ledger
+                raise SpecError("job", job_id, f"is a job of pool {row['pool']!r}, not of {self.pool.name!r}")
             job = self.jobs[job_id.lower()] = self.pool.job(job_id)
         return job
 
