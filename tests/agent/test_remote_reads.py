@@ -94,3 +94,33 @@ def test_a_client_with_its_own_home_runs_a_job_reading_nothing_of_the_agents_fol
     assert touched == [], touched
     # The agent's own ledger has the job (the client's home does not).
     assert pool.job("remote-reads").counts()["failed"] == 1
+
+
+def test_the_agent_serves_only_reads_and_a_job_reader_only_its_jobs_reads(shared, tmp_path):
+    import batchnb as bnb
+    pool, _ = shared
+    pool.job("mine").add_task("a", "true")
+    pool.job("theirs").add_task("b", "true")
+    with pytest.raises(AttributeError, match="through its agent"):
+        pool.ledger.delete_job                                  # a write is no query the proxy forwards
+    with pytest.raises(bnb.SpecError, match="not a ledger query") as err:
+        pool._agent.call("ledger_read", method="delete_job", args=[], kwargs={}, job_id="mine")
+    assert err.value.field == "method"
+    with pytest.raises(bnb.SpecError, match="only ask SELECT"):
+        pool.ledger._query("DELETE FROM jobs")
+    with pytest.raises(Exception, match="readonly|read-only|attempt to write"):
+        pool.ledger._query("WITH gone AS (SELECT 1) DELETE FROM jobs")     # SQLite opened it read-only
+    assert pool.ledger.job("mine")["id"] == "mine"
+
+    creds = pool.credentials("one-job", tmp_path / "one-job")
+    pool.grant("one-job", "reader", job="mine")
+    other = bnb.Pool.connect(pool.address, security=creds)
+    try:
+        assert other.ledger.job("mine")["id"] == "mine" and sum(other.ledger.task_counts("mine").values()) == 1
+        assert other.job("mine").task("a").task_id == "a"
+        with pytest.raises(bnb.PermissionDenied, match="theirs"):
+            other.ledger.tasks("theirs")
+        with pytest.raises(bnb.PermissionDenied):
+            other.ledger._query("SELECT * FROM roles")          # any table: a role on the pool
+    finally:
+        other.disconnect()
