@@ -8,6 +8,7 @@ Apart from :mod:`batchnb.node.runner` so that the Python-task code
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -369,6 +370,7 @@ def task_shared_dir(task_dir: Path) -> Path:
     return Path(task_dir) / "shared"
 
 
+@functools.lru_cache(maxsize=None)   # the password database, once per process (it was per attempt)
 def _user() -> str:
     import getpass
     try:

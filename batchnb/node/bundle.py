@@ -2,9 +2,11 @@
 
 The dispatcher sends tiny tasks together (see :mod:`batchnb.engine.bundles` for
 what is tiny) so that a task costs about its own work, not a Dask round trip.
-Each attempt is still run by :func:`batchnb.node.runner.run_attempt`, with its own
-folder, tails, exit code and record; the bundle returns the records in the
-order it ran them.
+Each attempt is still its own, with its own folder, tails, exit code and record:
+a plain command (:func:`batchnb.node.launcher.plain`) is started by the bundle's
+:class:`~batchnb.node.launcher.Launcher`, which sets up once what the bundle's
+commands share, any other attempt by :func:`batchnb.node.runner.run_attempt`.
+The bundle returns the records in the order it ran them.
 
 ``carried`` are successors sent along: ``(request, predecessor's task id)``.
 One runs only after its predecessor ran in this bundle and succeeded, with
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from . import launcher as _launcher
 from . import quickrun, runner
 from .attempt import AttemptRecord, AttemptRequest
 
@@ -28,7 +31,21 @@ class BundleRecords(list):
 
 def run_bundle(requests: list[AttemptRequest], carried: list = ()) -> BundleRecords:
     """Run ``requests`` one after another, then the ``carried`` whose predecessor succeeded here."""
-    out = BundleRecords(runner.run_attempt(req, drop=quickrun.drop_later) for req in requests)
+    launch = _launcher.Launcher()
+    try:
+        return _run(requests, carried, launch)
+    finally:
+        launch.close()
+
+
+def _attempt(req: AttemptRequest, launch) -> AttemptRecord:
+    if _launcher.plain(req):
+        return launch.run(req)
+    return runner.run_attempt(req, drop=quickrun.drop_later)
+
+
+def _run(requests, carried, launch) -> BundleRecords:
+    out = BundleRecords(_attempt(req, launch) for req in requests)
     out.carried_from = len(out)
     done: dict[str, AttemptRecord] = {r.task_id.lower(): r for r in out}
     for req, pred in carried:
@@ -38,7 +55,7 @@ def run_bundle(requests: list[AttemptRequest], carried: list = ()) -> BundleReco
         value = prev.result_url or prev.result
         if req.python is not None and value is not None:
             req = replace(req, dep_results={**req.dep_results, pred: value})
-        record = runner.run_attempt(req, drop=quickrun.drop_later)
+        record = _attempt(req, launch)
         out.append(record)
         done[record.task_id.lower()] = record
     return out
