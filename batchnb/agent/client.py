@@ -57,6 +57,12 @@ class DetachedPool:
     _pool_class: type
 
     def __init__(self, name: str = "local", *args: Any, detached: bool = True, **kwargs: Any) -> None:
+        from . import beside
+        if beside.wanted(args, kwargs):         # the agent runs in the gateway cluster's scheduler
+            record, security = beside.start(self._pool_class, task_id(name, "pool name"), args, kwargs,
+                                            _config.seconds("agent-start-timeout"))
+            attach(self, record, security, None)
+            return
         record, process = start_agent(self._pool_class, name, args, kwargs)
         attach(self, record, None, process)
 
@@ -169,7 +175,7 @@ def connect(pool_class: type, name_or_address: str, security: Any = None) -> bat
     try:
         record = registry.find(name_or_address)
     except SpecError:
-        if security is None or not str(name_or_address).startswith("tls://"):
+        if security is None or not str(name_or_address).startswith(("tls://", "gateway://")):
             raise
         record = None
     pool = object.__new__(client_class(pool_class))
@@ -177,6 +183,8 @@ def connect(pool_class: type, name_or_address: str, security: Any = None) -> bat
         link = AgentLink({"name": name_or_address, "address": name_or_address}, security)
         try:
             record = link.call("describe")
+            # An agent beside a gateway's scheduler knows no address of its own: it is the cluster's.
+            record["address"] = record.get("address") or name_or_address
         finally:
             link.close(say_bye=False)
     attach(pool, record, security, None)

@@ -137,8 +137,24 @@ class AgentLink:
     def agent_alive(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
+        if self.pid is None:            # beside a remote scheduler: alive while it answers
+            return self._answers()
         from . import registry
         return self.pid is not None and registry.alive({"pid": self.pid})
+
+    def _answers(self) -> bool:
+        from distributed.core import rpc
+
+        async def ask():
+            r = rpc(self.address, connection_args=self._security.get_connection_args("client"), timeout=5)
+            try:
+                await r.bnb_whoami()
+                return True
+            except Exception:  # noqa: BLE001 - any failure to answer is an agent out of reach
+                return False
+            finally:
+                await r.close_rpc()
+        return asyncio.run(ask())
 
     def wait_agent_gone(self, timeout: float) -> bool:
         """Wait (bounded) until the agent's process has ended; True if it has."""

@@ -64,8 +64,9 @@ class GatewayBackend(Backend):
     ``cluster_options`` (a mapping of the gateway's cluster options, for a new cluster),
     ``auth`` (``"basic"``, ``"kerberos"``, ``"jupyterhub"`` or a ``dask_gateway`` auth
     object; default from ``dask.config``), ``proxy_address``, ``shutdown_on_close``
-    (default: whether the pool made the cluster) and ``start_timeout`` (seconds for the
-    cluster and its first workers to come up).
+    (default: whether the pool made the cluster), ``start_timeout`` (seconds for the
+    cluster and its first workers to come up) and ``agent_on_scheduler`` (with
+    ``detached=True``: the pool's agent runs in the cluster's scheduler, :mod:`batchnb.agent.beside`).
     """
 
     name = "gateway"
@@ -74,10 +75,14 @@ class GatewayBackend(Backend):
 
     def __init__(self, spec, *, address: str | None = None, cluster_name: str | None = None,
                  cluster_options: Mapping | None = None, auth=None, proxy_address: str | int | None = None,
-                 shutdown_on_close: bool | None = None, start_timeout: float = 120.0, **options):
+                 shutdown_on_close: bool | None = None, start_timeout: float = 120.0,
+                 agent_on_scheduler: bool = False, **options):
         super().__init__(spec, **options)
         if options:
             raise BackendError(f"the gateway backend does not take option(s) {sorted(options)}")
+        if agent_on_scheduler is not False:
+            raise SpecError("agent_on_scheduler", agent_on_scheduler, "puts a detached pool's agent in its "
+                            "cluster's scheduler: it needs detached=True")
         address = address if address is not None else dask.config.get("gateway.address", None)
         if not isinstance(address, str) or not address.startswith(("http://", "https://")):
             raise SpecError("address", address, "expected the gateway's URL, such as 'http://127.0.0.1:8000'")
