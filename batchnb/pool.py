@@ -32,6 +32,7 @@ from .engine.dispatcher import Dispatcher
 from .errors import BackendError, SpecError
 from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
+from .engine.nodes import natural_order
 from .extensions.logs import check_logs_url
 from .extensions.monitoring import PoolMonitoring
 from .spec.model import JobSpec, PoolSpec
@@ -135,11 +136,16 @@ class Pool(PoolMonitoring, PoolAccess):
         from .engine.spotfallback import check_spot_fallback
         check_spot_fallback(spot_fallback)
         logs_url = check_logs_url(logs_url)     # before any node starts
-        self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
-        self.bus = EventBus()
-        storage = {**(_config.get("storage-options") or {}), **(storage_options or {})}
         from .cost.prices import check_prices   # an unknown vm_size fails here, before any node starts
         prices = check_prices(price_table, self.spec)
+        undo_warm_up = get_backend(backend).warm_up(self.spec, backend_options)     # nodes start booting now
+        try:
+            self.ledger = ledger if isinstance(ledger, Ledger) else (Ledger(ledger) if ledger else default_ledger())
+        except BaseException:
+            undo_warm_up()
+            raise
+        self.bus = EventBus()
+        storage = {**(_config.get("storage-options") or {}), **(storage_options or {})}
         backend_obj = get_backend(backend)(self.spec, **backend_options)
         self.client = backend_obj.start()
         try:
@@ -218,7 +224,7 @@ class Pool(PoolMonitoring, PoolAccess):
             for n in self._dispatcher.nodes.nodes.values():
                 running = tuple(t for key in n.running for t in self._dispatcher.task_ids(key))
                 out.append(NodeInfo(n.node_id, n.group, n.state.value, running, n.slots, n.used, n.cpu, n.memory))
-            return sorted(out, key=lambda i: (i.group, _natural(i.id)))
+            return sorted(out, key=lambda i: (i.group, natural_order(i.id)))
         return self._dispatcher.call(snapshot)
 
     def preempt(self, node_id: str) -> None:
@@ -431,11 +437,6 @@ def _check_backend_options(backend: str, options: dict) -> None:
             # The value is not shown: a misspelt keyword may well carry a credential.
             raise SpecError(name, None, hint, message=f"{name}: not a keyword of bnb.Pool nor an option of "
                                                       f"the {backend!r} backend; {hint}")
-
-
-def _natural(node_id: str):
-    head, _, tail = node_id.rpartition("-")
-    return (head, int(tail)) if tail.isdigit() else (node_id, 0)
 
 
 @atexit.register

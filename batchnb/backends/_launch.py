@@ -1,9 +1,12 @@
 """The driver's side of the node launcher (:mod:`batchnb.node.warmstart`).
 
-A local pool starts its launcher first, before it imports ``distributed`` or
-starts its scheduler: the launcher imports a worker's code meanwhile, on the
-other core, and each node is then a fork of it rather than a fresh
-interpreter importing it all again. Nothing here imports ``distributed``.
+A local pool starts its launcher first, as soon as its arguments are checked
+(:func:`prestart`, from the backend's ``warm_up``), before it opens its ledger,
+imports Dask or starts its scheduler: the launcher imports a worker's code
+meanwhile, on the other core, and each node is then a fork of it rather than a
+fresh interpreter importing it all again. Nothing here imports Dask: when the
+driver has not loaded ``dask.config`` yet, the launcher reads the same files
+and variables itself and is told only the level of its logs.
 
 The launcher is a command in a session of its own (as the node commands
 were), given the driver's ``sys.path`` and Dask config; it hears of new nodes
@@ -24,9 +27,9 @@ import sys
 import threading
 from collections.abc import Callable
 
-import dask.config
+from ..node.warmstart import REPORT_FD, SILENCE, level_name, silence
 
-from ..node.warmstart import REPORT_FD
+__all__ = ["Launcher", "prestart", "take", "silence"]
 
 log = logging.getLogger("batchnb.backends.local")
 
@@ -46,15 +49,22 @@ class Launcher:
         self._ids = itertools.count()
         self._proc: subprocess.Popen | None = None
         self._closed = False
+        #: set once the launcher has also imported what nodes would import after their fork
+        self.warm = threading.Event()
         with self._lock:
             self._start()
 
     def _start(self) -> None:
-        config = copy.deepcopy(dask.config.global_config)
-        silence(config, self.silence_logs)
         read, write = os.pipe()
-        env = {**os.environ, REPORT_FD: str(write), "BATCHNB_SYS_PATH": json.dumps(sys.path),
-               "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(config)}
+        env = {**os.environ, REPORT_FD: str(write), "BATCHNB_SYS_PATH": json.dumps(sys.path)}
+        dask_config = sys.modules.get("dask.config")
+        if dask_config is not None:     # what the driver set, as a nanny hands it to its worker
+            config = copy.deepcopy(dask_config.global_config)
+            silence(config, self.silence_logs)
+            env["DASK_INTERNAL_INHERIT_CONFIG"] = dask_config.serialize(config)
+        elif level_name(self.silence_logs) is not None:
+            # Importing Dask here would hold the launcher back by as long; nothing was set in it yet.
+            env[SILENCE] = level_name(self.silence_logs)
         try:
             proc = subprocess.Popen([sys.executable, "-c", _BOOT], env=env, stdin=subprocess.PIPE,
                                     pass_fds=(write,), start_new_session=True)
@@ -94,6 +104,9 @@ class Launcher:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     what, *args = line.decode().split()
+                    if what == "warm":
+                        self.warm.set()
+                        continue
                     with self._lock:
                         if what == "started":
                             on_start, on_exit = starting.pop(int(args[0]))
@@ -121,6 +134,10 @@ class Launcher:
         for on_exit in unstarted:
             on_exit(-1)
 
+    def running(self) -> bool:
+        with self._lock:
+            return not self._closed and self._proc.poll() is None
+
     def close(self, timeout: float = 5.0) -> None:
         """End the launcher (its nodes were closed by their pool; any left close by themselves)."""
         with self._lock:
@@ -137,14 +154,35 @@ class Launcher:
             proc.wait()
 
 
-def silence(config: dict, level) -> None:
-    """Set the node's ``distributed`` log level in the config it starts with (where distributed
-    looks for it), as LocalCluster's ``silence_logs`` does for its workers."""
-    if isinstance(level, bool) or not isinstance(level, (int, str)) or not level:
-        return
-    name = level if isinstance(level, str) else logging.getLevelName(level)
-    nested = {"logging", "logging-file-config"} & set(config.get("distributed", {}))
-    base = config["distributed"] if nested else config
-    logs = base.setdefault("logging", {})
-    if "logging-file-config" not in base and isinstance(logs, dict) and "version" not in logs:
-        logs["distributed"] = str(name).lower()
+_spare: list[Launcher] = []
+_spare_lock = threading.Lock()
+
+
+def prestart(silence_logs=logging.ERROR) -> Callable[[], None]:
+    """Start a launcher now, for the next local backend of this process to :func:`take`.
+
+    Returns what ends it if no backend took it (the pool failed before its nodes started).
+    """
+    with _spare_lock:
+        if not _spare:
+            _spare.append(Launcher(silence_logs))
+        launcher = _spare[-1]
+
+    def cancel() -> None:
+        with _spare_lock:
+            if launcher not in _spare:
+                return
+            _spare.remove(launcher)
+        launcher.close()
+    return cancel
+
+
+def take(silence_logs=logging.ERROR) -> Launcher:
+    """The launcher :func:`prestart` started, when it logs at this level and still runs; else a new one."""
+    with _spare_lock:
+        launcher = _spare.pop() if _spare else None
+    if launcher is not None and launcher.silence_logs == silence_logs and launcher.running():
+        return launcher
+    if launcher is not None:
+        launcher.close()
+    return Launcher(silence_logs)

@@ -20,6 +20,10 @@ from ..states import NodeGroup
 GROUPS = tuple(g.value for g in NodeGroup)      # ("dedicated", "spot")
 
 
+def _nothing() -> None:
+    pass
+
+
 class Backend:
     """Base class of the backends; see ``local.py`` for a whole one.
 
@@ -63,6 +67,16 @@ class Backend:
             params = list(inspect.signature(init).parameters.values())[2:]     # self, spec
             names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
         return frozenset(names)
+
+    @classmethod
+    def warm_up(cls, spec: PoolSpec, options: dict):
+        """Begin, before the pool opens its ledger and imports Dask, what :meth:`start` will wait for.
+
+        Called by the pool once its arguments are checked; returns what undoes it if the
+        pool fails before its backend starts. The local backend starts its node launcher
+        here. By default nothing.
+        """
+        return _nothing
 
     def start(self):
         """Start the initial nodes; return a ``distributed.Client``."""

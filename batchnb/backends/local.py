@@ -56,10 +56,16 @@ class LocalBackend(SpecClusterBackend):
         self.start_timeout = start_timeout
         self._launcher = None
 
+    @classmethod
+    def warm_up(cls, spec, options: dict):
+        # The launcher imports the nodes' code on another core while this one opens the ledger,
+        # imports Dask and starts the scheduler.
+        from ._launch import prestart
+        return prestart(options.get("silence_logs", logging.ERROR))
+
     def start(self):
-        from ._launch import Launcher
-        # First: the launcher imports the nodes' code on another core while this one starts the scheduler.
-        self._launcher = Launcher(self.silence_logs)
+        from ._launch import take
+        self._launcher = take(self.silence_logs)
         from distributed import Client, Scheduler, SpecCluster
         self.cluster = SpecCluster(
             scheduler={"cls": Scheduler, "options": {

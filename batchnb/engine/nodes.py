@@ -145,3 +145,9 @@ class NodeTable:
 
     def free_slots(self) -> int:
         return sum(n.free for n in self.nodes.values())
+
+
+def natural_order(node_id: str) -> tuple:
+    """A sort key that puts ``dedicated-2`` before ``dedicated-10``."""
+    head, _, tail = node_id.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (node_id, 0)
