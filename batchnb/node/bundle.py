@@ -3,8 +3,8 @@
 The dispatcher sends tiny tasks together (see :mod:`batchnb.engine.bundles` for
 what is tiny) so that a task costs about its own work, not a Dask round trip.
 Each attempt is still its own, with its own folder, tails, exit code and record:
-a plain command (:func:`batchnb.node.launcher.plain`) is started by the bundle's
-:class:`~batchnb.node.launcher.Launcher`, which sets up once what the bundle's
+a plain command (:func:`batchnb.node.cmdbatch.plain`) is started by the bundle's
+:class:`~batchnb.node.cmdbatch.CommandBatch`, which sets up once what the bundle's
 commands share, any other attempt by :func:`batchnb.node.runner.run_attempt`.
 The bundle returns the records in the order it ran them.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import launcher as _launcher
+from . import cmdbatch as _cmdbatch
 from . import quickrun, runner
 from .attempt import AttemptRecord, AttemptRequest
 
@@ -31,21 +31,21 @@ class BundleRecords(list):
 
 def run_bundle(requests: list[AttemptRequest], carried: list = ()) -> BundleRecords:
     """Run ``requests`` one after another, then the ``carried`` whose predecessor succeeded here."""
-    launch = _launcher.Launcher()
+    batch = _cmdbatch.CommandBatch()
     try:
-        return _run(requests, carried, launch)
+        return _run(requests, carried, batch)
     finally:
-        launch.close()
+        batch.close()
 
 
-def _attempt(req: AttemptRequest, launch) -> AttemptRecord:
-    if _launcher.plain(req):
-        return launch.run(req)
+def _attempt(req: AttemptRequest, batch) -> AttemptRecord:
+    if _cmdbatch.plain(req):
+        return batch.run(req)
     return runner.run_attempt(req, drop=quickrun.drop_later)
 
 
-def _run(requests, carried, launch) -> BundleRecords:
-    out = BundleRecords(_attempt(req, launch) for req in requests)
+def _run(requests, carried, batch) -> BundleRecords:
+    out = BundleRecords(_attempt(req, batch) for req in requests)
     out.carried_from = len(out)
     done: dict[str, AttemptRecord] = {r.task_id.lower(): r for r in out}
     for req, pred in carried:
@@ -55,7 +55,7 @@ def _run(requests, carried, launch) -> BundleRecords:
         value = prev.result_url or prev.result
         if req.python is not None and value is not None:
             req = replace(req, dep_results={**req.dep_results, pred: value})
-        record = _attempt(req, launch)
+        record = _attempt(req, batch)
         out.append(record)
         done[record.task_id.lower()] = record
     return out

@@ -1,4 +1,4 @@
-"""A bundle's launcher (batchnb/node/launcher.py): plain commands run with one setup per bundle,
+"""A bundle's command batch (batchnb/node/cmdbatch.py): plain commands run with one setup per bundle,
 and show what the runner shows: exit codes, logs and tails, Azure's variables, wall clocks, kills,
 folders. Real processes; the last test kills a real pool's worker in the middle of a bundle."""
 
@@ -15,7 +15,7 @@ import dask.config
 import psutil
 import pytest
 
-from batchnb.node import bundle, launcher, runner
+from batchnb.node import bundle, cmdbatch, runner
 from batchnb.node.attempt import TAIL_BYTES
 from batchnb.node.runner import AttemptRequest
 from waiting import wait_for
@@ -35,7 +35,7 @@ def add(x, y=0):
     return x + y
 
 
-def test_a_bundles_plain_commands_go_through_its_launcher_and_the_rest_through_the_runner(tmp_path, monkeypatch):
+def test_a_bundles_plain_commands_go_through_its_command_batch_and_the_rest_through_the_runner(tmp_path, monkeypatch):
     seen, real = [], runner.run_attempt
 
     def spy(req, **kw):
@@ -55,8 +55,8 @@ def test_a_bundles_plain_commands_go_through_its_launcher_and_the_rest_through_t
     assert seen == ["py", "secret"]
 
 
-def test_a_launched_command_shows_what_the_runner_shows(tmp_path):
-    launch = launcher.Launcher()
+def test_a_batched_command_shows_what_the_runner_shows(tmp_path):
+    batch = cmdbatch.CommandBatch()
     cases = {
         "vars": dict(command='echo "$AZ_BATCH_TASK_ID $AZ_BATCH_JOB_ID $AZ_BATCH_TASK_ATTEMPT"; pwd; '
                              'echo "$AZ_BATCH_TASK_WORKING_DIR $AZ_BATCH_TASK_DIR"; echo "$MINE"; '
@@ -69,7 +69,7 @@ def test_a_launched_command_shows_what_the_runner_shows(tmp_path):
         "beside": dict(command='echo note > "$AZ_BATCH_TASK_DIR/note.txt"'),
         "quiet": dict(command=["/bin/true"]),
     }
-    ours = {name: launch.run(request(tmp_path / "a", name, **kw)) for name, kw in cases.items()}
+    ours = {name: batch.run(request(tmp_path / "a", name, **kw)) for name, kw in cases.items()}
     theirs = {name: runner.run_attempt(request(tmp_path / "b", name, **kw)) for name, kw in cases.items()}
     def same_place(value):
         return value.replace(str(tmp_path / "b"), str(tmp_path / "a")) if isinstance(value, str) else value
@@ -89,7 +89,7 @@ def test_a_launched_command_shows_what_the_runner_shows(tmp_path):
     assert Path(ours["beside"].task_dir, "note.txt").read_text() == "note\n"
     # What holds nothing is gone when the bundle ends (no background removal to wait for) ...
     assert ours["quiet"].task_dir is None
-    launch.close()
+    batch.close()
     assert not list((tmp_path / "a" / "nodes").glob("*/workitems/j/quiet"))
     # ... and what is kept is readable by its owner only, as the runner makes it.
     kept = Path(ours["fails"].task_dir)
@@ -117,7 +117,7 @@ def test_an_attempt_that_left_nothing_lends_its_folder_to_the_next_which_finds_i
     assert sorted(p.name for p in workitems.iterdir()) == ["b", "d"]     # the others: nothing left
 
 
-def test_a_launched_commands_wall_clock_kills_its_whole_tree(tmp_path):
+def test_a_batched_commands_wall_clock_kills_its_whole_tree(tmp_path):
     pids = tmp_path / "pids"
     cmd = (f"trap '' TERM; echo $$ >> {pids}; "
            f"sh -c 'trap \"\" TERM; echo $$ >> {pids}; sleep 60' & "
@@ -183,7 +183,7 @@ def noop(x=None):
 def test_a_worker_killed_in_the_middle_of_a_bundle_of_commands_requeues_them_task_by_task(tmp_path, unique):
     from pools import temporary_pool
     mark, gate = tmp_path / "killed", tmp_path / "open"
-    with dask.config.set({"batchnb.bundle-target": "5s"}), temporary_pool("launcher", dedicated=1) as pool:
+    with dask.config.set({"batchnb.bundle-target": "5s"}), temporary_pool("cmdbatch", dedicated=1) as pool:
         warm = pool.job("warm")             # the pool learns its tasks are tiny: bundles start then
         warm.map(noop, range(20))
         assert warm.wait(quiet=True, timeout=120).ok
