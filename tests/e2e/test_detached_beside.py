@@ -29,6 +29,11 @@ CREATOR = """
                     dedicated=1, start_timeout=240, agent_on_scheduler=True, detached=True)
     job = pool.job("few")
     job.add_tasks([{"id": f"t{i}", "command": f"echo t{i}"} for i in range(5)])
+
+    def cube(x):                  # defined in __main__: travels by value to the scheduler's agent and the node
+        return x ** 3
+
+    job.submit(cube, 3, task_id="py")
     print("cluster", pool._record["cluster_name"], flush=True)
     pool.disconnect()
     print("left", flush=True)
@@ -54,6 +59,7 @@ try:
     job = pool.job("few")
     result = job.wait(timeout=240, quiet=True)
     out = {"counts": result.counts, "stdout": job.task("t3").stdout(), "ledger": str(pool.ledger.path),
+           "py": job.task("py").result(),
            "backend": pool.spec.backend, "address": pool.address}
 finally:
     pool.disconnect()
@@ -103,7 +109,7 @@ def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_read
         assert done.returncode == 0, done.stdout + done.stderr
         got = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
         out = got["out"]
-        assert out["counts"] == {"succeeded": 5} and out["stdout"] == "t3\n", out
+        assert out["counts"] == {"succeeded": 6} and out["stdout"] == "t3\n" and out["py"] == 27, out
         assert out["backend"] == "gateway" and out["address"].startswith("gateway://")
         assert out["ledger"] == str(folder / "batchnb" / "ledger.sqlite")
         assert [p for p in got["seen"] if p.startswith(str(folder))] == []
@@ -113,7 +119,7 @@ def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_read
             cluster = gateway.connect(name)
             try:
                 pool = bnb.Pool.connect(cluster.scheduler_address, security=cluster.security)
-                assert pool.job("few").counts()["succeeded"] == 5
+                assert pool.job("few").counts()["succeeded"] == 6
                 pool.close()            # the pool made the cluster: closing it shuts the cluster down
             finally:
                 cluster.close(shutdown=False)
