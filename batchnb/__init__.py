@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pool": "batchnb.pool", "NodeInfo": "batchnb.pool",
     "Job": "batchnb.job", "Task": "batchnb.task", "TaskInfo": "batchnb.task", "SubtaskInfo": "batchnb.task",
+    "TaskList": "batchnb.task",
     "JobResult": "batchnb.result", "Ledger": "batchnb.engine.ledger",
     "PriceTable": "batchnb.cost", "Cost": "batchnb.cost",
     "current_task": "batchnb.node.context", "TaskContext": "batchnb.node.context",
@@ -52,7 +53,7 @@ __all__ = [
     "MultiInstance", "NodeGroup", "NodeInfo", "NodeState", "OutputFile", "Pool", "PoolSpec", "PoolStalled",
     "PriceRefreshError", "Container", "PermissionDenied",
     "PriceTable", "ResourceFile", "Retry", "SpecError", "StagingError", "StartTask", "SubtaskInfo", "Task", "TaskFailed",
-    "TaskIdRange", "TaskInfo", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
+    "TaskIdRange", "TaskInfo", "TaskList", "TaskContext", "TaskSpec", "TaskState", "WaitTimeout", "current_ledger",
     "alerts", "current_task", "jobs", "pools", "prune", "spec",
     "JobPrep", "JobRelease", "JobStats", "TaskCounts",
     "Schedule", "ScheduleRun", "ScheduleSpec", "ScheduleState",

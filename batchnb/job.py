@@ -26,10 +26,12 @@ from . import _config
 from ._display import drawer
 from .errors import LeaseHeld, PoolStalled, SpecError, WaitTimeout
 from .spec.options import fn_name as _fn_name, job_options, task_options
+from .spec.resume import check_same as _check_same, recorded_options as _recorded_options
+from .spec.taskjson import task_of_stream as _task_spec
 from .engine.counters import JobStats, TaskCounts, job_stats
 from .engine.ledger import Ledger
 from .states import FAILED_TASK_STATES, LIVE_TASK_STATES, JobState, TaskState
-from .task import Task, TaskInfo, task_info
+from .task import Task, TaskInfo, TaskList, plain_lists, task_info
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -79,15 +81,6 @@ def open_job(pool, job_id, options: dict) -> "Job":
     return job
 
 
-def _check_same(spec: specs.JobSpec, row: dict) -> None:
-    old = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
-    if old != spec:
-        a, b = specs.to_dict(old), specs.to_dict(spec)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise SpecError("job", spec.id, f"exists in the ledger with other options ({', '.join(diff)}); "
-                        "use the same options to resume it, or another id")
-
-
 class Job:
     """A job on a pool: add tasks, watch them, wait for the end.
 
@@ -124,27 +117,28 @@ class Job:
         """Add one command-line task (a string runs under /bin/sh -c, a list as argv)."""
         return self.add_tasks([specs.TaskSpec(task_id, command, **options)], replace=replace)[0]
 
-    def add_tasks(self, tasks: Iterable[specs.TaskSpec | Mapping[str, Any]], *, replace: bool = False) -> list[Task]:
+    def add_tasks(self, tasks: Iterable[specs.TaskSpec | Mapping[str, Any]], *, replace: bool = False) -> TaskList:
         """Add many tasks (TaskSpecs or dicts); a dependency may name a task added before or in the same chunk.
 
         ``tasks`` may be any iterable, a generator of a million specs too: it is read in
         chunks of 10,000, never held whole, and each chunk is checked and written to the
         ledger in one transaction. A bad task raises a :class:`bnb.SpecError` naming it and
-        its field; the chunks before its own stay added (their tasks run)."""
+        its field; the chunks before its own stay added (their tasks run). Returns a :class:`TaskList`."""
         from .engine.arrays import CHUNK
+        from .engine.taskids import TaskIds
         disp = self._dispatcher()
-        out: list[Task] = []
+        out = TaskIds()
         it = iter(tasks)
         while True:
             chunk = []
             for t in itertools.islice(it, CHUNK):
                 chunk.append(t if isinstance(t, specs.TaskSpec) else _task_spec(t, len(out) + len(chunk), len(out)))
             if not chunk:
-                return out
+                return TaskList(self, out)
             runs = disp.call(disp.add_tasks, self._run.key, chunk, replace, timeout=None)
-            out.extend(Task(self, tr.spec.id) for tr in runs)
+            out.extend(tr.spec.id for tr in runs)
             if len(chunk) < CHUNK:
-                return out
+                return TaskList(self, out)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
         """Run ``fn(*args, **kwargs)`` as a task; Task handles in the arguments become
@@ -155,8 +149,8 @@ class Job:
         opts = task_options(fn, kwargs, "job.submit()")
         return self.add_tasks([self._python_spec(fn, args, kwargs, opts)], replace=opts.get("replace", False))[0]
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Task]:
-        """One task per item (as ``map``); task options as in :meth:`submit`."""
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> TaskList:
+        """One task per item (as ``map``); task options as in :meth:`submit`. A :class:`TaskList`."""
         if not callable(fn):
             raise SpecError("fn", fn, "expected a callable")
         prefix = kwargs.pop("task_prefix", None)
@@ -165,24 +159,47 @@ class Job:
             raise SpecError("task_id", opts["task_id"], "map() names its tasks itself; use task_prefix=")
         if self._array_fits(opts, kwargs):      # one array spec plus an index per task
             from .engine.jobmap import map_array
+            from .engine.taskids import TaskIds
             name = _fn_name(fn)
             start = 0 if prefix else next(self._auto_ids.setdefault(name, itertools.count()))
-            ids = map_array(self._dispatcher(), self._run.key, fn, name, iterables, kwargs, opts,
-                            (prefix, 0) if prefix else (f"{name}-", start), self._python_spec,
-                            lambda x: isinstance(x, Task) and self._own_task(x))
+            ids = (prefix, 0) if prefix else (f"{name}-", start)
+            n = map_array(self._dispatcher(), self._run.key, fn, name, iterables, kwargs, opts, ids,
+                          self._python_spec, lambda x: isinstance(x, Task) and self._own_task(x))
             if not prefix:
-                self._auto_ids[name] = itertools.count(start + len(ids))
-            return [Task(self, i) for i in ids]
+                self._auto_ids[name] = itertools.count(start + n)
+            return TaskList(self, TaskIds.counted(*ids, n))
         made = (self._python_spec(fn, args, dict(kwargs), {**opts, **({"task_id": f"{prefix}{i}"} if prefix else {})})
                 for i, args in enumerate(zip(*iterables)))
         return self.add_tasks(made, replace=opts.get("replace", False))
+
+    def sweep(self, command: str, *ranges: range, id: str | None = None, **options: Any) -> TaskList:
+        """A command line task per value of ``ranges``, as Azure Batch's parametric sweep: ``{0}``
+        (``{0:04d}``...) in ``command`` and ``id`` is the first range's value, ``{1}`` the second's
+        (several ranges nest, the last fastest). Stored as one array spec: a million tasks add in
+        seconds. Task options as :meth:`add_task`'s. Returns a :class:`TaskList`.
+
+        >>> import batchnb as bnb
+        >>> with bnb.Pool("doc", dedicated=1) as pool:
+        ...     job = pool.job("frames")
+        ...     frames = job.sweep("echo frame {0:03d} of {1}", range(0, 6, 2), range(1, 3), id="f{0}-{1}")
+        ...     print(job.wait(quiet=True).ok, len(frames), frames[3].task_id, frames[3].stdout().strip())
+        True 6 f2-2 frame 002 of 2
+        """
+        from .engine.sweep import add_sweep, Sweep
+        from .engine.taskids import TaskIds
+        replace = bool(options.pop("replace", False))
+        sweep, ids = Sweep(command, ranges, id, options), TaskIds()
+        if getattr(self.pool, "_agent", None) is not None:      # a detached pool's agent: spec by spec
+            return self.add_tasks(sweep.specs(), replace=replace)
+        add_sweep(self._dispatcher(), self._run.key, sweep, replace, ids)
+        return TaskList(self, ids)
 
     def _array_fits(self, opts: dict, kwargs: dict) -> bool:
         """A map is one array spec unless its tasks need to be apart: dependencies, a priority
         (the ready order of tasks paged in from the ledger is the order of adding), a detached pool."""
         from .node.pycall import extract
         found: dict = {}
-        extract(kwargs, lambda x: isinstance(x, Task), found)
+        extract(plain_lists(kwargs), lambda x: isinstance(x, Task), found)
         return not found and not opts.get("depends_on") and not opts.get("priority") \
             and getattr(self.pool, "_agent", None) is None
 
@@ -193,7 +210,7 @@ class Job:
         return True
 
     def _python_spec(self, fn, args, kwargs, opts) -> specs.TaskSpec:
-        opts = dict(opts)
+        args, kwargs, opts = plain_lists(args), plain_lists(kwargs), dict(opts)
         opts.pop("replace", None)
         name = _fn_name(fn)
         task_id = opts.pop("task_id", None)
@@ -408,22 +425,3 @@ class Job:
         from .engine.jobrun import JobRun
         spec = specs.from_dict(specs.JobSpec, json.loads(row["spec"]))
         return cls(None, JobRun(spec, row["pool"], row["created"], state=JobState(row["state"])), ledger)
-
-
-def _task_spec(data, n: int, added: int) -> specs.TaskSpec:
-    """A task's spec from a dict, a SpecError naming the task (and how many went before it)."""
-    try:
-        return specs.from_dict(specs.TaskSpec, data)
-    except SpecError as exc:
-        name = data.get("id") if isinstance(data, dict) else None
-        raise SpecError(f"task {name!r} (number {n} given) {exc.field}", exc.value,
-                        f"{exc.problem}; the {added} tasks before its chunk were added") from None
-
-
-def _recorded_options(ledger: Ledger, job_id: str) -> dict:
-    row = ledger.job(job_id)
-    if row is None:
-        raise SpecError("job id", job_id, f"not in the ledger {ledger.path}")
-    data = json.loads(row["spec"])
-    data.pop("id", None)
-    return data

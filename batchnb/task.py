@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,11 +75,96 @@ class SubtaskInfo:
         return self.instance == 0
 
 
+class TaskList(Sequence):
+    """The tasks ``job.map``, ``job.sweep`` and ``job.add_tasks`` added, as a list of :class:`Task`
+    handles made when asked for: a million tasks cost their ids (a few numbers when they are
+    numbered in order), not a million handles.
+
+    It behaves as a read-only list: ``len``, indexing, slicing (a ``TaskList``), iteration,
+    ``in``, ``index``; ``list(tasks)`` makes every handle. Passed to ``job.submit`` or
+    ``job.map`` (even inside a list or dict) its tasks become dependencies, as a list's do.
+
+    >>> import batchnb as bnb
+    >>> with bnb.Pool("doc", dedicated=1) as pool:
+    ...     job = pool.job("tasklist")
+    ...     squares = job.map(pow, range(1000), [2] * 1000)
+    ...     print(len(squares), squares[7].task_id, squares[-1].task_id, len(squares[10:20]))
+    ...     print(job.submit(sum, squares[:4]).result())
+    1000 pow-7 pow-999 10
+    14
+    """
+
+    __slots__ = ("job", "_ids")
+
+    def __init__(self, job: batchnb.Job, ids: Sequence[str]) -> None:
+        self.job = job
+        self._ids = ids
+
+    @property
+    def task_ids(self) -> Sequence[str]:
+        """The ids, in the order the tasks were added (held compactly too)."""
+        return self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return TaskList(self.job, self._ids[i])
+        return Task(self.job, self._ids[i])
+
+    def __iter__(self):
+        job = self.job
+        for task_id in self._ids:
+            yield Task(job, task_id)
+
+    def __contains__(self, task) -> bool:
+        return isinstance(task, Task) and task.job.id.lower() == self.job.id.lower() \
+            and any(i == task.task_id for i in self._ids)
+
+    def index(self, task, start: int = 0, stop: int | None = None) -> int:
+        if isinstance(task, Task) and task.job.id.lower() == self.job.id.lower():
+            for k in range(start, len(self) if stop is None else stop):
+                if self._ids[k] == task.task_id:
+                    return k
+        raise ValueError(f"{task!r} is not in this TaskList")
+
+    def __add__(self, other) -> list:
+        return [*self, *other]
+
+    def __radd__(self, other) -> list:
+        return [*other, *self]
+
+    def __repr__(self) -> str:
+        # A task's repr reads its state from the ledger: shown for a few, counted for the rest.
+        n = len(self)
+        if n <= 6:
+            return repr(list(self))
+        head = ", ".join(repr(self[k]) for k in range(3))
+        return f"[{head}, ... {n - 4:,} more ..., {self[n - 1]!r}] ({n:,} tasks of job {self.job.id!r})"
+
+
+def plain_lists(obj):
+    """``obj`` with every TaskList in it (in lists, tuples, dicts) made a list of its handles,
+    so the tasks in a call's arguments are found as dependencies."""
+    if isinstance(obj, TaskList):
+        return list(obj)
+    if isinstance(obj, list):
+        return [plain_lists(x) for x in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(plain_lists(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: plain_lists(x) for k, x in obj.items()}
+    return obj
+
+
 def task_info(row) -> TaskInfo:
     spec = json.loads(row["spec"])
     failure = json.loads(row["failure"]) if row["failure"] else {}
     # A map's task refers to its array and names its function (engine/arrays.py).
     command = spec.get("command") or f"{(spec.get('python') or spec).get('name', '?')}(...)"
+    if spec.get("kind") == "command":       # a sweep's task: its template and which of its tasks it is
+        command = f"{spec['name']} (sweep task {spec['index']})"
     if isinstance(command, list):
         command = " ".join(command)
     return TaskInfo(row["id"], row["state"], row["exit_code"], row["attempts"], row["requeues"], row["node"],

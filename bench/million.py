@@ -8,9 +8,13 @@ session, so ``--limit-seconds`` can stop it cleanly at any point (even inside
 task counts last read from the ledger's counters, and the figures so far.
 
 ``--kind commands`` adds ``n`` command tasks (``/bin/true``) from a generator of
-TaskSpecs through ``job.add_tasks`` instead of a ``job.map``.
+TaskSpecs through ``job.add_tasks`` instead of a ``job.map``; ``--kind sweep`` adds them
+as one command template over ``range(n)`` (``job.sweep``, one array spec).
+``--detached`` runs the pool's engine in its agent process (``detached=True``) and
+reports the agent's peak RSS beside the driver's.
 
-Usage: ``python bench/million.py [--n N] [--kind map|commands] [--limit-seconds S] [--nodes K] [--keep]``
+Usage: ``python bench/million.py [--n N] [--kind map|commands|sweep] [--detached] [--limit-seconds S]
+[--nodes K] [--keep]``
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def noop(x):
     return x
 
 
-def driver(n: int, nodes: int, kind: str = "map") -> None:
+def driver(n: int, nodes: int, kind: str = "map", detached: bool = False) -> None:
     """The child: maps n tasks, waits, and prints a JSON progress line every second."""
     import batchnb as bnb
     state = {"phase": "starting pool", "counts": {}, "add_s": None, "run_s": None}
@@ -52,12 +56,16 @@ def driver(n: int, nodes: int, kind: str = "map") -> None:
             time.sleep(1.0)
 
     threading.Thread(target=report, daemon=True).start()
-    with bnb.Pool("million", dedicated=nodes) as pool:
+    with bnb.Pool("million", dedicated=nodes, detached=detached) as pool:
+        if detached:      # the parent samples the agent's memory too
+            state["agent_pid"] = next((p["pid"] for p in bnb.pools() if p["name"] == "million"), None)
         job = pool.job("million")
         state["phase"] = "adding"
         t1 = time.perf_counter()
         if kind == "map":
             job.map(noop, range(n))
+        elif kind == "sweep":     # one array spec: a template over an index
+            job.sweep("/bin/true {0}", range(n), id="c{0}")
         else:       # a generator: read in chunks, never held whole
             job.add_tasks(bnb.TaskSpec(f"c{i}", "/bin/true") for i in range(n))
         state["add_s"] = time.perf_counter() - t1
@@ -75,20 +83,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--limit-seconds", type=float, default=None)
     ap.add_argument("--nodes", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--kind", choices=("map", "commands"), default="map")
+    ap.add_argument("--kind", choices=("map", "commands", "sweep"), default="map")
+    ap.add_argument("--detached", action="store_true", help="the pool's engine runs in its agent process")
     ap.add_argument("--keep", action="store_true", help="keep the pool's home (its ledger) afterwards")
     ap.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.driver:
-        return driver(args.n, args.nodes, args.kind)
+        return driver(args.n, args.nodes, args.kind, args.detached)
     home = tempfile.mkdtemp(prefix="batchnb-million-")
     print(f"# n={args.n:,}, local pool of {args.nodes} nodes x 1 slot, home {home}; {load()} at start", flush=True)
     proc = subprocess.Popen([sys.executable, __file__, "--driver", "--n", str(args.n), "--nodes", str(args.nodes),
-                             "--kind", args.kind],
+                             "--kind", args.kind, *(["--detached"] if args.detached else [])],
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "BATCHNB_HOME": home},
                             start_new_session=True)
     last: dict = {}
-    peak = {"rss": 0.0, "ledger": 0.0, "wal": 0.0}
+    peak = {"rss": 0.0, "ledger": 0.0, "wal": 0.0, "agent": None}
 
     def sample():
         while proc.poll() is None:
@@ -96,6 +105,11 @@ def main() -> None:
                 peak["rss"] = peak_rss_mb(proc.pid)
             except (OSError, RuntimeError):  # it has just ended
                 return
+            if last.get("agent_pid"):
+                try:
+                    peak["agent"] = peak_rss_mb(last["agent_pid"])
+                except (OSError, RuntimeError):  # the agent has just ended: its last figure stands
+                    pass
             db, wal = ledger_mb(home)
             peak["ledger"], peak["wal"] = max(peak["ledger"], db), max(peak["wal"], wal)
             time.sleep(0.2)
@@ -107,6 +121,11 @@ def main() -> None:
         def stop():
             stopped.set()
             os.killpg(proc.pid, signal.SIGTERM)     # the driver and the pool's workers: its session
+            if last.get("agent_pid"):               # a detached pool's agent runs in a session of its own
+                try:
+                    os.killpg(os.getpgid(last["agent_pid"]), signal.SIGTERM)
+                except OSError:
+                    pass
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -129,7 +148,9 @@ def main() -> None:
     how = f"stopped at the {args.limit_seconds:g} s limit" if stopped.is_set() else f"exit {proc.returncode}"
     print(f"million {args.kind} (n={args.n:,}): {how}, phase {last.get('phase')!r} at {last.get('t', 0):,.1f} s, "
           f"counts {last.get('counts')}; add {secs(last.get('add_s'))} (target < 60 s), "
-          f"complete {secs(last.get('run_s'))}; driver peak RSS {peak['rss']:,.0f} MB (target < 1024); "
+          f"complete {secs(last.get('run_s'))}; driver peak RSS {peak['rss']:,.0f} MB (target < 1024)"
+          + (f", agent peak RSS {peak['agent']:,.0f} MB (target < 1024)" if peak["agent"] is not None else "")
+          + "; "
           f"ledger {db:,.0f} MB + WAL {wal:,.0f} MB now, peak {peak['ledger']:,.0f} + {peak['wal']:,.0f} MB "
           f"(target < 1024); {load()}", flush=True)
     if not args.keep:

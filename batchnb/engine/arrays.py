@@ -129,9 +129,11 @@ class ArrayBuilder:
                            "args": self.args, "chunk": self.chunk, "chunks": self.chunk_refs, "n": self.n})
 
 
-def task_refs(array_id: str, name: str) -> Callable[[int], str]:
-    """A task row's spec text: a reference into its array (made by the million: formatted once)."""
-    head, tail = f'{{"array": "{array_id}", "index": ', f', "name": {json.dumps(name)}}}'
+def task_refs(array_id: str, name: str, kind: str | None = None) -> Callable[[int], str]:
+    """A task row's spec text: a reference into its array (made by the million: formatted once);
+    a sweep's says so (``"kind": "command"``, its name the command line template)."""
+    more = f', "kind": {json.dumps(kind)}' if kind else ""
+    head, tail = f'{{"array": "{array_id}", "index": ', f', "name": {json.dumps(name)}{more}}}'
     return lambda index: f"{head}{index:d}{tail}"
 
 
@@ -147,10 +149,15 @@ class _Array:
     def __init__(self, record: dict, storage_options: dict):
         import cloudpickle
         self.record = record
-        self.fn, _, self.kwargs = cloudpickle.loads(base64.b64decode(record["call"]))
-        self.template = specs.from_dict(specs.TaskSpec, {
-            **record["template"], "id": "array-template",
-            "python": {"name": record["name"], "payload": "", "args_digest": "-"}})
+        if record.get("kind") == "command":     # a sweep (engine/sweep.py): a command line template
+            self.fn = self.kwargs = None
+            self.template = specs.from_dict(specs.TaskSpec, {**record["template"], "id": "array-template",
+                                                             "command": record["name"]})
+        else:
+            self.fn, _, self.kwargs = cloudpickle.loads(base64.b64decode(record["call"]))
+            self.template = specs.from_dict(specs.TaskSpec, {
+                **record["template"], "id": "array-template",
+                "python": {"name": record["name"], "payload": "", "args_digest": "-"}})
         self.storage = storage_options
         self.chunks: OrderedDict[int, list] = OrderedDict()
 
@@ -217,6 +224,8 @@ class Arrays:
                 and any("col" in a for a in arr.record["args"]):
             self.forget(job_id, array_id)        # added after it was read
             arr = self._array(job_id, array_id)
+        if arr.fn is None:
+            return sweep_spec(arr.record, arr.template, index)
         args = arr.args(index)
         payload = cloudpickle.dumps((arr.fn, args, arr.kwargs))
         call = specs.PythonCall(arr.record["name"], payload, cloudpickle.dumps((args, arr.kwargs)))
@@ -235,9 +244,11 @@ class Arrays:
         say so (same function name, options, keyword arguments and arguments at these indexes)."""
         a, b = self._array(job_id, old[0]), self._array(job_id, new[0])
         ra, rb = a.record, b.record
-        if (ra["name"], ra["template"], ra["kw"], len(ra["args"])) != (rb["name"], rb["template"], rb["kw"],
-                                                                      len(rb["args"])):
+        if (ra["name"], ra.get("id"), ra["template"], ra["kw"], len(ra["args"])) != (
+                rb["name"], rb.get("id"), rb["template"], rb["kw"], len(rb["args"])):
             return False
+        if ra.get("kind") == "command":
+            return params_of(ra, old[1]) == params_of(rb, new[1])
         for x, y in zip(ra["args"], rb["args"]):
             if ("range" in x) != ("range" in y):
                 return False
@@ -251,6 +262,22 @@ class Arrays:
             if ca is None or cb is None or ca["digest"] != cb["digest"]:
                 return a.args(old[1]) == b.args(new[1])
         return True
+
+
+def params_of(record: dict, index: int) -> tuple:
+    """The values task ``index`` of a sweep's array (engine/sweep.py: its record as stored) formats in."""
+    params, left = [], index
+    for a in reversed(record["args"]):
+        r = range(*a["range"])
+        left, k = divmod(left, len(r))
+        params.append(r[k])
+    return tuple(reversed(params))
+
+
+def sweep_spec(record: dict, template: specs.TaskSpec, index: int) -> specs.TaskSpec:
+    """Task ``index`` of a sweep's array as a TaskSpec."""
+    params = params_of(record, index)
+    return dataclasses.replace(template, id=record["id"].format(*params), command=record["name"].format(*params))
 
 
 def spec_of_row(arrays: Arrays, job_id: str, spec_text: str) -> specs.TaskSpec:

@@ -17,13 +17,14 @@ from .arrays import ArrayBuilder
 
 
 def map_array(disp, job_key: str, fn: Callable, name: str, iterables: tuple, kwargs: dict, opts: dict,
-              ids: tuple[str, int], python_spec: Callable, is_handle: Callable[[Any], bool]) -> list[str]:
-    """Add ``fn`` over ``iterables`` as arrays of tasks named ``ids[0] + str(ids[1] + i)``; their ids."""
+              ids: tuple[str, int], python_spec: Callable, is_handle: Callable[[Any], bool]) -> int:
+    """Add ``fn`` over ``iterables`` as arrays of tasks named ``ids[0] + str(ids[1] + i)``; how many
+    (their ids are not kept: a million of them would be most of a map's memory)."""
     replace = bool(opts.get("replace", False))
     template = {k: v for k, v in opts.items() if k != "replace"}
     builder = ArrayBuilder(fn, name, iterables, kwargs, template, ids, disp.engine.results_url,
                            disp.engine.storage_options)
-    out: list[str] = []
+    n = 0
     for first, rows in builder.chunks():
         found: dict = {}
         if builder.others:          # a range holds numbers, never a task
@@ -31,11 +32,12 @@ def map_array(disp, job_key: str, fn: Callable, name: str, iterables: tuple, kwa
         if found:
             made = [python_spec(fn, builder.args_of(first + k, row), dict(kwargs),
                                 {**opts, "task_id": builder.task_id(first + k)}) for k, row in enumerate(rows)]
-            out.extend(tr.spec.id for tr in disp.call(disp.add_tasks, job_key, made, replace, timeout=None))
+            disp.call(disp.add_tasks, job_key, made, replace, timeout=None)
+            n += len(rows)
             continue
         builder.store_chunk(first, rows)
         chunk_ids = [builder.task_id(first + k) for k in range(len(rows))]
         disp.call(disp.add_array_chunk, job_key, builder.id, builder.record(), chunk_ids, first, replace,
                   timeout=None)
-        out.extend(chunk_ids)
-    return out
+        n += len(rows)
+    return n

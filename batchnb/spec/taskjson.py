@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, fields
 
-from .codec import to_dict
+from .codec import from_dict, to_dict
+from ..errors import SpecError
 from .model import TaskSpec
 
 _PLAIN = (str, int, float, type(None))
@@ -50,3 +51,14 @@ def task_json(spec: TaskSpec) -> str:
         else:
             return json.dumps(to_dict(spec))
     return json.dumps(out)
+
+
+def task_of_stream(data, n: int, added: int) -> TaskSpec:
+    """A task's spec from a dict of a stream given to ``job.add_tasks``, a SpecError naming the
+    task (and how many went before it)."""
+    try:
+        return from_dict(TaskSpec, data)
+    except SpecError as exc:
+        name = data.get("id") if isinstance(data, dict) else None
+        raise SpecError(f"task {name!r} (number {n} given) {exc.field}", exc.value,
+                        f"{exc.problem}; the {added} tasks before its chunk were added") from None
