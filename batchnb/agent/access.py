@@ -106,6 +106,7 @@ class RoleOps:
     """The agent's operations on roles and credentials (mixed into :class:`~.rpc.AgentHandlers`)."""
 
     OPS = ("whoami", "describe", "roles", "grant", "revoke", "issue_credentials")
+    _granted: dict
     #: What ``describe`` leaves out of the registry record: paths of the owner's key files.
     PRIVATE = ("tls", "scheduler_security", "token")
 
@@ -128,6 +129,7 @@ class RoleOps:
             if role != "owner" and job is None:
                 self._keep_an_owner(identity)
             _roles.grant(self.pool.ledger, self.pool.name, identity, role, job, by=caller)
+            self._granted.clear()
             self.audit_record("role-grant", _target(self.pool.name, job), identity=caller, detail=f"{identity}: {role}")
         await self._run(granting)
 
@@ -137,6 +139,7 @@ class RoleOps:
             if job is None:
                 self._keep_an_owner(identity)
             held = _roles.revoke(self.pool.ledger, self.pool.name, identity, job)
+            self._granted.clear()           # a revoked role is refused from the next call on
             self.audit_record("role-revoke", _target(self.pool.name, job), identity=caller,
                               detail=f"{identity}" + ("" if held else " (held no role there)"))
         await self._run(revoking)

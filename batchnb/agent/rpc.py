@@ -52,6 +52,8 @@ POOL_CALLS = frozenset({"nodes", "preempt", "resize", "evaluate_autoscale", "aud
 DISPATCHER_TABLES = frozenset({"preps.blocked", "preps.releasing"})
 #: A client that neither polls nor calls for this long is gone (killed, or its machine asleep).
 CLIENT_SILENCE = 15.0
+#: Seconds a caller's allowed role is trusted without asking the roles table again.
+GRANT_FRESH = 2.0
 
 
 class EventLog:
@@ -124,6 +126,7 @@ class AgentHandlers(RoleOps, ReadOps):
         self.jobs: dict[str, Any] = {}                 # job key -> the agent's own Job
         self.clients: dict[str, float] = {}            # client id -> last heard of (monotonic)
         self.polling: dict[str, int] = {}              # client id -> polls waiting now
+        self._granted: dict[tuple, float] = {}          # (caller, role needed) -> allowed until (monotonic)
         self.greeted = False                           # a client has said hello (the creator, at first)
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
@@ -141,8 +144,8 @@ class AgentHandlers(RoleOps, ReadOps):
         async def handler(comm, client: str = "", **kwargs):
             caller = identity_of(comm)
             try:
-                needed = await self._run(need, name, kwargs, self._job_exists)
-                if caller is None or not await self._run(allowed, self.pool.ledger, self.pool.name, caller, needed):
+                needed, ok = await self._run(self._permitted, name, kwargs, caller)
+                if not ok:
                     raise await self._run(self.denied, caller, name, needed)
                 if client and name != "bye":
                     self.clients[client] = time.monotonic()
@@ -156,6 +159,21 @@ class AgentHandlers(RoleOps, ReadOps):
                 return {"error": pack_error(exc)}
         handler.__name__ = method.__name__
         return handler
+
+    def _permitted(self, op: str, kwargs: dict, caller: str | None) -> tuple:
+        """The role ``op`` needs and whether ``caller`` holds it. A yes is kept for ``GRANT_FRESH``
+        seconds (a client's reads are many, each would ask the roles table again); a grant or revoke
+        forgets every kept yes at once."""
+        needed = need(op, kwargs, self._job_exists)
+        if caller is None:
+            return needed, False
+        key, now = (caller, needed), time.monotonic()
+        if self._granted.get(key, 0.0) > now:
+            return needed, True
+        ok = allowed(self.pool.ledger, self.pool.name, caller, needed)
+        if ok:
+            self._granted[key] = now + GRANT_FRESH
+        return needed, ok
 
     def _job_exists(self, job_id) -> bool:
         return isinstance(job_id, str) and self.pool.ledger.job(job_id) is not None
