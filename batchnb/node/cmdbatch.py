@@ -137,8 +137,9 @@ class CommandBatch:
             out, err = os.open(out_path, _OPEN, 0o600), os.open(err_path, _OPEN, 0o600)
             try:
                 if req.max_wall_clock is None:
-                    code, timed_out = self._spawn_wait(key, argv, shell, wd, env, out, err), False
+                    (code, group), timed_out = self._spawn_wait(key, argv, shell, wd, env, out, err), False
                 else:       # the tree is watched and killed at the limit: proctree's loop
+                    group = None    # no Popen of ours to ask: its folder is removed, not lent
                     code, timed_out = _proctree.run(argv, shell=shell, cwd=wd, env=env, stdout_path=out_path,
                                                     stderr_path=err_path, timeout=req.max_wall_clock,
                                                     on_start=lambda proc: register_process(key, proc))
@@ -168,7 +169,7 @@ class CommandBatch:
                 record.category, record.message = EXIT_CODE, f"exit code {code}"
             elif not record.stdout_tail and not record.stderr_tail:
                 empty, as_made = _holds_nothing(req, task_dir)
-                if empty and as_made and self._spare is None:
+                if empty and as_made and self._spare is None and _gone(group):
                     self._spare, record.task_dir = task_dir, None   # no longer this attempt's: the next one's
                 elif empty and _remove(task_dir):
                     record.task_dir = None
@@ -204,13 +205,13 @@ class CommandBatch:
             except FileExistsError:     # made by an earlier run of the same attempt: reused, as the runner does
                 pass
 
-    def _spawn_wait(self, key, argv, shell, wd, env, out, err) -> int:
+    def _spawn_wait(self, key, argv, shell, wd, env, out, err) -> tuple[int, int]:
         if self._null is None:
             self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         proc = subprocess.Popen(argv, shell=shell, executable="/bin/sh" if shell else None, cwd=wd, env=env,
                                 stdin=self._null, stdout=out, stderr=err, start_new_session=True)
         register_process(key, proc)
-        return proc.wait()
+        return proc.wait(), proc.pid        # its process group's id: it leads a session of its own
 
 
 def _tail(fd: int) -> str:
@@ -239,6 +240,20 @@ def _holds_nothing(req: AttemptRequest, task_dir: str) -> tuple[bool, bool]:
         return True, as_made
     except OSError:
         return False, False
+
+
+def _gone(group: int | None) -> bool:
+    """Whether nothing is left of a command's process group: a process it left behind would have
+    its working directory in the next command's folder, were that folder lent on."""
+    if group is None:
+        return False
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def _remove(task_dir: str) -> bool:

@@ -117,6 +117,18 @@ def test_an_attempt_that_left_nothing_lends_its_folder_to_the_next_which_finds_i
     assert sorted(p.name for p in workitems.iterdir()) == ["b", "d"]     # the others: nothing left
 
 
+def test_a_folder_whose_command_left_a_process_behind_is_not_lent(tmp_path):
+    # The process left behind has its working directory in the folder: lent on, it would write
+    # into the next command's folder. Removed instead, its write finds no folder.
+    recs = bundle.run_bundle([
+        request(tmp_path, "leaves", command="(sleep 1; touch late) >/dev/null 2>&1 &"),
+        request(tmp_path, "next", command="sleep 3; ls -A"),
+    ])
+    assert recs[0].succeeded and recs[0].task_dir is None
+    assert recs[1].succeeded and recs[1].stdout_tail == "", recs[1]
+    assert not list((tmp_path / "nodes").glob("*/workitems/j/*/1/wd/late"))
+
+
 def test_a_batched_commands_wall_clock_kills_its_whole_tree(tmp_path):
     pids = tmp_path / "pids"
     cmd = (f"trap '' TERM; echo $$ >> {pids}; "
