@@ -115,7 +115,7 @@ class Job:
     def add_task(self, task_id: str | int, command: str | Sequence[str] | None = None, *, replace: bool = False,
                  **options: Any) -> Task:
         """Add one command-line task (a string runs under /bin/sh -c, a list as argv)."""
-        return self.add_tasks([specs.TaskSpec(task_id, command, **options)], replace=replace)[0]
+        return self._add_one(specs.TaskSpec(task_id, command, **options), replace)
 
     def add_tasks(self, tasks: Iterable[specs.TaskSpec | Mapping[str, Any]], *, replace: bool = False) -> TaskList:
         """Add many tasks (TaskSpecs or dicts); a dependency may name a task added before or in the same chunk.
@@ -147,7 +147,15 @@ class Job:
         if not callable(fn):
             raise SpecError("fn", fn, "expected a callable")
         opts = task_options(fn, kwargs, "job.submit()")
-        return self.add_tasks([self._python_spec(fn, args, kwargs, opts)], replace=opts.get("replace", False))[0]
+        return self._add_one(self._python_spec(fn, args, kwargs, opts), opts.get("replace", False))
+
+    def _add_one(self, spec: specs.TaskSpec, replace: bool) -> Task:
+        """Checked now; queued without waiting for the dispatcher when nothing about it needs its
+        answer (engine/posted.py): a loop of submits costs no round trip each."""
+        posted = getattr(self._dispatcher(), "posted", None)     # a detached pool's proxy has none
+        if posted is not None and not replace and posted.offer(self._run, spec):
+            return Task(self, spec.id)
+        return self.add_tasks([spec], replace=replace)[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> TaskList:
         """One task per item (as ``map``); task options as in :meth:`submit`. A :class:`TaskList`."""

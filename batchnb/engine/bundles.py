@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 
-from .. import _config
 from ..node.attempt import AttemptRequest
 from ..node import bundle as _bundle
 from ..node import runner
@@ -48,7 +47,8 @@ MAX_CARRIED = 500
 
 class Bundles:
     """Needs the dispatcher's ``jobs``, ``nodes``, ``batch``, ``engine``, ``preps``, ``_bundle_target``,
-    ``_avg_task_seconds`` and the outcome methods (``set_state``, ``finished``, ``fallback_group``)."""
+    ``_avg_task_seconds``, ``_inline_max`` and the outcome methods (``set_state``, ``finished``,
+    ``fallback_group``)."""
 
     @staticmethod
     def tiny(tr) -> bool:
@@ -104,7 +104,7 @@ class Bundles:
             env=spec.env, max_wall_clock=spec.max_wall_clock, node_root=self.engine.node_root,
             storage_options=self.engine.storage_options,
             result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{n}.pkl",
-            result_inline_max=int(_config.get("result-inline-max")), dep_results=deps,
+            result_inline_max=self._inline_max, dep_results=deps,
             app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages),
             node_group=node.group, job_prep=job.spec.prep is not None, container_runtime=self.engine.spec.container_runtime)
 

@@ -33,6 +33,7 @@ from .bundles import Bundles
 from .spotfallback import SpotFallback
 from .taskstore import TaskPaging
 from .results import Results
+from .posted import Posted
 from ..errors import BatchError
 from .events import EventBus, NodeStateChanged, PoolStalledChanged
 from .ledger import Batch, Ledger
@@ -66,6 +67,7 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
         self._node_poll = _config.seconds("node-poll")
         self._next_poll = 0.0
         self._bundle_target = _config.seconds("bundle-target")
+        self._inline_max = int(_config.get("result-inline-max"))   # read once: dask.config.get costs ~0.1 ms
         self._avg_task_seconds: float | None = None
         # Fetching results and cancelling futures talk to workers that may be dead: they run on
         # threads of their own, so the dispatcher's thread never waits on the network.
@@ -77,6 +79,8 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
         self._gatherer = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-gather-{engine.name}")
         self._releaser = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-release-{engine.name}")
         self._thread = threading.Thread(target=self._loop, name=f"batchnb-dispatch-{engine.name}", daemon=True)
+        self.posted = Posted(self)        # adds not waited for (job.submit): the ledger's reads wait for them
+        ledger.barriers.append(self.posted.wait)
 
     # -- the thread ----------------------------------------------------------
     def start(self) -> None:
@@ -138,6 +142,9 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
 
     def _answer_late_calls(self) -> None:
         """Calls queued while the pool closed get an error, never a wait that cannot end."""
+        self.posted.closed()
+        if self.posted.wait in self.ledger.barriers:
+            self.ledger.barriers.remove(self.posted.wait)
         while True:
             try:
                 item = self._q.get_nowait()
@@ -172,6 +179,7 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
                 unrecorded = None
             except Exception as exc:  # noqa: BLE001 - answered below, then raised to the loop
                 unrecorded = exc
+            self.posted.recorded()        # its tasks' rows are in either way (add_tasks commits them)
             for reply, result, exc in replies:
                 if reply is None or reply.done():
                     continue

@@ -23,9 +23,10 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..errors import LeaseHeld, LedgerError
+from .ledger_batch import TASK_COLUMNS, Batch, write_batch
 from .ledger_queries import LedgerQueries, put_array
 from .ledger_mode import tighten
 from .ledger_repair import sqlite_error, verify
@@ -34,11 +35,6 @@ from .schema import SCHEMA_VERSION, check_version, file_version, migrate
 
 log = logging.getLogger("batchnb.ledger")
 
-TASK_COLUMNS = ("state", "attempts", "requeues", "exit_code", "node", "failure", "result", "result_url",
-                "updated", "ended")
-ATTEMPT_COLUMNS = ("node", "state", "dispatched", "start", "end", "exit_code", "category", "message", "task_dir",
-                   "bytes_in", "bytes_out", "stage_in_seconds", "stage_out_seconds", "stdout_tail", "stderr_tail",
-                   "slots")
 #: Every column of the tasks table (what :meth:`Ledger.tasks` may be asked for).
 TASK_TABLE_COLUMNS = ("job_id", "id", "seq", "spec", "created", *TASK_COLUMNS)
 
@@ -106,69 +102,6 @@ def default_path() -> Path:
     return Path(configured).expanduser() if configured else _config.home() / "ledger.sqlite"
 
 
-class Batch:
-    """The writes of one turn of the dispatcher, committed together."""
-
-    def __init__(self):
-        self.statements: list[tuple[str, tuple]] = []
-        self.job_of: dict[int, str] = {}     # statement index -> job id, for the lease fence
-
-    def __bool__(self):
-        return bool(self.statements)
-
-    def _add(self, sql: str, params: tuple, job_id: str | None) -> None:
-        if job_id is not None:
-            self.job_of[len(self.statements)] = job_id
-        self.statements.append((sql, params))
-
-    def task(self, job_id: str, task_id: str, **cols: Any) -> None:
-        bad = set(cols) - set(TASK_COLUMNS)
-        if bad:
-            raise LedgerError(f"unknown task columns {sorted(bad)}")
-        sets = ", ".join(f"{c} = ?" for c in cols)
-        self._add(f"UPDATE tasks SET {sets} WHERE job_id = ? AND id = ?", (*cols.values(), job_id, task_id), job_id)
-
-    def attempt(self, job_id: str, task_id: str, n: int, **cols: Any) -> None:
-        """Insert attempt ``n`` or update the columns given."""
-        bad = set(cols) - set(ATTEMPT_COLUMNS)
-        if bad:
-            raise LedgerError(f"unknown attempt columns {sorted(bad)}")
-        names = ", ".join(cols)
-        marks = ", ".join("?" for _ in cols)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
-        self._add(f"INSERT INTO attempts(job_id, task_id, n, {names}) VALUES (?, ?, ?, {marks}) "
-                  f"ON CONFLICT(job_id, task_id, n) DO UPDATE SET {updates}",
-                  (job_id, task_id, n, *cols.values()), job_id)
-
-    def event(self, t: float, kind: str, job_id: str | None = None, task_id: str | None = None,
-              state: str | None = None, data: dict | None = None) -> None:
-        self._add("INSERT INTO events(time, job_id, task_id, kind, state, data) VALUES (?,?,?,?,?,?)",
-                  (t, job_id, task_id, kind, state, json.dumps(data) if data else None), job_id)
-
-    def job(self, job_id: str, **cols: Any) -> None:
-        allowed = {"state", "reason", "ended", "spec", "tags"}
-        if set(cols) - allowed:
-            raise LedgerError(f"unknown job columns {sorted(set(cols) - allowed)}")
-        sets = ", ".join(f"{c} = ?" for c in cols)
-        self._add(f"UPDATE jobs SET {sets} WHERE id = ?", (*cols.values(), job_id), job_id)
-
-    def release_lease(self, job_id: str, owner: str) -> None:
-        """Release the job's lease with the rest of this batch (e.g. with its completion), so
-        no other process sees the job unleased and not yet completed."""
-        self._add("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND lease_owner = ?",
-                  (job_id, owner), None)
-
-    def cancel_waiting(self, job_id: str, now: float, failure: str) -> None:
-        """Cancel, with this batch, the job's tasks still active or pending in the ledger (those
-        waiting there alone, never loaded, as well as any the batch has not ended yet)."""
-        self._add("UPDATE tasks SET state = 'cancelled', updated = ?, ended = ?, failure = ? "
-                  "WHERE job_id = ? AND state IN ('active', 'pending')", (now, now, failure, job_id), job_id)
-
-    def node(self, pool: str, node_id: str, group: str, state: str, t: float) -> None:
-        self.statements.append(("INSERT INTO nodes(pool, node_id, grp, state, time) VALUES (?,?,?,?,?)",
-                                (pool, node_id, group, state, t)))
-
-
 class Ledger(LedgerQueries, ScheduleRecords):
     """One SQLite file; safe to share between threads and processes.
 
@@ -186,6 +119,10 @@ class Ledger(LedgerQueries, ScheduleRecords):
         tighten(self.path)   # 0600, also a ledger an older batchnb made 0644
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        #: called before each read: wait until adds queued to a dispatcher are in (engine/posted.py)
+        self.barriers: list = []
+        #: called with (job id, rows) before task rows are inserted: who keeps which ids a job has
+        self.adding_hooks: list = []
         # The schema version is read outside a transaction: a ledger that is up to date (nearly
         # always) is opened without taking the write lock.
         try:
@@ -244,6 +181,8 @@ class Ledger(LedgerQueries, ScheduleRecords):
         return Ledger._Tx(self)
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        for wait in self.barriers:
+            wait()
         try:
             return self._con().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -259,16 +198,12 @@ class Ledger(LedgerQueries, ScheduleRecords):
         if not batch:
             return
         with self._tx() as con:
-            fenced = {j for j in set(batch.job_of.values()) if _foreign(_lease_owner(con, j))}
-            for i, (sql, params) in enumerate(batch.statements):
-                if fenced and batch.job_of.get(i) in fenced:
-                    continue
-                con.execute(sql, params)
+            fenced = {j for j in batch.jobs() if _foreign(_lease_owner(con, j))}
+            write_batch(con, batch, fenced)
         if fenced:
             log.warning("batchnb: not recording changes to job(s) %s: another process holds their lease now",
                         ", ".join(sorted(fenced)))
-        batch.statements.clear()
-        batch.job_of.clear()
+        batch.clear()
 
     # -- jobs ------------------------------------------------------------
     def create_job(self, job_id: str, spec: dict, pool: str | None, now: float, tags: dict | None = None) -> None:
@@ -321,6 +256,17 @@ class Ledger(LedgerQueries, ScheduleRecords):
                         (job_id, owner))
 
     # -- tasks -----------------------------------------------------------
+    def task_ids(self, job_id: str) -> Iterable[str]:
+        """Every task id of the job, lower case, one at a time; not held back by :attr:`barriers`."""
+        for (tid,) in self._con().execute("SELECT lower(id) FROM tasks WHERE job_id = ?", (job_id,)):
+            yield tid
+
+    def task_ids_in(self, job_id: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the job has (lower case); not held back by :attr:`barriers`."""
+        rows = self._con().execute("SELECT lower(id) FROM tasks WHERE job_id = ? AND id IN (SELECT value FROM "
+                                   "json_each(?))", (job_id, json.dumps(ids))).fetchall()
+        return {r[0] for r in rows}
+
     def add_tasks(self, job_id: str, rows: Iterable[tuple[str, int, str, str]], now: float,
                   replace_ids: Iterable[str] = (), array: tuple[str, str] | None = None) -> None:
         """Insert ``(task_id, seq, spec_json, state)`` rows in one transaction.
@@ -328,6 +274,8 @@ class Ledger(LedgerQueries, ScheduleRecords):
         ``array``: ``(id, record)`` of the task array the rows refer to, written with them;
         their adding is then one event, not one per task."""
         rows = list(rows)
+        for hook in self.adding_hooks:
+            hook(job_id, rows)
         with self._tx() as con:
             holder = _lease_owner(con, job_id)
             if _foreign(holder):

@@ -111,7 +111,7 @@ class Outcomes:
             max_wall_clock=spec.max_wall_clock, node_root=self.engine.node_root,
             storage_options=self.engine.storage_options,
             result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{tr.n}.pkl",
-            result_inline_max=int(_config.get("result-inline-max")),
+            result_inline_max=self._inline_max,
             dep_results=self._dep_results(job, spec) if spec.python else {},
             app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages),
             node_group=node.group, container=spec.container, container_runtime=self.engine.spec.container_runtime)

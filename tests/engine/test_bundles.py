@@ -205,9 +205,13 @@ def test_terminating_a_job_stops_a_carried_step_and_runs_none_after_it(pool, sen
     job = pool.job(unique)
     started, after = str(tmp_path / "started"), str(tmp_path / "after")
     t = job.submit(gate, opened[0], task_id="g")
+    # A submit does not wait for the dispatcher (engine/posted.py): a read syncs with it, so that g
+    # goes alone, and the chain behind it is all added before g can end and carry it.
+    job.task_counts()
     t = job.submit(step, t, task_id="s1")
     spin = job.submit(spin_until, t, started, 60, task_id="spin")
     job.submit(write_mark, spin, after, task_id="after")
+    job.task_counts()
     opened[1]()
     wait_for(lambda: os.path.exists(started), timeout=60, what="the carried step to start")
     assert spin.state == bnb.TaskState.PENDING         # it rides behind s1: not shown running yet
