@@ -59,7 +59,13 @@ def detached_pool(home: Path, name: str, **options):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BATCHNB_HOME", str(home))
         mp.setattr(batchnb.engine.ledger, "_default_ledger", None)
-        pool = bnb.Pool(name, detached=True, **options)
+        try:
+            pool = bnb.Pool(name, detached=True, **options)
+        except BaseException:
+            # The agent may have started before Pool() failed (attaching to its ledger, say):
+            # nothing would stop it, and it would outlive the run.
+            stop_agents(home, set())
+            raise
         pid = pool._record["pid"]
         try:
             yield pool

@@ -4,6 +4,7 @@ output a code host or an nbconvert report shows, where no widget runs)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -21,7 +22,13 @@ def test_there_are_the_example_notebooks():
     assert {"quickstart", "files", "elastic"} <= names, names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def _param(path: Path):
+    # A notebook that starts Slurm runs on the xdist worker of the other Slurm tests (one cluster).
+    services = json.loads(path.read_text()).get("metadata", {}).get("batchnb", {}).get("services", [])
+    return pytest.param(path, id=path.stem, marks=[pytest.mark.xdist_group("slurm")] if "slurm" in services else [])
+
+
+@pytest.mark.parametrize("path", [_param(p) for p in NOTEBOOKS])
 def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monkeypatch, request):
     import nbformat
     import papermill
