@@ -194,7 +194,7 @@ def noop(x=None):
 
 def test_a_worker_killed_in_the_middle_of_a_bundle_of_commands_requeues_them_task_by_task(tmp_path, unique):
     from pools import temporary_pool
-    mark, gate = tmp_path / "killed", tmp_path / "open"
+    mark, gate, left = tmp_path / "killed", tmp_path / "open", tmp_path / "left"
     with dask.config.set({"batchnb.bundle-target": "5s"}), temporary_pool("cmdbatch", dedicated=1) as pool:
         warm = pool.job("warm")             # the pool learns its tasks are tiny: bundles start then
         warm.map(noop, range(20))
@@ -202,13 +202,16 @@ def test_a_worker_killed_in_the_middle_of_a_bundle_of_commands_requeues_them_tas
         job = pool.job(unique)
         specs = [{"id": "gate", "command": f"while [ ! -e {gate} ]; do sleep 0.01; done"}]
         specs += [{"id": f"c{i}", "command": f"echo {i}", "depends_on": ["gate"]} for i in range(10)]
-        # $PPID of the command's shell is the worker process that started it: killed once, mid-bundle.
-        specs.append({"id": "killer", "command": f"[ -e {mark} ] || {{ touch {mark}; kill -9 $PPID; }}",
-                      "depends_on": ["gate"]})
+        # $PPID of the command's shell is the worker process that started it: killed once, mid-bundle,
+        # with a process of the command's still running (it must not outlive its node's worker).
+        specs.append({"id": "killer", "command": f"[ -e {mark} ] || {{ touch {mark}; sleep 60 & echo $! > {left}; "
+                                                 f"kill -9 $PPID; wait; }}", "depends_on": ["gate"]})
         specs += [{"id": f"d{i}", "command": f"echo {i}", "depends_on": ["gate"]} for i in range(10)]
         job.add_tasks(specs)
         gate.touch()
         assert job.wait(quiet=True, timeout=300).ok
+        # Before the pool's close (which would kill it too): the node's restart did.
+        wait_for(lambda: not alive(int(left.read_text())), timeout=30, what="the dead worker's command to end")
         states = {s["id"]: [a["state"] for a in job.task(s["id"]).attempts] for s in specs}
     assert mark.exists()
     assert states["killer"] == ["requeued", "succeeded"], states
