@@ -15,9 +15,10 @@ never waits on the dispatcher or on SQLite for a submit whose dependencies it
 queued itself (a chain): each such wait would hand the GIL to the busy
 dispatcher for a switch interval.
 
-What the caller reads next shows its add: the ledger's reads in other threads
-(:attr:`Ledger.barriers`) first wait until every add queued before them is
-recorded. An add the dispatcher still refuses (the job ended meanwhile) is
+What the caller reads next shows its add: the ledger's reads in a thread that
+queued adds (:attr:`Ledger.barriers`) first wait until its adds are recorded.
+Only that thread's: another (a view's, Dask's event loop, which the dispatcher
+may itself wait on) never waits here. An add the dispatcher still refuses (the job ended meanwhile) is
 raised to the thread that queued it at its next add or read; queued adds that
 depend on it are refused with it.
 """
@@ -50,6 +51,7 @@ class Posted:
         self._recent: dict[str, dict[str, None]] = {}   # job key -> ids added through here lately
         self._refused: dict[str, set[str]] = {}         # job key -> ids whose queued add was refused
         self._known: dict[str, set[int]] = {}           # job key -> hashes of every id it has or is queued
+        self._last: dict[int, int] = {}                 # thread id -> the number of its last add queued
         disp.ledger.adding_hooks.append(self._adding)
 
     # -- the caller's side -----------------------------------------------------------------------
@@ -57,6 +59,7 @@ class Posted:
         """Queue the add of ``spec`` to job ``run``; False when it must take the waited-for path."""
         disp = self.disp
         if spec.multi_instance is not None or spec.secrets or not disp._thread.is_alive() \
+                or threading.current_thread() is disp._thread \
                 or spec.required_slots > disp.engine.spec.task_slots_per_node \
                 or disp.jobs.get(run.key) is not run or run.state != JobState.ACTIVE \
                 or not all(isinstance(d, str) for d in spec.depends_on):
@@ -79,6 +82,7 @@ class Posted:
             self._ids.setdefault(run.key, {})[key] = queued.get(key, 0) + 1
             known.add(hash(key))
             self.sent += 1
+            self._last[threading.get_ident()] = self.sent
             kick, self._kicked = not self._kicked, True
         if kick:
             disp.post(self._drain)
@@ -100,10 +104,10 @@ class Posted:
                 known.update(hash(r[0].lower()) for r in rows)
 
     def wait(self) -> None:
-        """Return once every add queued so far is in the ledger (at once on the dispatcher's thread);
-        raise what the dispatcher refused of this thread's adds."""
-        if self.done < self.sent and threading.current_thread() is not self.disp._thread:
-            target = self.sent
+        """Return once the adds this thread queued are in the ledger; raise what the dispatcher refused
+        of them."""
+        target = self._last.get(threading.get_ident()) if self.done < self.sent else None
+        if target is not None and self.done < target:
             with self._cond:
                 while self.done < target and self.disp._thread.is_alive():
                     self._cond.wait(0.5)

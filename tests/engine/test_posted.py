@@ -102,3 +102,18 @@ def test_a_queued_add_the_dispatcher_refuses_is_raised_at_the_next_read_with_its
         job.task_counts()
     assert job.task_counts().total == 1             # raised once; y and z were not added
     assert [t.id for t in job.tasks()] == ["x"] and job.state == bnb.JobState.COMPLETED
+
+
+def test_only_the_thread_that_queued_adds_waits_for_them(pool, unique):
+    job = pool.job(unique)
+    read = []
+    with dispatcher_held(pool):
+        job.submit(step, 0, task_id="q0")
+        # Another thread (a view's, Dask's event loop, which the dispatcher may wait on) reads the
+        # ledger as it is, without waiting for this thread's queued add.
+        other = threading.Thread(target=lambda: read.append(job.task_counts().total))
+        other.start()
+        other.join(HOLD / 2)
+        assert read == [0]
+    assert job.task_counts().total == 1
+    assert job.wait(quiet=True, timeout=120).ok
