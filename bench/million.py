@@ -45,14 +45,17 @@ def driver(n: int, nodes: int, kind: str = "map", detached: bool = False) -> Non
     t0 = time.perf_counter()
     job = None
 
+    ended = threading.Event()
+
     def report():
-        while True:
+        while not ended.is_set():     # the last line is the final one: no read racing the pool's close
             if job is not None:
                 try:
                     state["counts"] = {k: v for k, v in job.counts().items() if v}
                 except Exception as e:  # a read racing the pool's close is not a figure
                     state["counts"] = {"unreadable": repr(e)}
-            print(json.dumps({**state, "t": time.perf_counter() - t0}), flush=True)
+            if not ended.is_set():
+                print(json.dumps({**state, "t": time.perf_counter() - t0}), flush=True)
             time.sleep(1.0)
 
     threading.Thread(target=report, daemon=True).start()
@@ -75,6 +78,7 @@ def driver(n: int, nodes: int, kind: str = "map", detached: bool = False) -> Non
         state["run_s"] = time.perf_counter() - t2
         state["phase"] = "done" if result.ok else f"ended: {result.counts}"
         state["counts"] = {k: v for k, v in job.counts().items() if v}
+        ended.set()
     print(json.dumps({**state, "t": time.perf_counter() - t0}), flush=True)
 
 

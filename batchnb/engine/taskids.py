@@ -12,6 +12,8 @@ a run (any other name) starts a run of its own, so any ids can be held.
 (8, 4, 'c3', 'c007', ['c4', 'odd', 'c007'])
 >>> TaskIds.counted("noop-", 10, 1_000_000)[999_999]
 'noop-1000009'
+>>> TaskIds.counted("noop-", 0, 1_000_000)[500:-2]
+TaskIds(999498 ids in 1 runs)
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ class TaskIds(Sequence):
 
     def __getitem__(self, i):
         if isinstance(i, slice):
+            start, stop, step = i.indices(self._n)
+            if step == 1 and self.runs == 1 and self._start[0] is not None:     # a map's: still one run
+                return TaskIds.counted(self._prefix[0], self._start[0] + start, max(0, stop - start))
             out = TaskIds()
-            out.extend(self._at(j) for j in range(*i.indices(self._n)))
+            out.extend(self._at(j) for j in range(start, stop, step))
             return out
         if i < 0:
             i += self._n
