@@ -74,3 +74,26 @@ def test_a_bad_sweep_is_refused_at_the_call_naming_the_field():
                 call(job)
             assert err.value.field == field, (field, err.value)
         assert job.task_counts().total == 0 and pool.ledger.arrays_of("bad") == []
+
+
+def test_a_resumed_sweep_does_not_run_its_succeeded_tasks_again(tmp_path):
+    from collections import Counter
+
+    from batchnb.engine.ledger import Ledger
+    from waiting import wait_for
+    path = tmp_path / "ledger.sqlite"
+    first = bnb.Pool("sweep-resume", dedicated=1, ledger=Ledger(path))
+    try:
+        job = first.job("resume")
+        job.sweep("true {0}", range(600), id="r{0}")
+        wait_for(lambda: job.task_counts().succeeded >= 50, 600, "50 tasks to succeed")
+    finally:
+        first.close()
+    led = Ledger(path)
+    before = {r["id"] for r in led.tasks("resume", ("id",), states=[bnb.TaskState.SUCCEEDED])}
+    assert 50 <= len(before) < 600
+    with bnb.Pool("sweep-resume", dedicated=2, ledger=Ledger(path)) as again:
+        job = again.job("resume")
+        assert job.wait(timeout=900, quiet=True).ok and job.task_counts().succeeded == 600
+    ran = Counter(a["task_id"] for a in led.attempts("resume") if a["state"] == "succeeded")
+    assert set(ran) == {f"r{i}" for i in range(600)} and set(ran.values()) == {1}
