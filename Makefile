@@ -9,8 +9,11 @@ demo:                      ## install batchnb and run a real demo job on the loc
 	$(PIP) install -q -e .
 	batchnb demo
 
+# Three xdist workers on two cores: most tests wait on real processes, not on the CPU. loadgroup
+# keeps the tests of one Slurm cluster, of podman, and of a shared module fixture on one worker
+# (tests/conftest.py).
 test: setup-test           ## install everything the tests need and run the whole suite
-	$(PYTHON) -m pytest -q -ra tests; rc=$$?; \
+	$(PYTHON) -m pytest -q -ra -n 3 --dist loadgroup tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
 # Last, the Azure tests' clean-VM venv (the pinned dependencies from PyPI, about 3 min), made
