@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import json
 import time
@@ -171,8 +172,10 @@ class Job:
             name = _fn_name(fn)
             start = 0 if prefix else next(self._auto_ids.setdefault(name, itertools.count()))
             ids = (prefix, 0) if prefix else (f"{name}-", start)
-            n = map_array(self._dispatcher(), self._run.key, fn, name, iterables, kwargs, opts, ids,
-                          self._python_spec, lambda x: isinstance(x, Task) and self._own_task(x))
+            disp = self._dispatcher()       # a detached pool's proxy maps in its agent, in pieces
+            add = getattr(disp, "map_array", None) or functools.partial(map_array, disp)
+            n = add(self._run.key, fn, name, iterables, kwargs, opts, ids, self._python_spec,
+                    lambda x: isinstance(x, Task) and self._own_task(x))
             if not prefix:
                 self._auto_ids[name] = itertools.count(start + n)
             return TaskList(self, TaskIds.counted(*ids, n))
@@ -197,19 +200,17 @@ class Job:
         from .engine.taskids import TaskIds
         replace = bool(options.pop("replace", False))
         sweep, ids = Sweep(command, ranges, id, options), TaskIds()
-        if getattr(self.pool, "_agent", None) is not None:      # a detached pool's agent: spec by spec
-            return self.add_tasks(sweep.specs(), replace=replace)
-        add_sweep(self._dispatcher(), self._run.key, sweep, replace, ids)
+        disp = self._dispatcher()           # a detached pool's proxy sweeps in its agent
+        (getattr(disp, "add_sweep", None) or functools.partial(add_sweep, disp))(self._run.key, sweep, replace, ids)
         return TaskList(self, ids)
 
     def _array_fits(self, opts: dict, kwargs: dict) -> bool:
         """A map is one array spec unless its tasks need to be apart: dependencies, a priority
-        (the ready order of tasks paged in from the ledger is the order of adding), a detached pool."""
+        (the ready order of tasks paged in from the ledger is the order of adding)."""
         from .node.pycall import extract
         found: dict = {}
         extract(plain_lists(kwargs), lambda x: isinstance(x, Task), found)
-        return not found and not opts.get("depends_on") and not opts.get("priority") \
-            and getattr(self.pool, "_agent", None) is None
+        return not found and not opts.get("depends_on") and not opts.get("priority")
 
     def _own_task(self, x: Task) -> bool:
         if x.job.id.lower() != self.id.lower():

@@ -35,6 +35,7 @@ NEEDS: dict[str, tuple[str, str] | None] = {
     "roles": ("reader", "any"),
     "open_job:attach": ("reader", "job"), "open_job:create": ("contributor", "job"),
     "add_tasks": ("contributor", "job"), "terminate": ("contributor", "job"),
+    "map_array": ("contributor", "job"), "add_sweep": ("contributor", "job"),
     "pool_call:nodes": ("reader", "any"), "pool_call:evaluate_autoscale": ("reader", "any"),
     "pool_call:audit": ("reader", "any"),
     "pool_call:resize": ("owner", "pool"), "pool_call:preempt": ("owner", "pool"),

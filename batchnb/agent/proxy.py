@@ -61,6 +61,21 @@ class DispatcherProxy:
         # Job.add_tasks makes its Task handles from these.
         return [types.SimpleNamespace(spec=types.SimpleNamespace(id=i)) for i in ids]
 
+    def map_array(self, job_key: str, fn, name: str, iterables: tuple, kwargs: dict, opts: dict,
+                  ids: tuple[str, int], python_spec, is_handle) -> int:
+        """``job.map`` as task arrays in the agent (``engine.jobmap.map_array``'s part): how many."""
+        from .arrayops import map_in_pieces
+        return map_in_pieces(self.link, self.jobs[job_key].spec.id,
+                             lambda made: self.add_tasks(job_key, made, bool(opts.get("replace"))),
+                             fn, name, iterables, kwargs, opts, ids, python_spec, is_handle)
+
+    def add_sweep(self, job_key: str, sweep, replace: bool, ids) -> None:
+        """``job.sweep`` as one array spec in the agent; its ids appended to ``ids``."""
+        import cloudpickle
+        answer = self.link.call("add_sweep", job_id=self.jobs[job_key].spec.id, sweep=cloudpickle.dumps(sweep),
+                                replace=replace)
+        ids.extend(cloudpickle.loads(answer))
+
     def terminate(self, run: JobRun, reason: str, now: float, state=None) -> None:
         self.link.call("terminate", job_id=run.spec.id, reason=reason)
 

@@ -37,6 +37,7 @@ from ..engine.events import PoolStalledChanged
 from ..errors import BatchError, SpecError
 from ..states import JobState
 from .access import RoleOps, allowed, need
+from .arrayops import ArrayOps
 from .reads import ReadOps
 from .tls import identity_of
 from .wire import pack_error, pack_event
@@ -114,7 +115,7 @@ class EventLog:
         self._sub.close()
 
 
-class AgentHandlers(RoleOps, ReadOps):
+class AgentHandlers(RoleOps, ReadOps, ArrayOps):
     """The operations of one agent, bound to the pool it runs."""
 
     def __init__(self, pool: batchnb.Pool, loop: asyncio.AbstractEventLoop, tls_files: dict | None = None):
@@ -134,7 +135,7 @@ class AgentHandlers(RoleOps, ReadOps):
 
     def handlers(self) -> dict:
         ops = ("hello", "bye", "open_job", "add_tasks", "terminate", "events", "pool_call", "extension_get",
-               "requested", "dispatcher_get", "close_pool", *RoleOps.OPS, *ReadOps.OPS)
+               "requested", "dispatcher_get", "close_pool", *RoleOps.OPS, *ReadOps.OPS, *ArrayOps.OPS)
         return {f"bnb_{name}": self._guard(getattr(self, name)) for name in ops}
 
     def _guard(self, method):

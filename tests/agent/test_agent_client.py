@@ -35,6 +35,9 @@ def test_jobs_run_in_the_agent_and_the_client_hears_their_events(detached):
         t = job.add_task("t1", "echo from the agent")
         squares = job.map(pow, range(4), [2] * 4)
         result = job.wait(timeout=120, quiet=True)
+        # The client's reads go to the agent's ledger; its events come by their own poll, a moment later.
+        wait_for(lambda: {e.task_id for e in seen if isinstance(e, TaskStateChanged) and e.state == "succeeded"}
+                 >= {"t1", *(s.task_id for s in squares)}, 30, "the succeeded events of the job's tasks")
     finally:
         sub.close()
     assert result.counts == {"succeeded": 5} and result.ok
@@ -146,3 +149,37 @@ def test_metrics_and_alerts_are_served_by_the_agent(detached):
     assert port in listening            # the agent serves them, where the engine runs
     detached.alert("stuck", bnb.alerts.no_progress(for_="10m"), action="log")
     assert [(a["name"], a["state"]) for a in detached.alerts()] == [("stuck", "ok")]
+
+
+def _arrays_and_refs(pool, job_id: str) -> tuple[int, int]:
+    """The job's rows in the agent's task_arrays, and its tasks rows that only point into one."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{pool._record['ledger']}?mode=ro", uri=True)
+    try:
+        arrays = con.execute("SELECT COUNT(*) FROM task_arrays WHERE job_id = ?", (job_id,)).fetchone()[0]
+        refs = con.execute("SELECT COUNT(*) FROM tasks WHERE job_id = ? AND spec LIKE '{\"array\":%'",
+                           (job_id,)).fetchone()[0]
+        return arrays, refs
+    finally:
+        con.close()
+
+
+def test_a_detached_map_and_sweep_are_task_arrays_in_the_agent(detached):
+    from batchnb.engine.arrays import CHUNK
+    job = detached.job("arrays")
+    over_range = job.map(abs, range(-3000, 0))                        # sent whole: one array
+    n = CHUNK + 500
+    over_values = job.map(pow, range(n), [2] * n)                     # rows sent a chunk at a time
+    first = job.submit(abs, -7)
+    over_handles = job.map(pow, [first, 3], [2, 2])                   # a task's result: task by task
+    frames = job.sweep("echo frame {0}", range(40), id="frame-{0}")
+    result = job.wait(timeout=600, quiet=True)
+    assert result.ok and result.counts == {"succeeded": 3000 + n + 1 + 2 + 40}
+    assert len(over_range) == 3000 and over_range[0].result() == 3000 and over_range[-1].result() == 1
+    assert len(over_values) == n and over_values[n - 1].result() == (n - 1) ** 2
+    assert over_values[CHUNK].task_id == f"pow-{CHUNK}" and over_values[CHUNK].result() == CHUNK ** 2
+    assert [t.result() for t in over_handles] == [49, 9]
+    assert [f.task_id for f in frames[:2]] == ["frame-0", "frame-1"] and frames[39].stdout() == "frame 39\n"
+    # One array for the range, one per chunk of values, one for the sweep; the two tasks over a
+    # handle are plain specs; every other task row only points into its array.
+    assert _arrays_and_refs(detached, "arrays") == (1 + 2 + 1, 3000 + n + 40)
