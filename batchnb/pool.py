@@ -33,6 +33,7 @@ from .errors import BackendError, SpecError
 from .engine.events import EventBus
 from .engine.ledger import Ledger, default_ledger, owner_id
 from .engine.nodes import natural_order
+from .engine.taskstore import bound_message_logs
 from .extensions.logs import check_logs_url
 from .extensions.monitoring import PoolMonitoring
 from .spec.model import JobSpec, PoolSpec
@@ -147,6 +148,7 @@ class Pool(PoolMonitoring, PoolAccess):
         self.bus = EventBus()
         storage = {**(_config.get("storage-options") or {}), **(storage_options or {})}
         backend_obj = get_backend(backend)(self.spec, **backend_options)
+        bound_message_logs()        # before the scheduler, the client and the nodes open their streams
         self.client = backend_obj.start()
         try:
             home = _config.home()

@@ -33,14 +33,15 @@ MESSAGE_LOG = 20
 
 
 def bound_message_logs() -> None:
-    """Keep Dask's debug log of recent stream messages short, unless the user set it themselves."""
+    """Keep Dask's debug log of recent stream messages short, unless the user set it themselves.
+
+    Called as a pool starts (not when this module is imported, which would import Dask on the
+    way to a new pool's first task): a stream reads the setting when it is opened."""
     import dask.config
     key = "distributed.admin.low-level-log-length"
     if dask.config.get(key, 1000) == 1000:
         dask.config.set({key: MESSAGE_LOG})
 
-
-bound_message_logs()        # before the pool's scheduler, client and nodes open their streams
 
 #: Ready tasks paged in per node slot (at least :data:`MIN_WINDOW`, at most :data:`MAX_WINDOW`).
 PER_SLOT, MIN_WINDOW, MAX_WINDOW = 600, 1000, 20_000
