@@ -15,10 +15,10 @@ never waits on the dispatcher or on SQLite for a submit whose dependencies it
 queued itself (a chain): each such wait would hand the GIL to the busy
 dispatcher for a switch interval.
 
-What the caller reads next shows its add: the ledger's reads in a thread that
-queued adds (:attr:`Ledger.barriers`) first wait until its adds are recorded.
-Only that thread's: another (a view's, Dask's event loop, which the dispatcher
-may itself wait on) never waits here. An add the dispatcher still refuses (the job ended meanwhile) is
+What the caller reads next shows its add: the ledger's reads (:attr:`Ledger.barriers`)
+first wait until every add queued before them is recorded, in any thread (``await job``
+waits in an executor's thread) but the dispatcher's own and Dask's event loop (named
+"IO loop"), which the dispatcher itself waits on. An add the dispatcher still refuses (the job ended meanwhile) is
 raised to the thread that queued it at its next add or read; queued adds that
 depend on it are refused with it.
 """
@@ -51,7 +51,6 @@ class Posted:
         self._recent: dict[str, dict[str, None]] = {}   # job key -> ids added through here lately
         self._refused: dict[str, set[str]] = {}         # job key -> ids whose queued add was refused
         self._known: dict[str, set[int]] = {}           # job key -> hashes of every id it has or is queued
-        self._last: dict[int, int] = {}                 # thread id -> the number of its last add queued
         disp.ledger.adding_hooks.append(self._adding)
 
     # -- the caller's side -----------------------------------------------------------------------
@@ -82,7 +81,6 @@ class Posted:
             self._ids.setdefault(run.key, {})[key] = queued.get(key, 0) + 1
             known.add(hash(key))
             self.sent += 1
-            self._last[threading.get_ident()] = self.sent
             kick, self._kicked = not self._kicked, True
         if kick:
             disp.post(self._drain)
@@ -104,10 +102,13 @@ class Posted:
                 known.update(hash(r[0].lower()) for r in rows)
 
     def wait(self) -> None:
-        """Return once the adds this thread queued are in the ledger; raise what the dispatcher refused
-        of them."""
-        target = self._last.get(threading.get_ident()) if self.done < self.sent else None
-        if target is not None and self.done < target:
+        """Return once the adds queued so far are in the ledger; raise what the dispatcher refused of
+        this thread's adds."""
+        if self.done < self.sent:
+            me = threading.current_thread()
+            if me is self.disp._thread or me.name.startswith("IO loop"):
+                return
+            target = self.sent
             with self._cond:
                 while self.done < target and self.disp._thread.is_alive():
                     self._cond.wait(0.5)

@@ -104,16 +104,16 @@ def test_a_queued_add_the_dispatcher_refuses_is_raised_at_the_next_read_with_its
     assert [t.id for t in job.tasks()] == ["x"] and job.state == bnb.JobState.COMPLETED
 
 
-def test_only_the_thread_that_queued_adds_waits_for_them(pool, unique):
+def test_a_read_in_another_thread_shows_the_queued_adds_too(pool, unique):
     job = pool.job(unique)
     read = []
     with dispatcher_held(pool):
         job.submit(step, 0, task_id="q0")
-        # Another thread (a view's, Dask's event loop, which the dispatcher may wait on) reads the
-        # ledger as it is, without waiting for this thread's queued add.
+        # e.g. ``await job``, whose wait runs in an executor's thread
         other = threading.Thread(target=lambda: read.append(job.task_counts().total))
         other.start()
-        other.join(HOLD / 2)
-        assert read == [0]
-    assert job.task_counts().total == 1
+        other.join(2.0)
+        assert read == []       # it waits for the queued add rather than read the ledger without it
+    other.join(HOLD)
+    assert read == [1]
     assert job.wait(quiet=True, timeout=120).ok
