@@ -46,7 +46,7 @@ NEEDS: dict[str, tuple[str, str] | None] = {
     "extension_get:read": ("reader", "any"), "extension_get:call": ("contributor", "pool"),
     "extension_get:engine": ("owner", "pool"),
     # Reads: a job's queries and its tasks' files need a role on that job; the pool's named queries
-    # any role (as its events do); a raw SELECT can read any table, so a role on the pool.
+    # any role (as its events do); a client's own query can read any table, so a role on the pool.
     "ledger_read:job": ("reader", "job"), "ledger_read:pool": ("reader", "any"),
     "ledger_read:sql": ("reader", "pool"), "task_output": ("reader", "job"),
     "close_pool": ("owner", "pool"), "issue_credentials": ("owner", "pool"),

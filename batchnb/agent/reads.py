@@ -7,9 +7,9 @@ task's output, live tail and stored result come from the agent too
 (``task_output``). The agent answers with what its own ledger and
 ``Task`` give. It runs only the methods of :data:`READS` (nothing a client
 sends can write), a job's methods with the job the call names (checked
-against that job's roles, :mod:`.access`), and raw ``SELECT``\\ s (the ledger's
-helpers such as ``job_stats`` write their own) on a connection that SQLite
-opens read-only.
+against that job's roles, :mod:`.access`), and a client's own queries (the
+ledger's helpers such as ``job_stats`` write their own), which the ledger runs
+on a connection that SQLite opens read-only.
 
 >>> rows = to_wire([{"a": 1}, (2, 3)])
 >>> rows
@@ -22,11 +22,10 @@ opens read-only.
 from __future__ import annotations
 
 import enum
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
+from ..engine.ledger_queries import ROW
 from ..errors import SpecError
 
 #: Ledger methods whose first argument is a job id (the call is checked against that job's roles).
@@ -45,7 +44,7 @@ OUTPUTS = frozenset({"log", "tail", "result"})
 
 
 class Row:
-    """A ledger row as it comes from the agent: read by column name (any case) or index, like ``sqlite3.Row``."""
+    """A ledger row as it comes from the agent: read by column name (any case) or index, like the ledger's own rows."""
 
     __slots__ = ("_keys", "_values")
 
@@ -98,8 +97,8 @@ def to_wire(value: Any) -> Any:
 
 
 def _rows(value: Any) -> Any:
-    """A ledger answer with its ``sqlite3.Row``\\ s (which do not pickle) as :class:`Row`\\ s."""
-    if isinstance(value, sqlite3.Row):
+    """A ledger answer with its rows (which do not pickle) as :class:`Row`\\ s."""
+    if isinstance(value, ROW):
         return Row(tuple(value.keys()), tuple(value))
     if isinstance(value, dict):
         return {k: _rows(v) for k, v in value.items()}
@@ -140,7 +139,6 @@ class ReadOps:
     """The agent's reads for its clients (mixed into :class:`~.rpc.AgentHandlers`)."""
 
     OPS = ("ledger_read", "task_output")
-    _readers = threading.local()
 
     async def ledger_read(self, client: str, method: str, args: list, kwargs: dict, job_id: str | None = None):
         import cloudpickle
@@ -157,18 +155,8 @@ class ReadOps:
         return cloudpickle.dumps(await self._run(read))
 
     def _select(self, sql: str, params: list | tuple = ()) -> list:
-        """A client's own ``SELECT`` (the ledger's helpers write theirs), on a connection SQLite opened
-        read-only: a statement that would change the ledger fails there."""
-        if not isinstance(sql, str) or not sql.lstrip().upper().startswith(("SELECT", "WITH")):
-            raise SpecError("sql", str(sql)[:60], "a client may only ask SELECT queries of the agent's ledger")
-        con = getattr(self._readers, "con", None)
-        if con is None:
-            con = sqlite3.connect(f"{Path(self.pool.ledger.path).as_uri()}?mode=ro", uri=True, timeout=30.0,
-                                  check_same_thread=False)
-            con.execute("PRAGMA query_only=ON")
-            con.row_factory = sqlite3.Row
-            self._readers.con = con
-        return _rows(con.execute(sql, tuple(params)).fetchall())
+        """A client's own query (the ledger's helpers write theirs), which the ledger runs read-only."""
+        return _rows(self.pool.ledger.read_only_query(sql, params))
 
     async def task_output(self, client: str, job_id: str, task_id: str, what: str, name: str = "stdout.txt",
                           n: int = 50, stream: str = "stdout"):

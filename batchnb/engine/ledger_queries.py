@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
+from ..errors import SpecError
 from ..states import LIVE_TASK_STATES, TERMINAL_TASK_STATES
 from . import audit, ledger_audit
 
@@ -44,6 +48,11 @@ def _one_of(job_id: str | None, pool: str | None) -> tuple[str, str]:
     if job_id is not None:
         return "job_id = ?", job_id
     return "job_id IN (SELECT id FROM jobs WHERE pool = ?)", pool
+
+
+#: The type of the rows the ledger's queries give (named columns; they do not pickle).
+ROW = sqlite3.Row
+_read_only = threading.local()       # per thread: ledger path -> a connection SQLite opened read-only
 
 
 class LedgerQueries:
@@ -349,3 +358,17 @@ class LedgerQueries:
         outcomes: dict[str, int] = {}     # each name once: the bins hold its index
         cells = [[lane[r[0]], r[1], outcomes.setdefault(r[2], len(outcomes)), r[3]] for r in rows]
         return {**out, "width": width, "outcomes": list(outcomes), "bins": cells}
+
+    def read_only_query(self, sql: str, params: list | tuple = ()) -> list:
+        """``sql``, a SELECT someone else wrote (a detached pool's client, ``agent/reads.py``), on a
+        connection SQLite opened read-only: a statement that would change the ledger fails there."""
+        if not isinstance(sql, str) or not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise SpecError("sql", str(sql)[:60], "a reader may only ask SELECT queries of the ledger")
+        cons = _read_only.__dict__.setdefault("cons", {})
+        con = cons.get(str(self.path))
+        if con is None:
+            con = sqlite3.connect(f"{Path(self.path).as_uri()}?mode=ro", uri=True, timeout=30.0)
+            con.execute("PRAGMA query_only=ON")
+            con.row_factory = sqlite3.Row
+            cons[str(self.path)] = con
+        return con.execute(sql, tuple(params)).fetchall()
