@@ -31,10 +31,12 @@ for all the tasks at once.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import hashlib
 import itertools
 import json
+import pickle
 import threading
 import uuid
 from collections import OrderedDict
@@ -43,6 +45,7 @@ from typing import Callable, Iterable
 from .. import _config
 from .. import spec as specs
 from ..errors import SpecError
+from ..spec.validate import task_id
 
 #: Items per chunk of a map's arguments, and tasks per transaction when adding.
 CHUNK = 10_000
@@ -145,6 +148,20 @@ def array_ref(spec_text: str) -> tuple[str, int] | None:
     return d["array"], d["index"]
 
 
+class _Pickled:
+    """Bytes pickled once that unpickle as their object where they sit inside another pickle: a
+    map's function goes in every task's payload, and pickling a notebook's function by value for
+    each task was most of what making a task's spec cost."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        return pickle.loads, (self.data,)
+
+
 class _Array:
     def __init__(self, record: dict, storage_options: dict):
         import cloudpickle
@@ -155,6 +172,7 @@ class _Array:
                                                              "command": record["name"]})
         else:
             self.fn, _, self.kwargs = cloudpickle.loads(base64.b64decode(record["call"]))
+            self.fn_pickled = _Pickled(cloudpickle.dumps(self.fn))
             self.template = specs.from_dict(specs.TaskSpec, {
                 **record["template"], "id": "array-template",
                 "python": {"name": record["name"], "payload": "", "args_digest": "-"}})
@@ -227,9 +245,13 @@ class Arrays:
         if arr.fn is None:
             return sweep_spec(arr.record, arr.template, index)
         args = arr.args(index)
-        payload = cloudpickle.dumps((arr.fn, args, arr.kwargs))
+        payload = cloudpickle.dumps((arr.fn_pickled, args, arr.kwargs))
         call = specs.PythonCall(arr.record["name"], payload, cloudpickle.dumps((args, arr.kwargs)))
-        out = dataclasses.replace(arr.template, id=arr.task_id(index), python=call)
+        # The template was checked once, as the map's options; of a task's own fields only its id
+        # can be wrong (too long), and a whole TaskSpec check per task was half of what this cost.
+        out = copy.copy(arr.template)
+        object.__setattr__(out, "id", task_id(arr.task_id(index)))
+        object.__setattr__(out, "python", call)
         if self.results_url is not None and len(payload) > int(_config.get("inline-arg-limit")):
             from ..staging.argstore import spec_by_reference
             out = spec_by_reference(out, self.results_url, self.storage)
