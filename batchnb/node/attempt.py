@@ -379,6 +379,20 @@ def _user() -> str:
         return str(os.getuid())
 
 
+def settle(record: AttemptRecord, code: int | None, timed_out: bool, killed: bool, timeout_message: str,
+           limit: float | None) -> None:
+    """How a command ended, on its record: killed by ``job.terminate()``, at its wall clock ``limit``
+    (``timeout_message`` formatted with it), or its exit code."""
+    if killed:
+        record.category, record.message = TERMINATED, "killed by job.terminate()"
+    elif timed_out:
+        record.category, record.message = TIMEOUT, timeout_message.format(limit)
+    else:
+        record.exit_code = code
+        if code != 0:
+            record.category, record.message = EXIT_CODE, f"exit code {code}"
+
+
 def _tail(path: Path) -> str:
     try:
         with open(path, "rb") as fh:

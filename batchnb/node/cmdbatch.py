@@ -50,9 +50,9 @@ import time
 import traceback
 
 from . import proctree as _proctree
-from .attempt import (AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, TAIL_BYTES, TERMINATED, TIMEOUT,
+from .attempt import (AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, TAIL_BYTES, TERMINATED,
                       _node_id, _running, _running_lock, _terminated, node_dirs, private_dir,
-                      register_process, task_environment)
+                      register_process, settle, task_environment)
 
 _LOGS = ("stdout.txt", "stderr.txt")
 _OPEN = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -158,21 +158,14 @@ class CommandBatch:
         with _running_lock:
             killed = key in _terminated
             _terminated.discard(key)
-        if killed:
-            record.category, record.message = TERMINATED, "killed by job.terminate()"
-        elif timed_out:
-            record.category = TIMEOUT
-            record.message = f"killed at max_wall_clock of {req.max_wall_clock:g}s with all its processes"
-        else:
-            record.exit_code = code
-            if code != 0:
-                record.category, record.message = EXIT_CODE, f"exit code {code}"
-            elif not record.stdout_tail and not record.stderr_tail:
-                empty, as_made = _holds_nothing(req, task_dir)
-                if empty and as_made and self._spare is None and _gone(group):
-                    self._spare, record.task_dir = task_dir, None   # no longer this attempt's: the next one's
-                elif empty and _remove(task_dir):
-                    record.task_dir = None
+        settle(record, code, timed_out, killed,
+               "killed at max_wall_clock of {:g}s with all its processes", req.max_wall_clock)
+        if not killed and not timed_out and code == 0 and not record.stdout_tail and not record.stderr_tail:
+            empty, as_made = _holds_nothing(req, task_dir)
+            if empty and as_made and self._spare is None and _gone(group):
+                self._spare, record.task_dir = task_dir, None   # no longer this attempt's: the next one's
+            elif empty and _remove(task_dir):
+                record.task_dir = None
 
     def _make(self, task_dir: str, wd: str) -> None:
         """The attempt's folder and working directory (0700), its parents made only when missing.

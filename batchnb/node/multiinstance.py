@@ -25,9 +25,9 @@ import traceback
 
 from . import proctree as _proctree
 from . import secrets as _secrets
-from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TAIL_BYTES, TERMINATED, TIMEOUT, AttemptRecord,
+from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TAIL_BYTES, AttemptRecord,
                       AttemptRequest, _node_id, _running, _running_lock, _tail, _terminated, node_dirs,
-                      register_process, stage_inputs, task_environment, task_shared_dir)
+                      register_process, settle, stage_inputs, task_environment, task_shared_dir)
 
 COORDINATION_STDOUT = "coordination-stdout.txt"
 COORDINATION_STDERR = "coordination-stderr.txt"
@@ -91,12 +91,5 @@ def _coordinate(req: AttemptRequest, record: AttemptRecord, node_id: str) -> Non
             killed = key in _terminated
             _terminated.discard(key)
     record.stdout_tail, record.stderr_tail = _tail(out), _tail(err)
-    if killed:
-        record.category, record.message = TERMINATED, "killed by job.terminate()"
-    elif timed_out:
-        record.category = TIMEOUT
-        record.message = f"the coordination command was killed at max_wall_clock of {req.max_wall_clock:g}s"
-    else:
-        record.exit_code = code
-        if code != 0:
-            record.category, record.message = EXIT_CODE, f"exit code {code}"
+    settle(record, code, timed_out, killed,
+           "the coordination command was killed at max_wall_clock of {:g}s", req.max_wall_clock)
