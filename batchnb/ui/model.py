@@ -81,6 +81,9 @@ class JobModel:
         self._ends: deque = deque()            # times tasks ended, inside WINDOW
         self._prep_reader: Callable[[], list] | None = None   # the job's prep/release runs, from its ledger
         self._prep: tuple = (-1.0, [])         # (when read, lines): they are ledger rows, not events
+        # The job's counts as its ledger keeps them, read after each batch of events: a task that
+        # ended between the model's first read and its subscription would otherwise be missed for good.
+        self._counts_reader: Callable[[], dict] | None = None
 
     @classmethod
     def from_job(cls, job) -> "JobModel":
@@ -103,6 +106,7 @@ class JobModel:
                     last_end=job.ledger.last_task_end(job.id), first_start=stats.first_start,
                     stderr_tail=lambda tid: _stderr_tail(job, tid))
         model.failures_total = sum(counts.get(s.value, 0) for s in FAILED_TASK_STATES)
+        model._counts_reader = job.counts
         if row.get("spec") and ('"prep"' in row["spec"] or '"release"' in row["spec"]):
             model._prep_reader = lambda: prep_lines(job.prep_runs(), job.release_runs())
         return model
@@ -132,6 +136,13 @@ class JobModel:
                     self.ended = ev.time
             elif isinstance(ev, PoolStalledChanged):
                 self.problem = ev.reason
+        if self._counts_reader is not None:
+            try:
+                read = self._counts_reader()
+            except Exception:  # noqa: BLE001 - its pool closed: the events' arithmetic stands
+                return
+            self.counts = {s: read.get(s, 0) for s in STATES}
+            self.failures_total = sum(read.get(s.value, 0) for s in FAILED_TASK_STATES)
 
     def _task(self, ev: TaskStateChanged) -> None:
         if ev.state == "running" and (self.first_start is None or ev.time < self.first_start):

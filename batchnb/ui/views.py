@@ -165,8 +165,9 @@ class _View(KeepsFinalState, anywidget.AnyWidget):
             if getattr(self, name, None) is not None:
                 setattr(self, name, None)
         model = getattr(self, "model", None)
-        if model is not None and hasattr(model, "_tail"):
-            model._tail = None
+        for name in ("_tail", "_counts_reader"):
+            if model is not None and hasattr(model, name):
+                setattr(model, name, None)
 
     def _on_events(self, events: list) -> None:
         raise NotImplementedError

@@ -101,3 +101,18 @@ def test_a_node_with_a_task_on_it_never_shows_idle():
     m.apply([TaskStateChanged("j", "t0", "succeeded", "running", 2.0, 1, "dedicated-0", 0)])
     node = m.state()["nodes"][0]
     assert (node["state"], node["used"], node["running"]) == ("idle", 0, [])
+
+
+def test_a_job_views_counts_are_the_ledgers_after_events_it_never_saw(tmp_path):
+    # A task that ends between the model's first read of the ledger and its subscription sends
+    # its events to no one; the counts must still come right at the next delivery.
+    from pools import temporary_pool
+    with temporary_pool("unseen", dedicated=1) as pool:
+        job = pool.job("unseen")
+        job.add_task("t", "sleep 0.5")
+        model = JobModel.from_job(job)                  # read while the task waits or runs
+        assert model.counts["succeeded"] == 0
+        assert job.wait(timeout=120, quiet=True).ok      # its events went by, unseen by the model
+        model.apply([])                                  # the next delivery, of nothing about it
+        assert {s: n for s, n in model.counts.items() if n} == {"succeeded": 1} == \
+            {s: n for s, n in job.counts().items() if n}
