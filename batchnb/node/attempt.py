@@ -379,6 +379,12 @@ def _user() -> str:
         return str(os.getuid())
 
 
+def cannot_start(record: AttemptRecord, argv, exc: OSError, what: str = "") -> None:
+    """A command that could not be started: exit code 127, as a shell says."""
+    record.exit_code, record.category = 127, EXIT_CODE
+    record.message = f"cannot start {what}{argv!r}: {exc.strerror}"
+
+
 def settle(record: AttemptRecord, code: int | None, timed_out: bool, killed: bool, timeout_message: str,
            limit: float | None) -> None:
     """How a command ended, on its record: killed by ``job.terminate()``, at its wall clock ``limit``

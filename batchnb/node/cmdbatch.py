@@ -50,9 +50,9 @@ import time
 import traceback
 
 from . import proctree as _proctree
-from .attempt import (AttemptRecord, AttemptRequest, CRASH, EXIT_CODE, TAIL_BYTES, TERMINATED,
+from .attempt import (AttemptRecord, AttemptRequest, CRASH, TAIL_BYTES, TERMINATED,
                       _node_id, _running, _running_lock, _terminated, node_dirs, private_dir,
-                      register_process, settle, task_environment)
+                      cannot_start, register_process, settle, task_environment)
 
 _LOGS = ("stdout.txt", "stderr.txt")
 _OPEN = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -144,8 +144,7 @@ class CommandBatch:
                                                     stderr_path=err_path, timeout=req.max_wall_clock,
                                                     on_start=lambda proc: register_process(key, proc))
             except OSError as exc:
-                record.exit_code, record.category = 127, EXIT_CODE
-                record.message = f"cannot start {argv!r}: {exc.strerror}"
+                cannot_start(record, argv, exc)
                 return
             finally:
                 with _running_lock:

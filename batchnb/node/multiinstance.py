@@ -25,9 +25,9 @@ import traceback
 
 from . import proctree as _proctree
 from . import secrets as _secrets
-from .attempt import (CRASH, EXIT_CODE, PREPROCESSING, TAIL_BYTES, AttemptRecord,
+from .attempt import (CRASH, PREPROCESSING, TAIL_BYTES, AttemptRecord,
                       AttemptRequest, _node_id, _running, _running_lock, _tail, _terminated, node_dirs,
-                      register_process, settle, stage_inputs, task_environment, task_shared_dir)
+                      cannot_start, register_process, settle, stage_inputs, task_environment, task_shared_dir)
 
 COORDINATION_STDOUT = "coordination-stdout.txt"
 COORDINATION_STDERR = "coordination-stderr.txt"
@@ -82,8 +82,7 @@ def _coordinate(req: AttemptRequest, record: AttemptRecord, node_id: str) -> Non
                                         stderr_path=str(err), timeout=req.max_wall_clock,
                                         on_start=functools.partial(register_process, key))
     except OSError as exc:
-        record.exit_code, record.category = 127, EXIT_CODE
-        record.message = f"cannot start the coordination command {argv!r}: {exc.strerror}"
+        cannot_start(record, argv, exc, "the coordination command ")
         return
     finally:
         with _running_lock:

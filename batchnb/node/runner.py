@@ -34,7 +34,7 @@ from .attempt import (  # noqa: F401 - the runner's vocabulary, re-exported for 
     TAIL_BYTES, TERMINATED, TIMEOUT, UPLOAD, kill_all, kill_attempts, kill_attempts_soon, node_dirs,
     private_dir, register_process, restart_worker, stop_attempts, stop_attempts_soon, task_environment,
     _node_id, _running, _running_lock,
-    _tail, _terminated, stage_inputs)
+    _tail, _terminated, cannot_start, stage_inputs)
 from .pytask import read_child, run_inline, write_payload
 from .taskdir import drop_if_empty
 from . import quickrun as _quickrun
@@ -144,8 +144,7 @@ def _run_process(req, record, dirs, task_dir, wd, node_id, key) -> None:
                                         timeout=req.max_wall_clock,
                                         on_start=functools.partial(register_process, key))
     except OSError as exc:
-        record.exit_code, record.category = 127, EXIT_CODE
-        record.message = f"cannot start {argv!r}: {exc.strerror}"
+        cannot_start(record, argv, exc)
         return
     finally:
         with _running_lock:
