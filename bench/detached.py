@@ -19,8 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
+
+# This checkout's batchnb, not whatever an editable install elsewhere left on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def noop(x):
