@@ -76,7 +76,7 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
         #: (since, why) while no node can run the tasks that wait, else None; job.wait() reads it
         self.stalled: tuple[float, str] | None = None
         self._gathering: dict[int, list] = {}      # token -> [(future, inflight entry)] being fetched
-        self._gatherer = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-gather-{engine.name}")
+        self._gatherer = self._new_gatherer()
         self._releaser = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-release-{engine.name}")
         self._thread = threading.Thread(target=self._loop, name=f"batchnb-dispatch-{engine.name}", daemon=True)
         self.posted = Posted(self)        # adds not waited for (job.submit): the ledger's reads wait for them

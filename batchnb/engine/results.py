@@ -8,6 +8,7 @@ what they learn comes back to the dispatcher's queue as a ``"gathered"`` item.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import time
 
@@ -60,6 +61,12 @@ class Results:
         # Results are fetched off this thread: a result pinned to a worker that just died would
         # make a gather wait for good ("no-worker"). They come back as a "gathered" item; those
         # not back within result-timeout are run again.
+        self._fetch(finished, now)
+
+    def _new_gatherer(self) -> cf.ThreadPoolExecutor:
+        return cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-gather-{self.engine.name}")
+
+    def _fetch(self, finished: list, now: float) -> None:
         token = next(self._counter)
         self._gathering[token] = finished
         self._gatherer.submit(self._gather, token, [f for f, _ in finished])
@@ -77,6 +84,14 @@ class Results:
         if finished is None:
             return
         now = time.time()
+        # The gatherer's thread is most likely still waiting on this fetch (a scheduler trying
+        # to reach the dead worker waits out its connect timeout): the fetches queued behind it
+        # would expire too, run again and queue behind it again. They move to a new thread with
+        # a new deadline; the stuck one ends by itself and what it brings back is ignored.
+        stuck, self._gatherer = self._gatherer, self._new_gatherer()
+        stuck.shutdown(wait=False, cancel_futures=True)
+        for queued in list(self._gathering):
+            self._fetch(self._gathering.pop(queued), now)
         self.release([f for f, _ in finished])
         for fut, entry in finished:
             self.nodes.give_back(entry[1], fut.key, entry[3], now)

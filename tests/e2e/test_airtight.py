@@ -79,6 +79,25 @@ def test_a_result_left_on_a_dead_worker_is_run_again_not_waited_for(fast_nodes):
     assert t.requeue_count == 1 and len(t.attempts) == 2
 
 
+def test_a_fetch_that_hangs_holds_up_no_later_result(fast_nodes):
+    """A fetch stuck on a dead worker (a scheduler waiting out its connect timeout, ~30 s) sat
+    in front of every later result: each expired in turn and ran again, queued behind the same
+    stuck fetch (CI saw a task run nine times). Here the stuck fetch never ends during the test;
+    the task's first result expires behind it, and its second is fetched on a new thread."""
+    with temporary_pool("stuck-fetch", dedicated=1) as pool:
+        stuck = threading.Event()
+        pool._dispatcher._gatherer.submit(stuck.wait, 120)   # stands for the hung fetch
+        try:
+            job = pool.job("j", max_task_retries=0)
+            t = job.add_task("t", "echo ok")
+            result = job.wait(timeout=60, quiet=True)
+        finally:
+            stuck.set()
+    assert result.counts == {"succeeded": 1}
+    assert t.requeue_count == 1 and len(t.attempts) == 2
+    assert "result-timeout" in t.attempts[0]["message"]
+
+
 # -- point 2, "stopping means stopped": a Python task shown cancelled runs no more, and its
 #    slot is free. Python tasks run inline, in a worker thread of a 1-slot node here.
 
