@@ -1,20 +1,37 @@
-"""A gateway pool's agent beside its scheduler: ``bnb.Pool(..., backend="gateway", agent_on_scheduler=True,
-detached=True)``.
+"""A detached pool's agent beside a remote Dask scheduler: ``bnb.Pool(..., backend="gateway"|"address",
+agent_on_scheduler=True, detached=True)``.
 
-The creator makes the dask-gateway cluster and registers :class:`AgentPlugin`
-on its scheduler (``Client.register_plugin``: a ``SchedulerPlugin``, sent
-pickled, started in the scheduler's process). There the plugin makes the
-pool (the same Pool class, on the same cluster by its name), with its ledger
-and node folders in the scheduler's working folder, and serves the agent's
-operations (:mod:`.rpc`) as the scheduler's own handlers (``bnb_*``). A
-client calls them with Dask's RPC through the gateway's TLS proxy (the
-cluster's address and credentials: ``Gateway(...).connect(name)`` gives
-them to whoever the gateway lets in), so the pool needs nothing of the
-machine that made it: not a process, not a file.
+The creator (:mod:`.beside_start`) registers :class:`AgentPlugin` on the
+scheduler (``Client.register_plugin``: a ``SchedulerPlugin``, sent pickled,
+started in the scheduler's process; the scheduler's Python needs batchnb).
+There the plugin makes the pool (the same Pool class, driving that same
+scheduler), with its ledger and node folders in ``batchnb/`` of the
+scheduler's working folder, and serves the agent's operations (:mod:`.rpc`)
+as the scheduler's own handlers (``bnb_*``), on the scheduler's own TLS
+listener. Nothing of the pool runs on the creator's machine: no process, no
+ledger; the creator's batchnb home keeps only a record of the pool (its
+address and the creator's credentials, :mod:`.registry`), so that
+``bnb.pools()`` lists it and ``bnb.Pool.connect(name)`` reaches it.
 
-The cluster's credentials are one certificate that every client of it
-shows: whoever the gateway lets reach the cluster is its owner here (the
-gateway's own authentication is the access control).
+- **gateway**: the creator makes the cluster; clients reach the scheduler
+  through the gateway's TLS proxy with the cluster's credentials, one
+  certificate every client of the cluster shows: whoever the gateway lets
+  reach the cluster is the pool's owner (the gateway's own authentication is
+  the access control).
+- **address**: the scheduler is the site's, and must speak TLS: each caller
+  is the CN of its own certificate (signed by the site's CA), so roles work
+  as for a local agent (the creator's CN is the owner; ``pool.grant``). The
+  pool reaches its own scheduler with the creator's certificate, which
+  travels inline in the boot message (never as paths to the creator's
+  files). Closing the pool leaves the scheduler running: it is the site's.
+
+Neither has a CA key, so ``pool.credentials`` cannot mint certificates there
+(it says so). The agent stops itself after ``batchnb.agent-idle-timeout``
+(the creator's) with no job running and no client, as a local agent does
+(:func:`.service._watch_idle`); when it stops, for whatever reason, the
+ledger says why (kind ``pool``, state ``stopped``), the pool is closed (a
+gateway cluster goes too when ``shutdown_on_close``) and the ``bnb_*``
+handlers are removed from the scheduler.
 """
 
 from __future__ import annotations
@@ -22,31 +39,72 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ..errors import BackendError, BatchError, SpecError
+from ..errors import BatchError, SpecError
+from .rpc import AgentHandlers
 from .wire import pack_error
 
 log = logging.getLogger("batchnb.agent")
 
-#: The gateway backend's option that puts the agent beside the scheduler.
+#: The option that puts the agent beside the scheduler.
 OPTION = "agent_on_scheduler"
+#: Backends whose scheduler can hold the agent.
+BACKENDS = ("gateway", "address")
+#: The handler that says how the agent's start went; the other handlers come once it serves.
+STATUS = "bnb_beside_status"
 
 
 def wanted(args: tuple, kwargs: dict) -> bool:
+    """Whether ``bnb.Pool(*args, **kwargs)`` asks for the agent beside its scheduler (and can have it)."""
     backend = kwargs.get("backend", args[0] if args else "local")
     if kwargs.get(OPTION) in (None, False):
         return False
-    if backend != "gateway":
-        raise SpecError(OPTION, kwargs[OPTION], f"only a gateway pool's agent can run beside its scheduler "
-                                                f"(backend {backend!r})")
+    if backend not in BACKENDS:
+        raise SpecError(OPTION, kwargs[OPTION], f"only a gateway or an address pool's agent can run beside its "
+                                                f"scheduler (backend {backend!r})")
     if kwargs[OPTION] is not True:
         raise SpecError(OPTION, kwargs[OPTION], "expected True or False")
+    if backend == "address":
+        _check_tls(kwargs.get("address"), kwargs.get("security"))
     return True
+
+
+def _check_tls(address, security) -> None:
+    from distributed.security import Security
+    if not isinstance(address, str) or not address.startswith("tls://"):
+        raise SpecError(OPTION, True, f"needs the scheduler's TLS (address {address!r} is not tls://...): the agent "
+                        "knows a caller by the CN of the certificate it shows, so over plain tcp it could not tell "
+                        "callers apart and anyone who reaches the scheduler could use or close the pool")
+    missing = [f for f in ("tls_ca_file", "tls_client_cert", "tls_client_key")
+               if not getattr(security, f, None)] if isinstance(security, Security) else ["security"]
+    if missing:
+        raise SpecError("security", type(security).__name__ if security is not None else None,
+                        f"an agent beside the scheduler needs distributed.Security(tls_ca_file=..., "
+                        f"tls_client_cert=..., tls_client_key=...): the site's CA and your certificate, whose CN "
+                        f"is the pool's owner (missing: {', '.join(missing)})")
+
+
+class BesideHandlers(AgentHandlers):
+    """The agent's operations in a scheduler's process: what differs from a local agent's."""
+
+    async def shutdown(self, reason: str) -> None:
+        if self.stop_reason is None:
+            # Recorded before the pool closes: a gateway cluster that goes with the pool takes
+            # this process (and anything still to be written) with it.
+            from .service import _record_stop
+            await self._run(_record_stop, self.pool, reason)
+        await super().shutdown(reason)
+
+    async def issue_credentials(self, client: str, caller: str, identity: str) -> dict:
+        where = self.record.get("beside_scheduler")
+        how = ("a gateway cluster's clients all show the cluster's certificate (the gateway lets them in)"
+               if self.pool.spec.backend == "gateway" else
+               f"give {identity!r} a certificate the site's CA signed, with that CN, and a role (pool.grant)")
+        raise BatchError(f"pool {self.pool.name!r} runs beside the scheduler at {where}: its agent holds no CA key, "
+                         f"so it cannot make credentials for {identity!r}; {how}")
 
 
 class AgentPlugin(SchedulerPlugin):
@@ -54,12 +112,12 @@ class AgentPlugin(SchedulerPlugin):
 
     name = "batchnb-agent"
 
-    def __init__(self, boot: bytes, owner: str):
-        self.boot, self.owner = boot, owner
+    def __init__(self, boot: bytes, owner: str, idle_timeout: float | None = None):
+        self.boot, self.owner, self.idle_timeout = boot, owner, idle_timeout
         self.status: dict = {"starting": True}
 
     async def start(self, scheduler) -> None:
-        scheduler.handlers["bnb_beside_status"] = self._status
+        scheduler.handlers[STATUS] = self._status
         self.scheduler = scheduler
         # Making the pool blocks (its cluster's workers start): the scheduler's loop must not.
         self._starting = asyncio.ensure_future(self._start(scheduler))
@@ -70,120 +128,76 @@ class AgentPlugin(SchedulerPlugin):
     async def _start(self, scheduler) -> None:
         loop = asyncio.get_running_loop()
         try:
-            pool = await loop.run_in_executor(None, self._make_pool)
-            from .rpc import AgentHandlers
-            from .service import _public_spec
+            pool = await loop.run_in_executor(None, self._make_pool, scheduler.address)
             from ..engine import ledger_roles as roles
-            handlers = AgentHandlers(pool, loop)
+            from .service import _public_spec
+            handlers = BesideHandlers(pool, loop)
             await handlers._run(roles.grant, pool.ledger, pool.name, self.owner, "owner",
                                 by="batchnb (made the pool)")
             backend = pool._engine.backend
+            gateway = pool.spec.backend == "gateway"
             handlers.record = {
-                "name": pool.name, "address": None, "pid": None, "host_pid": os.getpid(), "owner": self.owner,
-                "backend": pool.spec.backend, "ledger": str(pool.ledger.path), "spec": _public_spec(pool),
+                "name": pool.name, "address": None if gateway else scheduler.address, "pid": None,
+                "host_pid": os.getpid(), "owner": self.owner, "backend": pool.spec.backend,
+                "ledger": str(pool.ledger.path), "spec": _public_spec(pool), "scheduler": scheduler.address,
                 "can_scale": bool(backend.can_scale), "can_preempt": bool(backend.can_preempt),
-                "beside_scheduler": scheduler.address, "cluster_name": getattr(backend.cluster, "name", None),
-                "scheduler_unreachable": "the pool's Dask scheduler is its gateway cluster's: "
-                                         "dask_gateway.Gateway(address, auth=...).connect(cluster_name).get_client()"}
+                "beside_scheduler": scheduler.address, "cluster_name": getattr(getattr(backend, "cluster", None),
+                                                                               "name", None),
+                "idle_timeout": self.idle_timeout,
+                "scheduler_unreachable": "the pool's Dask scheduler is its gateway cluster's: dask_gateway."
+                                         "Gateway(address, auth=...).connect(cluster_name).get_client()" if gateway
+                else "the pool's Dask scheduler is the site's: distributed.Client(address, security=...) with "
+                     "your own certificate"}
             scheduler.handlers.update(handlers.handlers())
             self.handlers = handlers
             self.status = {"ok": handlers.record}
-            log.info("agent: pool %s serves beside scheduler %s (pid %s)", pool.name, scheduler.address, os.getpid())
-        except BaseException as exc:  # noqa: BLE001 - the creator raises it
+            self._serving = asyncio.ensure_future(self._serve(scheduler, handlers))
+            log.info("agent: pool %s serves beside scheduler %s (pid %s, idle timeout %s)", pool.name,
+                     scheduler.address, os.getpid(), self.idle_timeout)
+        except BaseException as exc:
             log.exception("agent: the pool beside scheduler %s did not start", scheduler.address)
             self.status = {"error": pack_error(exc)}
 
-    def _make_pool(self):
+    def _make_pool(self, address: str):
         import cloudpickle
         boot = cloudpickle.loads(self.boot)
         home = Path.cwd() / "batchnb"
         # The agent's files (its ledger, its nodes' folders) are on the scheduler's side.
         os.environ["BATCHNB_HOME"] = str(home)
+        import dask
+        # As in a local agent (service.main): the Dask client's periodic refresh of its scheduler's
+        # identity can show the dispatcher no worker between two reads.
+        dask.config.set({"distributed.client.scheduler-info-interval": "1h"})
         kwargs = {k: v for k, v in boot["kwargs"].items() if k != OPTION}
-        kwargs.pop("cluster_options", None)         # the creator made the cluster with them
-        kwargs.update(ledger=str(home / "ledger.sqlite"), cluster_name=boot["cluster_name"],
-                      shutdown_on_close=kwargs.get("shutdown_on_close", boot["made"]))
+        kwargs["ledger"] = str(home / "ledger.sqlite")
+        if boot.get("cluster_name") is not None:        # gateway: the creator made the cluster
+            kwargs.pop("cluster_options", None)
+            kwargs.update(cluster_name=boot["cluster_name"],
+                          shutdown_on_close=kwargs.get("shutdown_on_close", boot["made"]))
+        else:                                           # address: this scheduler, as it knows itself
+            kwargs.update(address=address, security=boot["security"])
         return boot["pool_class"](boot["name"], *boot["args"], **kwargs)
+
+    async def _serve(self, scheduler, handlers: BesideHandlers) -> None:
+        from .service import _watch_idle
+        watch = asyncio.ensure_future(_watch_idle(handlers, self.idle_timeout))
+        try:
+            await handlers.stop.wait()
+        finally:
+            watch.cancel()
+            self._leave(scheduler, handlers)
+
+    def _leave(self, scheduler, handlers: BesideHandlers) -> None:
+        """The scheduler goes on without the agent: its handlers and this plugin are removed."""
+        for op in [op for op in scheduler.handlers if op.startswith("bnb_")]:
+            del scheduler.handlers[op]
+        if scheduler.plugins.get(self.name) is self:
+            del scheduler.plugins[self.name]
+        handlers._executor.shutdown(wait=False)
+        log.info("agent: pool %s stopped beside scheduler %s: %s", handlers.pool.name, scheduler.address,
+                 handlers.stop_reason)
 
     async def close(self) -> None:
         handlers = getattr(self, "handlers", None)
         if handlers is not None and handlers.stop_reason is None:
             await handlers.shutdown("the scheduler stopped")
-
-
-def start(pool_class: type, name: str, args: tuple, kwargs: dict, timeout: float) -> tuple[dict, Any]:
-    """Make the gateway cluster, start the agent in its scheduler; its record and the credentials that reach it."""
-    import cloudpickle
-    from dask_gateway import Gateway
-
-    from ..backends.gateway import GatewayBackend, _close_gateway
-    from .. import spec as specs
-    checked = GatewayBackend(specs.PoolSpec(name, backend="gateway", dedicated=kwargs.get("dedicated")),
-                             **{k: v for k, v in kwargs.items() if k in GatewayBackend.option_names()
-                                and k != OPTION})
-    gateway = checked._gateway = Gateway(address=checked.address, proxy_address=checked.proxy_address,
-                                         auth=checked.auth)
-    try:
-        options = checked._options() if checked.cluster_options else None
-        if checked.cluster_name is not None:
-            cluster = gateway.connect(checked.cluster_name)
-        else:
-            cluster = gateway.new_cluster(cluster_options=options, shutdown_on_close=False)
-        security = cluster.security
-        try:
-            boot = cloudpickle.dumps({"pool_class": pool_class, "name": name, "args": args, "kwargs": kwargs,
-                                      "cluster_name": cluster.name, "made": checked.cluster_name is None})
-            client = cluster.get_client(set_as_default=False)
-            try:
-                client.register_plugin(AgentPlugin(boot, _cn(security)))
-            finally:
-                client.close()
-            status = _wait_started(cluster.scheduler_address, security, timeout)
-        except BaseException:
-            if checked.cluster_name is None:
-                cluster.shutdown()
-            raise
-        finally:
-            cluster.close(shutdown=False)       # this process's handle only: the cluster runs on
-            _close_gateway(getattr(cluster, "gateway", None))
-    finally:
-        _close_gateway(gateway)
-    if "error" in status:
-        from .wire import unpack_error
-        raise unpack_error(status["error"]).with_traceback(None) from None
-    record = dict(status["ok"], address=cluster.scheduler_address)
-    return record, security
-
-
-def _wait_started(address: str, security, timeout: float) -> dict:
-    from distributed.core import rpc
-
-    async def ask():
-        r = rpc(address, connection_args=security.get_connection_args("client"))
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                status = await r.bnb_beside_status()
-                if "starting" not in status:
-                    return status
-                if time.monotonic() > deadline:
-                    raise BackendError(f"the agent beside the scheduler at {address} did not start within "
-                                       f"{timeout:g}s (batchnb.agent-start-timeout); see the scheduler's log")
-                await asyncio.sleep(0.2)      # polling another process's state over RPC
-        finally:
-            await r.close_rpc()
-    return asyncio.run(ask())
-
-
-def _cn(security) -> str:
-    """The CN of the cluster's certificate: who every client of the cluster is to the agent."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-    pem = getattr(security, "tls_cert", None) or security.tls_client_cert
-    if "\n" not in pem:
-        pem = Path(pem).read_text()
-    cert = x509.load_pem_x509_certificate(pem.encode())
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not names:
-        raise BatchError("the gateway cluster's certificate names no one (no CN)")
-    return names[0].value

@@ -35,7 +35,6 @@ from ..spec.validate import task_id
 from . import registry
 from .access import client_security
 from .link import AgentLink
-from .tls import security_of
 from .proxy import EngineProxy
 from .reads import LedgerProxy
 
@@ -58,9 +57,10 @@ class DetachedPool:
 
     def __init__(self, name: str = "local", *args: Any, detached: bool = True, **kwargs: Any) -> None:
         from . import beside
-        if beside.wanted(args, kwargs):         # the agent runs in the gateway cluster's scheduler
-            record, security = beside.start(self._pool_class, task_id(name, "pool name"), args, kwargs,
-                                            _config.seconds("agent-start-timeout"))
+        if beside.wanted(args, kwargs):         # the agent runs in the remote scheduler's process
+            from .beside_start import start
+            record, security = start(self._pool_class, task_id(name, "pool name"), args, kwargs,
+                                     _config.seconds("agent-start-timeout"))
             attach(self, record, security, None)
             return
         record, process = start_agent(self._pool_class, name, args, kwargs)
@@ -130,6 +130,8 @@ class DetachedPool:
         if not link.wait_agent_gone(60):
             raise BackendError(f"the agent of pool {self.name!r} (pid {link.pid}) did not end within 60 s; "
                                f"its log: {self._record.get('log')}")
+        if self._record.get("beside_scheduler"):    # no process of this machine removes its record
+            registry.forget(self._record)
 
     def _let_go(self, how: str, say_bye: bool = True) -> None:
         if self._engine.closed:
@@ -149,8 +151,8 @@ class DetachedPool:
     def __repr__(self) -> str:
         if self._engine.closed:
             return f"<batchnb.Pool {self.name!r} detached, {self._ended}>"
-        return (f"<batchnb.Pool {self.name!r} backend={self.spec.backend!r} detached: agent pid "
-                f"{self._record.get('pid')} at {self.address}>")
+        where = "beside its scheduler" if self._record.get("beside_scheduler") else f"pid {self._record.get('pid')}"
+        return f"<batchnb.Pool {self.name!r} backend={self.spec.backend!r} detached: agent {where} at {self.address}>"
 
 
 def client_class(pool_class: type) -> type:
@@ -180,7 +182,8 @@ def connect(pool_class: type, name_or_address: str, security: Any = None) -> bat
         record = None
     pool = object.__new__(client_class(pool_class))
     if record is None:      # not this user's pool: the agent says what it is
-        link = AgentLink({"name": name_or_address, "address": name_or_address}, security)
+        from .beside_start import BesideLink     # what answers there may be a scheduler whose agent stopped
+        link = BesideLink({"name": name_or_address, "address": name_or_address}, security)
         try:
             record = link.call("describe")
             # An agent beside a gateway's scheduler knows no address of its own: it is the cluster's.
@@ -195,7 +198,7 @@ def attach(pool, record: dict, security, process) -> None:
     """Make ``pool`` a client of the agent that ``record`` describes, showing ``security``
     (by default the owner's credentials, beside the record)."""
     if security is None:
-        security = security_of(record["tls"]["owner"])
+        security = registry.owner_security(record)
     data = dict(record["spec"])
     callable_policy = data.pop("autoscale_callable", False)
     spec = specs.from_dict(specs.PoolSpec, data)
@@ -203,7 +206,10 @@ def attach(pool, record: dict, security, process) -> None:
         spec = _with_policy(spec)
     pool.spec, pool.name, pool._record, pool._ended = spec, spec.name, record, ""
     pool.bus = EventBus()
-    link = AgentLink(record, security, process)
+    link_class = AgentLink
+    if record.get("beside_scheduler"):
+        from .beside_start import BesideLink as link_class
+    link = link_class(record, security, process)
     pool._agent = link
     pool.ledger = LedgerProxy(link, record)       # its file is where the agent runs: read through it
     pool._engine = engine = EngineProxy(link, record, spec)

@@ -7,6 +7,12 @@ pruned by the next reader. Beside each record, ``<name>.tls/`` holds the
 pool's certificates and its owner's credentials (:mod:`.tls`); the records
 name them, so they and their folder are readable by their owner only.
 
+An agent beside a remote scheduler (:mod:`.beside`) is no process of this
+machine: its creator writes its record (no pid; the address, and the
+credentials it reached the agent with, in ``<name>.tls/owner/``), a client's
+``pool.close()`` removes it, and it is stale once the agent no longer answers
+there (a check over the network, :func:`answers`).
+
 >>> import batchnb as bnb
 >>> bnb.pools()              # no detached pool runs in this doctest's home
 []
@@ -49,7 +55,10 @@ def _process_started(pid: int) -> float | None:
 
 
 def alive(record: dict) -> bool:
-    """The record's process still runs (and is the same process: pids are reused)."""
+    """The record's process still runs (and is the same process: pids are reused); for an agent
+    beside a remote scheduler, it answers."""
+    if record.get("beside_scheduler"):
+        return answers(record)
     pid, created = record.get("pid"), record.get("process_created")
     if not isinstance(pid, int):
         return False
@@ -132,9 +141,15 @@ def remove(name: str, pid: int | None = None) -> None:
 def records() -> list[dict]:
     """Every live agent's full record (its credentials' paths included), stale ones pruned, by name."""
     out = []
-    for path in sorted(folder().glob("*.json")):
-        record = read(path)
-        if record is None or not alive(record):
+    found = [(path, read(path)) for path in sorted(folder().glob("*.json"))]
+    remote = [r for _, r in found if r is not None and r.get("beside_scheduler")]
+    answered: dict = {}
+    if remote:      # asked over the network: all at once, so a slow one costs its own wait only
+        import concurrent.futures as cf
+        with cf.ThreadPoolExecutor(min(8, len(remote))) as pool:
+            answered = dict(zip(map(id, remote), pool.map(answers, remote)))
+    for path, record in found:
+        if record is None or not (answered[id(record)] if record.get("beside_scheduler") else alive(record)):
             try:
                 if record is not None or path.stat().st_mtime < time.time() - 60:
                     _remove_if(path, record)   # a file being written right now is left alone
@@ -144,6 +159,82 @@ def records() -> list[dict]:
         if record.get("address"):
             out.append(record)
     return out
+
+
+# -- agents beside a remote scheduler ----------------------------------------------------
+#: Seconds an agent beside a remote scheduler has to answer before its record is stale.
+ANSWER_WITHIN = 10.0
+
+
+def keep_beside(record: dict, *, ca: str, cert: str, key: str, kind: str) -> dict:
+    """Record an agent beside a remote scheduler, with the credentials its creator reached it with
+    (``kind``: "dask", a ``distributed.Security``; "gateway", a gateway cluster's certificate)."""
+    from .tls import write_credentials
+    path = path_of(record["name"])
+    _unlink(path)           # a stale record of that name (records() found no live one)
+    owner = write_credentials(path.with_suffix(".tls") / "owner", ca, cert, key)
+    record = dict(record, pid=None, started=time.time(), tls={"owner": str(owner), "kind": kind})
+    if kind == "dask":      # the owner's pool.client reaches the scheduler with the same certificate
+        record["scheduler_security"] = {"tls_ca_file": str(owner / "ca.pem"),
+                                        "tls_client_cert": str(owner / "cert.pem"),
+                                        "tls_client_key": str(owner / "key.pem")}
+        record.pop("scheduler_unreachable", None)
+    _write(path, record)
+    return record
+
+
+def owner_security(record: dict):
+    """The credentials beside ``record`` that its owner reaches the agent with."""
+    from .tls import security_of
+    creds = record["tls"]
+    if creds.get("kind") == "gateway":
+        from dask_gateway.client import GatewaySecurity
+        owner = Path(creds["owner"])
+        return GatewaySecurity(tls_key=(owner / "key.pem").read_text(), tls_cert=(owner / "cert.pem").read_text())
+    return security_of(creds["owner"])
+
+
+def answers(record: dict, timeout: float = ANSWER_WITHIN) -> bool:
+    """The agent beside a remote scheduler that ``record`` names answers (a gone scheduler, or one
+    whose agent stopped and removed its handlers, does not)."""
+    try:
+        security = owner_security(record)
+    except (OSError, KeyError, SpecError):     # its credentials are gone: no one here reaches it
+        return False
+    return answers_at(record["address"], security, timeout)
+
+
+def answers_at(address: str, security, timeout: float = ANSWER_WITHIN) -> bool:
+    """An agent answers at ``address`` (``security``: the credentials shown)."""
+    import asyncio
+    import concurrent.futures as cf
+
+    from distributed.core import rpc
+
+    async def ask():
+        r = rpc(address, connection_args=security.get_connection_args("client"), timeout=timeout)
+        try:
+            # A scheduler answers an operation it has no handler for with None.
+            return isinstance(await asyncio.wait_for(r.bnb_whoami(), timeout), dict)
+        finally:
+            await r.close_rpc()
+
+    def asking() -> bool:
+        try:
+            return asyncio.run(ask())
+        except Exception:  # noqa: BLE001 - any failure to answer is an agent out of reach
+            return False
+    # On a thread of its own: the caller's may run an event loop (a Jupyter kernel's does).
+    with cf.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asking).result()
+
+
+def forget(record: dict) -> None:
+    """Remove the record of an agent beside a remote scheduler (its pool was closed), if it is still that one."""
+    path = path_of(record["name"])
+    kept = read(path)
+    if kept is not None and kept.get("beside_scheduler") and kept.get("address") == record.get("address"):
+        _unlink(path)
 
 
 def find(name_or_address: str) -> dict:

@@ -6,7 +6,9 @@ starts nor stops them, so it cannot know what each was started as: say it
 with ``groups=``, a mapping of worker name to ``"dedicated"`` or ``"spot"``
 (a worker it does not name is dedicated). Without ``groups=`` the backend
 keeps the convention of earlier versions: a worker whose name starts with
-``spot`` is a spot node.
+``spot`` is a spot node. ``agent_on_scheduler=True`` (with ``detached=True``
+and a ``tls://`` scheduler) runs the pool's agent in the scheduler's own
+process (:mod:`batchnb.agent.beside`).
 
 >>> from batchnb.spec import PoolSpec
 >>> b = AddressBackend(PoolSpec("x", backend="address"), address="tcp://10.0.0.4:8786", groups={"w1": "spot"})
@@ -27,10 +29,15 @@ class AddressBackend(Backend):
     name = "address"
 
     def __init__(self, spec, *, address: str | None = None, security=None, timeout: float = 30.0,
-                 groups: Mapping[str, str] | None = None, **options):
+                 groups: Mapping[str, str] | None = None, agent_on_scheduler: bool = False, **options):
         super().__init__(spec, **options)
         if options:
             raise BackendError(f"the address backend does not take option(s) {sorted(options)}")
+        if agent_on_scheduler is not False:
+            # With detached=True the agent takes this option off before the backend is made
+            # (batchnb.agent.beside); here it can only be a pool in this kernel.
+            raise SpecError("agent_on_scheduler", agent_on_scheduler, "puts a detached pool's agent in its "
+                            "scheduler's process: it needs detached=True")
         if not isinstance(address, str) or "://" not in address:
             raise SpecError("address", address, "expected a Dask scheduler address such as 'tcp://10.0.0.4:8786'")
         if groups is not None:

@@ -3,12 +3,15 @@
 A real dask-gateway server (tests/services/gateway.py) runs the cluster's
 scheduler and worker processes in a folder of its own. The creator, a script
 with a batchnb home of its own, makes the pool with ``agent_on_scheduler=True``
-and leaves: no agent runs on its side, and its home holds no ledger. A
+and leaves: no agent process runs on its side and its home holds no ledger,
+only the pool's record (no pid; the address and the cluster's credentials),
+by which ``bnb.pools()`` lists it and ``bnb.Pool.connect(name)`` reaches it. A
 watcher with another home reaches the pool through the gateway's TLS proxy
 with the cluster's credentials (``Gateway.connect``), sees the job finish,
 and opens none of the files of the pool, which are in the cluster's folder.
-Closing the pool shuts the cluster down; a cluster left by a failed test is
-stopped through the gateway.
+Closing the pool shuts the cluster down, and the creator's home prunes the
+record of an agent that no longer answers; a cluster left by a failed test
+is stopped through the gateway.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def _clusters(server) -> set[str]:
 
 
 def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_reads_through_the_proxy(
-        tmp_path, gateway_server):
+        tmp_path, gateway_server, monkeypatch):
     import batchnb as bnb
     from batchnb.backends.gateway import _close_gateway
     from dask_gateway import Gateway
@@ -96,8 +99,11 @@ def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_read
         assert text.splitlines()[-1:] == ["left"], text
         name = next(line.split()[1] for line in text.splitlines() if line.startswith("cluster "))
         assert _clusters(gateway_server) - before == {name}
-        # Nothing of the pool is on the creator's side: no agent, no ledger.
-        assert agent_records(creator_home) == [] and not (creator_home / "ledger.sqlite").exists()
+        # No agent process and no ledger on the creator's side: only the pool's record.
+        records = agent_records(creator_home)
+        assert [(r["name"], r["pid"], r["address"].startswith("gateway://")) for r in records] == [
+            ("team-beside", None, True)]
+        assert not (creator_home / "ledger.sqlite").exists()
         folder = gateway_server.clusters / name
         assert (folder / "batchnb" / "ledger.sqlite").is_file()
 
@@ -114,6 +120,13 @@ def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_read
         assert out["ledger"] == str(folder / "batchnb" / "ledger.sqlite")
         assert [p for p in got["seen"] if p.startswith(str(folder))] == []
 
+        with monkeypatch.context() as mp:          # the creator's home reaches it by name
+            mp.setenv("BATCHNB_HOME", str(creator_home))
+            assert [p["name"] for p in bnb.pools()] == ["team-beside"]
+            by_name = bnb.Pool.connect("team-beside")
+            assert by_name.job("few").counts()["succeeded"] == 6
+            by_name.disconnect()
+
         gateway = Gateway(gateway_server.address, auth=gateway_server.auth())
         try:
             cluster = gateway.connect(name)
@@ -127,6 +140,9 @@ def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_read
         finally:
             _close_gateway(gateway)
         assert name not in _clusters(gateway_server)
+        with monkeypatch.context() as mp:          # its agent answers no more: its record is pruned
+            mp.setenv("BATCHNB_HOME", str(creator_home))
+            assert bnb.pools() == [] and agent_records(creator_home) == []
     finally:
         for left in _clusters(gateway_server) - before:
             gw = Gateway(gateway_server.address, auth=gateway_server.auth())
@@ -144,7 +160,7 @@ def test_agent_on_scheduler_is_refused_at_once_where_it_cannot_be(tmp_path, monk
     with pytest.raises(bnb.SpecError, match="needs detached=True") as err:
         bnb.Pool("in-kernel", backend="gateway", address="http://127.0.0.1:9", agent_on_scheduler=True)
     assert err.value.field == "agent_on_scheduler"
-    with pytest.raises(bnb.SpecError, match="only a gateway pool") as err:
+    with pytest.raises(bnb.SpecError, match="only a gateway or an address pool") as err:
         bnb.Pool("here", backend="local", agent_on_scheduler=True, detached=True)
     assert err.value.field == "agent_on_scheduler"
     with pytest.raises(bnb.SpecError, match="True or False") as err:
