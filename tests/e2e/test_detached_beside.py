@@ -166,3 +166,39 @@ def test_agent_on_scheduler_is_refused_at_once_where_it_cannot_be(tmp_path, monk
     with pytest.raises(bnb.SpecError, match="True or False") as err:
         bnb.Pool("there", backend="gateway", address="http://127.0.0.1:9", agent_on_scheduler="yes", detached=True)
     assert agent_records(tmp_path / "home") == []
+
+
+def test_an_idle_agent_in_a_gateway_scheduler_stops_itself_and_leaves_the_cluster_it_was_told_to_keep(
+        tmp_path, gateway_server, monkeypatch):
+    import dask
+
+    import batchnb as bnb
+    import batchnb.engine.ledger
+    from batchnb.backends.gateway import _close_gateway
+    from batchnb.engine.ledger import Ledger
+    from dask_gateway import Gateway
+    from waiting import wait_for
+    monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
+    before = _clusters(gateway_server)
+    try:
+        with dask.config.set({"batchnb.agent-idle-timeout": "2s"}):     # the creator's: it travels in the plugin
+            pool = bnb.Pool("team-idle", backend="gateway", address=gateway_server.address,
+                            auth=gateway_server.auth(), dedicated=1, start_timeout=240, shutdown_on_close=False,
+                            agent_on_scheduler=True, detached=True)
+        name = pool._record["cluster_name"]
+        assert pool.job("quick").add_task("a", "echo a") and pool.job("quick").wait(timeout=240, quiet=True).ok
+        pool.disconnect()
+        wait_for(lambda: bnb.pools() == [], 120, "the idle agent to stop (its record pruned)")
+        assert name in _clusters(gateway_server)        # shutdown_on_close=False: the cluster stays
+        ledger = Ledger(gateway_server.clusters / name / "batchnb" / "ledger.sqlite")
+        stops = [json.loads(e["data"]) for e in ledger.events() if e["kind"] == "pool" and e["state"] == "stopped"]
+        assert len(stops) == 1 and stops[0]["reason"].startswith("idle"), stops
+        assert "agent-idle-timeout" in stops[0]["reason"]
+    finally:
+        for left in _clusters(gateway_server) - before:
+            gw = Gateway(gateway_server.address, auth=gateway_server.auth())
+            try:
+                gw.stop_cluster(left)
+            finally:
+                _close_gateway(gw)
