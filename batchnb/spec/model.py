@@ -26,6 +26,8 @@ from .prep import JobPrep, JobRelease, prep_field as _prep_field
 from .deps import TaskIdRange, dependency_ids  # noqa: F401 - ranges stay ranges: see deps
 from ..errors import SpecError
 
+_NO_DEPENDENCIES = dependency_ids(())     # shared: a DependsOn is never changed once made
+
 NODE_FILLS = ("spread", "pack")
 ALL_TASKS_COMPLETE = ("noaction", "terminate")
 DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
@@ -168,42 +170,59 @@ class TaskSpec:
     container: Container | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "id", v.task_id(self.id))
+        # A million-task add makes a million of these: a field left at its default (most are)
+        # skips its check, which that default would pass anyway.
+        put = object.__setattr__
+        put(self, "id", v.task_id(self.id))
         if (self.command is None) == (self.python is None):
             raise SpecError(f"task {self.id!r} command", self.command,
                             "give a command line, an argv list, or use job.submit() for a Python callable")
-        if self.command is not None:
-            object.__setattr__(self, "command", _command(self.command, f"task {self.id!r} command"))
-        object.__setattr__(self, "upload_condition",
-                           v.choice(self.upload_condition, "upload_condition", UPLOAD_CONDITIONS))
-        object.__setattr__(self, "inputs", _inputs(self.inputs, "inputs"))
-        object.__setattr__(self, "outputs", _outputs(self.outputs, self.upload_condition))
-        object.__setattr__(self, "env", v.str_mapping(self.env, "env"))
-        secrets = v.str_mapping(self.secrets, "secrets")
-        for name, ref in secrets.items():
-            _secret_ref(name, ref)
-        object.__setattr__(self, "secrets", secrets)
-        deps = dependency_ids(self.depends_on)
-        if self.id in deps:
-            raise SpecError("depends_on", self.id, "a task cannot depend on itself")
-        object.__setattr__(self, "depends_on", deps)
-        object.__setattr__(self, "max_wall_clock", v.duration(self.max_wall_clock, "max_wall_clock"))
-        object.__setattr__(self, "retention_time", v.duration(self.retention_time, "retention_time"))
+        if type(self.command) is not str or not self.command.strip():
+            if self.command is not None:
+                put(self, "command", _command(self.command, f"task {self.id!r} command"))
+        if self.upload_condition != "success":
+            put(self, "upload_condition", v.choice(self.upload_condition, "upload_condition", UPLOAD_CONDITIONS))
+        if type(self.inputs) is not tuple or self.inputs:
+            put(self, "inputs", _inputs(self.inputs, "inputs"))
+        if type(self.outputs) is not tuple or self.outputs:
+            put(self, "outputs", _outputs(self.outputs, self.upload_condition))
+        if type(self.env) is not dict or self.env:
+            put(self, "env", v.str_mapping(self.env, "env"))
+        if type(self.secrets) is not dict or self.secrets:
+            secrets = v.str_mapping(self.secrets, "secrets")
+            for name, ref in secrets.items():
+                _secret_ref(name, ref)
+            put(self, "secrets", secrets)
+        if type(self.depends_on) is tuple and not self.depends_on:
+            put(self, "depends_on", _NO_DEPENDENCIES)
+        else:
+            deps = dependency_ids(self.depends_on)
+            if self.id in deps:
+                raise SpecError("depends_on", self.id, "a task cannot depend on itself")
+            put(self, "depends_on", deps)
+        if self.max_wall_clock is not None:
+            put(self, "max_wall_clock", v.duration(self.max_wall_clock, "max_wall_clock"))
+        if self.retention_time is not None:
+            put(self, "retention_time", v.duration(self.retention_time, "retention_time"))
         if self.retry is not None and not isinstance(self.retry, Retry):
             raise SpecError("retry", self.retry, "expected bnb.Retry(max=..., delay=..., backoff=...)")
-        object.__setattr__(self, "required_slots", v.integer(self.required_slots, "required_slots", minimum=1))
-        object.__setattr__(self, "priority", v.integer(self.priority, "priority", allow_none=True))
-        if self.priority is not None and not -1000 <= self.priority <= 1000:
-            raise SpecError("priority", self.priority, "must be between -1000 and 1000 (Azure's range)")
-        object.__setattr__(self, "exit_conditions", ExitConditions.from_mapping(self.exit_conditions))
+        if type(self.required_slots) is not int or self.required_slots < 1:
+            put(self, "required_slots", v.integer(self.required_slots, "required_slots", minimum=1))
+        if self.priority is not None:
+            put(self, "priority", v.integer(self.priority, "priority"))
+            if not -1000 <= self.priority <= 1000:
+                raise SpecError("priority", self.priority, "must be between -1000 and 1000 (Azure's range)")
+        if self.exit_conditions is not None:
+            put(self, "exit_conditions", ExitConditions.from_mapping(self.exit_conditions))
         if self.multi_instance is not None and not isinstance(self.multi_instance, MultiInstance):
             raise SpecError("multi_instance", self.multi_instance, "expected bnb.MultiInstance(...)")
         if self.python is not None and not isinstance(self.python, PythonCall):
             raise SpecError("python", self.python, "use job.submit(fn, ...) for a Python callable")
-        object.__setattr__(self, "container", _container(self.container, f"task {self.id!r} container"))
-        if self.container is not None and self.python is not None:
-            raise SpecError(f"task {self.id!r} container", self.container.image,
-                            "runs command lines only; a Python callable runs on the node itself")
+        if self.container is not None:
+            put(self, "container", _container(self.container, f"task {self.id!r} container"))
+            if self.python is not None:
+                raise SpecError(f"task {self.id!r} container", self.container.image,
+                                "runs command lines only; a Python callable runs on the node itself")
 
     def with_(self, **changes) -> "TaskSpec":
         return replace(self, **changes)
