@@ -125,21 +125,8 @@ class Job:
         chunks of 10,000, never held whole, and each chunk is checked and written to the
         ledger in one transaction. A bad task raises a :class:`bnb.SpecError` naming it and
         its field; the chunks before its own stay added (their tasks run). Returns a :class:`TaskList`."""
-        from .engine.arrays import CHUNK
-        from .engine.taskids import TaskIds
-        disp = self._dispatcher()
-        out = TaskIds()
-        it = iter(tasks)
-        while True:
-            chunk = []
-            for t in itertools.islice(it, CHUNK):
-                chunk.append(t if isinstance(t, specs.TaskSpec) else _task_spec(t, len(out) + len(chunk), len(out)))
-            if not chunk:
-                return TaskList(self, out)
-            runs = disp.call(disp.add_tasks, self._run.key, chunk, replace, timeout=None)
-            out.extend(tr.spec.id for tr in runs)
-            if len(chunk) < CHUNK:
-                return TaskList(self, out)
+        from .engine.addstream import add_stream
+        return TaskList(self, add_stream(self._dispatcher(), self._run.key, tasks, replace, _task_spec))
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
         """Run ``fn(*args, **kwargs)`` as a task; Task handles in the arguments become

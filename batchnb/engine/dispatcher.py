@@ -96,10 +96,19 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
         """Run ``fn`` on the dispatcher's thread; return its result or raise its exception."""
         if threading.current_thread() is self._thread:
             return fn(*args, **kwargs)
+        return self.result_of(self.call_soon(fn, *args, **kwargs), timeout)
+
+    def call_soon(self, fn: Callable, *args, **kwargs) -> cf.Future:
+        """Queue ``fn`` for the dispatcher's thread and return at once; :meth:`result_of` its future
+        (a large add builds its next chunk meanwhile)."""
         if not self._thread.is_alive():
             raise RuntimeError("the pool is closed; make a new bnb.Pool(...)")
         reply: cf.Future = cf.Future()
         self._q.put(("call", contextvars.copy_context().run, (fn, *args), kwargs, reply))   # with audit identity
+        return reply
+
+    @staticmethod
+    def result_of(reply: cf.Future, timeout: float | None = 60.0) -> Any:
         try:
             return reply.result(timeout=timeout)
         except BatchError as exc:
