@@ -252,10 +252,11 @@ def find(name_or_address: str) -> dict:
 
 def pools() -> list[dict]:
     """The detached pools running on this machine (``bnb.Pool(..., detached=True)``,
-    ``batchnb pool start``): name, agent address, pid, started, backend, the Dask
-    scheduler's address, its dashboard, ledger and log file.
+    ``batchnb pool start``), and those this home made beside a remote scheduler
+    (``agent_on_scheduler=True``; pid None): name, agent address, pid, started,
+    backend, the Dask scheduler's address, its dashboard, ledger and log file.
 
-    Records of agents that are gone are removed on the way.
+    Records of agents that are gone (or no longer answer) are removed on the way.
 
     >>> import batchnb as bnb
     >>> [p["name"] for p in bnb.pools()]

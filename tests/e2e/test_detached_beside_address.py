@@ -310,6 +310,8 @@ def test_an_idle_agent_beside_the_scheduler_stops_itself_and_says_so_in_the_ledg
     pool.job("quick").add_task("a", "echo a")
     assert pool.job("quick").wait(timeout=120, quiet=True).counts == {"succeeded": 1}
     assert [p["name"] for p in bnb.pools()] == ["site-idle"]
+    # The owner's pool.client reaches the site's scheduler with the credentials beside the record.
+    assert pool.client.scheduler_info()["address"] == tls_site.address
     pool.disconnect()
     wait_for(lambda: tls_site.on_scheduler(_agent_handlers) == [], 120, "the idle agent to leave the scheduler")
     assert tls_site.scheduler.poll() is None
