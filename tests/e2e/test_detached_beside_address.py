@@ -281,6 +281,13 @@ def test_an_address_pools_agent_runs_in_the_sites_tls_scheduler_with_each_caller
     pool = bnb.Pool.connect("site-beside")
     assert pool.job("many").counts()["succeeded"] == 21
     assert tls_site.on_scheduler(_agent_handlers) != []
+    alice = security(tls_site.certs, "alice")
+    with pytest.raises(bnb.SpecError, match="runs already"):         # its name, in this home
+        bnb.Pool("site-beside", backend="address", address=tls_site.address, security=alice,
+                 agent_on_scheduler=True, detached=True)
+    with pytest.raises(bnb.SpecError, match="one per scheduler"):    # its handlers are the scheduler's
+        bnb.Pool("site-second", backend="address", address=tls_site.address, security=alice,
+                 agent_on_scheduler=True, detached=True)
     watching = bnb.Pool.connect(tls_site.address, security=security(tls_site.certs, "bob"))
     pool.close()
     # A client still connected hears that the agent is gone (the scheduler answers on, with no agent).
