@@ -80,7 +80,8 @@ def cmd_list(args) -> int:
     print(f"{'NAME':20} {'PID':>7}  {'STARTED':19}  {'BACKEND':8} ADDRESS")
     for p in pools:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["started"]))
-        print(f"{p['name']:20} {p['pid']:>7}  {started:19}  {p['backend'] or '':8} {p['address']}")
+        pid = "-" if p["pid"] is None else p["pid"]     # none: its agent runs beside a remote scheduler
+        print(f"{p['name']:20} {pid:>7}  {started:19}  {p['backend'] or '':8} {p['address']}")
     return 0
 
 

@@ -317,6 +317,11 @@ def test_an_idle_agent_beside_the_scheduler_stops_itself_and_says_so_in_the_ledg
     pool.job("quick").add_task("a", "echo a")
     assert pool.job("quick").wait(timeout=120, quiet=True).counts == {"succeeded": 1}
     assert [p["name"] for p in bnb.pools()] == ["site-idle"]
+    listed = subprocess.run([sys.executable, "-c", "from batchnb.cli import main; raise SystemExit(main())",
+                             "pool", "list"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[1].split()      # no pid of its own: it runs in the site's scheduler
+    assert row[0] == "site-idle" and row[1] == "-" and row[-1] == tls_site.address, listed.stdout
     # The owner's pool.client reaches the site's scheduler with the credentials beside the record.
     assert pool.client.scheduler_info()["address"] == tls_site.address
     pool.disconnect()
