@@ -81,6 +81,19 @@ def _clusters(server) -> set[str]:
         _close_gateway(gw)
 
 
+def _stop_clusters_left(server, before: set[str]) -> None:
+    """Stop, through the gateway, the clusters a failed test left (those not there before it)."""
+    from dask_gateway import Gateway
+
+    from batchnb.backends.gateway import _close_gateway
+    for left in _clusters(server) - before:
+        gw = Gateway(server.address, auth=server.auth())
+        try:
+            gw.stop_cluster(left)
+        finally:
+            _close_gateway(gw)
+
+
 def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_reads_through_the_proxy(
         tmp_path, gateway_server, monkeypatch):
     import batchnb as bnb
@@ -144,12 +157,7 @@ def test_a_gateway_pools_agent_runs_in_its_scheduler_and_a_client_elsewhere_read
             mp.setenv("BATCHNB_HOME", str(creator_home))
             assert bnb.pools() == [] and agent_records(creator_home) == []
     finally:
-        for left in _clusters(gateway_server) - before:
-            gw = Gateway(gateway_server.address, auth=gateway_server.auth())
-            try:
-                gw.stop_cluster(left)
-            finally:
-                _close_gateway(gw)
+        _stop_clusters_left(gateway_server, before)
 
 
 def test_agent_on_scheduler_is_refused_at_once_where_it_cannot_be(tmp_path, monkeypatch):
@@ -174,9 +182,7 @@ def test_an_idle_agent_in_a_gateway_scheduler_stops_itself_and_leaves_the_cluste
 
     import batchnb as bnb
     import batchnb.engine.ledger
-    from batchnb.backends.gateway import _close_gateway
     from batchnb.engine.ledger import Ledger
-    from dask_gateway import Gateway
     from waiting import wait_for
     monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(batchnb.engine.ledger, "_default_ledger", None)
@@ -196,9 +202,4 @@ def test_an_idle_agent_in_a_gateway_scheduler_stops_itself_and_leaves_the_cluste
         assert len(stops) == 1 and stops[0]["reason"].startswith("idle"), stops
         assert "agent-idle-timeout" in stops[0]["reason"]
     finally:
-        for left in _clusters(gateway_server) - before:
-            gw = Gateway(gateway_server.address, auth=gateway_server.auth())
-            try:
-                gw.stop_cluster(left)
-            finally:
-                _close_gateway(gw)
+        _stop_clusters_left(gateway_server, before)
