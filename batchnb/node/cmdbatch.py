@@ -174,6 +174,12 @@ class CommandBatch:
         the five removals it saves (on ext4 here, a ``rmdir`` costs about 0.1 ms of CPU).
         """
         spare, self._spare = self._spare, None
+        if spare is not None:
+            lent = _lend_task_folder(spare, task_dir)
+            if lent:
+                return
+            if lent is None:
+                spare = None            # it went, and with it nothing of this attempt's: made below
         try:
             os.mkdir(os.path.dirname(task_dir), 0o700)
         except FileExistsError:
@@ -259,6 +265,31 @@ def _remove(task_dir: str) -> bool:
     except OSError:
         return False
     _rmdir(os.path.dirname(task_dir))
+    return True
+
+
+def _lend_task_folder(spare: str, task_dir: str) -> bool | None:
+    """Lend the spare attempt's task folder on whole when the spare is all it holds: one ``rename``
+    of ``<job>/<task>`` for the ``mkdir`` of the new task's folder and the ``rmdir`` of the old one
+    (together about 0.5 ms of a ``/bin/true``'s 2 ms on the node here; a ``rmdir`` is the dearest).
+    True: ``task_dir`` is made. False: nothing changed (the caller lends the attempt folder alone).
+    None: the spare is gone and ``task_dir`` is still to be made."""
+    old_parent, new_parent = os.path.dirname(spare), os.path.dirname(task_dir)
+    if old_parent == new_parent or os.path.dirname(old_parent) != os.path.dirname(new_parent):
+        return False                    # the same task, or another job's folder
+    try:
+        if os.listdir(old_parent) != [os.path.basename(spare)]:
+            return False                # another attempt of its task is kept there
+        os.rename(old_parent, new_parent)       # onto a missing or empty folder only
+    except OSError:
+        return False
+    moved = os.path.join(new_parent, os.path.basename(spare))
+    if moved != task_dir:               # another attempt number
+        try:
+            os.rename(moved, task_dir)
+        except OSError:
+            _remove(moved)
+            return None
     return True
 
 

@@ -117,6 +117,31 @@ def test_an_attempt_that_left_nothing_lends_its_folder_to_the_next_which_finds_i
     assert sorted(p.name for p in workitems.iterdir()) == ["b", "d"]     # the others: nothing left
 
 
+def test_a_task_folder_holding_only_the_lent_attempt_is_lent_whole_and_one_holding_more_is_kept(tmp_path):
+    """The task's folder goes on with the attempt's (one rename, no mkdir and rmdir per command):
+    the next task's folder is the same inode. A task folder that keeps another attempt stays."""
+    batch = cmdbatch.CommandBatch()
+    try:
+        first = batch.run(request(tmp_path, "a", command=["/bin/true"]))
+        workitems = next((tmp_path / "nodes").glob("*/workitems/j"))
+        inode = (workitems / "a").stat().st_ino
+        second = batch.run(request(tmp_path, "b", command='echo "$PWD"; ls -A ..; exit 3'))
+        assert first.succeeded and first.task_dir is None and not (workitems / "a").exists()
+        assert (workitems / "b").stat().st_ino == inode, "the task folder was made anew, not lent"
+        assert second.exit_code == 3 and second.stdout_tail == f"{workitems / 'b' / '1' / 'wd'}\nstderr.txt\n" \
+            "stdout.txt\nwd\n", second.stdout_tail
+        # b's attempt 1 is kept (it failed); its attempt 2 succeeds and leaves nothing, and the
+        # next task may not take b's folder with attempt 1 in it.
+        again = batch.run(request(tmp_path, "b", command=["/bin/true"], attempt=2))
+        third = batch.run(request(tmp_path, "c", command=["/bin/true"]))
+        assert again.succeeded and third.succeeded
+        assert sorted(p.name for p in (workitems / "b").iterdir()) == ["1"]
+        assert (workitems / "b").stat().st_ino == inode and (workitems / "c").is_dir()
+    finally:
+        batch.close()
+    assert sorted(p.name for p in workitems.iterdir()) == ["b"]
+
+
 def test_a_folder_whose_command_left_a_process_behind_is_not_lent(tmp_path):
     # The process left behind has its working directory in the folder: lent on, it would write
     # into the next command's folder. Removed instead, its write finds no folder.
