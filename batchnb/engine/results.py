@@ -86,12 +86,13 @@ class Results:
         now = time.time()
         # The gatherer's thread is most likely still waiting on this fetch (a scheduler trying
         # to reach the dead worker waits out its connect timeout): the fetches queued behind it
-        # would expire too, run again and queue behind it again. They move to a new thread with
-        # a new deadline; the stuck one ends by itself and what it brings back is ignored.
+        # would expire too, run again and queue behind it again. They move to a new thread and
+        # keep their deadlines (moved with new ones, fetches that keep meeting dead workers would
+        # put each other's off for good); the stuck one ends by itself, what it brings is ignored.
         stuck, self._gatherer = self._gatherer, self._new_gatherer()
         stuck.shutdown(wait=False, cancel_futures=True)
-        for queued in list(self._gathering):
-            self._fetch(self._gathering.pop(queued), now)
+        for queued, waiting in list(self._gathering.items()):
+            self._gatherer.submit(self._gather, queued, [f for f, _ in waiting])
         self.release([f for f, _ in finished])
         for fut, entry in finished:
             self.nodes.give_back(entry[1], fut.key, entry[3], now)
