@@ -146,7 +146,14 @@ class RemoteExtension:
         if name.startswith("_"):
             raise AttributeError(name)
         path = (*self._path, name)
-        kind = self._ask(path)
+        # A method stays a method and an object an object: asked once per link, not before every
+        # call (a detached job.cost() asked twice per call). Plain values are asked each time.
+        kinds = self._link.__dict__.setdefault("extension_kinds", {})
+        kind = kinds.get((self._cls, path))
+        if kind is None:
+            kind = self._ask(path)
+            if kind in ("method", "object"):
+                kinds[(self._cls, path)] = kind
         if kind == "method":
             def call(*args, **kwargs):
                 return self._ask(path, (args, kwargs))

@@ -183,3 +183,26 @@ def test_a_detached_map_and_sweep_are_task_arrays_in_the_agent(detached):
     # One array for the range, one per chunk of values, one for the sweep; the two tasks over a
     # handle are plain specs; every other task row only points into its array.
     assert _arrays_and_refs(detached, "arrays") == (1 + 2 + 1, 3000 + n + 40)
+
+
+def test_an_extensions_methods_are_asked_their_kind_once_per_link(detached):
+    """A detached job.cost() is a call to the cost extension in the agent: whether job_cost is a
+    method is asked once, not before every call (plain values are asked each time)."""
+    from batchnb.agent.link import AgentLink
+    job = detached.job("kinds")
+    job.add_task("a", "true")
+    assert job.wait(timeout=120, quiet=True).ok
+    first = job.cost()
+    asked = []
+    original = AgentLink.call
+
+    def counting(self, op, **kwargs):
+        asked.append((op, kwargs.get("path"), kwargs.get("args") is not None))
+        return original(self, op, **kwargs)
+    AgentLink.call = counting
+    try:
+        again = job.cost()
+    finally:
+        AgentLink.call = original
+    assert again.total == first.total and again.rows == first.rows
+    assert asked == [("extension_get", "job_cost", True)], asked
