@@ -97,3 +97,24 @@ def test_a_resumed_job_keeps_the_retry_count_a_reactivate_reset(pool2, unique):
     job.wait(timeout=60, quiet=True)
     a = job.task("a")
     assert a.state == bnb.TaskState.FAILED and [x["state"] for x in a.attempts] == ["failed"] * 4
+
+
+def test_tasks_that_ran_added_again_read_the_jobs_reactivations_once(tmp_path):
+    """A re-run notebook adds its tasks again (a no-op): those that ran are read back from the
+    ledger with their retry counts, which need the job's reactivations. Read once per load, not
+    once per task (3,000 such tasks took 7 s, growing with the square of their number)."""
+    from batchnb.engine.ledger import Ledger
+    specs = [bnb.TaskSpec(f"t{i}", "true") for i in range(40)]
+    ledger = Ledger(tmp_path / "l.sqlite")
+    with bnb.Pool("rerun-first", dedicated=1, ledger=ledger) as pool:
+        job = pool.job("rerun")
+        job.add_tasks(specs)
+        assert job.wait(timeout=120, quiet=True).ok
+    with bnb.Pool("rerun-again", dedicated=1, ledger=ledger) as pool:
+        asked = []
+        original = pool.ledger.reactivations
+        pool.ledger.reactivations = lambda job_id: asked.append(job_id) or original(job_id)
+        job = pool.job("rerun")
+        tasks = job.add_tasks(specs)
+        assert len(tasks) == 40 and job.task_counts().succeeded == 40
+        assert len(asked) <= 2, f"the job's reactivations were read {len(asked)} times"   # resume, then the add
