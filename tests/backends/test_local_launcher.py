@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 from pools import temporary_pool
 from waiting import wait_for
+from processes import alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def test_a_killed_launcher_takes_its_nodes_along_and_they_come_back_from_a_new_o
         new = wait_for(lambda: (workers(pool).get("dedicated-0") or old) != old
                        and workers(pool)["dedicated-0"], 90, "dedicated-0 to come back")
         assert psutil.Process(new).ppid() not in (launcher, os.getpid())
-        assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+        assert not alive(old)
         job = pool.job("after")
         job.add_task("t", "echo hi")
         assert job.wait(quiet=True).counts == {"succeeded": 1}

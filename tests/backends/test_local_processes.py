@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 from pools import temporary_pool
 from waiting import wait_for
+from processes import alive
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = "BATCHNB_TEST_PROCESS_MARK"
@@ -148,7 +149,7 @@ def test_nodes_live_in_sessions_of_their_own(tmp_path):
             # SIGINT to the driver's group does not reach them.
             assert os.getsid(pid) == pid != os.getsid(0)
             assert os.getpgid(pid) != os.getpgid(0)
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    wait_for(lambda: not any(alive(p)
                              for p in pids.values()), 20, "the node processes to end with the pool")
 
 
@@ -163,7 +164,7 @@ def test_a_preempted_nodes_orphaned_task_processes_are_killed(tmp_path):
             pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the orphan"))
             pidfile.unlink()
             pool.preempt("spot-0")
-            wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+            wait_for(lambda: not alive(pid),
                      20, "the preempted node's orphaned task process to be killed")
     finally:
         for p in marked(mark):

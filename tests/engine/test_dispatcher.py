@@ -8,11 +8,11 @@ import asyncio
 import threading
 import time
 
-import psutil
 import pytest
 
 import batchnb as bnb
 from batchnb.engine.events import TaskStateChanged
+from processes import alive
 
 
 def events_of(pool, job_id):
@@ -130,10 +130,10 @@ def test_terminate_kills_running_processes_and_cancels_the_rest(pool2, unique, t
     assert running.state == bnb.TaskState.CANCELLED
     assert job.task("waiting").state == bnb.TaskState.CANCELLED
     deadline = time.monotonic() + 10
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids) \
+    while any(alive(p) for p in pids) \
             and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    assert not any(alive(p) for p in pids)
     with pytest.raises(bnb.SpecError, match="accepts no more tasks"):
         job.add_task("late", "true")
 
@@ -455,11 +455,9 @@ def test_no_task_process_outlives_preemption_or_close(tmp_path):
     started = [int(p) for p in pids.read_text().split()]
     assert spot_pid and len(started) >= 2
     deadline = time.monotonic() + 10
-    alive = lambda: [p for p in started if psutil.pid_exists(p)  # noqa: E731
-                     and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    while alive() and time.monotonic() < deadline:
+    while any(alive(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert alive() == []
+    assert [p for p in started if alive(p)] == []
 
 
 def test_adding_the_same_tasks_to_a_completed_job_is_a_no_op(pool2, unique):

@@ -12,23 +12,18 @@ from pathlib import Path
 
 import cloudpickle
 import dask.config
-import psutil
-import pytest
 
 from batchnb.node import bundle, cmdbatch, runner
 from batchnb.node.attempt import TAIL_BYTES
 from batchnb.node.runner import AttemptRequest
 from waiting import wait_for
+from processes import alive
 
 
 def request(tmp_path, task_id, **kw) -> AttemptRequest:
     base = dict(job_id="j", task_id=task_id, attempt=1, pool_id="p", node_root=str(tmp_path / "nodes"))
     base.update(kw)
     return AttemptRequest(**base)
-
-
-def alive(pid: int) -> bool:
-    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
 
 def add(x, y=0):

@@ -6,11 +6,11 @@ import os
 import time
 
 import cloudpickle
-import psutil
 import pytest
 
 from batchnb.node import runner
 from batchnb.node.runner import AttemptRequest
+from processes import alive
 
 
 def request(tmp_path, **kw) -> AttemptRequest:
@@ -72,7 +72,7 @@ def test_wall_clock_kills_a_tree_that_ignores_sigterm(tmp_path):
     assert 1.0 <= took < 15
     found = [int(p) for p in pids.read_text().split()]
     assert len(found) == 3
-    survivors = [p for p in found if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    survivors = [p for p in found if alive(p)]
     assert survivors == []
 
 
@@ -207,21 +207,29 @@ def test_an_inline_python_loop_is_stopped_by_a_kill_before_its_side_effect(tmp_p
 def test_a_thread_blocked_in_c_is_reported_and_never_reaches_its_side_effect(tmp_path):
     from waiting import wait_for
     started, done = tmp_path / "started", tmp_path / "done"
+    # Blocked in a C call (a read of a pipe) until the test writes to it: a sleep of a fixed length
+    # could end before the stop on a loaded machine (CI saw it end within the 0.3 s grace's wait).
+    read_end, write_end = os.pipe()
 
-    def nap(started, done):
-        import time as t
+    def nap(started, done, fd):
+        import os as o
         from pathlib import Path
         Path(started).touch()
-        t.sleep(2)                  # no exception reaches a thread inside a C call
+        o.read(fd, 1)               # no exception reaches a thread inside a C call
         Path(done).write_text("x")
     key = ("kill-sleep", "t", 1)
-    thread, out = _in_thread(lambda: runner.run_attempt(request(
-        tmp_path, job_id=key[0], python=cloudpickle.dumps((nap, (str(started), str(done)), {})))))
-    wait_for(started.exists, 30, "the task to start")
-    assert runner.stop_attempts([key], grace=0.3) == [key]     # stuck: the driver restarts its worker
-    thread.join(10)
+    try:
+        thread, out = _in_thread(lambda: runner.run_attempt(request(
+            tmp_path, job_id=key[0], python=cloudpickle.dumps((nap, (str(started), str(done), read_end), {})))))
+        wait_for(started.exists, 30, "the task to start")
+        assert runner.stop_attempts([key], grace=0.3) == [key]     # stuck: the driver restarts its worker
+        os.write(write_end, b"x")   # the call returns: the exception lands before the next line
+        thread.join(10)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
     assert out[0].category == runner.TERMINATED
-    assert not done.exists()        # the exception waited for the sleep to return, then landed
+    assert not done.exists()        # the exception waited for the read to return, then landed
 
 
 def test_a_kill_racing_the_end_of_a_call_never_lands_in_later_code(tmp_path):
