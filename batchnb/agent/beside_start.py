@@ -116,7 +116,7 @@ def _refuse_second_agent(address: str, security) -> None:
             return None
         finally:
             await r.close_rpc()
-    status = _run(ask)
+    status = registry.run_coroutine(ask)
     if isinstance(status, dict) and "ok" in status:
         raise SpecError(OPTION, True, f"the agent of pool {status['ok'].get('name')!r} runs beside the scheduler "
                         f"at {address} already (one per scheduler); bnb.Pool.connect({address!r}, security=...) "
@@ -140,18 +140,11 @@ def _wait_started(address: str, security, timeout: float) -> dict:
                 await asyncio.sleep(0.2)      # polling another process's state over RPC
         finally:
             await r.close_rpc()
-    status = _run(ask)
+    status = registry.run_coroutine(ask)
     if "error" in status:
         from .wire import unpack_error
         raise unpack_error(status["error"]).with_traceback(None) from None
     return status["ok"]
-
-
-def _run(make_coroutine) -> Any:
-    """Run a coroutine to its end from any thread (a Jupyter kernel's has a running loop of its own)."""
-    import concurrent.futures as cf
-    with cf.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 def _text(value: str) -> str:
@@ -176,9 +169,6 @@ class BesideLink(AgentLink):
 
     async def _make_rpc(self):
         return _Answered(await super()._make_rpc(), self.address)
-
-    def _answers(self) -> bool:
-        return registry.answers_at(self.address, self._security)
 
 
 class _Answered:

@@ -143,18 +143,8 @@ class AgentLink:
         return self.pid is not None and registry.alive({"pid": self.pid})
 
     def _answers(self) -> bool:
-        from distributed.core import rpc
-
-        async def ask():
-            r = rpc(self.address, connection_args=self._security.get_connection_args("client"), timeout=5)
-            try:
-                await r.bnb_whoami()
-                return True
-            except Exception:  # noqa: BLE001 - any failure to answer is an agent out of reach
-                return False
-            finally:
-                await r.close_rpc()
-        return asyncio.run(ask())
+        from . import registry
+        return registry.answers_at(self.address, self._security, timeout=5)
 
     def wait_agent_gone(self, timeout: float) -> bool:
         """Wait (bounded) until the agent's process has ended; True if it has."""

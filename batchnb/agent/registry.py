@@ -207,7 +207,6 @@ def answers(record: dict, timeout: float = ANSWER_WITHIN) -> bool:
 def answers_at(address: str, security, timeout: float = ANSWER_WITHIN) -> bool:
     """An agent answers at ``address`` (``security``: the credentials shown)."""
     import asyncio
-    import concurrent.futures as cf
 
     from distributed.core import rpc
 
@@ -219,14 +218,19 @@ def answers_at(address: str, security, timeout: float = ANSWER_WITHIN) -> bool:
         finally:
             await r.close_rpc()
 
-    def asking() -> bool:
-        try:
-            return asyncio.run(ask())
-        except Exception:  # noqa: BLE001 - any failure to answer is an agent out of reach
-            return False
-    # On a thread of its own: the caller's may run an event loop (a Jupyter kernel's does).
+    try:
+        return run_coroutine(ask)
+    except Exception:  # noqa: BLE001 - any failure to answer is an agent out of reach
+        return False
+
+
+def run_coroutine(make_coroutine):
+    """Run a coroutine to its end from any thread, on a thread of its own: the caller's may run
+    an event loop (a Jupyter kernel's does), where ``asyncio.run`` refuses to start."""
+    import asyncio
+    import concurrent.futures as cf
     with cf.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asking).result()
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 def forget(record: dict) -> None:
