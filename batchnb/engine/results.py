@@ -69,8 +69,11 @@ class Results:
     def _fetch(self, finished: list, now: float) -> None:
         token = next(self._counter)
         self._gathering[token] = finished
-        self._gatherer.submit(self._gather, token, [f for f, _ in finished])
+        self._start_fetch(token, finished)
         self.at(now + self._result_timeout, lambda: self._gather_expired(token))
+
+    def _start_fetch(self, token: int, finished: list) -> None:
+        self._gatherer.submit(self._gather, token, [f for f, _ in finished])
 
     def _gather(self, token: int, futures: list) -> None:
         try:
@@ -92,7 +95,7 @@ class Results:
         stuck, self._gatherer = self._gatherer, self._new_gatherer()
         stuck.shutdown(wait=False, cancel_futures=True)
         for queued, waiting in list(self._gathering.items()):
-            self._gatherer.submit(self._gather, queued, [f for f, _ in waiting])
+            self._start_fetch(queued, waiting)
         self.release([f for f, _ in finished])
         for fut, entry in finished:
             self.nodes.give_back(entry[1], fut.key, entry[3], now)
