@@ -98,16 +98,28 @@ def _is_default(f, value) -> bool:
     return False
 
 
+_FIELD_NAMES: dict[type, tuple[frozenset, tuple]] = {}
+
+
+def _field_names(cls: type) -> tuple[frozenset, tuple]:
+    """A spec class's field names and its required ones, found once: ``dataclasses.fields`` walks
+    every field each time, and a million-task add builds a million specs."""
+    known = _FIELD_NAMES.get(cls)
+    if known is None:
+        known = _FIELD_NAMES[cls] = (frozenset(f.name for f in fields(cls)), tuple(
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING))
+    return known
+
+
 def from_dict(cls: type, data: Mapping) -> Any:
     """Build spec ``cls`` from its JSON form; unknown keys are a SpecError naming them."""
     if not isinstance(data, Mapping):
         raise SpecError(cls.__name__, data, "expected a mapping")
-    names = {f.name for f in fields(cls)}
+    names, required = _field_names(cls)
     unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
         raise v.unknown_keyword(cls.__name__, unknown[0], data[unknown[0]], names, kind="field")
-    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
-               and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
     if missing:
         raise SpecError(f"{cls.__name__} field", missing[0], f"is required (in {dict(data)!r})")
     kwargs = dict(data)
