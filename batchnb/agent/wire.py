@@ -18,6 +18,8 @@ JobStateChanged(job_id='j', state='completed', time=1.0, reason='all_tasks_compl
 from __future__ import annotations
 
 import dataclasses
+import operator
+from typing import Any, Callable
 
 from ..engine import events as _events
 from ..errors import BatchError
@@ -27,8 +29,18 @@ _EVENT_CLASSES = {cls.__name__: cls for cls in (
     _events.BytesMoved, _events.CostSample, _events.PoolTargets, _events.PoolStalledChanged)}
 
 
+_PACKERS: dict[type, Callable[[Any], list]] = {}
+
+
 def pack_event(event) -> tuple[str, list]:
-    return type(event).__name__, [getattr(event, f.name) for f in dataclasses.fields(event)]
+    # An agent packs a few events for every task it runs: the fields are looked up once per class.
+    cls = type(event)
+    pack = _PACKERS.get(cls)
+    if pack is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        get = operator.attrgetter(*names)       # a tuple of values for two names or more
+        pack = _PACKERS[cls] = (lambda e: list(get(e))) if len(names) > 1 else (lambda e: [get(e)])
+    return cls.__name__, pack(event)
 
 
 def unpack_event(kind: str, values: list):
