@@ -134,8 +134,9 @@ def unknown_keyword(owner: str, name: Any, value: Any, known: Iterable[str], *, 
     known = sorted(k for k in known if isinstance(k, str))
     near = did_you_mean(name, known)
     advice = f"did you mean {near!r}?" if near else f"it takes {', '.join(known)}"
-    # A name with a newline or other control character is shown quoted: the error is one line.
-    field = name if isinstance(name, str) and name.isprintable() else repr(name)
+    # A name with a newline or other control character is shown quoted: the error is one line; an
+    # empty name too, or the error would name no field.
+    field = name if isinstance(name, str) and name and name.isprintable() else repr(name)
     return SpecError(field, value, f"not a {kind} of {owner}; " + (hint or advice))
 
 

@@ -298,3 +298,10 @@ def test_only_a_folder_url_may_be_fetched_into_the_working_directory_itself():
     assert s.TaskSpec("t", "true", inputs={".": "memory://x/data/"}).inputs[0].path == "."
     assert s.from_azure({"id": "t", "commandLine": "true", "resourceFiles": [
         {"autoStorageContainerName": "tools"}]}).inputs[0].path == "."
+
+
+def test_a_keyword_with_no_name_is_named_quoted():
+    """The fuzzer's find: an output given as {"": ...} was refused with an error naming no field."""
+    with pytest.raises(bnb.SpecError) as caught:
+        s.TaskSpec("t", "true", outputs=[{"": None, "pattern": "*.txt", "destination": "memory://o/"}])
+    assert caught.value.field == "''" and "not a keyword of bnb.OutputFile" in str(caught.value)
