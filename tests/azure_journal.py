@@ -8,10 +8,10 @@ processes an agent that died left running (:func:`stop_journaled_vms`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 
 
@@ -23,11 +23,11 @@ def created(pid: int) -> float | None:
         return None
 
 
-_journal_lock = threading.Lock()
-
-
 def append(path: str, entry: dict) -> None:
-    with _journal_lock, open(path, "a") as fh:
+    # A file lock, not a thread lock: copies in several processes append, and this module may be
+    # pickled by value (a lock object cannot be) to a VM's process that cannot import tests/.
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write(json.dumps(entry, default=repr) + "\n")
 
 
@@ -45,12 +45,21 @@ def journal_calls(path, op: str | None = None) -> list:
     return calls if op is None else [args for name, args in calls if name == op]
 
 
+def kill_journaled_vm(path, name: str) -> None:
+    """SIGKILL the processes the journal says VM ``name`` runs (those still the same processes)."""
+    _kill_entries([e for e in journal_entries(path) if e.get("vm") == name])
+
+
 def stop_journaled_vms(path) -> list[int]:
     """SIGKILL the process group of each VM process a journal names that still runs (the same
     process: its start time matches); the pids stopped. For VMs whose owner died without deleting them."""
+    return _kill_entries(journal_entries(path))
+
+
+def _kill_entries(entries: list[dict]) -> list[int]:
     import psutil
     stopped = []
-    for entry in journal_entries(path):
+    for entry in entries:
         if "pid" not in entry:
             continue
         try:

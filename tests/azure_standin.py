@@ -58,6 +58,7 @@ from types import SimpleNamespace
 import yaml
 from azure_journal import append as _append
 from azure_journal import created as _created
+from azure_journal import kill_journaled_vm as _kill_journaled_vm
 
 
 class _Poller:
@@ -129,7 +130,8 @@ class RecordingAzureSDK:
         self.compute_client = SimpleNamespace(
             virtual_machines=_Group(self, "virtual_machines", {
                 "begin_create_or_update": self._create_vm,
-                "get": lambda rg, name: SimpleNamespace(name=name, id=f"{sub}/Microsoft.Compute/virtualMachines/{name}"),
+                "get": lambda rg, name: SimpleNamespace(name=name, id=f"{sub}/Microsoft.Compute/virtualMachines/{name}",
+                                                        identity=self._identity(name)),
                 "begin_delete": self._delete_vm,
                 "simulate_eviction": self._evict_vm,
             }),
@@ -150,6 +152,17 @@ class RecordingAzureSDK:
                 "get": lambda rg, name: self._nics[name],
                 "begin_delete": lambda rg, name: _Poller()}),
         )
+        #: stands in for azure.mgmt.authorization's AuthorizationManagementClient (role assignments)
+        self.authorization_client = SimpleNamespace(role_assignments=_Group(self, "role_assignments", {
+            "create": lambda scope, name, params: SimpleNamespace(name=name, scope=scope, **params["properties"])}))
+
+    def _identity(self, name):
+        """A VM's system-assigned identity, if its request asked for one (its principal id is made up)."""
+        with self._lock:
+            asked = (self._vms.get(name) or {}).get("identity")
+        if not asked:
+            return None
+        return SimpleNamespace(type=asked["type"], principal_id=str(uuid.uuid5(uuid.NAMESPACE_DNS, name)))
 
     def __getstate__(self) -> dict:
         # Locks and the bound handlers do not travel: the copy is rebuilt, with what was made so far.
@@ -165,7 +178,9 @@ class RecordingAzureSDK:
         with self._lock:
             self.calls.append((op, args, kwargs))
             if self.journal is not None:
-                _append(self.journal, {"op": op, "args": list(args)})
+                # Who asked: the process and its group (a VM's processes are one group, see LocalVMHost.boot).
+                _append(self.journal, {"op": op, "args": list(args), "caller": os.getpid(),
+                                       "caller_group": os.getpgid(0)})
 
     def ops(self, op: str) -> list[tuple]:
         with self._lock:
@@ -284,11 +299,14 @@ class LocalVMHost:
 
     def boot(self, name: str, params: dict) -> None:
         """Run what the VM's cloud-init would: its runcmd lines in order, the Dask process left running."""
-        self._serve()
+        doc = RecordingAzureSDK.cloud_init(params)
+        if not any("distributed.cli.dask_scheduler" in str(cmd) for cmd in doc.get("runcmd") or []):
+            # Only nodes poll scheduled events: the host copy that boots the scheduler VM (the
+            # creator's, when the agent runs on that VM) leaves the port to the one that boots nodes.
+            self._serve()
         deadline = time.monotonic() + self.boot_timeout
         while self.boot_gate and not os.path.exists(self.boot_gate) and time.monotonic() < deadline:
             time.sleep(0.05)        # the test opens the gate from another process: a file is all it has
-        doc = RecordingAzureSDK.cloud_init(params)
         env = clean_env(self.home)
         procs = []
         for cmd in doc.get("runcmd") or []:
@@ -299,8 +317,9 @@ class LocalVMHost:
                 if self.image and cmd.split(" && ")[-1].startswith("docker run"):
                     inner_env, cmd = self._container(cmd)
                     env = {**env, **inner_env}
-                proc = subprocess.Popen(cmd, shell=True, env=env, cwd=self.home, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                with open(os.path.join(self.home, f"{name}.log"), "ab") as log:     # the VM's console
+                    proc = subprocess.Popen(cmd, shell=True, env=env, cwd=self.home, start_new_session=True,
+                                            stdout=log, stderr=subprocess.STDOUT)
                 procs.append(proc)
                 if self.journal is not None:
                     _append(self.journal, {"vm": name, "pid": proc.pid, "created": _created(proc.pid)})
@@ -318,6 +337,12 @@ class LocalVMHost:
     def kill(self, name: str) -> None:
         with self._lock:
             procs = self.procs.pop(name, [])
+        if not procs and self.journal is not None:
+            # Booted by another copy of this host (the creator's made the scheduler VM its agent
+            # runs on): its processes are found in the journal. The caller may be one of them (a
+            # VM deleting itself): they end a moment later, as Azure ends a VM after the request.
+            threading.Timer(0.5, _kill_journaled_vm, (self.journal, name)).start()
+            return
         self._kill(procs)
 
     @staticmethod

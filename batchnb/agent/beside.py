@@ -1,4 +1,4 @@
-"""A detached pool's agent beside a remote Dask scheduler: ``bnb.Pool(..., backend="gateway"|"address",
+"""A detached pool's agent beside a remote Dask scheduler: ``bnb.Pool(..., backend="gateway"|"address"|"azure",
 agent_on_scheduler=True, detached=True)``.
 
 The creator (:mod:`.beside_start`) registers :class:`AgentPlugin` on the
@@ -6,7 +6,8 @@ scheduler (``Client.register_plugin``: a ``SchedulerPlugin``, sent pickled,
 started in the scheduler's process; the scheduler's Python needs batchnb).
 There the plugin makes the pool (the same Pool class, driving that same
 scheduler), with its ledger and node folders in ``batchnb/`` of the
-scheduler's working folder, and serves the agent's operations (:mod:`.rpc`)
+scheduler's working folder (on an Azure scheduler VM, in
+``<bootstrap_dir>/agent-<cluster>/``), and serves the agent's operations (:mod:`.rpc`)
 as the scheduler's own handlers (``bnb_*``), on the scheduler's own TLS
 listener. Nothing of the pool runs on the creator's machine: no process, no
 ledger; the creator's batchnb home keeps only a record of the pool (its
@@ -24,6 +25,15 @@ address and the creator's credentials, :mod:`.registry`), so that
   pool reaches its own scheduler with the creator's certificate, which
   travels inline in the boot message (never as paths to the creator's
   files). Closing the pool leaves the scheduler running: it is the site's.
+- **azure** (:mod:`.beside_azure`, :mod:`batchnb.backends._azure_adopt`):
+  the creator makes the scheduler VM only, with its own Azure credentials,
+  asking for a managed identity for it and giving that identity Contributor
+  on the pool's resource group; the agent's pool adopts the scheduler it runs
+  in (no second scheduler VM) and makes and deletes the node VMs with the
+  VM's identity. As for gateway, every client shows the cluster's one
+  certificate (its holder is the pool's owner). When the agent stops, after
+  its nodes are deleted and the ledger says why, it deletes its own VM, as
+  its last request: the ledger, on that VM's disk, goes with it.
 
 Neither has a CA key, so ``pool.credentials`` cannot mint certificates there
 (it says so). The agent stops itself after ``batchnb.agent-idle-timeout``
@@ -52,7 +62,7 @@ log = logging.getLogger("batchnb.agent")
 #: The option that puts the agent beside the scheduler.
 OPTION = "agent_on_scheduler"
 #: Backends whose scheduler can hold the agent.
-BACKENDS = ("gateway", "address")
+BACKENDS = ("gateway", "address", "azure")
 #: The handler that says how the agent's start went; the other handlers come once it serves.
 STATUS = "bnb_beside_status"
 
@@ -63,8 +73,8 @@ def wanted(args: tuple, kwargs: dict) -> bool:
     if kwargs.get(OPTION) in (None, False):
         return False
     if backend not in BACKENDS:
-        raise SpecError(OPTION, kwargs[OPTION], f"only a gateway or an address pool's agent can run beside its "
-                                                f"scheduler (backend {backend!r})")
+        raise SpecError(OPTION, kwargs[OPTION], f"only a gateway or an address pool's agent, or an azure pool's, can "
+                                                f"run beside its scheduler (backend {backend!r})")
     if kwargs[OPTION] is not True:
         raise SpecError(OPTION, kwargs[OPTION], "expected True or False")
     if backend == "address":
@@ -102,6 +112,8 @@ class BesideHandlers(AgentHandlers):
         where = self.record.get("beside_scheduler")
         how = ("a gateway cluster's clients all show the cluster's certificate (the gateway lets them in)"
                if self.pool.spec.backend == "gateway" else
+               "its clients all show the cluster's certificate, which its creator's record holds"
+               if self.pool.spec.backend == "azure" else
                f"give {identity!r} a certificate the site's CA signed, with that CN, and a role (pool.grant)")
         raise BatchError(f"pool {self.pool.name!r} runs beside the scheduler at {where}: its agent holds no CA key, "
                          f"so it cannot make credentials for {identity!r}; {how}")
@@ -161,7 +173,13 @@ class AgentPlugin(SchedulerPlugin):
     def _make_pool(self, address: str):
         import cloudpickle
         boot = cloudpickle.loads(self.boot)
+        if isinstance(boot["kwargs"], bytes):   # azure: pickled as given, before the creator made any VM
+            boot["kwargs"] = cloudpickle.loads(boot["kwargs"])
         home = Path.cwd() / "batchnb"
+        if boot.get("adopt") is not None:
+            # A VM's cloud-init starts its scheduler in /: the agent's files go beside the VM's batchnb.
+            from ..backends._azure_bootstrap import BOOTSTRAP_DIR
+            home = Path(boot["kwargs"].get("bootstrap_dir", BOOTSTRAP_DIR)) / f"agent-{boot['adopt']['uuid']}"
         # The agent's files (its ledger, its nodes' folders) are on the scheduler's side.
         os.environ["BATCHNB_HOME"] = str(home)
         import dask
@@ -170,7 +188,9 @@ class AgentPlugin(SchedulerPlugin):
         dask.config.set({"distributed.client.scheduler-info-interval": "1h"})
         kwargs = {k: v for k, v in boot["kwargs"].items() if k != OPTION}
         kwargs["ledger"] = str(home / "ledger.sqlite")
-        if boot.get("cluster_name") is not None:        # gateway: the creator made the cluster
+        if boot.get("adopt") is not None:               # azure: the creator made this scheduler's VM
+            kwargs["adopt_scheduler"] = boot["adopt"]
+        elif boot.get("cluster_name") is not None:      # gateway: the creator made the cluster
             kwargs.pop("cluster_options", None)
             kwargs.update(cluster_name=boot["cluster_name"],
                           shutdown_on_close=kwargs.get("shutdown_on_close", boot["made"]))
@@ -186,6 +206,12 @@ class AgentPlugin(SchedulerPlugin):
         finally:
             watch.cancel()
             self._leave(scheduler, handlers)
+            leave = getattr(handlers.pool._engine.backend, "leave_scheduler", None)
+            if leave is not None:       # azure: the agent's own VM goes, last
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, leave)
+                except Exception:
+                    log.exception("agent: could not delete the scheduler VM of pool %s", handlers.pool.name)
 
     def _leave(self, scheduler, handlers: BesideHandlers) -> None:
         """The scheduler goes on without the agent: its handlers and this plugin are removed."""

@@ -22,8 +22,11 @@ from .beside import OPTION, STATUS, AgentPlugin
 from .link import AgentLink
 
 
-def start(pool_class: type, name: str, args: tuple, kwargs: dict, timeout: float) -> tuple[dict, Any]:
-    """Start the agent of a new pool beside its scheduler; its registry record and the credentials that reach it."""
+def start(pool_class: type, name: str, args: tuple, kwargs: dict, timeout: float,
+          started=None) -> tuple[dict, Any]:
+    """Start the agent of a new pool beside its scheduler; its registry record and the credentials that reach it.
+
+    ``started``: how, for a backend this module does not start itself (azure: :mod:`.beside_azure`)."""
     from .service import idle_timeout
     for record in registry.records():
         if record["name"].lower() == name.lower():
@@ -31,7 +34,8 @@ def start(pool_class: type, name: str, args: tuple, kwargs: dict, timeout: float
                             f"{record['address']}); use bnb.Pool.connect({name!r}) or close it first")
     idle = idle_timeout()
     backend = kwargs.get("backend", args[0] if args else "local")
-    started = _start_gateway if backend == "gateway" else _start_address
+    if started is None:
+        started = _start_gateway if backend == "gateway" else _start_address
     record, security, files = started(pool_class, name, args, kwargs, timeout, idle)
     return registry.keep_beside(record, **files), security
 

@@ -45,7 +45,8 @@ _classes: dict[type, type] = {}
 #: Backends whose pool an agent on this machine can make: for slurm the agent holds the Dask
 #: scheduler (as a driver would, on the login node); for gateway, address and azure the scheduler
 #: stays where it is (azure: its VM) and the agent drives it from here, azure's making and deleting
-#: the VMs with the pool's credentials, so this machine must stay up for the jobs to go on.
+#: the VMs with the pool's credentials, so this machine must stay up for the jobs to go on (with
+#: agent_on_scheduler=True the agent runs beside the scheduler instead: .beside).
 DETACHABLE = ("local", "slurm", "gateway", "address", "azure")
 
 
@@ -59,8 +60,12 @@ class DetachedPool:
         from . import beside
         if beside.wanted(args, kwargs):         # the agent runs in the remote scheduler's process
             from .beside_start import start
+            backend = kwargs.get("backend", args[0] if args else "local")
+            started = None
+            if backend == "azure":              # on the scheduler VM this process makes first
+                from .beside_azure import start_azure as started
             record, security = start(self._pool_class, task_id(name, "pool name"), args, kwargs,
-                                     _config.seconds("agent-start-timeout"))
+                                     _start_wait(backend, kwargs), started)
             attach(self, record, security, None)
             return
         record, process = start_agent(self._pool_class, name, args, kwargs)

@@ -31,6 +31,12 @@ batchnb adds on top:
 - **Requests in the REST API's shape.** dask-cloudprovider writes its
   requests as snake_case dicts, which the current Azure SDKs would send
   verbatim; ``_azure_rest`` reshapes them at the SDK boundary.
+- **An agent on the scheduler VM** (``agent_on_scheduler=True`` with
+  ``detached=True``, :mod:`._azure_adopt`): the creator makes the scheduler VM
+  with a managed identity, given Contributor on the resource group; the
+  agent's backend there (``adopt_scheduler=``, set by the agent) adopts that
+  scheduler, makes the node VMs with the identity and, closed, deletes them
+  and then its own VM.
 - **Eviction notices.** Every worker runs ``ScheduledEventsPlugin``, which
   polls Azure's scheduled events and, on ``Preempt``, has the pool requeue
   the node's tasks while the VM is still up. ``pool.preempt(node)`` asks
@@ -54,24 +60,22 @@ replaces the Azure management clients (tests use a recording stand-in).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
-import json
 import logging
 import math
 import threading
 import time
 
 import dask.config
-from dask_cloudprovider.azure.azurevm import AzureVMCluster, AzureVMWorker
 
+from ..errors import BackendError, SpecError
 from ..node.spotnotice import AZURE_SCHEDULED_EVENTS_URL, ScheduledEventsPlugin
 from ..node.starttask import bootstrap_script
-from ..errors import BackendError, SpecError
-from ._azure_bootstrap import BOOTSTRAP_DIR, NODE_EXTRAS, UBUNTU_LTS, driver_pins, prepare_wheel, render
-from ._azure_rest import RestShapedCompute, RestShapedNetwork
-from ._azure_startup import BatchnbAzureVMScheduler, CleanOnFailure, watch_join
+from ._azure_adopt import AdoptingAzureVMCluster, adopt, delete_own_vm
+from ._azure_bootstrap import BOOTSTRAP_DIR, NODE_EXTRAS, UBUNTU_LTS, driver_pins, prepare_wheel
+# BatchnbAzureVMWorker and vm_name moved to _azure_cluster; importers of this module keep them.
+from ._azure_cluster import BatchnbAzureVMCluster, BatchnbAzureVMWorker, vm_name  # noqa: F401
 from .base import SpecClusterBackend
 
 log = logging.getLogger("batchnb.azure")
@@ -83,113 +87,6 @@ NODE_ROOT = "/mnt/batch/tasks"          # where Azure Batch keeps a node's folde
 def spot_vm_options(eviction_policy: str = "Delete", max_price: float = -1) -> dict:
     """The VM request fields that make a spot VM (as dask-cloudprovider spells VM requests)."""
     return {"priority": "Spot", "eviction_policy": eviction_policy, "billing_profile": {"max_price": max_price}}
-
-
-def vm_name(cluster_id: str, node_id: str) -> str:
-    """The Azure VM (and computer) name of a node."""
-    return f"bnb-{cluster_id}-{node_id}"
-
-
-class BatchnbAzureVMWorker(CleanOnFailure, AzureVMWorker):
-    """A node's VM: named ``bnb-<cluster>-<node id>``; its Dask worker is named by the node id."""
-
-    def __init__(self, scheduler, *args, name=None, node_group: str = "dedicated", start_lines=(), **kwargs):
-        super().__init__(scheduler, *args, **kwargs)
-        self.node_id, self.node_group = str(name), node_group
-        self.start_lines = list(start_lines)
-        # WorkerMixin names the worker after a random VM name; a node is known by its id.
-        generated = self.name
-        self.command = self.command.replace(json.dumps(generated), json.dumps(self.node_id))
-        if "--name " + generated in self.command:
-            self.command = self.command.replace("--name " + generated, "--name " + self.node_id)
-        self.name = vm_name(self.cluster.uuid, self.node_id)
-
-    async def start(self):
-        await super().start()
-        # Not awaited: the cluster's other VM requests must not wait for this one's worker.
-        self._watch = asyncio.ensure_future(watch_join(self, self.node_id, self.cluster.start_timeout))
-
-    def owns_disk(self, disk_name: str) -> bool:
-        """Whether ``disk_name`` is this VM's: Azure names a VM's OS disk ``<vm>_OsDisk_1_<hex>``.
-
-        dask-cloudprovider tests ``self.name in disk.name``, and ``bnb-<c>-spot-1`` is in
-        ``bnb-<c>-spot-10_OsDisk_1_...``: removing spot-1 would try to delete spot-10's disk.
-        """
-        return disk_name.startswith(self.name + "_")
-
-    async def destroy_vm(self):
-        """Delete the VM, then its own disks only, then its NIC and public IP.
-
-        A disk that cannot be deleted is logged, not raised: the NIC and IP behind it
-        must go all the same, or they leak (and Azure bills public IPs).
-        """
-        cluster, rg = self.cluster, self.cluster.resource_group
-        await self.call_async(cluster.compute_client.virtual_machines.begin_delete(rg, self.name).wait)
-        cluster._log(f"Terminated VM {self.name}")
-        try:
-            disks = await self.call_async(cluster.compute_client.disks.list_by_resource_group, rg)
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            log.warning("VM %s: cannot list its disks: %s", self.name, exc)
-            disks = []
-        for disk in disks:
-            if self.owns_disk(disk.name):
-                try:
-                    await self.call_async(cluster.compute_client.disks.begin_delete(rg, disk.name).wait)
-                except Exception as exc:  # noqa: BLE001 - see the docstring
-                    log.warning("VM %s: cannot delete its disk %s: %s", self.name, disk.name, exc)
-        await self.call_async(cluster.network_client.network_interfaces.begin_delete(rg, self.nic.name).wait)
-        if self.public_ingress:
-            await self.call_async(cluster.network_client.public_ip_addresses.begin_delete(rg, self.public_ip.name).wait)
-
-
-class BatchnbAzureVMCluster(AzureVMCluster):
-    """``AzureVMCluster`` with per-group worker specs and a seam for the Azure management clients."""
-
-    worker_class = BatchnbAzureVMWorker
-    _azure_sdk = None
-    # AzureVMCluster.__init__ assigns its own scheduler class just before it starts the scheduler.
-    scheduler_class = property(lambda self: BatchnbAzureVMScheduler, lambda self, value: None)
-
-    def __init__(self, *, azure_sdk=None, group_options: dict | None = None, boot: dict | None = None,
-                 start_timeout: float = 900.0, create_concurrency: int = 32, **kwargs):
-        from concurrent.futures import ThreadPoolExecutor
-        # Set before the parent's __init__, which makes the clients and starts the scheduler VM.
-        self._azure_sdk = azure_sdk
-        self.group_options = group_options or {}
-        self.boot, self.start_timeout = boot or {}, start_timeout
-        self.start_failures: dict = {}
-        self._executor = ThreadPoolExecutor(create_concurrency, thread_name_prefix="batchnb-azure")
-        super().__init__(**kwargs)
-        self.worker_class = BatchnbAzureVMWorker
-
-    async def call_async(self, f, *args, **kwargs):
-        return await self.loop.run_in_executor(self._executor, lambda: f(*args, **kwargs))
-
-    def render_process_cloud_init(self, process):
-        return render(self, process)
-
-    # The parent assigns real clients in __init__; with a stand-in SDK those assignments are ignored.
-    def _client(self, attr):
-        return getattr(self._azure_sdk, attr) if self._azure_sdk is not None else self.__dict__.get("_" + attr)
-
-    # Requests leave in the REST API's shape whichever SDK generation is installed (see _azure_rest).
-    compute_client = property(lambda self: RestShapedCompute(self._client("compute_client")),
-                              lambda self, value: self.__dict__.__setitem__("_compute_client", value))
-    network_client = property(lambda self: RestShapedNetwork(self._client("network_client")),
-                              lambda self, value: self.__dict__.__setitem__("_network_client", value))
-    credentials = property(lambda self: self._client("credential"),
-                           lambda self, value: self.__dict__.__setitem__("_credential", value))
-
-    def group_spec(self, group: str, node_id: str) -> dict:
-        """The worker spec of a node of ``group``: spot options and the start task only where they belong."""
-        extra = self.group_options.get(group, {})
-        options = dict(self.worker_options)    # shallow: it holds the cluster and its config
-        options["worker_options"] = copy.deepcopy(options.get("worker_options") or {})
-        options["node_group"] = group
-        options["extra_vm_options"] = {**(options.get("extra_vm_options") or {}), **extra.get("vm", {})}
-        options["start_lines"] = list(extra.get("bootstrap", lambda n: [])(node_id))
-        options["docker_args"] = " ".join(filter(None, [options.get("docker_args") or "", extra.get("docker_args", "")]))
-        return {"cls": BatchnbAzureVMWorker, "options": options}
 
 
 class AzureBackend(SpecClusterBackend):
@@ -234,11 +131,17 @@ class AzureBackend(SpecClusterBackend):
                  max_price=-1, node_root=NODE_ROOT, scheduled_events_url=AZURE_SCHEDULED_EVENTS_URL,
                  scheduled_events_poll=1.0, eviction_grace=2.0, start_timeout=900.0, debug=False,
                  bootstrap_dir=BOOTSTRAP_DIR, wheel_store=None, wheel_storage_options=None,
-                 node_packages=NODE_EXTRAS, create_concurrency=32, azure_sdk=None, **options):
+                 node_packages=NODE_EXTRAS, create_concurrency=32, azure_sdk=None, agent_on_scheduler=False,
+                 adopt_scheduler=None, **options):
         super().__init__(spec, **options)
         if options:
             name = sorted(options)[0]
             raise SpecError(name, options[name], "not an option of the azure backend; see batchnb.backends.azure")
+        if agent_on_scheduler is not False:
+            # With detached=True the agent takes this option off before the backend is made
+            # (batchnb.agent.beside); here it can only be a pool in this kernel.
+            raise SpecError("agent_on_scheduler", agent_on_scheduler, "puts a detached pool's agent on its "
+                            "scheduler VM: it needs detached=True")
         if eviction_policy not in EVICTION_POLICIES:
             raise SpecError("eviction_policy", eviction_policy, "expected 'Delete' or 'Deallocate'")
         if isinstance(max_price, bool) or not isinstance(max_price, (int, float)) or not math.isfinite(max_price) \
@@ -284,6 +187,8 @@ class AzureBackend(SpecClusterBackend):
             self.cluster_kwargs.pop("vm_size")
         self.cluster = None
         self._config_before = None
+        #: what the creator handed the agent on the scheduler VM (batchnb.backends._azure_adopt)
+        self.adopted = adopt_scheduler
 
     # -- what each group's VMs get ---------------------------------------------------
     def _group_options(self) -> dict:
@@ -312,16 +217,20 @@ class AzureBackend(SpecClusterBackend):
     def start(self):
         from distributed import Client
         self.started_at = time.time()      # the scheduler VM is billed from its request on
-        prepare_wheel(self.boot, self.wheel_store, self.wheel_storage_options, self.start_timeout)
+        kwargs, cluster_class = self.cluster_kwargs, BatchnbAzureVMCluster
+        if self.adopted is not None:       # on the scheduler VM, by its agent: the nodes only
+            kwargs, cluster_class = adopt(self), AdoptingAzureVMCluster
+        else:
+            prepare_wheel(self.boot, self.wheel_store, self.wheel_storage_options, self.start_timeout)
         self._config_before = copy.deepcopy(dask.config.config)   # AzureVMCluster sets TLS settings globally
         box: dict = {}
 
         def make():
             try:
-                box["cluster"] = BatchnbAzureVMCluster(
+                box["cluster"] = cluster_class(
                     group_options=self._group_options(), boot=self.boot, start_timeout=self.start_timeout,
-                    create_concurrency=self.create_concurrency, **self.cluster_kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                    create_concurrency=self.create_concurrency, **kwargs)
+            except BaseException as exc:
                 box["error"] = exc
         thread = threading.Thread(target=make, name="batchnb-azure-start", daemon=True)
         thread.start()
@@ -378,7 +287,7 @@ class AzureBackend(SpecClusterBackend):
         if old is not None:
             try:
                 await old.close()
-            except Exception as exc:  # noqa: BLE001 - an evicted VM may already be deleted
+            except Exception as exc:
                 log.info("node %s: cleaning up the evicted VM: %s", node_id, exc)
         self._add(group, node_id)
         await self.cluster._correct_state()
@@ -395,3 +304,8 @@ class AzureBackend(SpecClusterBackend):
                 self.cluster.close(timeout=120)
         finally:
             self._restore_config()
+
+    def leave_scheduler(self) -> None:
+        """The agent on the scheduler VM is done (its pool closed): it deletes that VM, last."""
+        if self.adopted is not None and self.cluster is not None:
+            delete_own_vm(self)
