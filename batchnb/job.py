@@ -282,7 +282,10 @@ class Job:
         In a terminal, progress is drawn while waiting unless ``quiet``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with drawer("waiting")(self, quiet):
-            while not self._done() or self._releasing():
+            while True:
+                done, releasing, blocked, result = self._progress()
+                if done and not releasing:
+                    return result
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise WaitTimeout(f"job {self.id!r} did not finish within {timeout}s: {self.counts()}")
@@ -290,8 +293,8 @@ class Job:
                     raise WaitTimeout(f"the pool of job {self.id!r} was closed before the job finished; "
                                       f"resume it with pool.job({self.id!r})")
                 stalled = self.pool._dispatcher.stalled if self._dispatched_here() else None
-                if stalled is None and self._dispatched_here():   # its preparation failed on every node
-                    stalled = self.pool._dispatcher.preps.blocked.get(self._run.key)
+                if stalled is None:             # its preparation failed on every node
+                    stalled = blocked
                 if stalled is not None and time.time() - stalled[0] > _config.seconds("stall-grace"):
                     raise PoolStalled(f"job {self.id!r} cannot make progress: {stalled[1]} "
                                       f"({self.counts()}); resize the pool or close it")
@@ -302,17 +305,29 @@ class Job:
                                       f"'batchnb resume {self.id}'")
                 with self._run.changed:
                     self._run.changed.wait(0.5 if left is None else min(0.5, left))
-        return self.result()
 
-    def _releasing(self) -> bool:
-        """Its release tasks still run (the job ended): wait() returns once they have."""
-        return self._dispatched_here() and bool(self.pool._dispatcher.preps.releasing.get(self._run.key))
+    def _progress(self, with_result: bool = False) -> tuple[bool, bool, tuple | None, JobResult | None]:
+        """What ``wait`` looks at: whether the job is done, whether its release tasks still run, why its
+        preparation blocks it on every node (or None), and its :class:`JobResult` when it is done and
+        released (or ``with_result``). A detached pool's agent answers it all in one call: read piece
+        by piece through the agent it took a dozen."""
+        remote = getattr(self.pool._dispatcher, "job_progress", None) if self.pool is not None else None
+        if remote is not None and self._dispatched_here():
+            return remote(self.id, with_result)
+        done = self._done()
+        releasing = self._dispatched_here() and bool(self.pool._dispatcher.preps.releasing.get(self._run.key))
+        blocked = self.pool._dispatcher.preps.blocked.get(self._run.key) if self._dispatched_here() else None
+        result = self._result_here() if with_result or (done and not releasing) else None
+        return done, releasing, blocked, result
 
     def _dispatched_here(self) -> bool:
         return self.pool is not None and self.pool._dispatcher.jobs.get(self._run.key) is self._run
 
     def result(self) -> JobResult:
         """The job's summary now (counts, failures, cost, wall time, reason)."""
+        return self._progress(with_result=True)[3]
+
+    def _result_here(self) -> JobResult:
         row = self.ledger.job(self.id)
         counts = {k: v for k, v in self.counts().items() if v}
         failures = []

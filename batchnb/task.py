@@ -256,18 +256,24 @@ class Task:
 
     def result(self, timeout: float | None = None) -> Any:
         """The Python task's return value (waits for it); TaskFailed if it did not succeed."""
+        import cloudpickle
         state = self.wait(timeout)
+        remote = self._remote()
+        # A detached pool's agent reads the row and raises as _ended_result does, in the same call.
+        data = remote(self.job.id, self.task_id, "result") if remote is not None else self._ended_result(state)
+        return None if data is None else cloudpickle.loads(data)
+
+    def _ended_result(self, state: TaskState | None = None) -> bytes | None:
+        """The stored result of the ended task (pickled); TaskFailed or JobTerminated if it did not succeed."""
         row = self._row()
+        state = TaskState(row["state"]) if state is None else state
         if state != TaskState.SUCCEEDED:
             failure = json.loads(row["failure"]) if row["failure"] else {}
             if state == TaskState.CANCELLED:
                 raise JobTerminated(f"task {self.task_id!r} was cancelled: {failure.get('message') or 'job ended'}")
             raise TaskFailed(f"task {self.task_id!r} of job {self.job.id!r} {state.value}: "
                              f"{failure.get('message') or 'no message'}")
-        import cloudpickle
-        remote = self._remote()
-        data = remote(self.job.id, self.task_id, "result") if remote is not None else self._result_bytes(row)
-        return None if data is None else cloudpickle.loads(data)
+        return self._result_bytes(row)
 
     def _result_bytes(self, row: dict | None = None) -> bytes | None:
         row = row or self._row()

@@ -31,7 +31,7 @@ from .tls import authority, check_identity, security_of, sign, write_credentials
 #: None: any caller the pool's CA signed for (saying goodbye, asking who it is, need no role).
 NEEDS: dict[str, tuple[str, str] | None] = {
     "hello": ("reader", "any"), "bye": None, "whoami": None, "describe": ("reader", "any"),
-    "events": ("reader", "any"), "requested": ("reader", "any"), "dispatcher_get": ("reader", "any"),
+    "events": ("reader", "any"), "requested": ("reader", "any"), "job_progress": ("reader", "job"),
     "roles": ("reader", "any"),
     "open_job:attach": ("reader", "job"), "open_job:create": ("contributor", "job"),
     "add_tasks": ("contributor", "job"), "terminate": ("contributor", "job"),

@@ -10,7 +10,6 @@ agent's events about it arrive.
 
 from __future__ import annotations
 
-import time
 import types
 from typing import Any
 
@@ -32,9 +31,6 @@ class DispatcherProxy:
         self.link = link
         self.jobs = {}
         self.stalled: tuple[float, str] | None = None
-        # Job.wait asks whether a job's preparation blocks it everywhere or its release tasks run.
-        self.preps = types.SimpleNamespace(blocked=_RemoteMap(link, "preps.blocked"),
-                                           releasing=_RemoteMap(link, "preps.releasing"))
 
     def call(self, fn, *args, timeout: float | None = None, **kwargs) -> Any:
         # The methods below call the agent themselves; nothing runs on a thread of this process.
@@ -88,32 +84,16 @@ class DispatcherProxy:
             if run is not None:
                 run.notify()
 
+    def job_progress(self, job_id: str, with_result: bool) -> tuple:
+        """``Job._progress`` in the agent: done, releasing, blocked, and the JobResult when done or asked."""
+        import cloudpickle
+        done, releasing, blocked, result = cloudpickle.loads(
+            self.link.call("job_progress", job_id=job_id, with_result=with_result))
+        return done, releasing, tuple(blocked) if blocked else None, result
+
     def wake_all(self) -> None:
         for run in list(self.jobs.values()):
             run.notify()
-
-
-class _RemoteMap:
-    """``.get(job key)`` of one of the agent dispatcher's per-job tables (read on its thread).
-
-    Job.wait asks on every wake-up; an answer is reused for ``FRESH`` seconds, so a
-    client waiting on a busy job costs its agent's dispatcher two calls a second, not
-    one per event (these tables matter after ``stall-grace``, or once the tasks ended).
-    """
-
-    FRESH = 0.5
-
-    def __init__(self, link: AgentLink, path: str):
-        self.link, self.path = link, path
-        self._known: dict[str, tuple[float, Any]] = {}
-
-    def get(self, key: str, default=None):
-        now = time.monotonic()
-        known = self._known.get(key)
-        if known is None or now - known[0] > self.FRESH:
-            value = self.link.call("dispatcher_get", path=self.path, key=key)
-            known = self._known[key] = (now, tuple(value) if isinstance(value, list) else value)
-        return default if known[1] is None else known[1]
 
 
 class BackendProxy:

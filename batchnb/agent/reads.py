@@ -138,7 +138,7 @@ class LedgerProxy:
 class ReadOps:
     """The agent's reads for its clients (mixed into :class:`~.rpc.AgentHandlers`)."""
 
-    OPS = ("ledger_read", "task_output")
+    OPS = ("ledger_read", "task_output", "job_progress")
 
     async def ledger_read(self, client: str, method: str, args: list, kwargs: dict, job_id: str | None = None):
         import cloudpickle
@@ -160,8 +160,8 @@ class ReadOps:
 
     async def task_output(self, client: str, job_id: str, task_id: str, what: str, name: str = "stdout.txt",
                           n: int = 50, stream: str = "stdout"):
-        """A task's ``log`` (the file ``name`` of its last attempt), ``tail`` or pickled ``result``
-        (read here: the files are where the agent runs)."""
+        """A task's ``log`` (the file ``name`` of its last attempt), ``tail`` or pickled ``result`` (a
+        TaskFailed if it did not succeed), read here: the files are where the agent runs."""
         if what not in OUTPUTS:
             raise SpecError("what", what, f"is one of {', '.join(sorted(OUTPUTS))}")
         if name not in ("stdout.txt", "stderr.txt"):
@@ -173,5 +173,10 @@ class ReadOps:
                 return task.tail(n, stream)
             if what == "log":
                 return task._log(name)
-            return task._result_bytes()
+            return task._ended_result()
         return await self._run(read)
+
+    async def job_progress(self, client: str, job_id: str, with_result: bool = False) -> bytes:
+        """A client's ``Job.wait`` or ``Job.result``: its job's ``_progress`` here, in one call."""
+        import cloudpickle
+        return cloudpickle.dumps(await self._run(lambda: self._job(job_id)._progress(with_result)))

@@ -49,8 +49,6 @@ log = logging.getLogger("batchnb.agent")
 
 #: Pool methods a client may call by name (their answers travel pickled).
 POOL_CALLS = frozenset({"nodes", "preempt", "resize", "evaluate_autoscale", "audit"})
-#: Per-job tables of the dispatcher a client's Job.wait reads (``dispatcher_get``).
-DISPATCHER_TABLES = frozenset({"preps.blocked", "preps.releasing"})
 #: A client that neither polls nor calls for this long is gone (killed, or its machine asleep).
 CLIENT_SILENCE = 15.0
 #: Seconds a caller's allowed role is trusted without asking the roles table again.
@@ -135,7 +133,7 @@ class AgentHandlers(RoleOps, ReadOps, ArrayOps):
 
     def handlers(self) -> dict:
         ops = ("hello", "bye", "open_job", "add_tasks", "terminate", "events", "pool_call", "extension_get",
-               "requested", "dispatcher_get", "close_pool", *RoleOps.OPS, *ReadOps.OPS, *ArrayOps.OPS)
+               "requested", "close_pool", *RoleOps.OPS, *ReadOps.OPS, *ArrayOps.OPS)
         return {f"bnb_{name}": self._guard(getattr(self, name)) for name in ops}
 
     def _guard(self, method):
@@ -278,22 +276,6 @@ class AgentHandlers(RoleOps, ReadOps, ArrayOps):
                 return cloudpickle.dumps((obj,))
             return "object"
         return await self._run(reach)
-
-    async def dispatcher_get(self, client: str, path: str, key: str):
-        """One job's entry in a table of the dispatcher (None if the table or the entry is not there)."""
-        if path not in DISPATCHER_TABLES:
-            raise SpecError("path", path, f"not a table a client may read ({', '.join(sorted(DISPATCHER_TABLES))})")
-        disp = self.pool._engine.dispatcher
-
-        def read():
-            table = disp
-            for part in path.split("."):
-                table = getattr(table, part, None)
-            value = table.get(key) if table is not None else None
-            if value is None or isinstance(value, (bool, int, float, str)):
-                return value
-            return list(value) if isinstance(value, tuple) else bool(value)
-        return await self._run(disp.call, read)
 
     async def requested(self, client: str) -> dict:
         return await self._run(self.pool._engine.requested)

@@ -54,12 +54,17 @@ def summary(job) -> str:
 def waiting(job, quiet: bool | None):
     """Draw progress while the caller waits on ``job``; print and log the summary at the end."""
     draw = not quiet and not (quiet is None and in_kernel()) and job.pool is not None
-    log.info("job %s: waiting (%s)", job.id, describe(job.counts()) or "no tasks")
+    # Counted and summed up only for a log that keeps it: each is a few reads of the ledger (of
+    # calls to the agent, for a detached pool), as long as the wait itself for a one-task job.
+    logged = log.isEnabledFor(logging.INFO)
+    if logged:
+        log.info("job %s: waiting (%s)", job.id, describe(job.counts()) or "no tasks")
     if not draw:
         try:
             yield
         finally:
-            _log_summary(job)
+            if logged:
+                _log_summary(job)
         return
     bar = _Bar(job) if _is_terminal(sys.stderr) else _PlainLines(job)
     sub = job.pool.bus.subscribe(bar.update, interval=_interval(), job_id=job.id)

@@ -211,3 +211,35 @@ def test_an_extensions_methods_are_asked_their_kind_once_per_link(detached):
         AgentLink.call = original
     assert again.total == first.total and again.rows == first.rows
     assert asked == [("extension_get", "job_cost", True)], asked
+
+
+def test_a_detached_wait_and_result_are_one_call_each(detached):
+    """Job.wait asks the agent for the job's whole progress (done, release tasks, blocked preparation,
+    its JobResult) in one call, not a dozen ledger reads; Task.result of a failed task is refused by
+    the agent in the same call that would bring its value."""
+    import threading
+    from batchnb.agent.link import AgentLink
+
+    def boom():
+        raise ValueError("no")
+    job = detached.job("one-call")
+    job.add_task("a", "true")
+    bad = job.submit(boom)
+    assert job.wait(timeout=120, quiet=True).counts == {"succeeded": 1, "failed": 1}
+    asked, here, original = [], threading.get_ident(), AgentLink.call
+
+    def counting(self, op, **kwargs):
+        if threading.get_ident() == here:
+            asked.append(op)
+        return original(self, op, **kwargs)
+    AgentLink.call = counting
+    try:
+        result = job.wait(timeout=60, quiet=True)
+        waited, asked[:] = list(asked), []
+        with pytest.raises(bnb.TaskFailed, match="ValueError"):
+            bad.result(timeout=60)
+    finally:
+        AgentLink.call = original
+    assert waited == ["job_progress"] and result.counts == {"succeeded": 1, "failed": 1}
+    assert result.failures[0]["task_id"] == bad.task_id and result.all_tasks_complete
+    assert asked == ["ledger_read", "task_output"], asked      # its state, then its refused result
