@@ -61,8 +61,9 @@ class DepGraph:
         missing: dict[str, int] = {}
         for task_id, deps in items:
             for dep in deps:
-                if dep.lower() not in self.deps and dep.lower() not in batch \
-                        and dep.lower() not in self.dependents and not (exists and exists(dep.lower())):
+                key = dep.lower()
+                if key not in self.deps and key not in batch and key not in self.dependents \
+                        and not (exists and exists(key)):
                     missing[task_id] = missing.get(task_id, 0) + 1
                     if missing[task_id] <= 5:
                         unknown.setdefault(task_id, []).append(dep)

@@ -193,8 +193,10 @@ class TaskPaging:
         """Hold these of the job's tasks that are in the ledger only (ids it may hold already):
         tasks added again, or depended on by tasks being added."""
         table = tables(job)
+        if not table.any:       # before walking ids: a dependency on a TaskIdRange may name millions
+            return
         wanted = {i.lower(): i for i in ids if i.lower() not in table}
-        if not wanted or not table.any:
+        if not wanted:
             return
         since = _Reactivations(self.ledger, job.spec.id)
         for row in self.ledger.tasks_named(job.spec.id, list(wanted.values())):
