@@ -244,8 +244,8 @@ def authorization_client(cluster):
     try:
         from azure.mgmt.authorization import AuthorizationManagementClient
     except ImportError:
-        raise BackendError("agent_on_scheduler=True on azure needs azure-mgmt-authorization (pip install "
-                           "azure-mgmt-authorization) to give the scheduler VM's identity its role") from None
+        raise BackendError("agent_on_scheduler=True on azure needs azure-mgmt-authorization (in batchnb's azure "
+                           "extra: pip install 'batchnb[azure]') to give the scheduler VM's identity its role") from None
     return AuthorizationManagementClient(cluster.credentials, cluster.subscription_id)
 
 
