@@ -87,6 +87,7 @@ WATCHER = """
     print("attempts", sorted(collections.Counter(len(job.task(t.id).attempts) for t in job.tasks()).items()),
           flush=True)
     print("nodes", sorted({t.node for t in job.tasks()}), flush=True)
+    print("cost", sorted(g for g, v in pool.cost().by_group.items() if v > 0), flush=True)
     pool.disconnect()
 """
 

@@ -18,15 +18,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
-import psutil
 import pytest
 from azure_journal import journal_calls, journal_entries, stop_journaled_vms
-from azure_standin import vm_bootstrap_dir, vm_wheel_store
-from azurite_fixture import free_port
 from detached_agents import end_script, start_script
 from waiting import wait_for
+
+from .test_detached_azure import WATCHER, _alive, _options
 
 STARTUP = 300.0             # the scheduler VM (a wheel install, the agent's packages) then a node VM
 TASKS = 10
@@ -45,16 +43,6 @@ def azure_home(tmp_path, monkeypatch):
         yield home, journal
     finally:
         stop_journaled_vms(journal)
-
-
-def _options(tmp_path: Path) -> dict:
-    store, store_options = vm_wheel_store()
-    return dict(location="westeurope", resource_group="rg", vnet="vnet", security_group="nsg",
-                subscription_id="00000000-0000-0000-0000-000000000000", auto_shutdown=False,
-                bootstrap_dir=vm_bootstrap_dir(), wheel_store=store, wheel_storage_options=store_options,
-                scheduler_options={"host": "127.0.0.1", "port": free_port(), "dashboard_address": "127.0.0.1:0"},
-                worker_options={"host": "127.0.0.1"}, node_root=str(tmp_path / "nodes"),
-                scheduled_events_poll=0.2, eviction_grace=0.5, start_timeout=240)
 
 
 CREATOR = """
@@ -80,36 +68,13 @@ CREATOR = """
     job.wait()
 """
 
-WATCHER = """
-    import collections
-    import batchnb as bnb
-
-    pool = bnb.Pool.connect("cloud")
-    job = pool.job("render")
-    result = job.wait(timeout=240, quiet=True)
-    print("counts", sorted(result.counts.items()), flush=True)
-    print("attempts", sorted(collections.Counter(len(job.task(t.id).attempts) for t in job.tasks()).items()),
-          flush=True)
-    print("nodes", sorted({t.node for t in job.tasks()}), flush=True)
-    print("cost", sorted(g for g, v in pool.cost().by_group.items() if v > 0), flush=True)
-    pool.disconnect()
-"""
-
-
-def _alive(entry: dict) -> bool:
-    try:
-        return psutil.Process(entry["pid"]).create_time() == entry["created"]
-    except psutil.Error:
-        return False
-
-
 @pytest.mark.timeout(900)
 def test_an_azure_pools_agent_on_its_scheduler_vm_makes_its_nodes_outlives_its_creator_and_deletes_itself(
         tmp_path, azure_home):
     import batchnb as bnb
     home, journal = azure_home
     out = tmp_path / "out.txt"
-    options = _options(tmp_path)
+    options = dict(_options(tmp_path), start_timeout=240)
     creator = start_script(tmp_path, "creator", CREATOR, home, json.dumps(options), str(journal),
                            str(out), str(TASKS))
     try:
