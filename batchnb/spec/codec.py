@@ -10,8 +10,9 @@ import base64
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from . import model as s
 from . import validate as v

@@ -14,8 +14,9 @@ the ledger stores and job files use; :func:`load`, :func:`dump` and
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from . import validate as v
 # Re-exported: they are part of this module's public face.

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from . import validate as v
 from ..errors import SpecError
