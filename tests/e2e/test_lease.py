@@ -30,10 +30,13 @@ DRIVER = textwrap.dedent("""
     import batchnb as bnb
 
     if __name__ == "__main__":
-        job_id, out = sys.argv[1], sys.argv[2]
+        job_id, out, gate = sys.argv[1], sys.argv[2], sys.argv[3]
+        # Each task waits for the test to open the gate: the job cannot end before the test has
+        # met its lease (under load, making the test's own pool took longer than the whole job).
+        wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
         with bnb.Pool("local", dedicated=2) as pool:
             job = pool.job(job_id)
-            job.add_tasks([bnb.TaskSpec(f"t{i}", f"sleep 0.6; echo t{i} >> {out}") for i in range({n})])
+            job.add_tasks([bnb.TaskSpec(f"t{i}", f"{wait}; sleep 0.6; echo t{i} >> {out}") for i in range({n})])
             result = job.wait(quiet=True)     # keeps watching after losing the lease
             print("RESULT", result.counts, flush=True)
 """).replace("{n}", str(N_TASKS))
@@ -45,7 +48,8 @@ def test_second_process_gets_lease_held_then_takes_over(home, tmp_path):
     script.write_text(DRIVER)
     led = Ledger(home / "ledger.sqlite")
     env = driver_env(home, DASK_BATCHNB__LEASE_TTL="1.5s")
-    a = subprocess.Popen([sys.executable, str(script), job_id, str(out)], env=env, stdout=subprocess.PIPE,
+    gate = tmp_path / "gate"
+    a = subprocess.Popen([sys.executable, str(script), job_id, str(out), str(gate)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     try:
         wait_ledger(led, job_id, lambda c: c.get("running", 0) >= 1 and sum(c.values()) == N_TASKS, a)
@@ -74,6 +78,7 @@ def test_second_process_gets_lease_held_then_takes_over(home, tmp_path):
             took = time.monotonic() - frozen_at
             assert 0.5 < took < 10, took
             assert led.job(job_id)["lease_owner"] == pool._owner
+            gate.touch()                          # the tasks may end now
             os.kill(a.pid, signal.SIGCONT)        # wakes up with results of attempts it no longer owns
             result = job.wait(timeout=60, quiet=True)
         assert result.counts == {"succeeded": N_TASKS}, result
@@ -82,6 +87,7 @@ def test_second_process_gets_lease_held_then_takes_over(home, tmp_path):
         assert "this process only watches it" in a_out, a_out
         assert f"RESULT {{'succeeded': {N_TASKS}}}" in a_out, a_out
     finally:
+        gate.touch()            # a task still waiting ends by itself, whatever failed above
         if a.poll() is None:
             os.kill(a.pid, signal.SIGCONT)
             a.kill()
