@@ -115,7 +115,8 @@ def test_job_cost_is_nodes_times_seconds_times_price(priced, unique):
 
     done = job.forecast()     # a finished job's forecast is what it cost
     assert done.total_cost == pytest.approx(cost.total) and done.remaining_seconds == 0.0
-    assert done.mean_duration == pytest.approx(1.0, rel=0.3)
+    # A task of "sleep 1" lasts a second and what starting it takes: more under load (1.39 s in a CI run).
+    assert 1.0 <= done.mean_duration < 3.0
     # the final sample follows the last task's end by a turn of the dispatcher
     assert samples.until(lambda s: s.job_id == unique and s.rate_per_hour == 0)
     sub.close()
