@@ -45,6 +45,7 @@ from distributed.deploy.spec import ProcessInterface
 from ..errors import BackendError
 from ._azure_bootstrap import build_wheel, prepare_wheel, ship_wheel, signed_url
 from ._azure_cluster import BatchnbAzureVMCluster
+from ._azure_rest import Amended, Client
 from ._azure_startup import BatchnbAzureVMScheduler
 
 log = logging.getLogger("batchnb.azure")
@@ -81,53 +82,19 @@ def agent_pins() -> list[str]:
     return pins
 
 
-class _SelfManagingVMs:
-    """``virtual_machines`` whose request for ``vm`` is amended by :func:`self_managing_request`."""
-
-    def __init__(self, ops, vm: str):
-        self._ops, self._vm = ops, vm
-
-    def begin_create_or_update(self, resource_group, name, params, *args, **kwargs):
-        if name == self._vm and isinstance(params, dict):
-            params = self_managing_request(params)
-        return self._ops.begin_create_or_update(resource_group, name, params, *args, **kwargs)
-
-    def __getattr__(self, attr):
-        return getattr(self._ops, attr)
+def _self_managing_compute(compute, vm: str) -> Client:
+    """``compute_client`` whose request for the VM ``vm`` is amended by :func:`self_managing_request`."""
+    return Client(compute, virtual_machines=Amended(
+        compute.virtual_machines,
+        lambda name, params: self_managing_request(params) if name == vm and isinstance(params, dict) else params))
 
 
-class _SelfManagingCompute:
-    def __init__(self, compute, vm: str):
-        self._compute = compute
-        self.virtual_machines = _SelfManagingVMs(compute.virtual_machines, vm)
-
-    def __getattr__(self, attr):
-        return getattr(self._compute, attr)
-
-
-class _SelfDeletingIPs:
+def _self_deleting_ips(network) -> Client:
     """``network_client`` whose public IPs are deleted with the VM that uses them (the creator's
     cluster makes one VM, the scheduler's)."""
-
-    def __init__(self, network):
-        self._network = network
-        self.public_ip_addresses = _AmendedIPs(network.public_ip_addresses)
-
-    def __getattr__(self, attr):
-        return getattr(self._network, attr)
-
-
-class _AmendedIPs:
-    def __init__(self, ops):
-        self._ops = ops
-
-    def begin_create_or_update(self, resource_group, name, params, *args, **kwargs):
-        if isinstance(params, dict):
-            params = {**params, "delete_option": "Delete"}
-        return self._ops.begin_create_or_update(resource_group, name, params, *args, **kwargs)
-
-    def __getattr__(self, attr):
-        return getattr(self._ops, attr)
+    return Client(network, public_ip_addresses=Amended(
+        network.public_ip_addresses,
+        lambda name, params: {**params, "delete_option": "Delete"} if isinstance(params, dict) else params))
 
 
 class SelfManagingScheduler(BatchnbAzureVMScheduler):
@@ -280,7 +247,7 @@ class SelfManagingCluster(BatchnbAzureVMCluster):
 
     @property
     def compute_client(self):
-        return _SelfManagingCompute(BatchnbAzureVMCluster.compute_client.fget(self), f"dask-{self.uuid}-scheduler")
+        return _self_managing_compute(BatchnbAzureVMCluster.compute_client.fget(self), f"dask-{self.uuid}-scheduler")
 
     @compute_client.setter
     def compute_client(self, value):
@@ -288,7 +255,7 @@ class SelfManagingCluster(BatchnbAzureVMCluster):
 
     @property
     def network_client(self):
-        return _SelfDeletingIPs(BatchnbAzureVMCluster.network_client.fget(self))
+        return _self_deleting_ips(BatchnbAzureVMCluster.network_client.fget(self))
 
     @network_client.setter
     def network_client(self, value):

@@ -123,25 +123,37 @@ class _Operations:
         return op
 
 
-class RestShapedCompute:
+class Client:
+    """A management client with some operations groups (``groups``) in place of its own."""
+
+    def __init__(self, client, **groups):
+        self._client = client
+        vars(self).update(groups)
+
+    def __getattr__(self, attr):
+        return getattr(self._client, attr)
+
+
+class Amended:
+    """An operations group whose create requests pass through ``amend(name, params)`` first."""
+
+    def __init__(self, ops, amend):
+        self._ops, self._amend = ops, amend
+
+    def begin_create_or_update(self, resource_group, name, params, *args, **kwargs):
+        return self._ops.begin_create_or_update(resource_group, name, self._amend(name, params), *args, **kwargs)
+
+    def __getattr__(self, attr):
+        return getattr(self._ops, attr)
+
+
+def RestShapedCompute(client) -> Client:  # noqa: N802 - it stands where a client class would
     """A ComputeManagementClient whose VM requests are sent in REST shape."""
-
-    def __init__(self, client):
-        self._client = client
-        self.virtual_machines = _Operations(client.virtual_machines, rest_vm)
-        self.disks = _Operations(client.disks)
-
-    def __getattr__(self, attr):
-        return getattr(self._client, attr)
+    return Client(client, virtual_machines=_Operations(client.virtual_machines, rest_vm),
+                  disks=_Operations(client.disks))
 
 
-class RestShapedNetwork:
+def RestShapedNetwork(client) -> Client:  # noqa: N802
     """A NetworkManagementClient whose NIC and public-IP requests are sent in REST shape."""
-
-    def __init__(self, client):
-        self._client = client
-        self.network_interfaces = _Operations(client.network_interfaces, rest_nic)
-        self.public_ip_addresses = _Operations(client.public_ip_addresses, rest_public_ip)
-
-    def __getattr__(self, attr):
-        return getattr(self._client, attr)
+    return Client(client, network_interfaces=_Operations(client.network_interfaces, rest_nic),
+                  public_ip_addresses=_Operations(client.public_ip_addresses, rest_public_ip))

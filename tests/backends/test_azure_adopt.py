@@ -19,8 +19,8 @@ from azure_standin import RecordingAzureSDK
 import batchnb as bnb
 from batchnb.agent import beside
 from batchnb.backends._azure_adopt import (
-    _SelfDeletingIPs,
-    _SelfManagingCompute,
+    _self_deleting_ips,
+    _self_managing_compute,
     adopt,
     agent_pins,
     grant_contributor,
@@ -43,7 +43,7 @@ def _vm_request(nic: str = "/nics/n") -> dict:
 
 def test_the_scheduler_vm_asks_for_an_identity_and_for_its_disk_nic_and_ip_to_go_with_it():
     sdk = RecordingAzureSDK()
-    compute = _SelfManagingCompute(RestShapedCompute(sdk.compute_client), "dask-abc-scheduler")
+    compute = _self_managing_compute(RestShapedCompute(sdk.compute_client), "dask-abc-scheduler")
     compute.virtual_machines.begin_create_or_update("rg", "dask-abc-scheduler", _vm_request()).wait()
     compute.virtual_machines.begin_create_or_update("rg", "bnb-abc-dedicated-0", _vm_request()).wait()
     requests = sdk.vm_requests()
@@ -54,7 +54,7 @@ def test_the_scheduler_vm_asks_for_an_identity_and_for_its_disk_nic_and_ip_to_go
         {"id": "/nics/n", "properties": {"deleteOption": "Delete"}}]
     node = requests["bnb-abc-dedicated-0"]          # a node VM gets no identity of its own
     assert "identity" not in node and "deleteOption" not in str(node)
-    network = _SelfDeletingIPs(RestShapedNetwork(sdk.network_client))
+    network = _self_deleting_ips(RestShapedNetwork(sdk.network_client))
     network.public_ip_addresses.begin_create_or_update("rg", "nic-1", {"location": "westeurope"}).wait()
     [(_, _, ip)] = sdk.ops("public_ip_addresses.begin_create_or_update")
     assert ip["properties"]["deleteOption"] == "Delete"
@@ -65,7 +65,7 @@ def test_the_scheduler_vm_asks_for_an_identity_and_for_its_disk_nic_and_ip_to_go
 
 def test_the_creator_gives_the_scheduler_vms_identity_contributor_on_the_resource_group():
     sdk = RecordingAzureSDK()
-    compute = _SelfManagingCompute(RestShapedCompute(sdk.compute_client), "dask-abc-scheduler")
+    compute = _self_managing_compute(RestShapedCompute(sdk.compute_client), "dask-abc-scheduler")
     compute.virtual_machines.begin_create_or_update("rg", "dask-abc-scheduler", _vm_request()).wait()
     cluster = SimpleNamespace(resource_group="rg", subscription_id=SUBSCRIPTION, compute_client=compute,
                               _azure_sdk=sdk)
