@@ -311,8 +311,8 @@ class Job:
         preparation blocks it on every node (or None), and its :class:`JobResult` when it is done and
         released (or ``with_result``). A detached pool's agent answers it all in one call: read piece
         by piece through the agent it took a dozen."""
-        remote = getattr(self.pool._dispatcher, "job_progress", None) if self.pool is not None else None
-        if remote is not None and self._dispatched_here():
+        remote = self._agent_progress()
+        if remote is not None:
             return remote(self.id, with_result)
         done = self._done()
         releasing = self._dispatched_here() and bool(self.pool._dispatcher.preps.releasing.get(self._run.key))
@@ -323,9 +323,15 @@ class Job:
     def _dispatched_here(self) -> bool:
         return self.pool is not None and self.pool._dispatcher.jobs.get(self._run.key) is self._run
 
+    def _agent_progress(self):
+        """A detached pool's ``job_progress`` (its agent's answer to ``_progress``), or None in-kernel."""
+        remote = getattr(self.pool._dispatcher, "job_progress", None) if self.pool is not None else None
+        return remote if remote is not None and self._dispatched_here() else None
+
     def result(self) -> JobResult:
         """The job's summary now (counts, failures, cost, wall time, reason)."""
-        return self._progress(with_result=True)[3]
+        remote = self._agent_progress()
+        return remote(self.id, True)[3] if remote is not None else self._result_here()
 
     def _result_here(self) -> JobResult:
         row = self.ledger.job(self.id)
