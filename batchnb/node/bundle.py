@@ -16,11 +16,25 @@ that predecessor's result in its ``dep_results``; otherwise it is left out
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 
 from . import cmdbatch as _cmdbatch
 from . import quickrun, runner
 from .attempt import AttemptRecord, AttemptRequest
+
+
+def run_packed(packed: bytes):
+    """``fn(*args)`` of a call the driver pickled once (:func:`pack`): Dask's scheduler then
+    holds bytes, not hundreds of requests it would unpickle and pickle again on their way here."""
+    fn, args = pickle.loads(packed)
+    return fn(*args)
+
+
+def pack(fn, args: tuple) -> bytes:
+    """``(fn, args)`` pickled for :func:`run_packed`: plain pickle, for a runner's requests are
+    builtin data and this package's classes (a task's own call is bytes in them already)."""
+    return pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class BundleRecords(list):
