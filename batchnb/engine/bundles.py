@@ -105,8 +105,8 @@ class Bundles:
             storage_options=self.engine.storage_options,
             result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{n}.pkl",
             result_inline_max=self._inline_max, dep_results=deps,
-            app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages),
-            node_group=node.group, job_prep=job.spec.prep is not None, container_runtime=self.engine.spec.container_runtime)
+            app_packages=self.app_packages(), node_group=node.group, job_prep=job.spec.prep is not None,
+            container_runtime=self.engine.spec.container_runtime)
 
     def bundle_call(self, node, members: list, reqs: list, keys: list, slots: float, now: float):
         """(function, its arguments, the keys riding) of one Dask task for ``reqs``, with the

@@ -58,6 +58,18 @@ class EngineHandle:
         self.extensions: list[PoolExtension] = []
         self.closed = False
 
+    @property
+    def extensions(self) -> list:
+        return self._extensions
+
+    @extensions.setter
+    def extensions(self, extensions: list) -> None:
+        # The per-task hooks go only to the extensions that have them: most do not, and
+        # calling each extension's empty hook twice a task was a tenth of what a tiny task cost.
+        self._extensions = list(extensions)
+        self._hooked = {hook: [getattr(ext, hook) for ext in self._extensions if _has_hook(ext, hook)]
+                        for hook in ("task_started", "task_ended", "may_dispatch")}
+
     # -- what the dispatcher asks ------------------------------------------------
     def scheduler_workers(self) -> dict:
         """The scheduler's workers by address, asked of the scheduler itself.
@@ -108,15 +120,18 @@ class EngineHandle:
             ext.node_unusable(node_id)
 
     def task_started(self, job, tr, node, now: float) -> None:
-        for ext in self.extensions:
-            ext.task_started(job, tr, node, now)
+        for hook in self._hooked["task_started"]:
+            hook(job, tr, node, now)
 
     def task_ended(self, job, tr, now: float) -> None:
-        for ext in self.extensions:
-            ext.task_ended(job, tr, now)
+        for hook in self._hooked["task_ended"]:
+            hook(job, tr, now)
 
     def may_dispatch(self, job, tr, now: float) -> bool:
-        return all(ext.may_dispatch(job, tr, now) for ext in self.extensions)
+        for hook in self._hooked["may_dispatch"]:
+            if not hook(job, tr, now):
+                return False
+        return True
 
     def job_ended(self, job, now: float) -> None:
         for ext in self.extensions:
@@ -165,6 +180,11 @@ class PoolExtension:
     def keeps_alive(self) -> bool:
         """True while the extension has work to come with no job running (e.g. an active schedule)."""
         return False
+
+
+def _has_hook(ext: PoolExtension, hook: str) -> bool:
+    """Whether ``ext`` does something on ``hook`` (its class, or the instance itself, overrides it)."""
+    return hook in vars(ext) or getattr(type(ext), hook) is not getattr(PoolExtension, hook)
 
 
 def make_extensions(engine: EngineHandle) -> list[PoolExtension]:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from .ledger import Batch
+from .outcome import app_packages_of
 from ..node.attempt import kill_attempts
 from ..node.jobprep import prep_key, run_job_prep, run_job_release
 from ..node.starttask import off_the_loop
@@ -197,7 +198,7 @@ class JobPreps:
         self.d.batch.event(now, PREP_EVENT, job.spec.id, node.node_id, _RUNNING, {"run": run})
         engine = self.d.engine
         args = (job.spec.id, job.spec.prep, engine.name, engine.node_root, engine.storage_options, node.node_id,
-                node.group, tuple((p.name, p.version, None) for p in engine.spec.app_packages))
+                node.group, app_packages_of(engine.spec))
 
         def on_node():
             try:
@@ -245,7 +246,7 @@ class JobPreps:
     def _release(self, job, runs: list) -> None:
         job_id, spec = job.spec.id, job.spec
         engine = self.d.engine
-        apps = tuple((p.name, p.version, None) for p in engine.spec.app_packages)
+        apps = app_packages_of(engine.spec)
         for r in runs:
             node = self.d.nodes.nodes.get(r.node_id)
             address = node.address if node is not None and node.address else None

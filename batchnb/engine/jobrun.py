@@ -6,6 +6,7 @@ nothing the ledger does not also hold.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,10 @@ from dataclasses import dataclass, field
 from .graph import DepGraph
 from ..spec.model import JobSpec, Retry, TaskSpec
 from ..states import TERMINAL_TASK_STATES, JobState, TaskState
+
+
+#: the states of a task not yet ended
+_LIVE = tuple(s for s in TaskState if s not in TERMINAL_TASK_STATES)
 
 
 class TaskRun:
@@ -57,14 +62,15 @@ class JobRun:
     actions: dict = field(default_factory=dict)          # key -> 'satisfy' | 'block', once final
     changed: threading.Condition = field(default_factory=threading.Condition)
 
-    @property
-    def key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:       # a job's id never changes; asked for a few times each task
         return self.spec.id.lower()
 
     @property
     def idle(self) -> bool:
         """No task left to run (the job may still accept more)."""
-        return sum(self.counts[s] for s in TaskState if s not in TERMINAL_TASK_STATES) == 0
+        counts = self.counts
+        return not any(counts[s] for s in _LIVE)
 
     def retry_policy(self, spec: TaskSpec) -> Retry:
         return spec.retry if spec.retry is not None else self.spec.default_retry()

@@ -29,6 +29,11 @@ def dependency_action(spec, succeeded: bool, exit_code, category) -> tuple[str, 
     return dep, (opts.job_action if opts is not None else "none")
 
 
+def app_packages_of(pool) -> tuple:
+    """A pool spec's application packages as an attempt request carries them."""
+    return tuple((p.name, p.version, None) for p in pool.app_packages)
+
+
 def retry_delay(policy, tries: int, record: AttemptRecord, storage_floor: float, rng=random.random) -> float:
     """Seconds before the next attempt of a task whose ``tries``-th attempt failed as ``record`` says.
 
@@ -113,13 +118,20 @@ class Outcomes:
             result_url=f"{self.engine.results_url}/{job.spec.id}/{spec.id}/{tr.n}.pkl",
             result_inline_max=self._inline_max,
             dep_results=self._dep_results(job, spec) if spec.python else {},
-            app_packages=tuple((p.name, p.version, None) for p in self.engine.spec.app_packages),
-            node_group=node.group, container=spec.container, container_runtime=self.engine.spec.container_runtime)
+            app_packages=self.app_packages(), node_group=node.group, container=spec.container,
+            container_runtime=self.engine.spec.container_runtime)
         self.set_state(job, tr, TaskState.RUNNING, now, attempts=tr.n, node=tr.node)
         self.batch.attempt(job.spec.id, spec.id, tr.n, node=tr.node, state="running", dispatched=now,
                            slots=spec.required_slots if slots is None else slots)
         self.engine.task_started(job, tr, node, now)
         return req
+
+    def app_packages(self) -> tuple:
+        """The pool's application packages as a request carries them (made once per pool spec)."""
+        pool = self.engine.spec
+        if getattr(self, "_app_packages", (None,))[0] is not pool:
+            self._app_packages = (pool, app_packages_of(pool))
+        return self._app_packages[1]
 
     def _dep_results(self, job, spec) -> dict:
         out = {}
