@@ -287,9 +287,19 @@ def _node_id() -> str:
 
 
 def node_dirs(node_root: str, node_id: str) -> dict[str, Path]:
-    root = Path(node_root or os.path.expanduser("~/.batchnb/nodes")) / node_id
+    if not node_root:       # the home folder's, read each time (a test or a user may move HOME)
+        return _node_dirs(os.path.expanduser("~/.batchnb/nodes"), node_id)
+    return dict(_known_node_dirs(node_root, node_id))
+
+
+def _node_dirs(node_root: str, node_id: str) -> dict[str, Path]:
+    root = Path(node_root) / node_id
     return {"root": root, "shared": root / "shared", "startup": root / "startup",
             "applications": root / "applications", "workitems": root / "workitems"}
+
+
+# Made once per node: with pathlib, making them again was a sixth of a tiny Python task's cost.
+_known_node_dirs = functools.lru_cache(maxsize=64)(_node_dirs)
 
 
 def task_environment(req: AttemptRequest, node_id: str, dirs: dict, task_dir: Path, wd: Path) -> dict:
