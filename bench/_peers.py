@@ -5,14 +5,24 @@ machine's load, and the one-line-per-case format of CONVENTIONS.md
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 
 
+#: how many times each timed case runs; its figure is their median (set by --repeat)
+REPEAT = [1]
+
+
 def rate(n: int, fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return n / (time.perf_counter() - t0)
+    """Units per second of ``fn()`` doing ``n`` of them: the median of ``REPEAT[0]`` runs (a run
+    on this shared machine can differ from the next by a fifth; a median says what is typical)."""
+    rates = []
+    for _ in range(REPEAT[0]):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
 
 
 def load() -> str:

@@ -13,7 +13,8 @@ pool of <cores> nodes x 1 slot), raw Dask (a LocalCluster of <cores> worker
 processes x 1 thread), Ray (num_cpus=<cores>) and Parsl (ThreadPoolExecutor of
 <cores> threads) when importable (``pip install -e ".[bench]"``), and
 ``xargs -P<cores>`` for commands. Usage: ``python bench/peers.py [--python N]
-[--commands N] [--chain N] [--rss N] [--only batchnb,dask,...]``
+[--commands N] [--chain N] [--rss N] [--repeat R] [--only batchnb,dask,...]``; each
+timed figure is the median of R runs (3 by default).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import subprocess
 import sys
 import tempfile
 
+import itertools
+
+import _peers
 from _peers import case_line, load, peak_rss_mb, rate, ratio
 
 # This checkout's batchnb, not whatever an editable install elsewhere left on the path.
@@ -50,9 +54,10 @@ def run_batchnb(args, rss: int = 0) -> dict:
     os.environ.setdefault("BATCHNB_HOME", tempfile.mkdtemp(prefix="batchnb-peers-"))
     import batchnb as bnb
     out = {}
+    runs = itertools.count()       # each run its own job: a name used again would add no task
     with bnb.Pool("peers", dedicated=CORES) as pool:
         def mapped(n, name):
-            job = pool.job(name)
+            job = pool.job(f"{name}-{next(runs)}")
             job.map(noop, range(n))
             assert job.wait(quiet=True).ok
 
@@ -62,12 +67,12 @@ def run_batchnb(args, rss: int = 0) -> dict:
         mapped(100, "warm")
 
         def commands(n):
-            job = pool.job("true")
+            job = pool.job(f"true-{next(runs)}")
             job.add_tasks([{"id": f"t{i}", "command": ["/bin/true"]} for i in range(n)])
             assert job.wait(quiet=True).ok
 
         def chain(n):
-            job = pool.job("chain")
+            job = pool.job(f"chain-{next(runs)}")
             t = job.submit(step, 0)
             for _ in range(n - 1):
                 t = job.submit(step, t)
@@ -199,14 +204,17 @@ def main() -> None:
     ap.add_argument("--chain", type=int, default=100)
     ap.add_argument("--rss", type=int, default=5000)
     ap.add_argument("--only", default=",".join(PEERS), help="comma-separated frameworks to run")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each timed case; its figure is their median")
     ap.add_argument("--rss-child", choices=PEERS, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    _peers.REPEAT[0] = max(1, args.repeat)
     if args.rss_child:
         print(RUNNERS[args.rss_child](args, rss=args.rss)["rss"], flush=True)
         return
     chosen = [p for p in args.only.split(",") if p]
     print(f"# {CORES} cores; batchnb: local pool of {CORES} nodes x 1 slot; dask: LocalCluster {CORES} "
-          f"processes x 1 thread; ray num_cpus={CORES}; parsl ThreadPoolExecutor({CORES}); {load()} at start",
+          f"processes x 1 thread; ray num_cpus={CORES}; parsl ThreadPoolExecutor({CORES}); median of "
+          f"{_peers.REPEAT[0]} runs per figure; {load()} at start",
           flush=True)
     got = {p: attempt(p, lambda: RUNNERS[p](args)) for p in chosen}
 
