@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from .graph import DepGraph
 from ..spec.model import JobSpec, Retry, TaskSpec
-from ..states import TERMINAL_TASK_STATES, JobState, TaskState
+from ..states import LIVE_TASK_STATES, JobState, TaskState
 
 
 #: the states of a task not yet ended
-_LIVE = tuple(s for s in TaskState if s not in TERMINAL_TASK_STATES)
+_LIVE = tuple(LIVE_TASK_STATES)
 
 
 class TaskRun:
@@ -69,8 +69,7 @@ class JobRun:
     @property
     def idle(self) -> bool:
         """No task left to run (the job may still accept more)."""
-        counts = self.counts
-        return not any(counts[s] for s in _LIVE)
+        return not any(map(self.counts.__getitem__, _LIVE))
 
     def retry_policy(self, spec: TaskSpec) -> Retry:
         return spec.retry if spec.retry is not None else self.spec.default_retry()

@@ -86,15 +86,19 @@ def store_result(value, req: AttemptRequest, record: AttemptRecord) -> None:
     record.result_url = url
 
 
-def run_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None) -> None:
+def run_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None, dirs: dict | None = None,
+               where: Path | None = None) -> None:
+    """Run a Python attempt in this thread. ``task_dir``: its folder, made already (None: made
+    only if it prints); ``dirs`` and ``where`` (the folder it would have), when the caller has them."""
     from .context import TaskContext, set_current
     _install_streams()
     out, err = io.StringIO(), io.StringIO()
     _streams.stdout, _streams.stderr = out, err
-    dirs = node_dirs(req.node_root, record.node_id)
-    tdir = task_dir or dirs["workitems"] / req.job_id / req.task_id / str(req.attempt)
-    set_current(TaskContext(req.job_id, req.task_id, req.attempt, record.node_id, tdir / "wd", tdir,
-                            {k: v for k, v in task_environment(req, record.node_id, dirs, tdir, tdir / "wd").items()
+    dirs = dirs or node_dirs(req.node_root, record.node_id)
+    tdir = task_dir or where or dirs["workitems"] / req.job_id / req.task_id / str(req.attempt)
+    wd = tdir / "wd"
+    set_current(TaskContext(req.job_id, req.task_id, req.attempt, record.node_id, wd, tdir,
+                            {k: v for k, v in task_environment(req, record.node_id, dirs, tdir, wd).items()
                              if k.startswith("AZ_BATCH_")}))
     try:
         fn, args, kwargs = load_call(req.python, req.dep_results, req.storage_options)
@@ -112,7 +116,7 @@ def run_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None
         set_current(None)
     record.stdout_tail, record.stderr_tail = out.getvalue()[-TAIL_BYTES:], err.getvalue()[-TAIL_BYTES:]
     if task_dir is not None or out.tell() or err.tell():
-        task_dir = task_dir or node_dirs(req.node_root, record.node_id)["workitems"] / req.job_id / req.task_id / str(req.attempt)
+        task_dir = tdir
         task_dir.mkdir(parents=True, exist_ok=True)
         (task_dir / "stdout.txt").write_text(out.getvalue())
         (task_dir / "stderr.txt").write_text(err.getvalue())

@@ -93,7 +93,7 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
         record.category, record.message = TERMINATED, "killed by job.terminate() before it started"
         return
     if inline:
-        run_inline(req, record, task_dir if needs_dir else None)
+        run_inline(req, record, task_dir if needs_dir else None, dirs, task_dir)
     else:
         _run_process(req, record, dirs, task_dir, wd, node_id, key)
     with _running_lock:

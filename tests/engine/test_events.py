@@ -79,3 +79,13 @@ def test_the_flusher_thread_ends_with_its_last_subscriber():
     while not got and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(got) == 1
+
+
+def test_a_task_events_data_text_is_what_json_dumps_writes_for_any_node_and_reason():
+    import json
+    from batchnb.engine.ledger_batch import attempt_data
+    for n, node, reason in [(1, "dedicated-0", None), (3, None, 'retry after exit code 1'),
+                            (2, "spot-1", 'dependency "a\\b" failed\n'), (7, "nœud-é", "raison: ✓ \t done")]:
+        text = attempt_data(n, node, reason)
+        assert text == json.dumps({"attempt": n, "node": node, "reason": reason})
+        assert json.loads(text) == {"attempt": n, "node": node, "reason": reason}
