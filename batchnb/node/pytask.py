@@ -55,9 +55,13 @@ def load_call(payload: bytes, dep_results: dict, storage_options: dict):
     """Unpickle ``(fn, args, kwargs)`` and put the dependencies' results in place of their handles."""
     import cloudpickle
     from .pycall import substitute
-    from ..staging.argstore import resolve
-    # Large arguments were stored by reference when the task was added: read back here, on the node.
-    fn, args, kwargs = resolve(*cloudpickle.loads(payload), storage_options=storage_options)
+    fn, args, kwargs = cloudpickle.loads(payload)
+    # Large arguments were stored by reference when the task was added: read back here, on the
+    # node. Unpickling a reference imports its module: a call with none needs nothing read back
+    # (nor the staging package, a node's first Python task's largest import).
+    argstore = sys.modules.get("batchnb.staging.argstore")
+    if argstore is not None:
+        fn, args, kwargs = argstore.resolve(fn, args, kwargs, storage_options=storage_options)
     if dep_results:
         results = {tid: _load_result(v, storage_options) for tid, v in dep_results.items()}
         args, kwargs = substitute(args, results), substitute(kwargs, results)

@@ -284,3 +284,27 @@ def test_a_process_that_starts_while_its_worker_closes_is_killed_at_once(tmp_pat
     time.sleep(1.5)         # longer than the command: a process left running would have made the mark
     assert not rec.succeeded and rec.exit_code != 0
     assert not mark.exists()
+
+
+def test_a_python_task_with_no_stored_argument_does_not_import_staging_on_its_node(tmp_path):
+    # Staging (and fsspec) is a node's first Python task's largest import, and a call whose
+    # arguments all travelled inline needs none of it; one with a stored argument still reads it.
+    import subprocess
+    import sys
+    code = (
+        "import sys, cloudpickle\n"
+        "from batchnb.node.runner import run_attempt\n"
+        "from batchnb.node.attempt import AttemptRequest\n"
+        "def f(x): return x + 1\n"
+        f"rec = run_attempt(AttemptRequest('j', 't1', 1, 'p', python=cloudpickle.dumps((f, (41,), {{}})), "
+        f"node_root={str(tmp_path)!r}))\n"
+        "assert rec.succeeded and cloudpickle.loads(rec.result) == 42, rec\n"
+        "print('batchnb.staging' in sys.modules, 'fsspec' in sys.modules)\n"
+        "from batchnb.staging.argstore import store\n"
+        "ref = store(cloudpickle.dumps(b'x' * 10), " + repr(tmp_path.as_uri()) + ", {})\n"
+        "rec = run_attempt(AttemptRequest('j', 't2', 1, 'p', python=cloudpickle.dumps((len, (ref,), {})), "
+        f"node_root={str(tmp_path)!r}))\n"
+        "print(rec.succeeded, cloudpickle.loads(rec.result))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True", "10"]
