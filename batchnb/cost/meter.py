@@ -48,6 +48,14 @@ class _Attempt:
         self.job_id, self.task_id, self.span, self.slots, self.start = job_id, task_id, span, slots, start
 
 
+def _total(totals: dict, key) -> "_Total":
+    """``totals[key]``, made when missing (``setdefault(key, _Total())`` made one each call)."""
+    total = totals.get(key)
+    if total is None:
+        total = totals[key] = _Total()
+    return total
+
+
 class _Total:
     """What attempts held: of one task, or summed over a job.
 
@@ -207,8 +215,8 @@ class CostMeter:
                 raise SpecError("task_id", task_id, f"already runs on node {node_id!r}; end that attempt first")
             span.used += slots
             self._running[key] = _Attempt(job_id, task_id, span, slots, max(t, span.start))
-            self._jobs.setdefault(job_id, _Total()).attempts += 1
-            self._tasks.setdefault(job_id, {}).setdefault(task_id, _Total()).attempts += 1
+            _total(self._jobs, job_id).attempts += 1
+            _total(self._tasks.setdefault(job_id, {}), task_id).attempts += 1
 
     def task_ended(self, job_id: str, task_id: str, node_id: str, t: float) -> None:
         """The attempt ends at ``t``. A no-op when the node's release already ended it."""

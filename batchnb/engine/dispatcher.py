@@ -386,14 +386,13 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
                     break
                 continue
             members = [(job, tr)]
-            size = self._bundle_size()
+            size = self._bundle_size() if self.bundleable(tr) else 1
             while size > 1 and len(members) < size and self.ready:
                 nxt = self._lookup(self.ready[0][3], self.ready[0][4])
                 if nxt[1] is None or not self.dispatchable(*nxt):
                     heapq.heappop(self.ready)
                     continue
-                if not self.bundleable(nxt[1]) or not self.bundleable(tr) \
-                        or self.fallback_group(*nxt) not in (None, node.group):
+                if not self.bundleable(nxt[1]) or self.fallback_group(*nxt) not in (None, node.group):
                     break
                 if not self.preps.ready_on(nxt[0], node):
                     break

@@ -155,7 +155,7 @@ class TaskPaging:
 
     def page_in(self) -> None:
         """Top the ready queue up from the ledger when it runs below half a window."""
-        want = self.window()
+        want = self._last_window = self.window()
         if len(self.ready) * 2 >= want:
             return
         for job in list(self.jobs.values()):
@@ -216,8 +216,9 @@ class TaskPaging:
         super().resolve(job, tr, succeeded, exit_code, category, now)
         # Let go of a task nothing waits on once it succeeded: the ledger has all of it.
         # (A small job keeps them all: what it holds is bounded by a window either way.)
-        if tr.state == TaskState.SUCCEEDED and isinstance(job.tasks, TaskTable) and len(job.tasks) > self.window() \
-                and job.tasks.get(tr.key) is tr \
+        # (The window as the last page-in measured it: counting the slots again cost more than this.)
+        if tr.state == TaskState.SUCCEEDED and isinstance(job.tasks, TaskTable) \
+                and len(job.tasks) > getattr(self, "_last_window", MIN_WINDOW) and job.tasks.get(tr.key) is tr \
                 and tr.key not in job.graph.deps and not job.graph.dependents.get(tr.key) \
                 and tr.spec.multi_instance is None:
             del job.tasks[tr.key]
