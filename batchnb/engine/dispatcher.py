@@ -431,7 +431,8 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
                 self.batch.attempt(req.job_id, req.task_id, req.attempt, slots=slots / len(reqs))
         fn, args, keys = self.bundle_call(node, members, reqs, keys, slots, now)   # with the chains it carries
         key = f"bnb-{reqs[0].job_id}-{reqs[0].task_id}-{reqs[0].attempt}-{next(self._counter)}"
-        fut = self.client.submit(_bundle.run_packed, _bundle.pack(fn, args), key=key, workers=[node.address], allow_other_workers=False, pure=False,
+        fut = self.client.submit(_bundle.run_packed, _bundle.pack(fn, args), key=key, workers=[node.address],
+                                 allow_other_workers=False, pure=False,
                                  resources={"slots": slots} if node.resources else None)
         self.inflight[key] = (fut, node.node_id, keys, slots)
         self.nodes.take(node, key, slots, now)

@@ -32,9 +32,14 @@ def run_packed(packed: bytes):
 
 
 def pack(fn, args: tuple) -> bytes:
-    """``(fn, args)`` pickled for :func:`run_packed`: plain pickle, for a runner's requests are
-    builtin data and this package's classes (a task's own call is bytes in them already)."""
-    return pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+    """``(fn, args)`` pickled for :func:`run_packed`: with plain pickle, as a runner's requests are
+    builtin data and this package's classes (a task's own call is bytes in them already); with
+    cloudpickle, as Dask would, when something in them is not (a storage option's callable)."""
+    try:
+        return pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - pickle's errors have no one type (PicklingError, TypeError, ...)
+        import cloudpickle
+        return cloudpickle.dumps((fn, args))
 
 
 class BundleRecords(list):

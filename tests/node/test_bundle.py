@@ -57,3 +57,15 @@ def test_carried_tasks_run_after_a_success_with_its_result_and_not_after_a_failu
     assert cloudpickle.loads(recs[2].result) == 11
     assert recs[1].exit_code == 3
     assert not os.path.exists(tmp_path / "d-ran") and not os.path.exists(tmp_path / "e-ran")
+
+
+def test_a_bundle_travels_as_plain_pickle_or_as_cloudpickle_when_something_in_it_needs_that(tmp_path):
+    import pickle
+    plain = [request(tmp_path, "a", command=["/bin/true"]), request(tmp_path, "b", command="exit 3")]
+    packed = bundle.pack(bundle.run_bundle, (plain,))
+    assert pickle.loads(packed)[0] is bundle.run_bundle      # no cloudpickle needed to read it
+    assert [(r.task_id, r.exit_code) for r in bundle.run_packed(packed)] == [("a", 0), ("b", 3)]
+    # A storage option holding a function made here (a token callback): plain pickle refuses it.
+    odd = [request(tmp_path, "c", command=["/bin/true"], storage_options={"az": {"token": lambda: "t"}})]
+    recs = bundle.run_packed(bundle.pack(bundle.run_bundle, (odd,)))
+    assert [(r.task_id, r.exit_code) for r in recs] == [("c", 0)]
