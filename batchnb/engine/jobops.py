@@ -21,7 +21,6 @@ from .jobrun import JobRun, TaskRun
 from .arrays import spec_cold_able
 from .taskstore import tables
 from ..spec.taskjson import task_json
-from ..staging.argstore import spec_by_reference
 from ..errors import LeaseHeld, SpecError
 from .events import JobStateChanged, TasksAdded
 from ..states import TERMINAL_TASK_STATES, JobState, NodeState, TaskState
@@ -189,6 +188,7 @@ class JobOps:
                 return same
             raise SpecError("job", job.spec.id, f"is {job.state.value} ({job.reason}); it accepts no more tasks")
         slots = self.engine.spec.task_slots_per_node
+        limit = int(_config.get("inline-arg-limit"))     # a call pickled larger keeps large arguments apart
         out: list = [None] * len(new)       # handles in the order given, no-ops included
         adding, replacing = [], []
         for i, spec in enumerate(new):
@@ -214,7 +214,10 @@ class JobOps:
                 if old.state == TaskState.RUNNING:
                     raise SpecError("task id", spec.id, "is running; it can be replaced once it ends")
                 replacing.append(spec.id)
-            if spec.python is not None:     # large arguments go by reference, never into the ledger
+            if spec.python is not None and len(spec.python.payload) > limit:
+                # Large arguments go by reference, never into the ledger. Imported only then:
+                # staging brings fsspec, which a pool's start and its first small task do without.
+                from ..staging.argstore import spec_by_reference
                 spec = spec_by_reference(spec, self.engine.results_url, self.engine.storage_options)
             adding.append((i, spec))
         if not adding:

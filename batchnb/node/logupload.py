@@ -13,10 +13,6 @@ import posixpath
 from pathlib import Path
 from typing import Any, Mapping
 
-from fsspec.core import split_protocol
-
-from ..staging.storage import RetryPolicy, Transfers
-
 LOG_NAMES = ("stdout.txt", "stderr.txt")
 
 
@@ -27,7 +23,8 @@ def attempt_logs_url(logs_url: str, pool: str, job_id: str, task_id: str, attemp
 
 def upload_logs(task_dir: str, dest: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Put the attempt folder's stdout.txt and stderr.txt under ``dest``; return the URLs written."""
-    io = Transfers(storage_options or {}, RetryPolicy.from_config(), 1)
+    from fsspec.core import split_protocol
+    io = _transfers(storage_options)
     written = []
     for name in LOG_NAMES:
         local = Path(task_dir) / name
@@ -44,9 +41,16 @@ def upload_logs(task_dir: str, dest: str, storage_options: Mapping[str, Any] | N
 
 def read_log(url: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
     """The text at ``url`` (None when it cannot be read)."""
-    io = Transfers(storage_options or {}, RetryPolicy.from_config(), 1)
+    io = _transfers(storage_options)
     try:
         fs, rpath = io.resolve(url, "log")
         return fs.cat_file(rpath).decode(errors="replace")
     except Exception:  # noqa: BLE001 - a log that cannot be read is reported as missing
         return None
+
+
+def _transfers(storage_options: Mapping[str, Any] | None):
+    # Imported here: the pool module imports this one, and staging brings fsspec, which would
+    # hold back the start of a new pool's node launcher (engine/jobops.py says the same).
+    from ..staging.storage import RetryPolicy, Transfers
+    return Transfers(storage_options or {}, RetryPolicy.from_config(), 1)
