@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from .attempt import (CRASH, EXIT_CODE, PYTHON, TAIL_BYTES, AttemptRecord, AttemptRequest, call_killable,
-                      node_dirs, task_environment)
+                      task_environment)
 
 
 class _ThreadStreams(io.TextIOBase):
@@ -90,16 +90,13 @@ def store_result(value, req: AttemptRequest, record: AttemptRecord) -> None:
     record.result_url = url
 
 
-def run_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None, dirs: dict | None = None,
-               where: Path | None = None) -> None:
-    """Run a Python attempt in this thread. ``task_dir``: its folder, made already (None: made
-    only if it prints); ``dirs`` and ``where`` (the folder it would have), when the caller has them."""
+def run_inline(req: AttemptRequest, record: AttemptRecord, dirs: dict, tdir: Path, made: bool) -> None:
+    """Run a Python attempt in this thread. ``tdir``: its folder under the node's ``dirs``, made
+    already when ``made``, else made only if the attempt prints."""
     from .context import TaskContext, set_current
     _install_streams()
     out, err = io.StringIO(), io.StringIO()
     _streams.stdout, _streams.stderr = out, err
-    dirs = dirs or node_dirs(req.node_root, record.node_id)
-    tdir = task_dir or where or dirs["workitems"] / req.job_id / req.task_id / str(req.attempt)
     wd = tdir / "wd"
     set_current(TaskContext(req.job_id, req.task_id, req.attempt, record.node_id, wd, tdir,
                             {k: v for k, v in task_environment(req, record.node_id, dirs, tdir, wd).items()
@@ -119,12 +116,11 @@ def run_inline(req: AttemptRequest, record: AttemptRecord, task_dir: Path | None
         _streams.stdout = _streams.stderr = None
         set_current(None)
     record.stdout_tail, record.stderr_tail = out.getvalue()[-TAIL_BYTES:], err.getvalue()[-TAIL_BYTES:]
-    if task_dir is not None or out.tell() or err.tell():
-        task_dir = tdir
-        task_dir.mkdir(parents=True, exist_ok=True)
-        (task_dir / "stdout.txt").write_text(out.getvalue())
-        (task_dir / "stderr.txt").write_text(err.getvalue())
-        record.task_dir = str(task_dir)
+    if made or out.tell() or err.tell():
+        tdir.mkdir(parents=True, exist_ok=True)
+        (tdir / "stdout.txt").write_text(out.getvalue())
+        (tdir / "stderr.txt").write_text(err.getvalue())
+        record.task_dir = str(tdir)
 
 
 def write_payload(req: AttemptRequest, path: Path) -> None:

@@ -40,11 +40,6 @@ from .taskdir import drop_if_empty
 from . import quickrun as _quickrun
 
 
-def run_bundle(requests: list[AttemptRequest]) -> list[AttemptRecord]:
-    """Run several small attempts one after another in one Dask task."""
-    return [run_attempt(req) for req in requests]
-
-
 def run_attempt(req: AttemptRequest, drop=drop_if_empty) -> AttemptRecord:
     """Run one attempt; never raises. ``drop`` removes a succeeded attempt's empty folder (a bundle
     leaves that to a background thread: :func:`batchnb.node.quickrun.drop_later`)."""
@@ -93,7 +88,7 @@ def _run(req: AttemptRequest, record: AttemptRecord, node_id: str) -> None:
         record.category, record.message = TERMINATED, "killed by job.terminate() before it started"
         return
     if inline:
-        run_inline(req, record, task_dir if needs_dir else None, dirs, task_dir)
+        run_inline(req, record, dirs, task_dir, made=bool(needs_dir))
     else:
         _run_process(req, record, dirs, task_dir, wd, node_id, key)
     with _running_lock:
