@@ -143,14 +143,30 @@ def kill_my_worker_once(x, mark):
     return x + 1
 
 
+def _running(tasks, timeout: float = 60.0) -> None:
+    """Wait (bounded) until every one of ``tasks`` is running."""
+    import time
+    deadline = time.monotonic() + timeout
+    while any(t.state != "running" for t in tasks):
+        assert time.monotonic() < deadline, [(t.task_id, t.state) for t in tasks]
+        time.sleep(0.02)
+
+
 def test_a_bundle_whose_worker_dies_is_requeued_task_by_task(pool, sends, unique, tmp_path, opened):
+    # Both slots are held until the whole chain is in, so that its first step is dispatched, and
+    # its bundle decides what it carries, only then (a gate in the chain itself was dispatched as
+    # soon as it was added, carrying only the steps added by then).
+    hold = pool.job(unique + "-hold")
+    blockers = [hold.submit(gate, opened[0], task_id=f"b{i}") for i in range(2)]
+    _running(blockers)
     job = pool.job(unique)
     mark = str(tmp_path / "killed")
-    tasks = [job.submit(gate, opened[0], task_id="k0")]
+    tasks = [job.submit(step, -1, task_id="k0")]
     for i in range(1, 30):
         fn, args = (kill_my_worker_once, (tasks[-1], mark)) if i == 10 else (step, (tasks[-1],))
         tasks.append(job.submit(fn, *args, task_id=f"k{i}"))
     opened[1]()
+    assert hold.wait(quiet=True, timeout=120).ok
     assert job.wait(quiet=True, timeout=300).ok and tasks[-1].result() == 29
     # The member of the bundle that carried k10 was shown running: it is requeued, not failed nor retried. The
     # steps carried behind it were still pending in the ledger (never shown running or ended):
