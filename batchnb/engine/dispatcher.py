@@ -386,12 +386,17 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
                     break
                 continue
             members = [(job, tr)]
+            taken = {(entry[3], entry[4])}
             size = self._bundle_size() if self.bundleable(tr) else 1
             while size > 1 and len(members) < size and self.ready:
-                nxt = self._lookup(self.ready[0][3], self.ready[0][4])
-                if nxt[1] is None or not self.dispatchable(*nxt):
+                head = self.ready[0]
+                nxt = self._lookup(head[3], head[4])
+                # A task may be in the queue twice (made ready again while a stale entry waited):
+                # it goes once; the other entry is dropped here as it would be once it runs.
+                if nxt[1] is None or not self.dispatchable(*nxt) or (head[3], head[4]) in taken:
                     heapq.heappop(self.ready)
                     continue
+                taken.add((head[3], head[4]))
                 if not self.bundleable(nxt[1]) or self.fallback_group(*nxt) not in (None, node.group):
                     break
                 if not self.preps.ready_on(nxt[0], node):

@@ -136,6 +136,23 @@ def test_a_retried_step_in_a_chain_retries(pool, sends, unique, tmp_path):
     assert any("b" in carried for _, carried in sends), sends
 
 
+def test_a_retried_step_goes_once_when_it_is_queued_twice(pool, unique, tmp_path):
+    # b rides with a and fails: a's success had queued it once, its retry queues it again. With
+    # other ready tasks (e, f) the next bundle may hold several tasks: b must be in it once.
+    job = pool.job(unique, max_task_retries=2)
+    mark = tmp_path / "failed-once"
+    job.add_tasks([
+        {"id": "a", "command": "true"},
+        {"id": "b", "command": f"test -e {mark} || {{ touch {mark}; exit 4; }}", "depends_on": ["a"]},
+        {"id": "c", "command": "true", "depends_on": ["b"]},
+        {"id": "e", "command": "true", "depends_on": ["a"]},
+        {"id": "f", "command": "true", "depends_on": ["a"]},
+    ])
+    assert job.wait(quiet=True, timeout=120).ok
+    assert [(a["state"], a["exit_code"]) for a in job.task("b").attempts] == [("failed", 4), ("succeeded", 0)]
+    assert job.task_counts().succeeded == 5
+
+
 def kill_my_worker_once(x, mark):
     if not os.path.exists(mark):
         open(mark, "w").close()
