@@ -153,6 +153,22 @@ def test_a_retried_step_goes_once_when_it_is_queued_twice(pool, unique, tmp_path
     assert job.task_counts().succeeded == 5
 
 
+def test_tiny_tasks_end_in_no_tail_of_ever_smaller_bundles(pool, sends, unique, opened):
+    # 64 tiny tasks wait while both slots are held. A free slot took half of what was ready,
+    # the next half of the rest (32, 16, 8, 4, 2, 1, 1: seven round trips for 64 no-ops); a
+    # bundle now holds at least an eighth of bundle-target's work when that much is ready.
+    hold = pool.job(unique + "-hold")
+    blockers = [hold.submit(gate, opened[0], task_id=f"b{i}") for i in range(2)]
+    _running(blockers)
+    job = pool.job(unique)
+    job.map(noop, range(64))
+    sends.clear()
+    opened[1]()
+    assert job.wait(quiet=True, timeout=120).ok and hold.wait(quiet=True, timeout=120).ok
+    assert sum(len(sent) for sent, _ in sends) == 64
+    assert len(sends) <= 2, [len(sent) for sent, _ in sends]
+
+
 def kill_my_worker_once(x, mark):
     if not os.path.exists(mark):
         open(mark, "w").close()
