@@ -348,7 +348,8 @@ class Job:
         done = row["state"] == JobState.COMPLETED.value or tasks_complete
         reason = row["reason"] or ("all_tasks_complete" if done else None)
         ended = row["ended"] or (time.time() if not done else self.ledger.last_task_end(self.id) or time.time())
-        cost = self.cost()
+        # Its totals: a row per task is job.cost()'s to make (for a million tasks, a dict each).
+        cost = self._cost(detail=False)
         return JobResult(self.id, JobState(row["state"]).value, reason, counts, failures,
                          ended - row["created"], cost, all_tasks_complete=tasks_complete)
 
@@ -359,8 +360,11 @@ class Job:
         job's tags as columns. A job attached without a pool is priced from
         the ledger (:func:`batchnb.cost.cost_from_ledger`).
         """
+        return self._cost(detail=True)
+
+    def _cost(self, detail: bool) -> Cost | None:
         if self.pool is not None:
-            return self.pool._job_cost(self.id)
+            return self.pool._job_cost(self.id, detail=detail)
         from .cost import cost_from_ledger
         return cost_from_ledger(self.ledger, job_id=self.id)
 

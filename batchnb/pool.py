@@ -214,10 +214,10 @@ class Pool(PoolMonitoring, PoolAccess):
         ext = self.extension(CostExtension)
         return ext.cost(now) if ext is not None else None
 
-    def _job_cost(self, job_id: str, now: float | None = None):
+    def _job_cost(self, job_id: str, now: float | None = None, detail: bool = True):
         from .extensions.cost import CostExtension
         ext = self.extension(CostExtension)
-        return ext.job_cost(job_id, now) if ext is not None else None
+        return ext.job_cost(job_id, now, detail=detail) if ext is not None else None
 
     def nodes(self) -> list[NodeInfo]:
         """Every node with its group, state and running tasks."""

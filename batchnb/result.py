@@ -16,7 +16,8 @@ class JobResult:
     ``job.state``, the views and ``batchnb jobs`` show. A job made with
     ``on_all_tasks_complete="noaction"`` (Azure's default) stays ``active``
     after its tasks ended, as in Azure: that its tasks all ended is the fact
-    ``all_tasks_complete``, beside the state.
+    ``all_tasks_complete``, beside the state. ``cost`` is the job's
+    :class:`batchnb.Cost` totals; its row per task is ``job.cost()``'s.
 
     >>> r = JobResult("j", "completed", "all_tasks_complete", {"succeeded": 3}, [], 1.5, all_tasks_complete=True)
     >>> r.ok, r.state, r.all_tasks_complete

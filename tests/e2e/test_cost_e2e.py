@@ -111,6 +111,8 @@ def test_job_cost_is_nodes_times_seconds_times_price(priced, unique):
     assert set(frame["cost_center"]) == {"cc-7"} and set(frame["team"]) == {"vision"}
     assert cost.by_tag("cost_center") == {"cc-7": pytest.approx(cost.total)}
     assert result.cost.total == pytest.approx(cost.total, rel=1e-9)
+    # wait()'s summary carries the totals; the row per task is job.cost()'s (a million rows otherwise)
+    assert result.cost.by_task == {} and result.cost.rows == ()
     assert pool.ledger.job(unique)["tags"] == json.dumps({"cost_center": "cc-7"})
 
     done = job.forecast()     # a finished job's forecast is what it cost
