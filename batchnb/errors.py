@@ -13,8 +13,9 @@
     ├── StagingError                an input or output could not be moved
     ├── PriceRefreshError           Azure's retail prices API could not be read
     │                               (offline, timeout); the price table is unchanged
-    ├── PoolStalled                 tasks wait and the pool has no node that can run them
-    │                               (all unusable or gone, none coming): ``job.wait()`` says so
+    ├── PoolStalled                 tasks wait and no node can run them (all unusable or gone,
+    │                               none coming), or the pool's dispatcher cannot record its work:
+    │                               ``job.wait()`` says so
     ├── PermissionDenied            the caller's role on a detached pool (or job) does
     │                               not allow the call; nothing changed
     ├── TaskFailed                  ``task.result()`` of a task that did not succeed
@@ -125,7 +126,8 @@ class StagingError(BatchError):
 
 
 class PoolStalled(BatchError):
-    """Tasks wait and the pool has no node that can run them, nor one on its way.
+    """Tasks wait and the pool has no node that can run them, nor one on its way; or the
+    pool's dispatcher cannot go on (its turns fail, e.g. the ledger cannot be written).
 
     ``job.wait()`` raises it once the pool has been so for ``batchnb.stall-grace``,
     instead of waiting for good; the log says it when it starts.

@@ -543,3 +543,26 @@ def test_closing_a_pool_on_a_shared_scheduler_spares_other_drivers_tasks(tmp_pat
         assert t.state == bnb.TaskState.SUCCEEDED
         other.close()
 
+
+
+def test_wait_raises_when_the_pool_cannot_record_its_work(unique, monkeypatch):
+    # The ledger stops taking writes while the task runs (a full disk, say): fault injection at
+    # the ledger's commit, the one way a turn's writes go in. The turn that sees the task end
+    # fails and its writes are lost; job.wait() says so after the stall grace instead of waiting
+    # for a completion the ledger will never show.
+    import dask.config
+    from batchnb.errors import LedgerError
+    from pools import temporary_pool
+    with dask.config.set({"batchnb.stall-grace": "1s"}), temporary_pool("unrecorded", dedicated=1) as pool:
+        job = pool.job(unique)
+        job.add_task("t", "sleep 2")
+        assert job.task_counts().active + job.task_counts().running == 1
+
+        def disk_full(batch):
+            raise LedgerError("database or disk is full")
+        monkeypatch.setattr(pool.ledger, "commit", disk_full)
+        t0 = time.monotonic()
+        with pytest.raises(bnb.PoolStalled, match="could not record its work in the ledger.*disk is full"):
+            job.wait(timeout=60)
+        assert time.monotonic() - t0 < 30
+        monkeypatch.undo()          # the disk has room again: the pool closes as usual
