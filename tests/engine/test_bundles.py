@@ -121,17 +121,23 @@ def test_a_failing_step_blocks_its_dependents_and_exit_conditions_apply(pool, se
     assert any(carried for _, carried in sends), sends      # b, b2 rode behind a, a2
 
 
-def test_a_retried_step_in_a_chain_retries(pool, sends, unique, tmp_path):
+def _chain_whose_b_fails_once(pool, unique, tmp_path, *more) -> "bnb.Job":
+    """a -> b -> c, b failing its first attempt (exit 4); ``more`` tasks after them; run to the end."""
     job = pool.job(unique, max_task_retries=2)
     mark = tmp_path / "failed-once"
     job.add_tasks([
         {"id": "a", "command": "true"},
         {"id": "b", "command": f"test -e {mark} || {{ touch {mark}; exit 4; }}", "depends_on": ["a"]},
         {"id": "c", "command": "true", "depends_on": ["b"]},
+        *more,
     ])
     assert job.wait(quiet=True, timeout=120).ok
-    b = job.task("b").attempts
-    assert [(a["state"], a["exit_code"]) for a in b] == [("failed", 4), ("succeeded", 0)]
+    assert [(a["state"], a["exit_code"]) for a in job.task("b").attempts] == [("failed", 4), ("succeeded", 0)]
+    return job
+
+
+def test_a_retried_step_in_a_chain_retries(pool, sends, unique, tmp_path):
+    job = _chain_whose_b_fails_once(pool, unique, tmp_path)
     assert [a["state"] for a in job.task("c").attempts] == ["succeeded"]
     assert any("b" in carried for _, carried in sends), sends
 
@@ -139,17 +145,8 @@ def test_a_retried_step_in_a_chain_retries(pool, sends, unique, tmp_path):
 def test_a_retried_step_goes_once_when_it_is_queued_twice(pool, unique, tmp_path):
     # b rides with a and fails: a's success had queued it once, its retry queues it again. With
     # other ready tasks (e, f) the next bundle may hold several tasks: b must be in it once.
-    job = pool.job(unique, max_task_retries=2)
-    mark = tmp_path / "failed-once"
-    job.add_tasks([
-        {"id": "a", "command": "true"},
-        {"id": "b", "command": f"test -e {mark} || {{ touch {mark}; exit 4; }}", "depends_on": ["a"]},
-        {"id": "c", "command": "true", "depends_on": ["b"]},
-        {"id": "e", "command": "true", "depends_on": ["a"]},
-        {"id": "f", "command": "true", "depends_on": ["a"]},
-    ])
-    assert job.wait(quiet=True, timeout=120).ok
-    assert [(a["state"], a["exit_code"]) for a in job.task("b").attempts] == [("failed", 4), ("succeeded", 0)]
+    job = _chain_whose_b_fails_once(pool, unique, tmp_path, {"id": "e", "command": "true", "depends_on": ["a"]},
+                                    {"id": "f", "command": "true", "depends_on": ["a"]})
     assert job.task_counts().succeeded == 5
 
 
