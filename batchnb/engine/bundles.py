@@ -59,6 +59,24 @@ class Bundles:
 
     bundleable = tiny       # the dispatcher's rule for tasks sent together, in place of Outcomes'
 
+    def _bundle_size(self) -> int:
+        """Tasks per Dask task: 1 until tasks prove tiny, then enough to fill ~bundle_target.
+
+        The ready tasks are shared out among the slots (a free slot takes its share, not all of
+        them), but a bundle holds at least an eighth of ``bundle_target`` of work: each bundle
+        costs a round trip (its result fetched and recorded, the next one made and sent, about
+        15-25 ms here), and shares that halve as the queue drains made a tail of bundles of 13,
+        7, 3, 2, 1 tasks that cost more in round trips than the spread saved (1,000 ``/bin/true``
+        tasks on two nodes: ten bundles of the last 100 tasks, 150 ms of the job's 900).
+        """
+        avg = self._avg_task_seconds
+        if avg is None or avg * 4 > self._bundle_target:
+            return 1
+        avg = max(avg, 1e-4)
+        per_slot = -(-len(self.ready) // max(1, self.nodes.total_slots()))
+        floor = int(self._bundle_target / 8 / avg)
+        return max(1, min(500, int(self._bundle_target / avg), max(per_slot, floor)))
+
     def _carry_limit(self) -> int:
         avg = self._avg_task_seconds
         if avg is None or avg * 4 > self._bundle_target:

@@ -34,19 +34,17 @@ from ..node import bundle as _bundle
 from .spotfallback import SpotFallback
 from .taskstore import TaskPaging
 from .results import Results
+from .stalls import _WAITING_FOR_WORKER, Stalls
 from .posted import Posted
 from ..errors import BatchError
-from .events import EventBus, NodeStateChanged, PoolStalledChanged
+from .events import EventBus, NodeStateChanged
 from .ledger import Batch, Ledger
-from ..states import JobState, NodeState
+from ..states import NodeState
 
 log = logging.getLogger("batchnb.dispatch")
 
-# Nodes asked for that have no worker yet: starting up, restarting, or back from preemption.
-_WAITING_FOR_WORKER = frozenset({NodeState.STARTING, NodeState.OFFLINE, NodeState.PREEMPTED})
 
-
-class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances):
+class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances, Stalls):
     def __init__(self, engine, client, ledger: Ledger, bus: EventBus):
         self.engine = engine              # the EngineHandle: the pool's settings, workers and hooks
         self.client = client
@@ -288,25 +286,6 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
                 self.engine.node_unusable(node.node_id)
         self._check_progress(now)
 
-    def _check_progress(self, now: float) -> None:
-        """Note (and log once) when tasks wait and no node is up or on its way to run them."""
-        waiting = any(job.state == JobState.ACTIVE and not job.idle for job in self.jobs.values())
-        coming = [n for n in self.nodes.nodes.values()
-                  if n.schedulable or n.state in _WAITING_FOR_WORKER]
-        if not waiting or coming or self.engine.spec.autoscale is not None:
-            if self.stalled is not None:
-                log.warning("pool %s: a node can run tasks again", self.engine.name)
-                self.events.append(PoolStalledChanged(self.engine.name, now, ""))
-            self.stalled = None
-            return
-        if self.stalled is None:
-            states = ", ".join(f"{n.node_id} {n.state.value}" for n in self.nodes.nodes.values())
-            why = (f"pool {self.engine.name!r} has no node that can run its tasks"
-                   + (f" ({states})" if states else " (it has no nodes: resize it)"))
-            log.warning("%s; its jobs cannot make progress", why)
-            self.stalled = (now, why)
-            self.events.append(PoolStalledChanged(self.engine.name, now, why))
-
     def _node_event(self, node, now: float, reason: str | None = None) -> None:
         self.batch.node(self.engine.name, node.node_id, node.group, node.state.value, now)
         self.events.append(NodeStateChanged(self.engine.name, node.node_id, node.group, node.state.value, now, reason))
@@ -425,24 +404,6 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances)
     def _lookup(self, job_key: str, task_key: str):
         job = self.jobs.get(job_key)
         return job, (job.tasks.get(task_key) if job else None)
-
-    def _bundle_size(self) -> int:
-        """Tasks per Dask task: 1 until tasks prove tiny, then enough to fill ~bundle_target.
-
-        The ready tasks are shared out among the slots (a free slot takes its share, not all of
-        them), but a bundle holds at least an eighth of ``bundle_target`` of work: each bundle
-        costs a round trip (its result fetched and recorded, the next one made and sent, about
-        15-25 ms here), and shares that halve as the queue drains made a tail of bundles of 13,
-        7, 3, 2, 1 tasks that cost more in round trips than the spread saved (1,000 ``/bin/true``
-        tasks on two nodes: ten bundles of the last 100 tasks, 150 ms of the job's 900).
-        """
-        avg = self._avg_task_seconds
-        if avg is None or avg * 4 > self._bundle_target:
-            return 1
-        avg = max(avg, 1e-4)
-        per_slot = -(-len(self.ready) // max(1, self.nodes.total_slots()))
-        floor = int(self._bundle_target / 8 / avg)
-        return max(1, min(500, int(self._bundle_target / avg), max(per_slot, floor)))
 
     def _submit(self, node, members: list, now: float) -> None:
         reqs, keys = [], []
