@@ -46,7 +46,7 @@ MAX_CARRIED = 500
 
 
 class Bundles:
-    """Needs the dispatcher's ``jobs``, ``nodes``, ``batch``, ``engine``, ``preps``, ``_bundle_target``,
+    """Needs the dispatcher's ``jobs``, ``nodes``, ``ready``, ``batch``, ``engine``, ``preps``, ``_bundle_target``,
     ``_avg_task_seconds``, ``_inline_max`` and the outcome methods (``set_state``, ``finished``,
     ``fallback_group``)."""
 
@@ -62,20 +62,25 @@ class Bundles:
     def _bundle_size(self) -> int:
         """Tasks per Dask task: 1 until tasks prove tiny, then enough to fill ~bundle_target.
 
-        The ready tasks are shared out among the slots (a free slot takes its share, not all of
-        them), but a bundle holds at least an eighth of ``bundle_target`` of work: each bundle
-        costs a round trip (its result fetched and recorded, the next one made and sent, about
-        15-25 ms here), and shares that halve as the queue drains made a tail of bundles of 13,
-        7, 3, 2, 1 tasks that cost more in round trips than the spread saved (1,000 ``/bin/true``
-        tasks on two nodes: ten bundles of the last 100 tasks, 150 ms of the job's 900).
+        Slots free together share the ready tasks evenly (four tasks and two idle nodes: two
+        each, whatever the pool's average says). A slot free alone takes its share of the queue
+        over all slots, but at least an eighth of ``bundle_target`` of work: each bundle costs a
+        round trip (its result fetched and recorded, the next one made and sent, about 15-25 ms
+        here), and shares that halve as the queue drains made a tail of bundles of 13, 7, 3, 2,
+        1 tasks that cost more in round trips than the spread saved (1,000 ``/bin/true`` tasks
+        on two nodes: ten bundles of the last 100 tasks, 150 ms of the job's 900).
         """
         avg = self._avg_task_seconds
         if avg is None or avg * 4 > self._bundle_target:
             return 1
         avg = max(avg, 1e-4)
-        per_slot = -(-len(self.ready) // max(1, self.nodes.total_slots()))
-        floor = int(self._bundle_target / 8 / avg)
-        return max(1, min(500, int(self._bundle_target / avg), max(per_slot, floor)))
+        most = min(500, int(self._bundle_target / avg))
+        ready = len(self.ready) + 1             # with the task that opens the bundle
+        free = self.nodes.free_slots()
+        if free > 1:
+            return max(1, min(most, -(-ready // free)))
+        share = -(-ready // max(1, self.nodes.total_slots()))
+        return max(1, min(most, max(share, int(self._bundle_target / 8 / avg))))
 
     def _carry_limit(self) -> int:
         avg = self._avg_task_seconds

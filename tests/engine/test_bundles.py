@@ -166,6 +166,17 @@ def test_tiny_tasks_end_in_no_tail_of_ever_smaller_bundles(pool, sends, unique, 
     assert len(sends) <= 2, [len(sent) for sent, _ in sends]
 
 
+def test_tasks_ready_together_spread_over_the_slots_free_together(pool, sends, unique):
+    # The pool's tasks so far were no-ops: by its average, these four would fit in one bundle
+    # many times over. Two slots are free: two tasks each.
+    job = pool.job(unique)
+    job.add_tasks([{"id": f"t{i}", "command": "sleep 0.2"} for i in range(4)])
+    assert job.wait(quiet=True, timeout=120).ok
+    assert sorted(len(sent) for sent, _ in sends) == [2, 2]
+    nodes = [job.task(f"t{i}").attempts[0]["node"] for i in range(4)]
+    assert sorted(nodes.count(n) for n in set(nodes)) == [2, 2]
+
+
 def kill_my_worker_once(x, mark):
     if not os.path.exists(mark):
         open(mark, "w").close()
