@@ -381,10 +381,7 @@ def task_shared_dir(task_dir: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=None)   # the password database, once per process (it was per attempt)
-@functools.lru_cache(maxsize=1)
 def _user() -> str:
-    # Once per process (a worker never changes its user): without USER or LOGNAME set, as in a
-    # Dask worker here, getpass reads the password database, about 20 µs a command.
     import getpass
     try:
         return getpass.getuser()
