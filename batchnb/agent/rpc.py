@@ -191,7 +191,7 @@ class AgentHandlers(RoleOps, ReadOps, ArrayOps):
     async def hello(self, client: str, pid: int | None = None) -> dict:
         self.greeted = True
         log.info("agent: client %s (pid %s) connected", client, pid)
-        return {"seq": self.log.seq, "stalled": self.log.stalled}
+        return {"seq": self.log.seq, "stalled": self._stalled()}
 
     async def bye(self, client: str) -> None:
         self.clients.pop(client, None)
@@ -207,8 +207,14 @@ class AgentHandlers(RoleOps, ReadOps, ArrayOps):
         finally:
             self.polling[client] -= 1
             self.clients[client] = time.monotonic()
-        return {"events": [pack_event(e) for e in items], "seq": last, "stalled": self.log.stalled,
+        return {"events": [pack_event(e) for e in items], "seq": last, "stalled": self._stalled(),
                 "closing": self.stop.is_set()}
+
+    def _stalled(self) -> list | None:
+        """What a client's ``job.wait()`` reads: the pool's stall, or its dispatcher failing (turns
+        that fail, writes the ledger refused), which no event can carry: events follow the commit."""
+        failing = getattr(self.pool._dispatcher, "failing", None)
+        return list(failing) if failing else self.log.stalled
 
     # -- jobs ------------------------------------------------------------------
     def _job(self, job_id: str):

@@ -565,4 +565,14 @@ def test_wait_raises_when_the_pool_cannot_record_its_work(unique, monkeypatch):
         with pytest.raises(bnb.PoolStalled, match="could not record its work in the ledger.*disk is full"):
             job.wait(timeout=60)
         assert time.monotonic() - t0 < 30
+        # A detached pool's agent hands its clients the same, with their events poll and at hello:
+        # no event can carry it (events are published after the commit that failed).
+        from batchnb.agent.rpc import AgentHandlers
+
+        async def ask_the_agent():
+            handlers = AgentHandlers(pool, asyncio.get_running_loop())
+            return (await handlers.events("c", since=handlers.log.seq, timeout=0.1))["stalled"], \
+                (await handlers.hello("c"))["stalled"]
+        for stalled in asyncio.run(ask_the_agent()):
+            assert "could not record its work in the ledger" in stalled[1]
         monkeypatch.undo()          # the disk has room again: the pool closes as usual
