@@ -292,8 +292,7 @@ class Job:
                 if self.pool is not None and self.pool._closed:
                     raise WaitTimeout(f"the pool of job {self.id!r} was closed before the job finished; "
                                       f"resume it with pool.job({self.id!r})")
-                disp = self.pool._dispatcher if self._dispatched_here() else None
-                stalled = disp and (getattr(disp, "failing", None) or disp.stalled)
+                stalled = self.pool._dispatcher.why_stuck() if self._dispatched_here() else None
                 if stalled is None:             # its preparation failed on every node
                     stalled = blocked
                 if stalled is not None and time.time() - stalled[0] > _config.seconds("stall-grace"):

@@ -32,6 +32,10 @@ class DispatcherProxy:
         self.jobs = {}
         self.stalled: tuple[float, str] | None = None
 
+    def why_stuck(self) -> tuple[float, str] | None:
+        """The agent's answer (its pool's stall, or its dispatcher failing), as of its last events."""
+        return self.stalled
+
     def call(self, fn, *args, timeout: float | None = None, **kwargs) -> Any:
         # The methods below call the agent themselves; nothing runs on a thread of this process.
         return fn(*args, **kwargs)

@@ -213,7 +213,7 @@ class AgentHandlers(RoleOps, ReadOps, ArrayOps):
     def _stalled(self) -> list | None:
         """What a client's ``job.wait()`` reads: the pool's stall, or its dispatcher failing (turns
         that fail, writes the ledger refused), which no event can carry: events follow the commit."""
-        failing = getattr(self.pool._dispatcher, "failing", None)
+        failing = self.pool._dispatcher.failing
         return list(failing) if failing else self.log.stalled
 
     # -- jobs ------------------------------------------------------------------

@@ -74,10 +74,10 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances,
         self._node_start_timeout = _config.seconds("node-start-timeout")
         #: (since, why) while no node can run the tasks that wait, else None; job.wait() reads it
         self.stalled: tuple[float, str] | None = None
-        #: (since, why) while the dispatcher's turns fail one after another (e.g. the ledger cannot
-        #: be written), else None; job.wait() raises once it lasts the stall grace, never waits on
+        #: (since, why) while its turns fail one after another, or for good once a turn's writes
+        #: were lost (stalls.py); job.wait() reads it as it reads ``stalled``
         self.failing: tuple[float, str] | None = None
-        self._lost_writes = False      # a failed turn's writes could not be recorded: failing for good
+        self._lost_writes = False
         self._gathering: dict[int, list] = {}      # token -> [(future, inflight entry)] being fetched
         self._gatherer = self._new_gatherer()
         self._releaser = cf.ThreadPoolExecutor(1, thread_name_prefix=f"batchnb-release-{engine.name}")
@@ -143,24 +143,17 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances,
                     break
             try:
                 self._turn(items)
-                if not self._lost_writes:
-                    self.failing = None
+                self.turn_went_through()
             except Exception as exc:  # the loop must survive anything; the ledger has the truth
                 log.exception("batchnb dispatcher turn failed")
-                why = f"{type(exc).__name__}: {exc}"
-                if self.failing is None:
-                    self.failing = (time.time(), f"pool {self.engine.name!r} cannot go on dispatching: "
-                                                 f"its turns fail ({why})")
                 try:       # keep what this turn recorded before it failed
                     self.flush()
+                    recorded = True
                 except Exception:  # noqa: BLE001 - the ledger itself failed: drop the turn
                     log.exception("batchnb could not record a failed turn")
                     self.batch, self.events = Batch(), []
-                    # What it did is in memory only now: waiting on it would never end.
-                    self._lost_writes = True
-                    self.failing = (self.failing[0], f"pool {self.engine.name!r} could not record its work "
-                                    f"in the ledger ({why}); close it and resume the job (pool.job(id)) "
-                                    "once the ledger can be written")
+                    recorded = False
+                self.turn_failed(exc, recorded)
         self._answer_late_calls()
 
     def _answer_late_calls(self) -> None:

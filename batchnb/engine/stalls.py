@@ -1,13 +1,17 @@
 """Whether a pool's jobs can make progress: a mixin of :class:`~batchnb.engine.dispatcher.Dispatcher`.
 
-A pool is stalled while tasks wait and no node is up or on its way to run them;
-``job.wait()`` reads ``stalled`` and raises :class:`batchnb.PoolStalled` once it
-has lasted ``batchnb.stall-grace``.
+A pool is stalled while tasks wait and no node is up or on its way to run them. Its
+dispatcher is failing while its turns fail one after another, and for good once a
+failed turn's writes could not be recorded: what it did since is in memory only, and
+the ledger would never show its jobs ending. ``job.wait()`` reads either
+(:meth:`Stalls.why_stuck`) and raises :class:`batchnb.PoolStalled` once it has lasted
+``batchnb.stall-grace``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from .events import PoolStalledChanged
 from ..states import JobState, NodeState
@@ -19,7 +23,28 @@ _WAITING_FOR_WORKER = frozenset({NodeState.STARTING, NodeState.OFFLINE, NodeStat
 
 
 class Stalls:
-    """Needs the dispatcher's ``jobs``, ``nodes``, ``engine``, ``events`` and ``stalled``."""
+    """Needs the dispatcher's ``jobs``, ``nodes``, ``engine``, ``events``, ``stalled``, ``failing``
+    and ``_lost_writes``."""
+
+    def why_stuck(self) -> tuple[float, str] | None:
+        """(since, why) while the pool's jobs cannot make progress, else None."""
+        return self.failing or self.stalled
+
+    def turn_went_through(self) -> None:
+        if not self._lost_writes:
+            self.failing = None
+
+    def turn_failed(self, exc: BaseException, recorded: bool) -> None:
+        """A turn raised ``exc``; ``recorded``: its writes went into the ledger all the same."""
+        why = f"{type(exc).__name__}: {exc}"
+        since = self.failing[0] if self.failing else time.time()
+        if not recorded:
+            self._lost_writes = True
+            self.failing = (since, f"pool {self.engine.name!r} could not record its work in the ledger "
+                                   f"({why}); close it and resume the job (pool.job(id)) once the ledger "
+                                   "can be written")
+        elif self.failing is None:
+            self.failing = (since, f"pool {self.engine.name!r} cannot go on dispatching: its turns fail ({why})")
 
     def _check_progress(self, now: float) -> None:
         """Note (and log once) when tasks wait and no node is up or on its way to run them."""
