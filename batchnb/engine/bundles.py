@@ -70,17 +70,24 @@ class Bundles:
         1 tasks that cost more in round trips than the spread saved (1,000 ``/bin/true`` tasks
         on two nodes: ten bundles of the last 100 tasks, 150 ms of the job's 900).
         """
-        avg = self._avg_task_seconds
-        if avg is None or avg * 4 > self._bundle_target:
+        floor = self._bundle_floor()
+        if floor is None:
             return 1
-        avg = max(avg, 1e-4)
-        most = min(500, int(self._bundle_target / avg))
+        most = min(500, int(self._bundle_target / max(self._avg_task_seconds, 1e-4)))
         ready = len(self.ready) + 1             # with the task that opens the bundle
         free = self.nodes.free_slots()
         if free > 1:
             return max(1, min(most, -(-ready // free)))
         share = -(-ready // max(1, self.nodes.total_slots()))
-        return max(1, min(most, max(share, int(self._bundle_target / 8 / avg))))
+        return max(1, min(most, max(share, floor)))
+
+    def _bundle_floor(self) -> int | None:
+        """Tasks in an eighth of ``bundle_target`` at the pool's recent pace; None while tasks are
+        not (yet) proven tiny."""
+        avg = self._avg_task_seconds
+        if avg is None or avg * 4 > self._bundle_target:
+            return None
+        return max(1, int(self._bundle_target / 8 / max(avg, 1e-4)))
 
     def _carry_limit(self) -> int:
         avg = self._avg_task_seconds
@@ -117,10 +124,12 @@ class Bundles:
         return out
 
     def carried_request(self, job, tr, pred, node, slots: float) -> AttemptRequest:
-        """The request of ``tr``'s next attempt, made without starting it (it waits on ``pred``)."""
+        """The request of ``tr``'s next attempt, made without starting it (it waits on ``pred``, or,
+        with ``pred`` None, on a slot of ``node``: queued.py)."""
         spec, n = tr.spec, tr.n + 1
         deps = self._dep_results(job, spec) if spec.python else {}
-        deps.pop(pred.spec.id, None)        # the node puts the predecessor's fresh result there
+        if pred is not None:
+            deps.pop(pred.spec.id, None)    # the node puts the predecessor's fresh result there
         return AttemptRequest(
             job_id=job.spec.id, task_id=spec.id, attempt=n, pool_id=self.engine.name,
             command=spec.command, python=spec.python.payload if spec.python else None,
@@ -151,11 +160,15 @@ class Bundles:
         node = self.nodes.nodes.get(record.node_id or "")
         if node is None:
             return False        # its node was forgotten meanwhile: it runs again from the ready queue
-        tr.n += 1
-        tr.node = record.node_id
-        tr.dispatched = record.start
-        self.set_state(job, tr, TaskState.RUNNING, record.start, attempts=tr.n, node=tr.node)
-        self.batch.attempt(job.spec.id, tr.spec.id, tr.n, node=tr.node, state="running", dispatched=record.start,
-                           slots=1)
-        self.engine.task_started(job, tr, node, record.start)
+        self.start_riding(job, tr, node, record.start, record.start, 1)
         return True
+
+    def start_riding(self, job, tr, node, when: float, dispatched: float, slots: float) -> None:
+        """Start the attempt ``tr`` rode to ``node`` in without being started (carried or queued)."""
+        tr.n += 1
+        tr.node = node.node_id
+        tr.dispatched = dispatched
+        self.set_state(job, tr, TaskState.RUNNING, when, attempts=tr.n, node=tr.node)
+        self.batch.attempt(job.spec.id, tr.spec.id, tr.n, node=tr.node, state="running", dispatched=dispatched,
+                           slots=slots)
+        self.engine.task_started(job, tr, node, when)

@@ -30,6 +30,7 @@ from .multiinstance import MultiInstances
 from .jobprep import JobPreps
 from .outcome import Outcomes
 from .bundles import Bundles
+from .queued import QueuedBundles
 from ..node import bundle as _bundle
 from .spotfallback import SpotFallback
 from .taskstore import TaskPaging
@@ -44,7 +45,7 @@ from ..states import NodeState
 log = logging.getLogger("batchnb.dispatch")
 
 
-class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances, Stalls):
+class Dispatcher(TaskPaging, Results, QueuedBundles, Bundles, Outcomes, JobOps, MultiInstances, Stalls):
     def __init__(self, engine, client, ledger: Ledger, bus: EventBus):
         self.engine = engine              # the EngineHandle: the pool's settings, workers and hooks
         self.client = client
@@ -55,6 +56,7 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances,
         self.ready: list = []             # heap of (-job prio, -task prio, seq, job key, task key)
         self.timers: list = []            # heap of (when, n, callable)
         self.inflight: dict[str, tuple] = {}   # future key -> (future, node id, [(job key, task key, n)], slots)
+        self.queued_keys: dict[str, list] = {}  # future key -> its keys, while it waits behind busy slots
         self.fallback = SpotFallback(getattr(engine, "spot_fallback", None))
         self.multi: dict = {}             # (job key, task key) -> MultiRun: multi-instance tasks running
         self.batch = Batch()
@@ -352,6 +354,7 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances,
     def _schedule(self, now: float) -> None:
         skipped, held = [], []
         self.nodes.held.clear()           # a waiting multi-instance task claims its nodes anew each pass
+        self.start_queued(now)            # bundles queued behind slots given back this turn
         self.page_in()                    # tasks waiting in the ledger alone: a window of them
         while self.ready and self.nodes.free_slots() > 0:
             entry = heapq.heappop(self.ready)
@@ -372,36 +375,47 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances,
                 if len(skipped) > 64:
                     break
                 continue
-            members = [(job, tr)]
-            taken = {(entry[3], entry[4])}
             size = self._bundle_size() if self.bundleable(tr) else 1
-            while size > 1 and len(members) < size and self.ready:
-                head = self.ready[0]
-                nxt = self._lookup(head[3], head[4])
-                # A task may be in the queue twice (made ready again while a stale entry waited):
-                # it goes once; the other entry is dropped here as it would be once it runs.
-                if nxt[1] is None or not self.dispatchable(*nxt) or (head[3], head[4]) in taken:
-                    heapq.heappop(self.ready)
-                    continue
-                taken.add((head[3], head[4]))
-                if not self.bundleable(nxt[1]) or self.fallback_group(*nxt) not in (None, node.group):
-                    break
-                if not self.preps.ready_on(nxt[0], node):
-                    break
-                heapq.heappop(self.ready)
-                members.append(nxt)
-            self._submit(node, members, now)
+            self._submit(node, self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, size), now)
         for entry in skipped + held:
             heapq.heappush(self.ready, entry)
+        self.send_queued(now)
+
+    def fill_bundle(self, node, members: list, taken: set, size: int) -> list:
+        """``members`` and the tasks after them in the ready queue that may share their Dask task
+        on ``node``, up to ``size``; ``taken``: the (job key, task key) pairs of ``members``."""
+        while len(members) < size and self.ready:
+            head = self.ready[0]
+            nxt = self._lookup(head[3], head[4])
+            # A task may be in the queue twice (made ready again while a stale entry waited):
+            # it goes once; the other entry is dropped here as it would be once it runs.
+            if nxt[1] is None or not self.dispatchable(*nxt) or (head[3], head[4]) in taken:
+                heapq.heappop(self.ready)
+                continue
+            taken.add((head[3], head[4]))
+            if not self.bundleable(nxt[1]) or self.fallback_group(*nxt) not in (None, node.group):
+                break
+            if not self.preps.ready_on(nxt[0], node):
+                break
+            heapq.heappop(self.ready)
+            members.append(nxt)
+        return members
 
     def _lookup(self, job_key: str, task_key: str):
         job = self.jobs.get(job_key)
         return job, (job.tasks.get(task_key) if job else None)
 
-    def _submit(self, node, members: list, now: float) -> None:
+    def _submit(self, node, members: list, now: float, queued: bool = False) -> None:
+        """Send ``members`` to ``node`` in one Dask task; ``queued``: to wait behind its busy slots,
+        not started until one frees (queued.py)."""
         reqs, keys = [], []
         slots = members[0][1].spec.required_slots if len(members) == 1 else 1
         for job, tr in members:
+            if queued:
+                tr.dispatched = now
+                reqs.append(self.carried_request(job, tr, None, node, slots))
+                keys.append((job.key, tr.key, tr.n + 1))
+                continue
             req = self.make_request(job, tr, node, now, slots / len(members))
             if req is None:
                 continue
@@ -419,5 +433,10 @@ class Dispatcher(TaskPaging, Results, Bundles, Outcomes, JobOps, MultiInstances,
                                  allow_other_workers=False, pure=False,
                                  resources={"slots": slots} if node.resources else None)
         self.inflight[key] = (fut, node.node_id, keys, slots)
-        self.nodes.take(node, key, slots, now)
+        if queued:
+            node.queued, self.queued_keys[key] = key, keys
+            for _, tr in members:
+                tr.queued = key
+        else:
+            self.nodes.take(node, key, slots, now)
         fut.add_done_callback(lambda f: self._q.put(("done", f)))

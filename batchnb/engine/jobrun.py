@@ -23,7 +23,7 @@ _LIVE = tuple(LIVE_TASK_STATES)
 
 class TaskRun:
     __slots__ = ("key", "spec", "seq", "state", "n", "tries", "requeues", "unmet", "node", "exit_code",
-                 "failure", "retry_at", "dispatched", "has_result", "losses")
+                 "failure", "retry_at", "dispatched", "has_result", "losses", "queued")
 
     def __init__(self, spec: TaskSpec, seq: int, state: TaskState):
         self.key = spec.id.lower()
@@ -41,6 +41,7 @@ class TaskRun:
         self.dispatched = None
         self.has_result = False
         self.losses = 0          # requeues whose cause may be the task itself (worker crash)
+        self.queued = None       # the key of the bundle it waits in behind a node's busy slots (queued.py)
 
 
 @dataclass

@@ -37,10 +37,16 @@ class Node:
     resources: bool = True                        # the worker advertises the "slots" resource
     gone: str | None = None                       # the address it had when lost: a dead worker the
                                                   # scheduler still lists must not rejoin under it
+    queued: str | None = None                     # a bundle sent ahead, waiting behind its busy slots
 
     @property
     def free(self) -> int:
         return self.slots - self.used if self.schedulable else 0
+
+    @property
+    def may_queue(self) -> bool:
+        """Whether a bundle may be sent ahead to wait behind this node's slots: all busy, none queued."""
+        return self.schedulable and self.queued is None and self.slots > 0 and self.used >= self.slots
 
     @property
     def schedulable(self) -> bool:
@@ -82,7 +88,7 @@ class NodeTable:
         # unusable one stays unusable (node health replaces it).
         if node.state == NodeState.PREEMPTED:
             node.infra_failures = 0
-        node.used, node.running, node.draining = 0, set(), False
+        node.used, node.running, node.draining, node.queued = 0, set(), False, None
         if node.state != NodeState.UNUSABLE:
             node.state = NodeState.IDLE if ready else NodeState.STARTING
         node.since = now
@@ -104,7 +110,7 @@ class NodeTable:
         if node.address:
             self.by_address.pop(node.address, None)
             node.gone = node.address
-        node.address, node.used = None, 0
+        node.address, node.used, node.queued = None, 0, None
         node.state, node.since = state, now
         return node
 
@@ -132,6 +138,8 @@ class NodeTable:
 
     def give_back(self, node_id: str, key, slots: int, now: float) -> Node | None:
         node = self.nodes.get(node_id)
+        if node is not None and node.queued == key:
+            node.queued = None          # it never held a slot
         if node is None or key not in node.running:
             return None
         node.running.discard(key)

@@ -79,8 +79,9 @@ class Outcomes:
             self.mi_ended(job, tr, state, now)    # its other instances stopped, its nodes freed
 
     def dispatchable(self, job, tr) -> bool:
+        # A task waiting in a queued bundle (queued.py) is dispatched already, while that bundle is.
         return job is not None and job.state == JobState.ACTIVE and tr.state == TaskState.ACTIVE \
-            and tr.retry_at is None
+            and tr.retry_at is None and tr.queued is None
 
     def fallback_group(self, job, tr) -> str | None:
         """The node group ``tr`` must run in (dedicated after ``spot_fallback`` preemptions), or None."""
@@ -255,7 +256,7 @@ class Outcomes:
         ``batchnb.max-node-losses`` times, then the task fails (category crash).
         """
         job, tr = self._lookup(job_key, task_key)
-        if tr is None or tr.n != n or tr.state != TaskState.RUNNING:
+        if self.queued_back(job, tr, n) or tr is None or tr.n != n or tr.state != TaskState.RUNNING:
             return
         if crash:
             tr.losses += 1
@@ -276,11 +277,13 @@ class Outcomes:
 
     def crashed(self, job_key: str, task_key: str, n: int, node_id: str, reason: str, now: float) -> None:
         """The Dask task failed outside the runner (worker crash, lost result)."""
+        job, tr = self._lookup(job_key, task_key)
+        if self.queued_back(job, tr, n):
+            return          # it never started
         node = self.nodes.nodes.get(node_id)
         if node is None or node.address is None:
             self.requeue(job_key, task_key, n, now, reason)
             return
-        job, tr = self._lookup(job_key, task_key)
         if tr is not None:
             self.finished(AttemptRecord(job.spec.id, tr.spec.id, n, node_id, tr.dispatched or now, now,
                                         category=runner.CRASH, message=reason), now)

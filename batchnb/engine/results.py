@@ -109,9 +109,14 @@ class Results:
         if finished is None:
             return                # expired meanwhile: already requeued
         now = time.time()
-        for fut, entry in finished:
-            self.nodes.give_back(entry[1], fut.key, entry[3], now)
         for (fut, entry), result in zip(finished, results):
+            # Each Dask task's slot given back and its records recorded before the next's: a bundle
+            # queued behind it on its node (queued.py) takes the slot only once its attempts ended.
+            node = self.nodes.nodes.get(entry[1])
+            if node is not None and node.queued == fut.key and result is not None:
+                self.promote(node, now)       # it ran before this turn saw its slot free
+            self.nodes.give_back(entry[1], fut.key, entry[3], now)
+            self.never_started(fut.key, entry[2])
             if result is None:    # its worker died between finishing and our gather: run it again
                 self.release([fut])
                 for job_key, task_key, n in entry[2]:

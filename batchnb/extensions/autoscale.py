@@ -266,8 +266,8 @@ def terminate_node_tasks(disp, node_id: str, message: str, now: float) -> int:
         disp.nodes.give_back(node_id, key, slots, now)
         for job_key, task_key, n in members:
             job, tr = disp._lookup(job_key, task_key)
-            if tr is None or tr.n != n or tr.state != TaskState.RUNNING:
-                continue
+            if disp.queued_back(job, tr, n) or tr is None or tr.n != n or tr.state != TaskState.RUNNING:
+                continue        # not running there: queued behind its slots, it goes back to the queue
             disp.engine.task_ended(job, tr, now)
             disp.batch.attempt(job.spec.id, tr.spec.id, n, state="failed", end=now, category=runner.TERMINATED,
                                message=message)
