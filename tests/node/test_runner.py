@@ -222,6 +222,10 @@ def test_a_thread_blocked_in_c_is_reported_and_never_reaches_its_side_effect(tmp
         thread, out = _in_thread(lambda: runner.run_attempt(request(
             tmp_path, job_id=key[0], python=cloudpickle.dumps((nap, (str(started), str(done), read_end), {})))))
         wait_for(started.exists, 30, "the task to start")
+        # Inside the read, not between the touch and the read (where the stop would land at once:
+        # CI saw that under load). The kernel names what a thread waits in.
+        wchan = f"/proc/self/task/{thread.native_id}/wchan"
+        wait_for(lambda: "pipe_read" in open(wchan).read(), 30, "the task to block in its read")
         assert runner.stop_attempts([key], grace=0.3) == [key]     # stuck: the driver restarts its worker
         os.write(write_end, b"x")   # the call returns: the exception lands before the next line
         thread.join(10)
