@@ -47,7 +47,7 @@ MAX_CARRIED = 500
 
 class Bundles:
     """Needs the dispatcher's ``jobs``, ``nodes``, ``ready``, ``batch``, ``engine``, ``preps``, ``_bundle_target``,
-    ``_avg_task_seconds``, ``_inline_max`` and the outcome methods (``set_state``, ``finished``,
+    ``_pace``, ``_inline_max`` and the outcome methods (``set_state``, ``finished``,
     ``fallback_group``)."""
 
     @staticmethod
@@ -59,8 +59,9 @@ class Bundles:
 
     bundleable = tiny       # the dispatcher's rule for tasks sent together, in place of Outcomes'
 
-    def _bundle_size(self) -> int:
-        """Tasks per Dask task: 1 until tasks prove tiny, then enough to fill ~bundle_target.
+    def _bundle_size(self, job, tr) -> int:
+        """Tasks per Dask task, for a bundle that ``tr`` opens: 1 until tasks like it prove tiny,
+        then enough to fill ~bundle_target.
 
         Slots free together share the ready tasks evenly (four tasks and two idle nodes: two
         each, whatever the pool's average says). A slot free alone takes its share of the queue
@@ -70,10 +71,11 @@ class Bundles:
         1 tasks that cost more in round trips than the spread saved (1,000 ``/bin/true`` tasks
         on two nodes: ten bundles of the last 100 tasks, 150 ms of the job's 900).
         """
-        floor = self._bundle_floor()
+        avg = self.pace_of(job, tr)
+        floor = self._bundle_floor(avg)
         if floor is None:
             return 1
-        most = min(500, int(self._bundle_target / max(self._avg_task_seconds, 1e-4)))
+        most = min(500, int(self._bundle_target / max(avg, 1e-4)))
         ready = len(self.ready) + 1             # with the task that opens the bundle
         free = self.nodes.free_slots()
         if free > 1:
@@ -81,16 +83,28 @@ class Bundles:
         share = -(-ready // max(1, self.nodes.total_slots()))
         return max(1, min(most, max(share, floor)))
 
-    def _bundle_floor(self) -> int | None:
-        """Tasks in an eighth of ``bundle_target`` at the pool's recent pace; None while tasks are
-        not (yet) proven tiny."""
-        avg = self._avg_task_seconds
+    def _bundle_floor(self, avg: float | None) -> int | None:
+        """Tasks in an eighth of ``bundle_target`` at ``avg`` seconds each; None unless tiny."""
         if avg is None or avg * 4 > self._bundle_target:
             return None
         return max(1, int(self._bundle_target / 8 / max(avg, 1e-4)))
 
-    def _carry_limit(self) -> int:
-        avg = self._avg_task_seconds
+    def pace_of(self, job, tr) -> float | None:
+        """How long an attempt of ``tr`` likely takes: its job's recent average, or, in a job with
+        none yet, the pool's for tasks of its kind. A pool's no-op Python map says little of a
+        ``/bin/true``, 30 times longer: a first job of commands after a map went in two bundles of
+        500, one per node, its last 500 records recorded after all had run."""
+        if job.pace is not None:
+            return job.pace
+        return self._pace["python" if tr.spec.python is not None else "command"]
+
+    def paced(self, job, tr, took: float) -> None:
+        """An attempt of ``tr`` took ``took`` seconds on its node."""
+        kind = "python" if tr.spec.python is not None else "command"
+        job.pace, self._pace[kind] = _moving(job.pace, took), _moving(self._pace[kind], took)
+
+    def _carry_limit(self, job, tr) -> int:
+        avg = self.pace_of(job, tr)
         if avg is None or avg * 4 > self._bundle_target:
             return 0
         return max(0, min(MAX_CARRIED, int(self._bundle_target / max(avg, 1e-4))))
@@ -98,7 +112,7 @@ class Bundles:
     def carry(self, node, members: list, now: float) -> list:
         """The successors to send with ``members`` [(job, tr)]: [(job, tr, predecessor's tr)], each
         after its predecessor."""
-        limit = self._carry_limit()
+        limit = self._carry_limit(*members[0])
         if limit <= 0:
             return []
         out: list = []
@@ -172,3 +186,7 @@ class Bundles:
         self.batch.attempt(job.spec.id, tr.spec.id, tr.n, node=tr.node, state="running", dispatched=dispatched,
                            slots=slots)
         self.engine.task_started(job, tr, node, when)
+
+
+def _moving(average: float | None, took: float) -> float:
+    return took if average is None else 0.9 * average + 0.1 * took

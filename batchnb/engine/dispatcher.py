@@ -69,7 +69,7 @@ class Dispatcher(TaskPaging, Results, QueuedBundles, Bundles, Outcomes, JobOps, 
         self._next_poll = 0.0
         self._bundle_target = _config.seconds("bundle-target")
         self._inline_max = int(_config.get("result-inline-max"))   # read once: dask.config.get costs ~0.1 ms
-        self._avg_task_seconds: float | None = None
+        self._pace: dict[str, float | None] = {"python": None, "command": None}   # bundles.py
         # Fetching results and cancelling futures talk to workers that may be dead: they run on
         # threads of their own, so the dispatcher's thread never waits on the network.
         self._result_timeout = _config.seconds("result-timeout")
@@ -375,7 +375,7 @@ class Dispatcher(TaskPaging, Results, QueuedBundles, Bundles, Outcomes, JobOps, 
                 if len(skipped) > 64:
                     break
                 continue
-            size = self._bundle_size() if self.bundleable(tr) else 1
+            size = self._bundle_size(job, tr) if self.bundleable(tr) else 1
             self._submit(node, self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, size), now)
         for entry in skipped + held:
             heapq.heappush(self.ready, entry)

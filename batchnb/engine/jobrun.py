@@ -61,6 +61,7 @@ class JobRun:
     owner: str = ""                                     # the lease holder: this process
     adopted: float = 0.0                                # when this process took the job on
     actions: dict = field(default_factory=dict)          # key -> 'satisfy' | 'block', once final
+    pace: float | None = None                           # its attempts' moving average, seconds
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     @functools.cached_property

@@ -35,15 +35,13 @@ from ..states import TaskState
 
 class QueuedBundles:
     """Needs the dispatcher's ``nodes``, ``ready``, ``inflight``, ``engine``, ``preps``, the bundle
-    methods (``tiny``, ``_bundle_size``, ``fill_bundle``, ``start_riding``) and ``_submit``."""
+    methods (``tiny``, ``pace_of``, ``_bundle_floor``, ``_bundle_size``, ``fill_bundle``,
+    ``start_riding``) and ``_submit``."""
 
     def send_queued(self, now: float) -> None:
         """Send a bundle ahead to each node whose slots all run bundles of tiny tasks."""
-        floor = self._bundle_floor()
-        if floor is None:
-            return
         for node in self.nodes.nodes.values():
-            if len(self.ready) < floor * self.nodes.total_slots():
+            if not self.ready:
                 return
             if not node.may_queue or node.node_id in self.nodes.held or not self._runs_tiny(node):
                 continue
@@ -71,11 +69,13 @@ class QueuedBundles:
             if tr is None or not self.dispatchable(job, tr):
                 heapq.heappop(self.ready)
                 continue
-            if not self.tiny(tr) or self.fallback_group(job, tr) not in (None, node.group) \
+            floor = self._bundle_floor(self.pace_of(job, tr))
+            if floor is None or len(self.ready) < floor * self.nodes.total_slots() or not self.tiny(tr) \
+                    or self.fallback_group(job, tr) not in (None, node.group) \
                     or not self.preps.ready_on(job, node) or not self.engine.may_dispatch(job, tr, now):
                 return []       # the head goes first, from the driver, once a slot frees
             heapq.heappop(self.ready)
-            return self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, self._bundle_size())
+            return self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, self._bundle_size(job, tr))
         return []
 
     def queued_back(self, job, tr, n: int) -> bool:

@@ -127,15 +127,15 @@ class Results:
             for i, record in enumerate(records):
                 if i >= carried_from and not self.start_carried(record, now):
                     continue      # it may no longer start (its job ended): as if it had not run
+                job, tr = self._lookup(record.job_id.lower(), record.task_id.lower())   # before it is let go
                 try:
                     self.finished(record, now)
                 except Exception as exc:  # noqa: BLE001 - this task fails; the others go on
                     log.exception("batchnb could not record the end of %s/%s", record.job_id, record.task_id)
                     self.fail_hard(record.job_id.lower(), record.task_id.lower(), record.attempt,
                                    f"batchnb could not record the attempt: {type(exc).__name__}: {exc}", now)
-                took = max(0.0, record.end - record.start)
-                a = self._avg_task_seconds
-                self._avg_task_seconds = took if a is None else 0.9 * a + 0.1 * took
+                if tr is not None:
+                    self.paced(job, tr, max(0.0, record.end - record.start))
 
     def _gather_one(self, fut):
         try:

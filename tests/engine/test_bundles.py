@@ -1,7 +1,9 @@
 """Tiny tasks in bundles, and chains that run on in the bundle (issue 17, points 2 to 4).
 
-Real local pools. The pool first runs a few no-op tasks so that it knows its
-tasks are tiny (bundles and chains start only then); its bundle target is
+Real local pools. The pool first runs a few no-op tasks and ``true`` commands so
+that it knows tasks of both kinds are tiny (bundles and chains start only then,
+at the pace of a job's own tasks or, in a job with none yet, of the pool's of
+that kind); its bundle target is
 long (5 s) so that a test's gate task (held until the whole chain is added,
 as tasks are dispatched as soon as they are added) does not make it think
 otherwise. A spy on the dispatcher's ``bundle_call`` counts the Dask tasks it
@@ -50,6 +52,7 @@ def pool():
     with dask.config.set({"batchnb.bundle-target": "5s"}), temporary_pool("bundles", dedicated=2) as p:
         warm = p.job("warm")
         warm.map(noop, range(20))
+        warm.add_tasks([{"id": f"true-{i}", "command": "true"} for i in range(4)])     # commands' pace too
         assert warm.wait(quiet=True, timeout=120).ok
         yield p
 
@@ -154,10 +157,12 @@ def test_tiny_tasks_end_in_no_tail_of_ever_smaller_bundles(pool, sends, unique, 
     # 64 tiny tasks wait while both slots are held. A free slot took half of what was ready,
     # the next half of the rest (32, 16, 8, 4, 2, 1, 1: seven round trips for 64 no-ops); a
     # bundle now holds at least an eighth of bundle-target's work when that much is ready.
+    job = pool.job(unique)
+    job.map(noop, range(8), task_prefix="warm")     # the job's own pace: the gates' would be the pool's
+    assert job.wait(quiet=True, timeout=120).ok
     hold = pool.job(unique + "-hold")
     blockers = [hold.submit(gate, opened[0], task_id=f"b{i}") for i in range(2)]
     _running(blockers)
-    job = pool.job(unique)
     job.map(noop, range(64))
     sends.clear()
     opened[1]()
@@ -167,8 +172,12 @@ def test_tiny_tasks_end_in_no_tail_of_ever_smaller_bundles(pool, sends, unique, 
 
 
 def test_tasks_ready_together_spread_over_the_slots_free_together(pool, sends, unique):
-    # The pool's tasks so far were no-ops: by its average, these four would fit in one bundle
-    # many times over. Two slots are free: two tasks each.
+    # The pool's commands so far were `true`s: at their pace, these four would fit in one bundle
+    # many times over (a new job has no pace of its own yet). Two slots are free: two tasks each.
+    warm = pool.job(unique[:50] + "-warm")
+    warm.add_tasks([{"id": f"w{i}", "command": "true"} for i in range(4)])
+    assert warm.wait(quiet=True, timeout=120).ok
+    sends.clear()
     job = pool.job(unique)
     job.add_tasks([{"id": f"t{i}", "command": "sleep 0.2"} for i in range(4)])
     assert job.wait(quiet=True, timeout=120).ok

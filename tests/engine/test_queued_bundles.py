@@ -4,7 +4,8 @@ A real local pool of one node and one slot, its tasks proven tiny by a warm-up
 map. A gate task holds the slot; while it does, a bundle of the tasks waiting
 behind it is sent to the node ahead, and its tasks stay ``active``, without an
 attempt, until the gate ends and they start. Lost or terminated before they
-start, they run again from the driver's queue or not at all, never twice.
+start, they run again from the driver's queue or not at all, never twice. And
+bundles are sized at the pace of the job's own tasks, once it has one.
 """
 
 from __future__ import annotations
@@ -136,3 +137,21 @@ def test_terminating_a_job_whose_tasks_wait_on_a_node_runs_none(pool, unique, tm
     assert os.listdir(folder) == []                    # shown cancelled, and none of them ran
     assert all(job.task(t).attempts == [] for _, t in waiting[:20])
     assert job.stats().attempts == 0
+
+
+def test_a_job_whose_tasks_prove_long_is_not_bundled_at_the_pools_pace(pool, unique, monkeypatch):
+    # The pool's no-op map says its tasks take a millisecond; this job's first task took 0.3 s,
+    # longer than a quarter of bundle-target (0.2 s): its next tasks go one to a Dask task.
+    disp, sent = pool._dispatcher, []
+    real = disp.bundle_call
+
+    def spy(node, members, reqs, keys, slots, now):
+        sent.append(len(reqs))
+        return real(node, members, reqs, keys, slots, now)
+    monkeypatch.setattr(disp, "bundle_call", spy)
+    job = pool.job(unique)
+    job.add_task("first", "sleep 0.3")
+    assert job.wait(quiet=True, timeout=60).ok
+    job.add_tasks([{"id": f"c{i}", "command": "sleep 0.3"} for i in range(3)])
+    assert job.wait(quiet=True, timeout=60).ok
+    assert sent == [1, 1, 1, 1], sent
