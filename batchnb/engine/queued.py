@@ -111,8 +111,8 @@ class QueuedBundles:
         self.nodes.take(node, key, 1, now)      # given back as the bundle's result is recorded
 
     def never_started(self, key: str, keys: list) -> None:
-        """The Dask task ``key`` ended: those of its tasks still waiting in it go back to the queue
-        (its node was lost before it was promoted)."""
+        """The Dask task ``key`` ended before it was promoted: those of its tasks still waiting in
+        it go back to the queue."""
         self.queued_keys.pop(key, None)
         for job_key, task_key, n in keys:
             job, tr = self._lookup(job_key, task_key)

@@ -116,7 +116,8 @@ class Results:
             if node is not None and node.queued == fut.key and result is not None:
                 self.promote(node, now)       # it ran before this turn saw its slot free
             self.nodes.give_back(entry[1], fut.key, entry[3], now)
-            self.never_started(fut.key, entry[2])
+            if fut.key in self.queued_keys:     # never promoted: its node was lost meanwhile
+                self.never_started(fut.key, entry[2])
             if result is None:    # its worker died between finishing and our gather: run it again
                 self.release([fut])
                 for job_key, task_key, n in entry[2]:
