@@ -106,8 +106,10 @@ class QueuedBundles:
                 tr.queued = None
                 if tr.n + 1 == n and self.dispatchable(job, tr):
                     waiting.append((job, tr))
-        for job, tr in waiting:     # sharing the slot as a bundle's members do
-            self.start_riding(job, tr, node, now, tr.dispatched, 1 / len(waiting))
+        # Sharing the slot as a bundle's members do, from now: the live cost meter and the ledger's
+        # replay of it (from ``dispatched``) count the slot as held by the bundle before until now.
+        for job, tr in waiting:
+            self.start_riding(job, tr, node, now, now, 1 / len(waiting))
         self.nodes.take(node, key, 1, now)      # given back as the bundle's result is recorded
 
     def never_started(self, key: str, keys: list) -> None:
