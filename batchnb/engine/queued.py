@@ -11,10 +11,10 @@ more bundle ahead (:meth:`QueuedBundles.send_queued`), which Dask's worker
 starts the moment a slot frees.
 
 Its tasks do not start until then: they stay ``active`` while they wait, out of
-the ready queue, marked with the bundle's key (``TaskRun.queued``; ``queued_keys`` holds each queued
-bundle's members until it starts). Once the
-node gives a slot back (the bundle before it ended), the queued bundle takes
-that slot and its tasks start as any bundle's do, at the next scheduling pass
+the ready queue, marked with the bundle's key (``TaskRun.queued``; the
+dispatcher's ``queued_keys`` holds each queued bundle's members until it
+starts). Once the node gives a slot back (the bundle before it ended), the
+queued bundle takes that slot and its tasks start as any bundle's do, at the next scheduling pass
 (:meth:`QueuedBundles.start_queued`: after the turn recorded the attempts that
 ended, so the slot is free for the cost meter too), or as their records come
 back, if that is sooner. Should the queued bundle never run (its node lost, its
