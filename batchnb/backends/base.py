@@ -135,6 +135,12 @@ class Backend:
         """
         return self.requested().get(node_id, NodeGroup.DEDICATED.value)
 
+    def released(self, node_id: str) -> bool:
+        """Whether ``node_id`` was asked for and then let go. Its worker may still join or be
+        listed by the scheduler for a moment (it was starting, or is closing); the pool must
+        not take it back as a new node. False for a node this backend never asked for."""
+        return False
+
     def planned_loss(self, node_id: str) -> str | None:
         """Why ``node_id``'s worker left, when the backend planned it (a batch job's walltime); else None.
 
@@ -234,6 +240,10 @@ class SpecClusterBackend(Backend):
     def requested_at(self, node_id: str) -> float | None:
         with self._lock:
             return self._asked.get(node_id)
+
+    def released(self, node_id: str) -> bool:
+        with self._lock:
+            return node_id in self._groups and node_id not in self._nodes
 
     def _new_id(self, group: str) -> str:
         """The id of a new node of ``group`` (Azure Batch's style; any unique name will do)."""

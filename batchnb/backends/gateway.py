@@ -114,6 +114,7 @@ class GatewayBackend(Backend):
         self._lock = threading.Lock()
         self._target = 0
         self._released: set[str] = set()          # workers the pool let go that may still be listed
+        self._let_go: set[str] = set()            # every worker the pool let go (see released())
         self._last: dict[str, str] = {}
         # Gateway calls leave the dispatcher's thread, one at a time and in order (retire, then scale).
         self._calls = cf.ThreadPoolExecutor(1, thread_name_prefix="batchnb-gateway")
@@ -227,6 +228,10 @@ class GatewayBackend(Backend):
                 self._last = {n: _DEDICATED for n in names - self._released}
             return dict(self._last)
 
+    def released(self, node_id: str) -> bool:
+        with self._lock:
+            return node_id in self._let_go
+
     def group(self, node_id: str) -> str:
         return _DEDICATED
 
@@ -245,6 +250,7 @@ class GatewayBackend(Backend):
         with self._lock:
             leaving = [n for n in node_ids if n in self._last and n not in self._released]
             self._released.update(leaving)
+            self._let_go.update(leaving)
             self._target = max(0, self._target - len(leaving))
         if leaving:
             self._calls.submit(self._apply, leaving)

@@ -182,6 +182,8 @@ class BackendConformance:
         up.resize(dedicated=dedicated)
         wait_for(lambda: new[0] not in states(up), self.startup, f"{new[0]} to leave")
         assert set(states(up)) == set(self.node_groups)
+        # let go: its worker, were it to join late or still be listed, is not taken back
+        assert up._backend.released(new[0]) and not any(map(up._backend.released, self.node_groups))
 
     def test_preempt_requeues_and_the_node_comes_back(self, up, job_id):
         if not self.can_preempt:   # any node: a backend that cannot preempt may have no spot nodes

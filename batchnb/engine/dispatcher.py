@@ -257,6 +257,8 @@ class Dispatcher(TaskPaging, Results, QueuedBundles, Bundles, Outcomes, JobOps, 
                 # Restarted (e.g. its nanny after an out-of-memory kill) before we saw it go.
                 self.node_lost(node.node_id, NodeState.OFFLINE, "the worker process restarted")
             if node is None or node.address != w.address:
+                if w.leaving or self.engine.backend.released(w.name):
+                    continue    # a node let go whose worker joined late, or a worker on its way out
                 ready = self.engine.node_joined(w, now)
                 node = self.nodes.up(w.name, w.address, w.group, w.slots, now, ready=ready)
                 node.resources = w.has_slots_resource

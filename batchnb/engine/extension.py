@@ -89,7 +89,7 @@ class EngineHandle:
             name = str(w.get("name", address))
             out.append(WorkerInfo(name, address, self.backend.group(name),
                                   int(resources.get("slots", w.get("nthreads", 1))), "slots" in resources,
-                                  metrics.get("cpu"), metrics.get("memory")))
+                                  metrics.get("cpu"), metrics.get("memory"), str(w.get("status", "running"))))
         return out
 
     def requested(self) -> dict[str, str]:

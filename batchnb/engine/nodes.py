@@ -64,6 +64,15 @@ class WorkerInfo:
     has_slots_resource: bool
     cpu: float | None = None
     memory: int | None = None
+    status: str = "running"         # the scheduler's word for the worker (distributed's ``Status``)
+
+    @property
+    def leaving(self) -> bool:
+        """Whether the worker is on its way out (retired or closing): no node to take in."""
+        return self.status in _LEAVING_STATUSES
+
+
+_LEAVING_STATUSES = frozenset({"closing_gracefully", "closing", "closed", "failed"})
 
 
 class NodeTable:

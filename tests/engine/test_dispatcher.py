@@ -524,6 +524,37 @@ def test_a_node_removed_by_resize_takes_its_task_processes_along(tmp_path):
             p.resize(dedicated=2)
 
 
+def test_a_released_nodes_worker_still_listed_is_not_taken_back(tmp_path):
+    # A node let go while its worker was starting has that worker join the scheduler after
+    # the release, until the cluster closes it (seen here: listed ~0.1 s after a resize 2 -> 1
+    # made while it started); a closing worker is listed too. A node poll in that moment
+    # must not take either in as an idle node that tasks are placed on. The scheduler's
+    # listing from before the release is replayed to the dispatcher's poll, the one place
+    # it reads the listing, with a stranger's worker on its way out added to it.
+    from dataclasses import replace
+    from batchnb.backends.testing import wait_for
+    from batchnb.engine.ledger import Ledger
+    with bnb.Pool("late", dedicated=2, ledger=Ledger(tmp_path / "l.sqlite")) as pool:
+        disp, engine = pool._dispatcher, pool._engine
+        wait_for(lambda: [n.state for n in pool.nodes()] == ["idle", "idle"], 60, "two idle nodes")
+        listing = engine.workers()
+        pool.resize(dedicated=1)
+        kept = next(iter(pool._backend.requested()))
+        wait_for(lambda: [n.id for n in pool.nodes()] == [kept], 30, "the released node gone")
+        closing = replace(listing[0], name="stranger", address="tcp://127.0.0.1:1", status="closing_gracefully")
+        engine.workers = lambda: [*listing, closing]
+        try:
+            disp.call(disp._poll_nodes, time.time())
+            table = disp.call(lambda: {n.node_id: n.state.value for n in disp.nodes.nodes.values()})
+        finally:
+            del engine.workers
+        assert table == {kept: "idle"}
+        job = pool.job("after")
+        job.add_tasks([bnb.TaskSpec(f"t{i}", "true") for i in range(4)])
+        assert job.wait(timeout=60, quiet=True).ok
+        assert {t.node for t in job.tasks()} == {kept} and not any(t.requeues for t in job.tasks())
+
+
 def test_closing_a_pool_on_a_shared_scheduler_spares_other_drivers_tasks(tmp_path):
     from distributed import LocalCluster
     from batchnb.engine.ledger import Ledger
