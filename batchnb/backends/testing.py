@@ -34,6 +34,7 @@ import time
 import dask
 import pytest
 
+from .. import _config
 from ..errors import BackendError, SpecError
 from ..spec.model import PoolSpec
 from ..states import NodeGroup
@@ -80,7 +81,8 @@ class BackendConformance:
     bad_options : dict
         Options the backend must refuse, naming the first one.
     startup : float
-        Seconds a node may take to join.
+        Seconds a node may take to join (and ``batchnb.node-start-timeout``
+        while the class runs, when that is shorter).
     preempt_return_after : float
         ``batchnb.preempt-return-after`` while the class runs.
 
@@ -111,12 +113,17 @@ class BackendConformance:
 
     # -- fixtures -------------------------------------------------------------------
     @pytest.fixture(scope="class", autouse=True)
-    def _preempted_nodes_return_soon(self):
-        with dask.config.set({"batchnb.preempt-return-after": self.preempt_return_after}):
+    def _suite_config(self):
+        # Preempted nodes come back soon; and a node is given the suite's ``startup`` to join
+        # before the pool calls it unusable and replaces it (under load a VM's boot outlasted
+        # the default 120 s, and the node the checks wait for by id was replaced).
+        start = max(self.startup, _config.seconds("node-start-timeout"))
+        with dask.config.set({"batchnb.preempt-return-after": self.preempt_return_after,
+                              "batchnb.node-start-timeout": f"{start}s"}):
             yield
 
     @pytest.fixture(scope="class")
-    def pool(self, tmp_path_factory, _preempted_nodes_return_soon):
+    def pool(self, tmp_path_factory, _suite_config):
         made = self.make_pool(tmp_path_factory.mktemp(f"conformance-{self.name or 'backend'}"))
         with (made if hasattr(made, "__enter__") else contextlib.nullcontext(made)) as pool:
             yield pool
@@ -201,6 +208,11 @@ class BackendConformance:
         assert sum(t.requeues for t in job.tasks()) == 1
         wait_for(lambda: states(up).get(spot) == "idle", self.startup, f"{spot} back")
         assert {n.id: n.group for n in up.nodes()}[spot] == NodeGroup.SPOT.value
+
+    def test_a_node_has_the_suites_startup_to_join(self, pool):
+        # else a node slower than node-start-timeout is replaced under a new id, and the checks
+        # that wait for the nodes by id time out (the Azure stand-in's VMs, on a loaded machine)
+        assert pool._dispatcher._node_start_timeout >= self.startup
 
     def test_unknown_options_are_refused(self):
         with pytest.raises((SpecError, BackendError), match=next(iter(self.bad_options))):

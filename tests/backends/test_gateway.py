@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dask
 import pytest
 
 import batchnb as bnb
@@ -47,9 +48,11 @@ def running_clusters(server) -> set[str]:
 
 @pytest.fixture(scope="module")
 def team(gateway_server, tmp_path_factory):
-    """A gateway pool of two dedicated nodes, shared by the module's job and conformance checks."""
-    with gateway_pool(gateway_server, "team", tmp_path_factory.mktemp("team") / "ledger.sqlite",
-                      dedicated=2) as pool:
+    """A gateway pool of two dedicated nodes, shared by the module's job and conformance checks
+    (made, as the suite makes its own pools, with its nodes given STARTUP to join)."""
+    with dask.config.set({"batchnb.node-start-timeout": f"{STARTUP}s"}), \
+            gateway_pool(gateway_server, "team", tmp_path_factory.mktemp("team") / "ledger.sqlite",
+                         dedicated=2) as pool:
         yield pool
 
 
