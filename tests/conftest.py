@@ -5,6 +5,7 @@ the Azurite blob endpoint (from azurite_fixture) and the services of tests/servi
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,14 @@ _SESSION_HOME = tempfile.mkdtemp(prefix="batchnb-tests-")
 os.environ["BATCHNB_HOME"] = _SESSION_HOME
 # Dask workers are spawned processes: they must import test helpers from here.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+
+
+@pytest.hookimpl(trylast=True)      # after the session's fixtures (pools, services) are torn down
+def pytest_sessionfinish(session, exitstatus):
+    """A session that passed removes its batchnb home (about 40 MB of ledgers and node folders a
+    run); one that failed keeps it for a look (the report's header names it)."""
+    if exitstatus == 0:
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture

@@ -44,6 +44,9 @@ def test_notebook_runs_and_its_html_keeps_the_final_counts(path, tmp_path, monke
         request.getfixturevalue(service)
     # The kernel inherits this environment: its own ledger, node folders and results.
     monkeypatch.setenv("BATCHNB_HOME", str(tmp_path / "home"))
+    # and its scratch folders (tempfile's) under pytest's tmp_path, which pytest prunes, not in /tmp
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     out = tmp_path / path.name
     start = time.monotonic()
     papermill.execute_notebook(str(path), str(out), cwd=str(tmp_path), kernel_name="python3",
