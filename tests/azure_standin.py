@@ -253,7 +253,9 @@ class LocalVMHost:
         #: a file that must exist before a VM boots: a test holds VMs in "being provisioned" with it
         self.boot_gate = boot_gate
         self.boot_timeout = boot_timeout
-        self.home = _home or tempfile.mkdtemp(prefix="bnb-vmhost-")
+        # Under the test session's home, which a failing session keeps: the VMs' consoles are
+        # what tells why a VM's worker never joined.
+        self.home = _home or tempfile.mkdtemp(prefix="bnb-vmhost-", dir=os.environ.get("BATCHNB_TEST_SESSION"))
         os.makedirs(self.home, exist_ok=True)
         self.evict_after = evict_after
         self.journal = journal
@@ -309,22 +311,27 @@ class LocalVMHost:
             time.sleep(0.05)        # the test opens the gate from another process: a file is all it has
         env = clean_env(self.home)
         procs = []
+        console = os.path.join(self.home, f"{name}.log")      # cloud-init-output.log: every line's output
         for cmd in doc.get("runcmd") or []:
             cmd = str(cmd)
             if cmd.startswith("shutdown"):
                 continue
-            if " -m distributed.cli.dask_" in cmd:
-                if self.image and cmd.split(" && ")[-1].startswith("docker run"):
-                    inner_env, cmd = self._container(cmd)
-                    env = {**env, **inner_env}
-                with open(os.path.join(self.home, f"{name}.log"), "ab") as log:     # the VM's console
+            with open(console, "ab") as log:
+                log.write(f"{time.strftime('%H:%M:%S')} runcmd: {cmd[:200]}\n".encode())
+                log.flush()
+                if " -m distributed.cli.dask_" in cmd:
+                    if self.image and cmd.split(" && ")[-1].startswith("docker run"):
+                        inner_env, cmd = self._container(cmd)
+                        env = {**env, **inner_env}
                     proc = subprocess.Popen(cmd, shell=True, env=env, cwd=self.home, start_new_session=True,
                                             stdout=log, stderr=subprocess.STDOUT)
-                procs.append(proc)
-                if self.journal is not None:
-                    _append(self.journal, {"vm": name, "pid": proc.pid, "created": _created(proc.pid)})
-            else:      # the bootstrap, the start task: in order, to completion
-                subprocess.run(cmd, shell=True, env=env, cwd=self.home, timeout=self.boot_timeout)
+                    procs.append(proc)
+                    if self.journal is not None:
+                        _append(self.journal, {"vm": name, "pid": proc.pid, "created": _created(proc.pid)})
+                else:      # the bootstrap, the start task: in order, to completion
+                    done = subprocess.run(cmd, shell=True, env=env, cwd=self.home, timeout=self.boot_timeout,
+                                          stdout=log, stderr=subprocess.STDOUT)
+                    log.write(f"{time.strftime('%H:%M:%S')} exit {done.returncode}\n".encode())
         with self._lock:
             self.procs[name] = procs
             self.booted.append(name)
@@ -381,7 +388,8 @@ class LocalVMHost:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
-        shutil.rmtree(self.home, ignore_errors=True)
+        if not os.environ.get("BATCHNB_TEST_SESSION"):
+            shutil.rmtree(self.home, ignore_errors=True)   # else the session's end removes it, if it passed
 
 
 def _free_port() -> int:

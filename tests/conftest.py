@@ -27,6 +27,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # Every test run gets its own batchnb home, so no test ever touches ~/.batchnb.
 _SESSION_HOME = tempfile.mkdtemp(prefix="batchnb-tests-")
 os.environ["BATCHNB_HOME"] = _SESSION_HOME
+os.environ["BATCHNB_TEST_SESSION"] = _SESSION_HOME    # for what a test keeps only if the session fails
 # Dask workers are spawned processes: they must import test helpers from here.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
 

@@ -31,8 +31,11 @@ class TestAzureBackend(BackendConformance):
     def make_pool(self, tmp_path):
         host = LocalVMHost(evict_after=0.5)
         try:
+            # The backend deletes a VM whose worker has not joined by start_timeout: it must give a
+            # VM the suite's startup too, else a slow boot is replaced under a new id the suite never waits for.
+            options = {**azure_options(host, RecordingAzureSDK(host), tmp_path), "start_timeout": self.startup}
             with bnb.Pool("conf-az", backend="azure", dedicated=1, spot=1, ledger=Ledger(tmp_path / "l.sqlite"),
-                          **azure_options(host, RecordingAzureSDK(host), tmp_path)) as pool:
+                          **options) as pool:
                 yield pool
         finally:
             host.close()
