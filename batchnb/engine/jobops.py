@@ -225,6 +225,11 @@ class JobOps:
         job.graph.add([(s.id, s.depends_on) for _, s in adding], replacing, exists=table.__contains__)
         now = time.time()
         rows, runs = [], []
+        # Waiting tasks the ready queue has room for are held at once, from the specs in hand:
+        # written to the ledger and paged back in, each one's JSON was read again before it could
+        # run (20 ms of the start of a job of 1,000 commands). Once one waits in the ledger alone,
+        # the rest do too, so that they are paged in in the order they were added.
+        room = 0 if table.cold else self.window() - len(self.ready)
         for i, spec in adding:
             old = job.tasks.pop(spec.id.lower(), None)
             if old is not None:
@@ -244,9 +249,10 @@ class JobOps:
             job.counts[tr.state] += 1
             table.any = True
             if tr.state == TaskState.ACTIVE and spec_cold_able(spec) and not job.graph.dependents.get(tr.key) \
-                    and old is None:        # (a replacing row may take its old row's id: it is held)
+                    and old is None and (table.cold or room <= 0):   # (a replacing row may take its old row's id)
                 table.cold = True           # it waits in the ledger alone, paged in as slots free up
             else:
+                room -= 1
                 job.tasks[tr.key] = tr
             rows.append((spec.id, tr.seq, task_json(spec), tr.state.value))
             runs.append(tr)

@@ -93,6 +93,30 @@ def test_a_generator_of_command_specs_is_read_in_chunks_while_tasks_run(monkeypa
         assert result.ok and job.task_counts().succeeded == 250, result
 
 
+def test_waiting_tasks_the_ready_queue_has_room_for_are_held_from_their_specs_not_read_back(monkeypatch):
+    """Added while the ready queue has room, waiting command tasks are held at once; beyond a
+    window they wait in the ledger alone and are paged in, read from it, in the order added."""
+    from batchnb.engine import taskstore
+    read_back = []
+    spec_of_row = taskstore.spec_of_row
+    monkeypatch.setattr(taskstore, "spec_of_row", lambda *a: read_back.append(a) or spec_of_row(*a))
+    with temporary_pool("million-held", dedicated=0) as pool:       # no node: nothing runs
+        disp = pool._dispatcher
+        window = disp.window()
+        job = pool.job("held")
+        given = [bnb.TaskSpec(f"t{i}", "true") for i in range(window + 50)]
+        job.add_tasks(given)
+        first = disp.call(lambda: disp.jobs["held"].tasks.get("t0"))
+        assert first is not None and first.spec is given[0]      # the spec given, not one read back
+        assert held(pool, "held") == window and read_back == []
+        assert disp.call(lambda: disp.jobs["held"].tasks.cold)   # the 50 past the window wait in the ledger
+        pool.resize(dedicated=1)
+        result = job.wait(timeout=300, quiet=True)
+        assert result.ok and job.task_counts().succeeded == window + 50, result
+        # Paged in once slots freed room: each read from the ledger once, in the order added.
+        assert [json.loads(a[2])["id"] for a in read_back] == [f"t{i}" for i in range(window, window + 50)]
+
+
 def test_a_bad_spec_mid_stream_names_the_task_and_keeps_the_chunks_before(monkeypatch):
     monkeypatch.setattr(arrays, "CHUNK", 100)
     with temporary_pool("million-bad", dedicated=1) as pool:
