@@ -10,19 +10,11 @@ import time
 from pathlib import Path
 
 
-#: how many times each timed case runs; its figure is their median (set by --repeat)
-REPEAT = [1]
-
-
 def rate(n: int, fn) -> float:
-    """Units per second of ``fn()`` doing ``n`` of them: the median of ``REPEAT[0]`` runs (a run
-    on this shared machine can differ from the next by a fifth; a median says what is typical)."""
-    rates = []
-    for _ in range(REPEAT[0]):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    """Units per second of ``fn()`` doing ``n`` of them (one run; the benches take medians)."""
+    t0 = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t0)
 
 
 def load() -> str:
@@ -52,6 +44,16 @@ def ratio(ours, base, target: float, name: str, lower_is_better: bool = False) -
     r = ours / base
     met = r <= target if lower_is_better else r >= target
     return f"{name} {r:.2f}x (target {'<=' if lower_is_better else '>='}{target:g}x, {'met' if met else 'MISSED'})"
+
+
+def round_ratio(ours: list, base: list, target: float, name: str) -> str:
+    """The median of the per-round ratios ``ours[r] / base[r]`` (rounds where both ran), each shown."""
+    each = [o / b for o, b in zip(ours, base) if isinstance(o, (int, float)) and isinstance(b, (int, float)) and b]
+    if not each:
+        return f"{name} n/a (target >={target:g}x)"
+    r = statistics.median(each)
+    return (f"{name} {r:.2f}x (target >={target:g}x, {'met' if r >= target else 'MISSED'}; "
+            f"rounds {' '.join(f'{x:.2f}' for x in each)})")
 
 
 def case_line(case: str, figures: dict[str, float | str | None], unit: str, ratios: list[str]) -> str:

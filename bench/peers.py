@@ -12,24 +12,34 @@ Each framework gets the machine alone, one after the other: batchnb (a local
 pool of <cores> nodes x 1 slot), raw Dask (a LocalCluster of <cores> worker
 processes x 1 thread), Ray (num_cpus=<cores>) and Parsl (ThreadPoolExecutor of
 <cores> threads) when importable (``pip install -e ".[bench]"``), and
-``xargs -P<cores>`` for commands. Usage: ``python bench/peers.py [--python N]
-[--commands N] [--chain N] [--rss N] [--repeat R] [--only batchnb,dask,...]``; each
-timed figure is the median of R runs (3 by default).
+``xargs -P<cores>`` for commands, right after batchnb.
+
+The run is R rounds (``--repeat``, 3 by default); in each round every framework
+runs each case once, in a fresh process of its own. A figure is the median of
+its R rounds, and a ratio the median of its R per-round ratios (each printed),
+so that both sides of a ratio are measured minutes, not tens of minutes, apart:
+this machine's speed drifts (the same 1,000 ``/bin/true`` job here ran at 1,152
+and at 1,630 tasks/s minutes apart), and a whole run of one framework followed
+by a whole run of the next (as this script did before) put that drift into the
+ratios. Usage: ``python bench/peers.py [--python N] [--commands N] [--chain N]
+[--rss N] [--repeat R] [--only batchnb,dask,...]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import tempfile
 
 import itertools
+import shutil
+import statistics
 
-import _peers
-from _peers import case_line, load, peak_rss_mb, rate, ratio
+from _peers import case_line, load, peak_rss_mb, rate, ratio, round_ratio
 
 # This checkout's batchnb, not whatever an editable install elsewhere left on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,7 +61,10 @@ def run_true(_=None):
 
 
 def run_batchnb(args, rss: int = 0) -> dict:
-    os.environ.setdefault("BATCHNB_HOME", tempfile.mkdtemp(prefix="batchnb-peers-"))
+    if "BATCHNB_HOME" not in os.environ:     # this process's own ledger, removed as it ends
+        os.environ["BATCHNB_HOME"] = home = tempfile.mkdtemp(prefix="batchnb-peers-")
+        import atexit
+        atexit.register(shutil.rmtree, home, True)
     import batchnb as bnb
     out = {}
     runs = itertools.count()       # each run its own job: a name used again would add no task
@@ -64,12 +77,15 @@ def run_batchnb(args, rss: int = 0) -> dict:
         if rss:
             mapped(rss, "rss")
             return {"rss": peak_rss_mb()}
-        mapped(100, "warm")
-
         def commands(n):
             job = pool.job(f"true-{next(runs)}")
             job.add_tasks([{"id": f"t{i}", "command": ["/bin/true"]} for i in range(n)])
             assert job.wait(quiet=True).ok
+
+        # Warmed up as the peers are, with each kind of task: a pool's first job of a kind learns
+        # how long its tasks take before it bundles them (bench/first_task.py times a first task).
+        mapped(100, "warm")
+        commands(50)
 
         def chain(n):
             job = pool.job(f"chain-{next(runs)}")
@@ -178,22 +194,29 @@ def installed(name: str) -> bool:
     return name in ("batchnb", "dask") or importlib.util.find_spec(name) is not None
 
 
-def attempt(name: str, fn):
-    """fn()'s figures, None when the peer is not installed, or why it failed (e.g. Ray's
-    raylet timing out at start on a loaded machine): one peer failing keeps the others' lines."""
+def one_round(name: str, args) -> dict | str | None:
+    """``name``'s figures of one round, each case run once in a fresh process; None when it is
+    not installed, or why it failed (e.g. Ray's raylet timing out at start on a loaded machine):
+    one peer failing keeps the others' lines."""
     if not installed(name):
         return None
-    try:
-        return fn()
-    except Exception as e:
-        print(f"# {name} failed: {e!r}", file=sys.stderr, flush=True)
-        return f"failed ({type(e).__name__})"
+    out = subprocess.run([sys.executable, __file__, "--child", name, "--python", str(args.python),
+                          "--commands", str(args.commands), "--chain", str(args.chain)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"# {name} failed:\n{out.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return f"failed (exit {out.returncode})"
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def rss_of(name: str, n: int) -> float:
+def rss_of(name: str, n: int) -> float | str | None:
     """Peak RSS (MB) of a fresh driver process that maps and runs n no-op tasks through ``name``."""
-    out = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss", str(n)],
-                         capture_output=True, text=True, check=True)
+    if not installed(name):
+        return None
+    out = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss", str(n)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"# {name} failed:\n{out.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return f"failed (exit {out.returncode})"
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -204,35 +227,54 @@ def main() -> None:
     ap.add_argument("--chain", type=int, default=100)
     ap.add_argument("--rss", type=int, default=5000)
     ap.add_argument("--only", default=",".join(PEERS), help="comma-separated frameworks to run")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each timed case; its figure is their median")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; a figure is the median of its rounds")
+    ap.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--rss-child", choices=PEERS, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    _peers.REPEAT[0] = max(1, args.repeat)
     if args.rss_child:
         print(RUNNERS[args.rss_child](args, rss=args.rss)["rss"], flush=True)
         return
+    if args.child:      # one round of one framework, in this fresh process: its figures as JSON
+        print(json.dumps(RUNNERS[args.child](args)), flush=True)
+        return
+    rounds = max(1, args.repeat)
     chosen = [p for p in args.only.split(",") if p]
     print(f"# {CORES} cores; batchnb: local pool of {CORES} nodes x 1 slot; dask: LocalCluster {CORES} "
-          f"processes x 1 thread; ray num_cpus={CORES}; parsl ThreadPoolExecutor({CORES}); median of "
-          f"{_peers.REPEAT[0]} runs per figure; {load()} at start",
-          flush=True)
-    got = {p: attempt(p, lambda: RUNNERS[p](args)) for p in chosen}
+          f"processes x 1 thread; ray num_cpus={CORES}; parsl ThreadPoolExecutor({CORES}); {rounds} rounds, "
+          f"each framework in a fresh process per round, xargs right after batchnb; a figure is the median "
+          f"of its rounds, a ratio the median of its per-round ratios; {load()} at start", flush=True)
+    xargs_name = f"xargs -P{CORES}"
+    got: dict[str, list] = {p: [] for p in chosen + [xargs_name]}
+    for r in range(rounds):
+        for p in chosen:
+            got[p].append(one_round(p, args))
+            if p == "batchnb" or (p == chosen[0] and "batchnb" not in chosen):
+                got[xargs_name].append({"true": rate(args.commands, lambda: subprocess.run(
+                    f"seq {args.commands} | xargs -P {CORES} -n 1 /bin/true", shell=True, check=True))})
+        print(f"# round {r + 1} of {rounds} done; {load()}", file=sys.stderr, flush=True)
 
-    def fig(p, k):
-        v = got.get(p)
-        return v[k] if isinstance(v, dict) else v
-    xargs = rate(args.commands, lambda: subprocess.run(
-        f"seq {args.commands} | xargs -P {CORES} -n 1 /bin/true", shell=True, check=True))
+    def per_round(p: str, k: str) -> list:
+        """``p``'s figure for case ``k`` in each round (None where it did not run)."""
+        return [v[k] if isinstance(v, dict) else None for v in got.get(p, [])]
+
+    def fig(p: str, k: str):
+        """The median of ``p``'s rounds for ``k``; None (not installed) or why it failed if none ran."""
+        ran = [x for x in per_round(p, k) if x is not None]
+        if ran:
+            return statistics.median(ran)
+        return next((v for v in got.get(p, []) if isinstance(v, str)), None)
+
+    def vs(peer: str, k: str, target: float, name: str) -> str:
+        return round_ratio(per_round("batchnb", k), per_round(peer, k), target, name)
+
     print(case_line(f"python-noop (n={args.python})", {p: fig(p, "noop") for p in chosen}, "tasks/s",
-                    [ratio(fig("batchnb", "noop"), fig("dask", "noop"), 10, "batchnb/dask"),
-                     ratio(fig("batchnb", "noop"), fig("ray", "noop"), 3, "batchnb/ray")]), flush=True)
-    print(case_line(f"command-true (n={args.commands})",
-                    {**{p: fig(p, "true") for p in chosen}, f"xargs -P{CORES}": xargs}, "tasks/s",
-                    [ratio(fig("batchnb", "true"), xargs, 0.8, "batchnb/xargs")]), flush=True)
+                    [vs("dask", "noop", 10, "batchnb/dask"), vs("ray", "noop", 3, "batchnb/ray")]), flush=True)
+    print(case_line(f"command-true (n={args.commands})", {p: fig(p, "true") for p in chosen + [xargs_name]},
+                    "tasks/s", [vs(xargs_name, "true", 0.8, "batchnb/xargs")]), flush=True)
     print(case_line(f"chain (n={args.chain})", {p: fig(p, "chain") for p in chosen}, "steps/s",
-                    [ratio(fig("batchnb", "chain"), fig("dask", "chain"), 4, "chain batchnb/dask"),
-                     ratio(fig("batchnb", "chain"), fig("ray", "chain"), 1, "chain batchnb/ray")]), flush=True)
-    rss = {p: attempt(p, lambda: rss_of(p, args.rss)) for p in chosen}
+                    [vs("dask", "chain", 4, "chain batchnb/dask"), vs("ray", "chain", 1, "chain batchnb/ray")]),
+          flush=True)
+    rss = {p: rss_of(p, args.rss) for p in chosen}
     print(case_line(f"driver-rss (n={args.rss})", rss, "MB",
                     [ratio(rss.get("batchnb"), 1024, 1, "batchnb/1GB", lower_is_better=True)]), flush=True)
 
