@@ -17,7 +17,7 @@ processes x 1 thread), Ray (num_cpus=<cores>) and Parsl (ThreadPoolExecutor of
 The run is R rounds (``--repeat``, 3 by default); in each round every framework
 runs each case once, in a fresh process of its own. A figure is the median of
 its R rounds, and a ratio the median of its R per-round ratios (each printed),
-so that both sides of a ratio are measured minutes, not tens of minutes, apart:
+so that both sides of a ratio are measured seconds (xargs) or a minute apart, not many:
 this machine's speed drifts (the same 1,000 ``/bin/true`` job here ran at 1,152
 and at 1,630 tasks/s minutes apart), and a whole run of one framework followed
 by a whole run of the next (as this script did before) put that drift into the
