@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .columns import Columns
 from .value import SCHEDULER, Cost, check_tags
 from .prices import GROUPS, RETAIL_PRICES_URL, PriceRefreshError, PriceTable
 from ..errors import SpecError
@@ -64,10 +65,25 @@ class _Total:
 
     __slots__ = ("attempts", "seconds", "slot_seconds", "dedicated_seconds", "spot_seconds", "dedicated", "spot")
 
+    #: a task's total as a row of :class:`Columns` (the attempts an integer, the rest floats)
+    TYPECODES = "q" + "d" * (len(__slots__) - 1)
+
     def __init__(self) -> None:
         self.attempts = 0
         self.seconds = self.slot_seconds = self.dedicated_seconds = self.spot_seconds = 0.0
         self.dedicated = self.spot = 0.0
+
+    @classmethod
+    def of(cls, values: tuple | None) -> _Total:
+        """A total from a row of :class:`Columns` (None: nothing yet)."""
+        out = cls()
+        if values is not None:
+            for name, value in zip(cls.__slots__, values):
+                setattr(out, name, value)
+        return out
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
 
     def add(self, attempt: _Attempt, end: float) -> None:
         """Add the time ``attempt`` held up to ``end`` (its count is added at its start)."""
@@ -137,7 +153,7 @@ class CostMeter:
         self._spans: list[_Span] = []
         self._running: dict[tuple[str, str, str], _Attempt] = {}
         self._jobs: dict[str, _Total] = {}                 # ended attempts, per job
-        self._tasks: dict[str, dict[str, _Total]] = {}     # ended attempts, per job and task
+        self._tasks: dict[str, Columns] = {}               # ended attempts, per job and task (columns.py)
         self._job_tags: dict[str, dict[str, str]] = {}
         self._schedulers: list[_Span] = []     # one per pool life (a replay may hold several)
 
@@ -216,7 +232,10 @@ class CostMeter:
             span.used += slots
             self._running[key] = _Attempt(job_id, task_id, span, slots, max(t, span.start))
             _total(self._jobs, job_id).attempts += 1
-            _total(self._tasks.setdefault(job_id, {}), task_id).attempts += 1
+            tasks = self._tasks.get(job_id)
+            if tasks is None:
+                tasks = self._tasks[job_id] = Columns(_Total.TYPECODES)
+            tasks.bump(task_id, 0, 1)      # column 0: attempts
 
     def task_ended(self, job_id: str, task_id: str, node_id: str, t: float) -> None:
         """The attempt ends at ``t``. A no-op when the node's release already ended it."""
@@ -235,7 +254,10 @@ class CostMeter:
         attempt.span.used -= attempt.slots
         end = max(end, attempt.start)
         self._jobs[attempt.job_id].add(attempt, end)
-        self._tasks[attempt.job_id][attempt.task_id].add(attempt, end)
+        tasks = self._tasks[attempt.job_id]
+        task = _Total.of(tasks.get(attempt.task_id))
+        task.add(attempt, end)
+        tasks.put(attempt.task_id, task.values())
 
     def running_projection(self, job_id: str, expected_seconds: float | None, now: float | None = None) -> float:
         """Cost still to come from ``job_id``'s running attempts, if each lasts ``expected_seconds``.
@@ -279,8 +301,10 @@ class CostMeter:
             job = job.plus(held)
         by_task, rows = {}, []
         if detail:
-            for task_id, closed in self._tasks.get(job_id, {}).items():
-                row = closed.plus(extra.get((job_id, task_id))).row()
+            tasks = self._tasks.get(job_id)
+            for task_id, closed in tasks.items() if tasks is not None else ():
+                held = extra.get((job_id, task_id))     # a running attempt's time so far
+                row = (_Total.of(closed) if held is None else _Total.of(closed).plus(held)).row()
                 by_task[task_id] = row["cost"]
                 rows.append({"job_id": job_id, "task_id": task_id, **row, **tags})
         total = job.dedicated + job.spot
