@@ -194,30 +194,30 @@ def installed(name: str) -> bool:
     return name in ("batchnb", "dask") or importlib.util.find_spec(name) is not None
 
 
-def one_round(name: str, args) -> dict | str | None:
-    """``name``'s figures of one round, each case run once in a fresh process; None when it is
-    not installed, or why it failed (e.g. Ray's raylet timing out at start on a loaded machine):
-    one peer failing keeps the others' lines."""
+def child(name: str, *argv: str) -> str | None:
+    """The last line a fresh ``peers.py`` process for ``name`` printed; None when ``name`` is not
+    installed, or why it failed (e.g. Ray's raylet timing out at start on a loaded machine): one
+    peer failing keeps the others' lines."""
     if not installed(name):
         return None
-    out = subprocess.run([sys.executable, __file__, "--child", name, "--python", str(args.python),
-                          "--commands", str(args.commands), "--chain", str(args.chain)],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
     if out.returncode != 0:
         print(f"# {name} failed:\n{out.stderr[-2000:]}", file=sys.stderr, flush=True)
         return f"failed (exit {out.returncode})"
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
+
+
+def one_round(name: str, args) -> dict | str | None:
+    """``name``'s figures of one round, each case run once in a fresh process."""
+    line = child(name, "--child", name, "--python", str(args.python), "--commands", str(args.commands),
+                 "--chain", str(args.chain))
+    return json.loads(line) if line is not None and not line.startswith("failed (") else line
 
 
 def rss_of(name: str, n: int) -> float | str | None:
     """Peak RSS (MB) of a fresh driver process that maps and runs n no-op tasks through ``name``."""
-    if not installed(name):
-        return None
-    out = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss", str(n)], capture_output=True, text=True)
-    if out.returncode != 0:
-        print(f"# {name} failed:\n{out.stderr[-2000:]}", file=sys.stderr, flush=True)
-        return f"failed (exit {out.returncode})"
-    return float(out.stdout.strip().splitlines()[-1])
+    line = child(name, "--rss-child", name, "--rss", str(n))
+    return float(line) if line is not None and not line.startswith("failed (") else line
 
 
 def main() -> None:
