@@ -60,7 +60,8 @@ def _total(totals: dict, key) -> "_Total":
 class _Total:
     """What attempts held: of one task, or summed over a job.
 
-    Plain float slots, no dicts: a job may have a million tasks.
+    A job's is kept as one; a task's is kept as a row of :class:`Columns` (a job may have a
+    million tasks) and made into one only to add to it or to show it.
     """
 
     __slots__ = ("attempts", "seconds", "slot_seconds", "dedicated_seconds", "spot_seconds", "dedicated", "spot")
@@ -303,8 +304,7 @@ class CostMeter:
         if detail:
             tasks = self._tasks.get(job_id)
             for task_id, closed in tasks.items() if tasks is not None else ():
-                held = extra.get((job_id, task_id))     # a running attempt's time so far
-                row = (_Total.of(closed) if held is None else _Total.of(closed).plus(held)).row()
+                row = _Total.of(closed).plus(extra.get((job_id, task_id))).row()   # with a running attempt's
                 by_task[task_id] = row["cost"]
                 rows.append({"job_id": job_id, "task_id": task_id, **row, **tags})
         total = job.dedicated + job.spot
