@@ -377,7 +377,7 @@ class Dispatcher(TaskPaging, Results, QueuedBundles, Bundles, Outcomes, JobOps, 
                 if len(skipped) > 64:
                     break
                 continue
-            size = self._bundle_size(job, tr) if self.bundleable(tr) else 1
+            size = self._bundle_size(job, tr, node, now) if self.bundleable(tr) else 1
             self._submit(node, self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, size), now)
         for entry in skipped + held:
             heapq.heappush(self.ready, entry)

@@ -21,9 +21,13 @@ back, if that is sooner. Should the queued bundle never run (its node lost, its
 Dask task cancelled or failed, the node's tasks terminated), its tasks go back
 to the ready queue as if they had never left it: no attempt, no requeue.
 
-A bundle is queued only while the ready queue holds a bundle of at least an
-eighth of ``bundle-target`` for every slot: near a job's end, tasks waiting
-behind one node's slots would be tasks another node, free sooner, could run.
+A bundle is queued while the ready queue holds a task for every slot, and it
+holds the node's share of them (:func:`~batchnb.engine.bundles.balanced_share`):
+what lets the node end when the others end their bundles and theirs, each
+node's backlog estimated at the job's pace. Near a job's end tasks waiting
+behind one node's slots would otherwise be tasks another node, free sooner,
+could run. (Queued only while an eighth of ``bundle-target`` was ready for every
+slot, as before, a job's last bundles each cost a round trip with their node idle.)
 """
 
 from __future__ import annotations
@@ -69,13 +73,13 @@ class QueuedBundles:
             if tr is None or not self.dispatchable(job, tr):
                 heapq.heappop(self.ready)
                 continue
-            floor = self._bundle_floor(self.pace_of(job, tr))
-            if floor is None or len(self.ready) < floor * self.nodes.total_slots() or not self.tiny(tr) \
-                    or self.fallback_group(job, tr) not in (None, node.group) \
+            if self._bundle_floor(self.pace_of(job, tr)) is None or len(self.ready) < self.nodes.total_slots() \
+                    or not self.tiny(tr) or self.fallback_group(job, tr) not in (None, node.group) \
                     or not self.preps.ready_on(job, node) or not self.engine.may_dispatch(job, tr, now):
                 return []       # the head goes first, from the driver, once a slot frees
             heapq.heappop(self.ready)
-            return self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, self._bundle_size(job, tr))
+            size = self._bundle_size(job, tr, node, now, queued=True)
+            return self.fill_bundle(node, [(job, tr)], {(entry[3], entry[4])}, size)
         return []
 
     def queued_back(self, job, tr, n: int) -> bool:
