@@ -61,7 +61,7 @@ class _Total:
     """What attempts held: of one task, or summed over a job.
 
     A job's is kept as one; a task's is kept as a row of :class:`Columns` (a job may have a
-    million tasks) and made into one only to add to it or to show it.
+    million tasks), added to in place, and made into one only to show it.
     """
 
     __slots__ = ("attempts", "seconds", "slot_seconds", "dedicated_seconds", "spot_seconds", "dedicated", "spot")
@@ -83,22 +83,23 @@ class _Total:
                 setattr(out, name, value)
         return out
 
-    def values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def add(self, attempt: _Attempt, end: float) -> None:
-        """Add the time ``attempt`` held up to ``end`` (its count is added at its start)."""
+    def add(self, attempt: _Attempt, end: float) -> tuple:
+        """Add the time ``attempt`` held up to ``end`` (its count is added at its start); returns
+        what was added, a row in the order of ``__slots__``, for a task's :class:`Columns` to add
+        in place (a task's total made, added to and put back cost half of a task's metering)."""
         span, seconds = attempt.span, max(0.0, end - attempt.start)
         held = seconds * attempt.slots / span.slots  # node-equivalent seconds
         cost = span.price * seconds * attempt.slots / (3600.0 * span.slots)
+        slot_seconds = seconds * attempt.slots
         self.seconds += seconds
-        self.slot_seconds += seconds * attempt.slots
+        self.slot_seconds += slot_seconds
         if span.group == "spot":
             self.spot_seconds += held
             self.spot += cost
-        else:
-            self.dedicated_seconds += held
-            self.dedicated += cost
+            return 0, seconds, slot_seconds, 0.0, held, 0.0, cost
+        self.dedicated_seconds += held
+        self.dedicated += cost
+        return 0, seconds, slot_seconds, held, 0.0, cost, 0.0
 
     def plus(self, other: _Total | None) -> _Total:
         """A new total: ``self + other``."""
@@ -254,11 +255,7 @@ class CostMeter:
     def _close(self, attempt: _Attempt, end: float) -> None:
         attempt.span.used -= attempt.slots
         end = max(end, attempt.start)
-        self._jobs[attempt.job_id].add(attempt, end)
-        tasks = self._tasks[attempt.job_id]
-        task = _Total.of(tasks.get(attempt.task_id))
-        task.add(attempt, end)
-        tasks.put(attempt.task_id, task.values())
+        self._tasks[attempt.job_id].add(attempt.task_id, self._jobs[attempt.job_id].add(attempt, end))
 
     def running_projection(self, job_id: str, expected_seconds: float | None, now: float | None = None) -> float:
         """Cost still to come from ``job_id``'s running attempts, if each lasts ``expected_seconds``.
