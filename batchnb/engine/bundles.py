@@ -72,8 +72,8 @@ class Bundles:
         estimated (:meth:`_backlogs`). A share of the queue over all slots left the backlogs out:
         near a job's end the node that freed first took half of what was left while the other
         still had most of a bundle to run, then idled (1,000 ``/bin/true`` tasks on two nodes,
-        six jobs each way here: the last node ended a median 49 ms after an even split of the
-        nodes' work would have, 26 ms with the backlogs counted).
+        twelve jobs each way here: the last node ended a median 49 ms after an even split of the
+        nodes' work would have, 38 ms with the backlogs counted).
 
         A bundle holds at least an eighth of ``bundle_target`` of work, or what is left: each
         bundle costs a round trip (its result fetched and recorded, the next one made and sent,

@@ -21,13 +21,13 @@ back, if that is sooner. Should the queued bundle never run (its node lost, its
 Dask task cancelled or failed, the node's tasks terminated), its tasks go back
 to the ready queue as if they had never left it: no attempt, no requeue.
 
-A bundle is queued while the ready queue holds a task for every slot, and it
-holds the node's share of them (:func:`~batchnb.engine.bundles.balanced_share`):
-what lets the node end when the others end their bundles and theirs, each
-node's backlog estimated at the job's pace. Near a job's end tasks waiting
-behind one node's slots would otherwise be tasks another node, free sooner,
-could run. (Queued only while an eighth of ``bundle-target`` was ready for every
-slot, as before, a job's last bundles each cost a round trip with their node idle.)
+A bundle is queued only while the ready queue holds a bundle of at least an
+eighth of ``bundle-target`` for every slot: near a job's end, tasks waiting
+behind one node's slots would be tasks another node, free sooner, could run,
+and a task that looks tiny by its pool's pace may run long (a bundle queued
+behind it waits as long). A queued bundle holds the node's share of the ready
+tasks (:func:`~batchnb.engine.bundles.balanced_share`): what lets the node end
+when the others end their bundles and theirs.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class QueuedBundles:
             if tr is None or not self.dispatchable(job, tr):
                 heapq.heappop(self.ready)
                 continue
-            if self._bundle_floor(self.pace_of(job, tr)) is None or len(self.ready) < self.nodes.total_slots() \
-                    or not self.tiny(tr) or self.fallback_group(job, tr) not in (None, node.group) \
+            floor = self._bundle_floor(self.pace_of(job, tr))
+            if floor is None or len(self.ready) < floor * self.nodes.total_slots() or not self.tiny(tr) \
+                    or self.fallback_group(job, tr) not in (None, node.group) \
                     or not self.preps.ready_on(job, node) or not self.engine.may_dispatch(job, tr, now):
                 return []       # the head goes first, from the driver, once a slot frees
             heapq.heappop(self.ready)
