@@ -89,17 +89,20 @@ class TimelineView(_View):
         return f"job {self.job_id!r} ({self.data.get('count', 0)} attempts)"
 
     def _refresh(self) -> None:
+        # Read and shown under one lock: the event thread's refresh and the kernel's (a new
+        # window) may overlap, and one that read the old window must not be shown after the
+        # other's (a browser test saw a zoomed window's 6 bars stay once zoomed out).
         with self._lock:
             self._read_at = time.monotonic()
             win = self.window or [None, None]
             data = self._ledger.timeline(self.job_id, since=win[0], until=win[1])
             failures = self._ledger.failure_groups(self.job_id)
             row = self._ledger.job(self.job_id)
-        # The task a click opened is shown as it is now (a rerun changes it), not as it was.
-        selected = self.task_details(self.selected["id"]) if self.selected.get("id") else {}
-        with self.hold_sync():
-            self.data, self.failures, self.selected = data, failures, selected
-            self.job_state = row["state"] if row else "?"
+            # The task a click opened is shown as it is now (a rerun changes it), not as it was.
+            selected = self.task_details(self.selected["id"]) if self.selected.get("id") else {}
+            with self.hold_sync():
+                self.data, self.failures, self.selected = data, failures, selected
+                self.job_state = row["state"] if row else "?"
 
     def _on_events(self, events: list) -> None:
         ended = any(isinstance(e, JobStateChanged) for e in events)
@@ -115,7 +118,8 @@ class TimelineView(_View):
             self.window = [float(win[0]), float(win[1])] if win else None
             self._refresh()
         elif kind == "open":
-            self.selected = self.task_details(str(content.get("task", "")))
+            with self._lock:        # not to be undone by a refresh that read the task opened before
+                self.selected = self.task_details(str(content.get("task", "")))
         elif kind == "rerun":
             # Off the kernel's thread: the dispatcher's answer must not hold up the comm.
             threading.Thread(target=self.rerun_failed, daemon=True, name="batchnb-rerun").start()

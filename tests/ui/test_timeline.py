@@ -42,6 +42,46 @@ def test_timeline_opens_a_failed_task_and_reruns_it_once_fixed(pool2, unique, tm
         view.close()
 
 
+def test_a_refresh_that_read_the_old_window_is_not_shown_after_the_new_windows(pool2, unique, monkeypatch):
+    # The event thread refreshes while the kernel takes a new window: the one that read the
+    # zoomed window was held up (here, reading the opened task's details) and showed its bars
+    # after the whole job's, which then stayed (a browser test saw 6 bars of 9).
+    import threading
+
+    job = pool2.job(unique)
+    job.add_tasks([{"id": f"t{i}", "command": "true"} for i in range(3)])
+    assert job.wait(timeout=60, quiet=True).ok
+    view = job.timeline()
+    try:
+        view._on_msg(view, {"type": "open", "task": "t0"}, [])
+        first = min(bar[3] for bar in view.data["bars"])
+        view._on_msg(view, {"type": "window", "window": [first - 10, first - 5]}, [])
+        assert view.data["count"] == 0
+        hold, held = threading.Event(), threading.Event()
+        details = view.task_details
+
+        def slow_details(task_id):
+            if threading.current_thread().name == "stale-refresh":
+                held.set()
+                assert hold.wait(10)
+            return details(task_id)
+
+        monkeypatch.setattr(view, "task_details", slow_details)
+        stale = threading.Thread(target=view._refresh, name="stale-refresh")
+        stale.start()
+        assert held.wait(10)                    # it has read the zoomed window; now it is held up
+        zoom_out = threading.Thread(target=view._on_msg, args=(view, {"type": "window", "window": None}, []))
+        zoom_out.start()
+        zoom_out.join(0.5)
+        hold.set()
+        stale.join(10)
+        zoom_out.join(10)
+        assert not stale.is_alive() and not zoom_out.is_alive()
+        assert view.window is None and view.data["count"] == 3
+    finally:
+        view.close()
+
+
 def test_rerun_with_nothing_failed_says_so(pool2, unique):
     job = pool2.job(unique)
     job.add_task("ok", "true")
